@@ -1,0 +1,5 @@
+"""ONNX Runtime backend."""
+
+from .backend import OnnxRuntimeBackend, OnnxRuntimeSession
+
+__all__ = ["OnnxRuntimeBackend", "OnnxRuntimeSession"]

@@ -1,0 +1,1 @@
+"""facesdk benchmark harness (import package ``facesdk_bench``)."""

@@ -1,0 +1,193 @@
+"""The Backend contract: what every inference engine plugin implements.
+
+A backend turns input tensors into output tensors, nothing else. Pre- and
+post-processing live in the core so that every backend sees the same numbers.
+
+Strict mode: when ``strict=True`` (the default) a backend must raise
+:class:`~facesdk.errors.DeviceMismatchError` if the device, provider or precision
+that would really run is not the one requested, instead of falling back silently.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+
+import numpy as np
+
+from .errors import ConfigError, ModelNotFoundError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .zoo import ModelCard
+
+__all__ = ["TensorSpec", "Availability", "Artifact", "Backend", "Session", "PRECISIONS"]
+
+log = logging.getLogger(__name__)
+
+#: Precisions a backend may report.
+PRECISIONS = ("fp32", "fp16", "int8", "ai8x")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, shape and dtype of one model input or output.
+
+    ``shape`` entries are ints, or ``None`` for a dynamic dimension.
+    """
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a backend can run here, on which devices, and why not."""
+
+    available: bool
+    devices: tuple[str, ...] = ()
+    reason: str | None = None
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A model file in one format, optionally with the card that describes it."""
+
+    path: Path
+    format: str
+    card: "ModelCard | None" = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_path(cls, path: str | Path, format: str | None = None) -> "Artifact":
+        """Wrap a file path, guessing the format from its suffix when not given."""
+        p = Path(path)
+        if not p.exists():
+            raise ModelNotFoundError(f"model file not found: {p}")
+        return cls(path=p, format=format or guess_format(p))
+
+
+_SUFFIX_FORMATS = {
+    ".onnx": "onnx",
+    ".xml": "openvino-ir",
+    ".tflite": "tflite",
+    ".engine": "trt-engine",
+    ".plan": "trt-engine",
+    ".tar": "ai8x",
+}
+
+
+def guess_format(path: Path) -> str:
+    """Return the artifact format implied by a file suffix."""
+    fmt = _SUFFIX_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ConfigError(f"cannot tell the model format of {path.name!r}; pass format=")
+    return fmt
+
+
+class Session(ABC):
+    """A loaded model, ready to run batches.
+
+    Attributes report what *really* runs: ``device`` (e.g. ``"cpu"``,
+    ``"cuda:0"``, ``"edgetpu"``), ``precision`` and ``backend`` name.
+    """
+
+    backend: str
+    device: str
+    precision: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    #: Largest batch the model accepts, or ``None`` when the batch is dynamic.
+    max_batch: int | None = None
+
+    @abstractmethod
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Run one batch through the model (first input) and return all outputs."""
+
+    def close(self) -> None:
+        """Release engine resources. Idempotent."""
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-friendly description of what runs."""
+        return {
+            "backend": self.backend,
+            "device": self.device,
+            "precision": self.precision,
+            "inputs": [(t.name, list(t.shape), t.dtype) for t in self.inputs],
+            "outputs": [(t.name, list(t.shape), t.dtype) for t in self.outputs],
+        }
+
+    def run_batched(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Run a batch of any size, splitting or padding for fixed-batch models."""
+        n = batch.shape[0]
+        mb = self.max_batch
+        if mb is None or n == mb:
+            return self.run(batch)
+        parts: list[list[np.ndarray]] = []
+        for start in range(0, n, mb):
+            chunk = batch[start : start + mb]
+            k = chunk.shape[0]
+            if k < mb:
+                pad = np.repeat(chunk[-1:], mb - k, axis=0)
+                chunk = np.concatenate([chunk, pad], axis=0)
+            outs = self.run(chunk)
+            parts.append([o[:k] for o in outs])
+        return [np.concatenate([p[i] for p in parts], axis=0) for i in range(len(parts[0]))]
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Backend(ABC):
+    """An inference engine plugin.
+
+    Subclasses set ``name`` and ``formats`` and implement :meth:`available`
+    and :meth:`load`. :meth:`load` must not import the engine at module import
+    time of the plugin; import it lazily so ``facesdk.list_backends()`` is cheap
+    and works when the engine is missing.
+    """
+
+    name: ClassVar[str]
+    formats: ClassVar[tuple[str, ...]]
+    #: Devices a user may ask for, e.g. ("cpu", "cuda").
+    description: ClassVar[str] = ""
+
+    @abstractmethod
+    def available(self) -> Availability:
+        """Report whether the engine is importable and usable, and on which devices."""
+
+    @abstractmethod
+    def load(
+        self,
+        artifact: Artifact,
+        *,
+        device: str = "auto",
+        precision: str = "fp32",
+        strict: bool = True,
+        **options: Any,
+    ) -> Session:
+        """Load an artifact and return a Session that runs it."""
+
+    def compile(
+        self,
+        onnx_model: Artifact,
+        *,
+        precision: str = "fp32",
+        calibration: Sequence[np.ndarray] | None = None,
+        out_dir: Path | None = None,
+    ) -> Artifact:
+        """Produce this backend's native artifact from an ONNX model (optional)."""
+        from .errors import BackendError
+
+        raise BackendError(f"backend {self.name!r} cannot compile models")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"

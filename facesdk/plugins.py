@@ -1,0 +1,175 @@
+"""Plugin system: pluggy hook specifications and entry-point discovery.
+
+A plugin is any module or object with ``@hookimpl`` functions. Installed
+plugins are found through the entry-point group ``facesdk``; built-in backends
+are registered exactly the same way (see ``pyproject.toml``). Third parties add
+a backend with, in their own ``pyproject.toml``::
+
+    [project.entry-points.facesdk]
+    mybackend = "my_package.facesdk_plugin"
+
+where ``my_package/facesdk_plugin.py`` contains::
+
+    from facesdk.plugins import hookimpl
+
+    @hookimpl
+    def facesdk_backends():
+        return [MyBackend]
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from .errors import BackendUnavailableError, ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .backend import Availability, Backend
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "hookimpl",
+    "hookspec",
+    "get_plugin_manager",
+    "register_plugin",
+    "get_backend",
+    "backend_classes",
+    "list_backends",
+    "BackendInfo",
+]
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "facesdk"
+hookspec = pluggy.HookspecMarker("facesdk")
+hookimpl = pluggy.HookimplMarker("facesdk")
+
+
+class FaceSDKSpec:
+    """Hook specifications every facesdk plugin may implement."""
+
+    @hookspec
+    def facesdk_backends(self) -> list[type["Backend"]]:  # type: ignore[empty-body]
+        """Return Backend classes this plugin provides."""
+
+    @hookspec
+    def facesdk_model_cards(self) -> list[Any]:  # type: ignore[empty-body]
+        """Return model cards (``ModelCard`` objects or paths to card TOML files/dirs)."""
+
+    @hookspec
+    def facesdk_datasets(self) -> dict[str, Any]:  # type: ignore[empty-body]
+        """Return benchmark dataset loaders by name (callables ``(root, **kw) -> Dataset``)."""
+
+    @hookspec
+    def facesdk_gallery_stores(self) -> dict[str, Any]:  # type: ignore[empty-body]
+        """Return gallery store factories by name (e.g. ``"milvus"``)."""
+
+    @hookspec
+    def facesdk_recipes(self) -> dict[str, Any]:  # type: ignore[empty-body]
+        """Return model conversion recipes by name (see ``facesdk.zoo.register_recipe``)."""
+
+    @hookspec
+    def facesdk_cli(self, subparsers: Any) -> None:
+        """Add sub-commands to the ``facesdk`` command line."""
+
+
+_lock = threading.Lock()
+_pm: pluggy.PluginManager | None = None
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """Return the process-wide plugin manager, loading entry points on first use."""
+    global _pm
+    with _lock:
+        if _pm is None:
+            pm = pluggy.PluginManager("facesdk")
+            pm.add_hookspecs(FaceSDKSpec)
+            try:
+                n = pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+                log.debug("loaded %d facesdk entry points", n)
+            except Exception as exc:  # a broken third-party plugin must not break the SDK
+                log.warning("failed to load a facesdk plugin: %s", exc)
+            _pm = pm
+        return _pm
+
+
+def register_plugin(plugin: object, name: str | None = None) -> None:
+    """Register a plugin object at run time (same hooks as an entry point)."""
+    pm = get_plugin_manager()
+    if name is not None and pm.get_plugin(name) is not None:
+        pm.unregister(name=name)
+    pm.register(plugin, name=name)
+
+
+def unregister_plugin(name: str) -> None:
+    """Remove a plugin registered under ``name`` (no error if absent)."""
+    pm = get_plugin_manager()
+    if pm.get_plugin(name) is not None:
+        pm.unregister(name=name)
+
+
+def backend_classes() -> dict[str, type["Backend"]]:
+    """All registered Backend classes by name (later registrations win)."""
+    out: dict[str, type[Backend]] = {}
+    for group in reversed(get_plugin_manager().hook.facesdk_backends()):
+        for cls in group or ():
+            out[cls.name] = cls
+    return out
+
+
+_ALIASES = {"ort": "onnxruntime", "ov": "openvino", "litert": "tflite", "trt": "tensorrt"}
+
+
+def get_backend(name: str) -> "Backend":
+    """Instantiate the backend called ``name`` (aliases: ort, ov, litert, trt)."""
+    classes = backend_classes()
+    key = _ALIASES.get(name, name)
+    if key not in classes:
+        known = ", ".join(sorted(classes)) or "none"
+        raise BackendUnavailableError(f"unknown backend {name!r} (installed: {known})")
+    return classes[key]()
+
+
+class BackendInfo(dict):  # type: ignore[type-arg]
+    """A row of :func:`list_backends` (a dict, for JSON output)."""
+
+
+def list_backends() -> list[BackendInfo]:
+    """Describe every registered backend: availability, devices, formats, reason."""
+    rows: list[BackendInfo] = []
+    for name, cls in sorted(backend_classes().items()):
+        try:
+            av: Availability = cls().available()
+            row = BackendInfo(
+                name=name,
+                available=av.available,
+                devices=list(av.devices),
+                formats=list(cls.formats),
+                version=av.version,
+                reason=av.reason,
+            )
+        except Exception as exc:  # availability checks must never crash a listing
+            row = BackendInfo(
+                name=name, available=False, devices=[], formats=list(getattr(cls, "formats", ())),
+                version=None, reason=f"availability check failed: {exc}",
+            )
+        rows.append(row)
+    return rows
+
+
+def pick_backend(preferred: str | None, fmt_options: set[str]) -> "Backend":
+    """Choose a backend: the named one, or the first available one that runs a format."""
+    if preferred and preferred != "auto":
+        return get_backend(preferred)
+    order = ["onnxruntime", "openvino", "tflite", "tensorrt"]
+    classes = backend_classes()
+    names = [n for n in order if n in classes] + sorted(set(classes) - set(order))
+    for n in names:
+        b = classes[n]()
+        if set(b.formats) & fmt_options and b.available().available:
+            return b
+    raise ConfigError(f"no installed backend runs any of {sorted(fmt_options)}")

@@ -1,0 +1,472 @@
+"""Model zoo: model cards as data, sources, sha256 verification and a cache.
+
+A :class:`ModelCard` describes a model (task, decoder family, input spec,
+outputs, alignment template, licence) and its artifacts: one file per format,
+each with a sha256 and a list of sources tried in order:
+
+* ``package``: a file inside an installed Python package (``importlib.resources``);
+* ``mirror``: a path below the directory named by ``FACESDK_MODEL_MIRROR``;
+* ``url``: an HTTP(S) download with a progress bar, sha256 check and an atomic
+  move into the cache (``FACESDK_CACHE``, default ``~/.cache/facesdk``);
+* ``recipe``: a conversion from another card's artifact (e.g. dlib → ONNX),
+  registered by plugins through the ``facesdk_recipes`` hook, cached once.
+
+Cards are TOML files in ``model_zoo/cards`` (installed as package
+``facesdk_zoo``) and anything plugins return from ``facesdk_model_cards``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import tomllib
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from .errors import (
+    ChecksumError,
+    ConfigError,
+    DownloadError,
+    ModelFormatError,
+    ModelNotFoundError,
+)
+
+__all__ = [
+    "InputSpec",
+    "Source",
+    "ArtifactSpec",
+    "ModelCard",
+    "cache_dir",
+    "sha256_file",
+    "list_cards",
+    "get_card",
+    "register_card",
+    "fetch",
+    "is_present",
+    "register_recipe",
+]
+
+log = logging.getLogger(__name__)
+
+TASKS = ("detect", "landmarks", "embed")
+#: Licences we treat as safe for commercial use.
+COMMERCIAL_SAFE_LICENSES = {"MIT", "Apache-2.0", "BSD-3-Clause", "BSD-2-Clause", "CC0-1.0", "BSL-1.0"}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model expects: ``size`` is (width, height); mean/std per channel."""
+
+    size: tuple[int, int]
+    layout: str = "NCHW"
+    color: str = "RGB"
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    dtype: str = "float32"
+    dynamic_size: bool = False
+
+    def __post_init__(self) -> None:
+        if self.layout not in ("NCHW", "NHWC"):
+            raise ConfigError(f"input layout must be NCHW or NHWC, not {self.layout!r}")
+        if self.color not in ("RGB", "BGR", "GRAY"):
+            raise ConfigError(f"input colour must be RGB, BGR or GRAY, not {self.color!r}")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an artifact can come from (``kind`` = package | mirror | url | recipe | path)."""
+
+    kind: str
+    location: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ArtifactSpec:
+    """One file of a model in one format."""
+
+    format: str
+    file: str
+    sha256: str | None
+    sources: tuple[Source, ...]
+    precision: str = "fp32"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A model described as data."""
+
+    id: str
+    task: str
+    family: str
+    input: InputSpec
+    artifacts: tuple[ArtifactSpec, ...]
+    license: str
+    description: str = ""
+    embedding_size: int | None = None
+    template: str | None = None
+    outputs: tuple[str, ...] = ()
+    params: Mapping[str, Any] = field(default_factory=dict)
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    homepage: str = ""
+    commercial_use: bool | None = None
+
+    @property
+    def commercial_safe(self) -> bool:
+        """True when the licence permits commercial use."""
+        if self.commercial_use is not None:
+            return self.commercial_use
+        return self.license in COMMERCIAL_SAFE_LICENSES
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return tuple(a.format for a in self.artifacts)
+
+    def artifact(self, fmt: str, precision: str | None = None) -> ArtifactSpec:
+        """The artifact in format ``fmt`` (and precision, if given)."""
+        for a in self.artifacts:
+            if a.format == fmt and (precision is None or a.precision == precision):
+                return a
+        raise ModelNotFoundError(f"model {self.id!r} has no {fmt!r} artifact")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], origin: str = "<dict>") -> "ModelCard":
+        """Build a card from parsed TOML/JSON data, with clear errors on missing fields."""
+        try:
+            inp = d["input"]
+            input_spec = InputSpec(
+                size=(int(inp["size"][0]), int(inp["size"][1])),
+                layout=inp.get("layout", "NCHW"),
+                color=inp.get("color", "RGB"),
+                mean=tuple(float(x) for x in inp.get("mean", (0, 0, 0))),  # type: ignore[arg-type]
+                std=tuple(float(x) for x in inp.get("std", (1, 1, 1))),  # type: ignore[arg-type]
+                dtype=inp.get("dtype", "float32"),
+                dynamic_size=bool(inp.get("dynamic_size", False)),
+            )
+            arts = []
+            for a in d.get("artifacts", []):
+                srcs = []
+                for s in a.get("sources", []):
+                    s = dict(s)
+                    kind = s.pop("kind")
+                    loc = s.pop("location")
+                    srcs.append(Source(kind=kind, location=loc, options=s))
+                arts.append(
+                    ArtifactSpec(
+                        format=a["format"],
+                        file=a["file"],
+                        sha256=a.get("sha256"),
+                        sources=tuple(srcs),
+                        precision=a.get("precision", "fp32"),
+                    )
+                )
+            card = cls(
+                id=d["id"],
+                task=d["task"],
+                family=d["family"],
+                input=input_spec,
+                artifacts=tuple(arts),
+                license=d["license"],
+                description=d.get("description", ""),
+                embedding_size=d.get("embedding_size"),
+                template=d.get("template"),
+                outputs=tuple(d.get("outputs", ())),
+                params=dict(d.get("params", {})),
+                thresholds=dict(d.get("thresholds", {})),
+                homepage=d.get("homepage", ""),
+                commercial_use=d.get("commercial_use"),
+            )
+        except KeyError as exc:
+            raise ConfigError(f"model card {origin}: missing field {exc}") from None
+        if card.task not in TASKS:
+            raise ConfigError(f"model card {origin}: task must be one of {TASKS}")
+        return card
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "ModelCard":
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read model card {p}: {exc}") from None
+        return cls.from_dict(data, origin=str(p))
+
+
+# --------------------------------------------------------------------------- registry
+
+_cards: dict[str, ModelCard] | None = None
+_extra_cards: dict[str, ModelCard] = {}
+_recipes: dict[str, Callable[..., None]] = {}
+_reg_lock = threading.RLock()
+
+
+def _load_cards() -> dict[str, ModelCard]:
+    from .plugins import get_plugin_manager
+
+    cards: dict[str, ModelCard] = {}
+    for group in get_plugin_manager().hook.facesdk_model_cards():
+        for item in group or ():
+            if isinstance(item, ModelCard):
+                cards[item.id] = item
+                continue
+            p = Path(item)
+            files: Iterable[Path] = sorted(p.glob("*.toml")) if p.is_dir() else [p]
+            for f in files:
+                c = ModelCard.from_toml(f)
+                cards[c.id] = c
+    return cards
+
+
+def _all_cards() -> dict[str, ModelCard]:
+    global _cards
+    with _reg_lock:
+        if _cards is None:
+            _cards = _load_cards()
+        return {**_cards, **_extra_cards}
+
+
+def reload_cards() -> None:
+    """Forget cached cards (after registering plugins at run time)."""
+    global _cards
+    with _reg_lock:
+        _cards = None
+
+
+def register_card(card: ModelCard) -> None:
+    """Add (or replace) a card at run time."""
+    with _reg_lock:
+        _extra_cards[card.id] = card
+
+
+def list_cards(task: str | None = None, commercial_safe: bool = False) -> list[ModelCard]:
+    """All known cards, optionally filtered by task and commercial-use licence."""
+    cards = sorted(_all_cards().values(), key=lambda c: c.id)
+    if task:
+        cards = [c for c in cards if c.task == task]
+    if commercial_safe:
+        cards = [c for c in cards if c.commercial_safe]
+    return cards
+
+
+def get_card(card_id: str | ModelCard) -> ModelCard:
+    """Return the card with this id (or the card itself)."""
+    if isinstance(card_id, ModelCard):
+        return card_id
+    cards = _all_cards()
+    if card_id not in cards:
+        raise ModelNotFoundError(
+            f"no model card {card_id!r}; known: {', '.join(sorted(cards)) or 'none'}"
+        )
+    return cards[card_id]
+
+
+def register_recipe(name: str, func: Callable[..., None]) -> None:
+    """Register a conversion recipe ``func(card, artifact, inputs: dict[str, Path], out: Path)``."""
+    _recipes[name] = func
+
+
+def _recipe(name: str) -> Callable[..., None]:
+    if name not in _recipes:
+        from .plugins import get_plugin_manager
+
+        for group in get_plugin_manager().hook.facesdk_recipes():
+            for k, f in (group or {}).items():
+                _recipes.setdefault(k, f)
+    if name not in _recipes:
+        raise ModelNotFoundError(f"no conversion recipe {name!r} is installed")
+    return _recipes[name]
+
+
+# --------------------------------------------------------------------------- files
+
+def cache_dir() -> Path:
+    """The model cache directory (``FACESDK_CACHE`` or ``~/.cache/facesdk``)."""
+    env = os.environ.get("FACESDK_CACHE")
+    base = Path(env) if env else Path.home() / ".cache" / "facesdk"
+    return base
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def _verify(path: Path, expected: str | None, what: str) -> None:
+    if expected is None:
+        return
+    got = sha256_file(path)
+    if got != expected.lower():
+        raise ChecksumError(
+            f"{what}: sha256 mismatch for {path.name} (expected {expected[:12]}…, got {got[:12]}…); "
+            "the file is corrupt or has been tampered with"
+        )
+
+
+def _cached_path(card: ModelCard, art: ArtifactSpec) -> Path:
+    return cache_dir() / "models" / card.id / art.file
+
+
+def _download(url: str, dest: Path, expected: str | None, what: str, timeout: float = 60.0) -> Path:
+    from tqdm.auto import tqdm
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmpname = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    tmp = Path(tmpname)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                resp = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (http/https only)
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                raise DownloadError(f"{what}: download of {url} failed: {exc}") from None
+            with resp:
+                total = int(resp.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, leave=False) as bar:
+                    while True:
+                        try:
+                            b = resp.read(1 << 16)
+                        except OSError as exc:
+                            raise DownloadError(f"{what}: download of {url} broke off: {exc}") from None
+                        if not b:
+                            break
+                        out.write(b)
+                        bar.update(len(b))
+        _verify(tmp, expected, what)
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return dest
+
+
+def _resolve(card: ModelCard, art: ArtifactSpec, src: Source) -> Path | None:
+    what = f"model {card.id!r} ({art.format})"
+    if src.kind == "path":
+        p = Path(src.location).expanduser()
+        return p if p.exists() else None
+    if src.kind == "package":
+        pkg, _, rel = src.location.partition(":")
+        try:
+            root = importlib.resources.files(pkg)
+        except (ModuleNotFoundError, TypeError):
+            return None
+        p = Path(str(root.joinpath(rel)))
+        return p if p.exists() else None
+    if src.kind == "mirror":
+        mirror = os.environ.get("FACESDK_MODEL_MIRROR")
+        if not mirror:
+            return None
+        p = Path(mirror) / src.location
+        return p if p.exists() else None
+    if src.kind == "url":
+        dest = _cached_path(card, art)
+        if dest.exists():
+            return dest
+        log.info("downloading %s from %s", what, src.location)
+        return _download(src.location, dest, art.sha256, what)
+    if src.kind == "recipe":
+        dest = _cached_path(card, art)
+        if dest.exists():
+            return dest
+        func = _recipe(src.location)
+        inputs: dict[str, Path] = {}
+        for key, ref in dict(src.options.get("inputs", {})).items():
+            ref_card, _, ref_fmt = str(ref).partition(":")
+            inputs[key] = fetch(ref_card, ref_fmt or None)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmpname = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+        os.close(fd)
+        tmp = Path(tmpname)
+        try:
+            log.info("converting %s with recipe %s", what, src.location)
+            func(card, art, inputs, tmp)
+            if art.sha256:
+                _verify(tmp, art.sha256, what)
+            os.replace(tmp, dest)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return dest
+    raise ConfigError(f"{what}: unknown source kind {src.kind!r}")
+
+
+def fetch(card_id: str | ModelCard, fmt: str | None = None, precision: str | None = None) -> Path:
+    """Return a local, sha256-verified path to a card's artifact, fetching it if needed.
+
+    Sources are tried in the card's order; files found in packages, mirrors or
+    the cache are verified against the card's sha256 before use.
+    """
+    card = get_card(card_id)
+    if fmt is None:
+        if not card.artifacts:
+            raise ModelNotFoundError(f"model {card.id!r} has no artifacts")
+        art = card.artifacts[0]
+    else:
+        art = card.artifact(fmt, precision)
+    what = f"model {card.id!r} ({art.format})"
+    errors: list[str] = []
+    for src in art.sources:
+        try:
+            p = _resolve(card, art, src)
+        except (DownloadError, ModelNotFoundError) as exc:
+            errors.append(str(exc))
+            continue
+        if p is None:
+            errors.append(f"{src.kind}:{src.location} not present")
+            continue
+        _verify(p, art.sha256, what)
+        return p
+    raise ModelNotFoundError(f"{what}: no source could provide {art.file}: " + "; ".join(errors))
+
+
+def is_present(card_id: str | ModelCard, fmt: str | None = None) -> bool:
+    """True when the artifact is available without any download or conversion."""
+    card = get_card(card_id)
+    arts = [card.artifact(fmt)] if fmt else list(card.artifacts)
+    for art in arts:
+        if _cached_path(card, art).exists():
+            return True
+        for src in art.sources:
+            if src.kind in ("url", "recipe"):
+                continue
+            try:
+                if _resolve(card, art, src) is not None:
+                    return True
+            except Exception:  # noqa: BLE001 - presence check only
+                continue
+    return False
+
+
+def copy_to(card_id: str | ModelCard, fmt: str, dest: Path) -> Path:
+    """Fetch an artifact and copy it to ``dest`` (helper for export tools)."""
+    src = fetch(card_id, fmt)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dest)
+    return dest
+
+
+def check_magic(path: Path, fmt: str) -> None:
+    """Cheap format sanity check before handing a file to an engine."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        raise ModelNotFoundError(f"cannot read model file {path}: {exc}") from None
+    if not head:
+        raise ModelFormatError(f"model file {path} is empty")
+    if fmt == "tflite" and head[4:8] != b"TFL3":
+        raise ModelFormatError(f"{path.name} is not a TFLite flatbuffer")

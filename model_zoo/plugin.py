@@ -1,0 +1,19 @@
+"""Entry point: registers the built-in model cards and conversion recipes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from facesdk.plugins import hookimpl
+
+from . import CARDS_DIR
+
+
+@hookimpl
+def facesdk_model_cards() -> list[Any]:
+    return [CARDS_DIR]
+
+
+@hookimpl
+def facesdk_recipes() -> dict[str, Any]:
+    return {}

@@ -1,0 +1,1 @@
+"""Optional facesdk plugins (import package ``facesdk_plugins``): gallery stores and more."""
