@@ -1,0 +1,147 @@
+"""Five-point face alignment: Umeyama similarity transform to an embedder's template.
+
+Points are ordered: image-left eye, image-right eye, nose tip, image-left mouth
+corner, image-right mouth corner (``facesdk.detect.Detection.landmarks``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from .errors import ConfigError
+
+__all__ = [
+    "TEMPLATES",
+    "estimate_similarity",
+    "warp_affine",
+    "warp_face",
+    "register_aligner",
+    "get_aligner",
+    "align_face",
+    "template_points",
+    "landmarks_from_box",
+]
+
+#: ArcFace / InsightFace 112×112 five-point template (the common standard).
+ARCFACE_112 = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    dtype=np.float32,
+)
+
+#: Templates by name: (points in pixels, output size (w, h)).
+TEMPLATES: dict[str, tuple[np.ndarray, tuple[int, int]]] = {
+    "arcface112": (ARCFACE_112, (112, 112)),
+}
+
+#: A custom aligner: ``func(image_rgb, box[4], landmarks5 | None) -> chip``.
+Aligner = Callable[[np.ndarray, np.ndarray, "np.ndarray | None"], np.ndarray]
+_ALIGNERS: dict[str, Aligner] = {}
+#: Core modules that register aligners for these template names when imported.
+_ALIGNER_MODULES = {"dlib150": "facesdk.chips", "ai8x-faceid": "facesdk.detect.tinierssd"}
+
+
+def register_aligner(name: str, func: Aligner) -> None:
+    """Register a custom aligner for a template name (e.g. dlib's chip, a firmware crop)."""
+    _ALIGNERS[name] = func
+
+
+def get_aligner(name: str) -> Aligner | None:
+    """The custom aligner registered for ``name``, importing its core module if needed."""
+    if name not in _ALIGNERS and name in _ALIGNER_MODULES:
+        import importlib
+
+        importlib.import_module(_ALIGNER_MODULES[name])
+    return _ALIGNERS.get(name)
+
+
+def template_points(name: str) -> tuple[np.ndarray, tuple[int, int]]:
+    """Points and output size of a named template."""
+    if name not in TEMPLATES:
+        raise ConfigError(f"unknown alignment template {name!r} (known: {', '.join(sorted(TEMPLATES))})")
+    return TEMPLATES[name]
+
+
+def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity transform (rotation, uniform scale, translation) mapping src → dst.
+
+    Umeyama (1991), with the reflection correction. Returns a 2×3 matrix.
+    """
+    src = np.asarray(src, dtype=np.float64).reshape(-1, 2)
+    dst = np.asarray(dst, dtype=np.float64).reshape(-1, 2)
+    if src.shape != dst.shape or src.shape[0] < 2:
+        raise ConfigError("similarity estimation needs two equal sets of at least 2 points")
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s0, d0 = src - mu_s, dst - mu_d
+    var_s = (s0**2).sum() / len(src)
+    if var_s < 1e-12:
+        raise ConfigError("degenerate landmarks: all points coincide")
+    cov = d0.T @ s0 / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    d = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        d[-1] = -1
+    r = u @ np.diag(d) @ vt
+    scale = (sig * d).sum() / var_s
+    t = mu_d - scale * r @ mu_s
+    m = np.zeros((2, 3))
+    m[:, :2] = scale * r
+    m[:, 2] = t
+    return m
+
+
+def warp_affine(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Warp an RGB uint8 image by a 2×3 image→output matrix, bilinear, zero border."""
+    a = np.vstack([matrix, [0.0, 0.0, 1.0]])
+    inv = np.linalg.inv(a)
+    # PIL maps output pixel centres by (x, y) -> inv; half-pixel conventions match cv2.warpAffine
+    # when the matrix is applied to pixel indices, so shift by 0.5 on both sides.
+    shift = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
+    unshift = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])
+    inv_pil = shift @ inv @ unshift
+    data = tuple(inv_pil[:2].ravel())
+    out = Image.fromarray(image).transform(size, Image.AFFINE, data=data, resample=Image.BILINEAR)
+    return np.asarray(out)
+
+
+def warp_face(image: np.ndarray, landmarks: np.ndarray, template: str = "arcface112") -> np.ndarray:
+    """Align one face: similarity transform of its 5 landmarks onto ``template``, then warp."""
+    pts, size = template_points(template)
+    m = estimate_similarity(landmarks, pts)
+    return warp_affine(image, m, size)
+
+
+def landmarks_from_box(box: np.ndarray, template: str = "arcface112") -> np.ndarray:
+    """Approximate 5 landmarks for a box-only detector by placing the template in the box.
+
+    Crude (no pose information); used only when the detector gives no landmarks.
+    """
+    pts, (w, h) = template_points(template)
+    x1, y1, x2, y2 = [float(v) for v in box]
+    # The template face spans roughly the central 70 % of the chip horizontally.
+    rel = (pts - np.array([w, h]) * 0.5) / np.array([w * 0.78, h * 0.78])
+    c = np.array([(x1 + x2) / 2, (y1 + y2) / 2 + 0.05 * (y2 - y1)])
+    return (c + rel * np.array([x2 - x1, y2 - y1])).astype(np.float32)
+
+
+def align_face(
+    image: np.ndarray, box: np.ndarray, landmarks: np.ndarray | None, template: str = "arcface112"
+) -> np.ndarray:
+    """Crop one face for an embedder: a registered aligner for ``template``, else a 5-point warp.
+
+    Box-only detections get template landmarks placed in the box (:func:`landmarks_from_box`).
+    """
+    custom = get_aligner(template)
+    if custom is not None:
+        return custom(image, box, landmarks)
+    if landmarks is None:
+        landmarks = landmarks_from_box(box, template)
+    return warp_face(image, landmarks, template)

@@ -1,0 +1,166 @@
+"""Detector base class and the family registry.
+
+A detector family turns an image into :class:`Detection` objects using one or
+more backend sessions. Single-network families implement :meth:`preprocess`
+and :meth:`decode`; multi-network families (cascades) override :meth:`detect`.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from ..backend import Artifact, Backend, Session
+from ..errors import ConfigError
+from ..zoo import ModelCard
+
+__all__ = ["Detection", "FaceDetector", "register_family", "detector_class", "families"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Detection:
+    """One detected face in image pixel coordinates.
+
+    ``landmarks`` are five (x, y) points: the eye with the smaller x, the other
+    eye, the nose tip, the mouth corner with the smaller x, the other corner.
+    """
+
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def width(self) -> float:
+        return float(self.box[2] - self.box[0])
+
+    @property
+    def height(self) -> float:
+        return float(self.box[3] - self.box[1])
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "box": [round(float(v), 2) for v in self.box],
+            "score": round(float(self.score), 4),
+        }
+        if self.landmarks is not None:
+            d["landmarks"] = [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks]
+        return d
+
+
+_FAMILIES: dict[str, type["FaceDetector"]] = {}
+
+
+def register_family(name: str) -> Callable[[type["FaceDetector"]], type["FaceDetector"]]:
+    """Class decorator registering a detector family under ``name``."""
+
+    def deco(cls: type[FaceDetector]) -> type[FaceDetector]:
+        cls.family = name
+        _FAMILIES[name] = cls
+        return cls
+
+    return deco
+
+
+def families() -> list[str]:
+    """Names of the registered detector families."""
+    _import_builtin()
+    return sorted(_FAMILIES)
+
+
+def _import_builtin() -> None:
+    from . import ultraface, yunet  # noqa: F401  (registration side effect)
+
+    for mod in ("tinierssd", "blazeface", "mtcnn"):
+        try:
+            __import__(f"{__package__}.{mod}")
+        except ImportError:
+            pass
+
+
+def detector_class(family: str) -> type["FaceDetector"]:
+    """The detector class of a family (raises ConfigError if unknown)."""
+    _import_builtin()
+    if family not in _FAMILIES:
+        raise ConfigError(f"no detector decoder for family {family!r} (known: {', '.join(sorted(_FAMILIES))})")
+    return _FAMILIES[family]
+
+
+class FaceDetector(ABC):
+    """Runs a detection model through a backend and decodes faces.
+
+    Args:
+        card: the detector's model card.
+        backend: the Backend instance that runs it.
+        artifacts: ``role -> Artifact`` (``"main"`` for single-network models).
+        score_threshold, nms_threshold: override the card's defaults.
+        load_options: passed to ``Backend.load`` (device, precision, strict, threads …).
+    """
+
+    family: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        card: ModelCard,
+        backend: Backend,
+        artifacts: dict[str, Artifact],
+        *,
+        score_threshold: float | None = None,
+        nms_threshold: float | None = None,
+        **load_options: Any,
+    ) -> None:
+        self.card = card
+        self.backend = backend
+        self.params = dict(card.params)
+        self.score_threshold = float(
+            score_threshold if score_threshold is not None else self.params.get("score_threshold", 0.6)
+        )
+        self.nms_threshold = float(
+            nms_threshold if nms_threshold is not None else self.params.get("nms_threshold", 0.3)
+        )
+        self.sessions: dict[str, Session] = {
+            role: backend.load(art, **load_options) for role, art in artifacts.items()
+        }
+
+    @property
+    def session(self) -> Session:
+        """The main session (first network)."""
+        return self.sessions.get("main") or next(iter(self.sessions.values()))
+
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+        """Image → input tensor (batch of one) and what decode needs to map back."""
+        raise NotImplementedError
+
+    def decode(self, outputs: dict[str, np.ndarray], meta: dict[str, Any]) -> list[Detection]:
+        """Model outputs → detections in image coordinates."""
+        raise NotImplementedError
+
+    def run_main(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        """Run the main session and name its outputs."""
+        s = self.session
+        outs = s.run(tensor)
+        return {spec.name: o for spec, o in zip(s.outputs, outs)}
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """Detect faces in an RGB uint8 image; highest score first."""
+        tensor, meta = self.preprocess(image)
+        dets = self.decode(self.run_main(tensor), meta)
+        h, w = image.shape[:2]
+        for d in dets:
+            d.box = np.array(
+                [np.clip(d.box[0], 0, w), np.clip(d.box[1], 0, h), np.clip(d.box[2], 0, w), np.clip(d.box[3], 0, h)],
+                dtype=np.float32,
+            )
+        dets = [d for d in dets if d.width > 1 and d.height > 1]
+        dets.sort(key=lambda d: -d.score)
+        return dets
+
+    def close(self) -> None:
+        for s in self.sessions.values():
+            s.close()

@@ -1,0 +1,66 @@
+"""UltraFace (Ultra-Light-Fast-Generic-Face-Detector) decoder.
+
+The ONNX release has the prior decoding inside the graph: ``scores`` [1,N,2]
+(background, face) after softmax and ``boxes`` [1,N,4] as normalised x1,y1,x2,y2.
+The raw-head TFLite variant needs the SSD priors; :func:`ultraface_priors` builds them.
+The image is resized (not letterboxed) to the model input. No landmarks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..image import resize, to_tensor
+from .base import Detection, FaceDetector, register_family
+from .nms import nms
+
+__all__ = ["UltraFaceDetector", "ultraface_priors"]
+
+_MIN_BOXES = [[10, 16, 24], [32, 48], [64, 96], [128, 192, 256]]
+_STRIDES = [8, 16, 32, 64]
+
+
+def ultraface_priors(width: int, height: int) -> np.ndarray:
+    """SSD priors (cx, cy, w, h, normalised) of UltraFace for an input size."""
+    out = []
+    for stride, sizes in zip(_STRIDES, _MIN_BOXES):
+        fw, fh = int(np.ceil(width / stride)), int(np.ceil(height / stride))
+        for j in range(fh):
+            for i in range(fw):
+                cx, cy = (i + 0.5) / (width / stride), (j + 0.5) / (height / stride)
+                for m in sizes:
+                    out.append((cx, cy, m / width, m / height))
+    return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
+
+
+@register_family("ultraface")
+class UltraFaceDetector(FaceDetector):
+    """UltraFace RFB-320 / slim: boxes only."""
+
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+        spec = self.card.input
+        x = resize(image, spec.size)
+        t = to_tensor(x[None], layout=spec.layout, color=spec.color, mean=spec.mean, std=spec.std)
+        return t, {"w": image.shape[1], "h": image.shape[0]}
+
+    def decode(self, outputs: dict[str, np.ndarray], meta: dict[str, Any]) -> list[Detection]:
+        vals = list(outputs.values())
+        scores = outputs.get("scores", vals[0]).reshape(-1, 2)
+        boxes = outputs.get("boxes", vals[1]).reshape(-1, 4)
+        if self.params.get("raw_heads"):
+            pw, ph = self.card.input.size
+            pri = ultraface_priors(pw, ph)
+            e = np.exp(scores - scores.max(axis=1, keepdims=True))
+            scores = e / e.sum(axis=1, keepdims=True)
+            cxcy = boxes[:, :2] * 0.1 * pri[:, 2:] + pri[:, :2]
+            wh = np.exp(boxes[:, 2:] * 0.2) * pri[:, 2:]
+            boxes = np.concatenate([cxcy - wh / 2, cxcy + wh / 2], axis=1)
+        s = scores[:, 1]
+        idx = np.nonzero(s >= self.score_threshold)[0]
+        if idx.size == 0:
+            return []
+        b = boxes[idx] * np.array([meta["w"], meta["h"], meta["w"], meta["h"]], np.float32)
+        keep = nms(b, s[idx], self.nms_threshold, top_k=200)
+        return [Detection(box=b[i].astype(np.float32), score=float(s[idx][i])) for i in keep]

@@ -1,0 +1,400 @@
+"""FaceRecognizer: detect → align → embed → match, on any backend.
+
+Example::
+
+    import facesdk
+    rec = facesdk.FaceRecognizer(backend="onnxruntime")
+    rec.enroll("obama", ["obama1.jpg", "obama2.jpg"])
+    for face in rec.identify("group.jpg"):
+        print(face.match.name, face.match.similarity, face.box)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import zoo
+from .align import align_face
+from .backend import Artifact, Backend, Session
+from .detect import Detection, FaceDetector, detector_class
+from .errors import ConfigError, GalleryError, ModelNotFoundError, NoFaceError
+from .gallery import Gallery, Match, l2_normalize
+from .image import ImageInput, load_image, to_tensor
+from .plugins import backend_classes, get_backend
+from .zoo import ModelCard
+
+__all__ = ["FaceRecognizer", "Face", "Verification", "DEFAULT_DETECTOR", "DEFAULT_EMBEDDER"]
+
+log = logging.getLogger(__name__)
+
+#: Defaults (overridable by FACESDK_DETECTOR / FACESDK_EMBEDDER).
+DEFAULT_DETECTOR = os.environ.get("FACESDK_DETECTOR", "yunet-2023mar")
+DEFAULT_EMBEDDER = os.environ.get("FACESDK_EMBEDDER", "mobilefacenet-sirius")
+
+_BACKEND_PREFERENCE = ["onnxruntime", "openvino", "tensorrt", "tflite"]
+
+
+@dataclass
+class Face:
+    """One face in an image: detection, embedding and (after identify) its match."""
+
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray | None
+    embedding: np.ndarray | None = None
+    match: Match | None = None
+
+    @classmethod
+    def from_detection(cls, d: Detection) -> "Face":
+        return cls(box=d.box, score=d.score, landmarks=d.landmarks)
+
+    @property
+    def area(self) -> float:
+        return float(max(self.box[2] - self.box[0], 0) * max(self.box[3] - self.box[1], 0))
+
+    def to_dict(self, with_embedding: bool = False) -> dict[str, Any]:
+        d: dict[str, Any] = Detection(self.box, self.score, self.landmarks).to_dict()
+        if self.match is not None:
+            d.update(self.match.to_dict())
+        if with_embedding and self.embedding is not None:
+            d["embedding"] = [round(float(v), 6) for v in self.embedding]
+        return d
+
+
+@dataclass
+class Verification:
+    """Result of comparing two faces."""
+
+    similarity: float
+    threshold: float
+
+    @property
+    def same(self) -> bool:
+        return self.similarity >= self.threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"same": self.same, "similarity": round(self.similarity, 4), "threshold": self.threshold}
+
+
+def _load_card(ref: str | ModelCard | os.PathLike) -> ModelCard:
+    if isinstance(ref, ModelCard):
+        return ref
+    if str(ref).endswith(".toml") and Path(ref).is_file():
+        return ModelCard.from_toml(ref)
+    return zoo.get_card(str(ref))
+
+
+def _choose_backend(name: str | None, card: ModelCard) -> Backend:
+    if name and name != "auto":
+        b = get_backend(name)
+        return b
+    classes = backend_classes()
+    order = [n for n in _BACKEND_PREFERENCE if n in classes] + sorted(set(classes) - set(_BACKEND_PREFERENCE))
+    reasons = []
+    for n in order:
+        b = classes[n]()
+        if not set(b.formats) & set(card.formats):
+            continue
+        av = b.available()
+        if av.available:
+            return b
+        reasons.append(f"{n}: {av.reason}")
+    raise ConfigError(
+        f"no available backend runs model {card.id!r} (formats {', '.join(card.formats)})"
+        + (f"; {'; '.join(reasons)}" if reasons else "")
+    )
+
+
+def _artifact_for(card: ModelCard, backend: Backend, precision: str, role: str | None = None) -> Artifact:
+    fmts = [a for a in card.artifacts if a.format in backend.formats]
+    if role is not None:
+        fmts = [a for a in fmts if a.file == role or a.file.startswith(role)] or fmts
+    if not fmts:
+        raise ConfigError(
+            f"backend {backend.name!r} runs {', '.join(backend.formats)}, "
+            f"but model {card.id!r} comes as {', '.join(card.formats)}"
+        )
+    exact = [a for a in fmts if a.precision == precision]
+    spec = (exact or fmts)[0]
+    path = zoo.fetch(card, spec.format, spec.precision)
+    return Artifact(path=path, format=spec.format, card=card, metadata={"sha256": spec.sha256 or ""})
+
+
+def _default_card(task: str, preferred: str, backend_name: str | None) -> str:
+    """The default card for a task, or the first one a named backend can run."""
+    if not backend_name or backend_name == "auto":
+        return preferred
+    b = get_backend(backend_name)
+    try:
+        if set(zoo.get_card(preferred).formats) & set(b.formats):
+            return preferred
+    except ModelNotFoundError:
+        pass
+    for c in zoo.list_cards(task=task):
+        if set(c.formats) & set(b.formats):
+            return c.id
+    return preferred
+
+
+class FaceRecognizer:
+    """The face-recognition pipeline.
+
+    Args:
+        detector, embedder: model card ids (see ``facesdk models``), ModelCard
+            objects or paths to card TOML files.
+        backend: backend name (``"onnxruntime"``, ``"openvino"``, ``"max78000"``…)
+            or ``"auto"`` for the best available one per model.
+        device: device to run on (``"auto"``, ``"cpu"``, ``"cuda:0"`` …).
+        precision: ``"fp32"``, ``"fp16"``, ``"int8"`` … as the artifact provides.
+        strict: raise if the requested device/precision is not what runs.
+        threshold: cosine threshold for identification/verification
+            (default: the embedder card's calibrated value).
+        detector_backend, embedder_backend: override ``backend`` per stage.
+        score_threshold: detector confidence threshold (default from the card).
+        batch_size: faces per embedder batch.
+        max_pixels: decompression-bomb guard for decoded images.
+        backend_options: extra keyword arguments for ``Backend.load`` (e.g. threads).
+    """
+
+    def __init__(
+        self,
+        detector: str | ModelCard | os.PathLike | None = None,
+        embedder: str | ModelCard | os.PathLike | None = None,
+        *,
+        backend: str = "auto",
+        device: str = "auto",
+        precision: str = "fp32",
+        strict: bool = True,
+        threshold: float | None = None,
+        detector_backend: str | None = None,
+        embedder_backend: str | None = None,
+        score_threshold: float | None = None,
+        batch_size: int = 32,
+        max_pixels: int | None = None,
+        backend_options: dict[str, Any] | None = None,
+    ) -> None:
+        det_be = detector_backend or backend
+        emb_be = embedder_backend or backend
+        self.detector_card = _load_card(detector or _default_card("detect", DEFAULT_DETECTOR, det_be))
+        self.embedder_card = _load_card(embedder or _default_card("embed", DEFAULT_EMBEDDER, emb_be))
+        if self.detector_card.task != "detect":
+            raise ConfigError(f"{self.detector_card.id!r} is a {self.detector_card.task} model, not a detector")
+        if self.embedder_card.task != "embed":
+            raise ConfigError(f"{self.embedder_card.id!r} is a {self.embedder_card.task} model, not an embedder")
+        if batch_size < 1:
+            raise ConfigError("batch_size must be >= 1")
+        self.batch_size = int(batch_size)
+        self.max_pixels = max_pixels
+        opts: dict[str, Any] = dict(device=device, precision=precision, strict=strict, **(backend_options or {}))
+
+        det_backend = _choose_backend(det_be, self.detector_card)
+        det_cls = detector_class(self.detector_card.family)
+        det_arts = {"main": _artifact_for(self.detector_card, det_backend, precision)}
+        extra_roles = self.detector_card.params.get("roles")
+        if extra_roles:  # multi-network detectors: one artifact per role, matched by file name
+            det_arts = {
+                r: _artifact_for(self.detector_card, det_backend, precision, role=str(f)) for r, f in extra_roles.items()
+            }
+        self.detector: FaceDetector = det_cls(
+            self.detector_card, det_backend, det_arts, score_threshold=score_threshold, **opts
+        )
+
+        emb_backend = _choose_backend(emb_be, self.embedder_card)
+        art = _artifact_for(self.embedder_card, emb_backend, precision)
+        self.embedder_session: Session = emb_backend.load(art, **opts)
+        self.model_sha256 = art.metadata.get("sha256") or zoo.sha256_file(art.path)
+        if self.embedder_card.template is None:
+            raise ConfigError(f"embedder card {self.embedder_card.id!r} names no alignment template")
+        self.template = self.embedder_card.template
+        ths = self.embedder_card.thresholds
+        key = f"{self.embedder_session.backend}:{self.embedder_session.precision}"
+        self.threshold = float(threshold if threshold is not None else ths.get(key, ths.get("default", 0.5)))
+        self._gallery: Gallery | None = None
+        log.info(
+            "FaceRecognizer: detector %s on %s/%s, embedder %s on %s/%s/%s",
+            self.detector_card.id, self.detector.session.backend, self.detector.session.device,
+            self.embedder_card.id, self.embedder_session.backend, self.embedder_session.device,
+            self.embedder_session.precision,
+        )
+
+    # ------------------------------------------------------------------ info
+    @property
+    def model_id(self) -> str:
+        """Card id of the embedder (recorded in galleries)."""
+        return self.embedder_card.id
+
+    @property
+    def embedding_size(self) -> int:
+        if self.embedder_card.embedding_size:
+            return int(self.embedder_card.embedding_size)
+        shape = self.embedder_session.outputs[0].shape
+        return int(np.prod([d for d in shape[1:] if d]))
+
+    def describe(self) -> dict[str, Any]:
+        """What runs: models, backends, devices, precisions."""
+        return {
+            "detector": {"model": self.detector_card.id, **self.detector.session.describe()},
+            "embedder": {"model": self.embedder_card.id, **self.embedder_session.describe()},
+            "threshold": self.threshold,
+        }
+
+    # ------------------------------------------------------------------ stages
+    def load(self, image: ImageInput) -> np.ndarray:
+        """Decode an image to RGB uint8 (see :func:`facesdk.image.load_image`)."""
+        return load_image(image, max_pixels=self.max_pixels)
+
+    def detect(self, image: ImageInput) -> list[Detection]:
+        """Detect faces, highest score first."""
+        img = image if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 else self.load(image)
+        return self.detector.detect(img)
+
+    def align(self, image: np.ndarray, detections: Sequence[Detection | Face]) -> np.ndarray:
+        """Crop/align each face to the embedder's template: ``[N, h, w, 3]`` uint8 RGB."""
+        chips = [align_face(image, d.box, d.landmarks, self.template) for d in detections]
+        if not chips:
+            w, h = self.embedder_card.input.size
+            return np.zeros((0, h, w, 3), np.uint8)
+        return np.stack(chips)
+
+    def embed_chips(self, chips: np.ndarray) -> np.ndarray:
+        """Embed aligned chips ``[N,h,w,3]`` → ``[N,D]`` L2-normalised float32 (batched)."""
+        chips = np.asarray(chips)
+        if chips.ndim == 3:
+            chips = chips[None]
+        spec = self.embedder_card.input
+        w, h = spec.size
+        if chips.ndim != 4 or chips.shape[1:3] != (h, w) or chips.shape[3] != 3:
+            raise ConfigError(f"chips must be [N,{h},{w},3] uint8 for {self.model_id!r}, got {chips.shape}")
+        out = []
+        for start in range(0, len(chips), self.batch_size):
+            t = to_tensor(
+                chips[start : start + self.batch_size], layout=spec.layout, color=spec.color,
+                mean=spec.mean, std=spec.std, dtype=spec.dtype,
+            )
+            y = self.embedder_session.run_batched(t)[0]
+            out.append(np.asarray(y, np.float32).reshape(len(t), -1))
+        if not out:
+            return np.zeros((0, self.embedding_size), np.float32)
+        return l2_normalize(np.concatenate(out))
+
+    # ------------------------------------------------------------------ faces
+    def faces(self, image: ImageInput, *, max_faces: int | None = None) -> list[Face]:
+        """Detect, align and embed every face in an image."""
+        img = self.load(image)
+        dets = self.detector.detect(img)[: max_faces or None]
+        faces = [Face.from_detection(d) for d in dets]
+        if faces:
+            emb = self.embed_chips(self.align(img, dets))
+            for f, e in zip(faces, emb):
+                f.embedding = e
+        return faces
+
+    def embed_face(self, image: ImageInput, select: str = "largest") -> Face:
+        """Embed the one face of interest: ``largest`` or the one nearest the ``center``.
+
+        Raises:
+            NoFaceError: no face was detected.
+        """
+        img = self.load(image)
+        dets = self.detector.detect(img)
+        if not dets:
+            raise NoFaceError(f"no face found in {_describe(image)}")
+        if select == "largest":
+            d = max(dets, key=lambda d: d.width * d.height)
+        elif select == "center":
+            cy, cx = img.shape[0] / 2, img.shape[1] / 2
+            d = min(dets, key=lambda d: ((d.box[0] + d.box[2]) / 2 - cx) ** 2 + ((d.box[1] + d.box[3]) / 2 - cy) ** 2)
+        else:
+            raise ConfigError("select must be 'largest' or 'center'")
+        f = Face.from_detection(d)
+        f.embedding = self.embed_chips(self.align(img, [d]))[0]
+        return f
+
+    # ------------------------------------------------------------------ gallery
+    @property
+    def gallery(self) -> Gallery:
+        """The attached gallery (created empty on first use)."""
+        if self._gallery is None:
+            self._gallery = self.new_gallery()
+        return self._gallery
+
+    def new_gallery(self) -> Gallery:
+        """An empty gallery stamped with this recogniser's model and backend."""
+        return Gallery(
+            self.model_id, self.embedding_size, model_sha256=self.model_sha256,
+            backend=self.embedder_session.backend, precision=self.embedder_session.precision,
+            threshold=self.threshold,
+        )
+
+    def use_gallery(self, gallery: Gallery | str | os.PathLike) -> Gallery:
+        """Attach a gallery (object or file), refusing one made by another model."""
+        g = gallery if isinstance(gallery, Gallery) else Gallery.load(gallery)
+        g.check_compatible(self.model_id, self.embedding_size, self.model_sha256)
+        self._gallery = g
+        return g
+
+    def enroll(
+        self, name: str, images: ImageInput | Iterable[ImageInput], *, gallery: Gallery | None = None,
+        progress: bool = False,
+    ) -> int:
+        """Enrol ``name`` from one or more photos (the largest face of each).
+
+        Returns the number of samples added. Raises NoFaceError if a photo has no face.
+        """
+        g = gallery or self.gallery
+        g.check_compatible(self.model_id, self.embedding_size, self.model_sha256)
+        if isinstance(images, (str, os.PathLike, bytes, bytearray, np.ndarray)) or hasattr(images, "mode"):
+            images = [images]  # type: ignore[list-item]
+        embs = []
+        for im in tqdm(list(images), desc=f"enrol {name}", disable=not progress, leave=False):
+            embs.append(self.embed_face(im, select="largest").embedding)
+        if not embs:
+            raise ConfigError(f"no images given to enrol {name!r}")
+        g.add(name, np.stack(embs))
+        return len(embs)
+
+    def identify(
+        self, image: ImageInput, *, gallery: Gallery | None = None, top_k: int = 5, threshold: float | None = None,
+    ) -> list[Face]:
+        """Every face in the image with its best identity (or ``Unknown``) and top-K."""
+        g = gallery or self.gallery
+        g.check_compatible(self.model_id, self.embedding_size, self.model_sha256)
+        if len(g) == 0:
+            raise GalleryError("the gallery is empty: enrol someone first")
+        faces = self.faces(image)
+        if faces:
+            matches = g.identify(np.stack([f.embedding for f in faces]), threshold=threshold, top_k=top_k)  # type: ignore[misc]
+            for f, m in zip(faces, matches):
+                f.match = m
+        return faces
+
+    def verify(self, a: ImageInput, b: ImageInput, *, threshold: float | None = None) -> Verification:
+        """Are the largest faces of two images the same person?"""
+        ea = self.embed_face(a).embedding
+        eb = self.embed_face(b).embedding
+        sim = float(np.dot(ea, eb))  # type: ignore[arg-type]
+        return Verification(sim, self.threshold if threshold is None else float(threshold))
+
+    def close(self) -> None:
+        """Release backend sessions."""
+        self.detector.close()
+        self.embedder_session.close()
+
+    def __enter__(self) -> "FaceRecognizer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _describe(image: ImageInput) -> str:
+    if isinstance(image, (str, os.PathLike)):
+        return str(image)
+    return f"the {type(image).__name__} image"
