@@ -97,6 +97,16 @@ def get_plugin_manager() -> pluggy.PluginManager:
         return _pm
 
 
+def reset_plugin_manager() -> None:
+    """Forget loaded plugins so entry points are discovered again (tests, notebooks)."""
+    global _pm
+    with _lock:
+        _pm = None
+    from . import zoo
+
+    zoo.reload_cards()
+
+
 def register_plugin(plugin: object, name: str | None = None) -> None:
     """Register a plugin object at run time (same hooks as an entry point)."""
     pm = get_plugin_manager()

@@ -98,7 +98,8 @@ class OnnxRuntimeBackend(Backend):
             ort = _import_ort()
         except BackendUnavailableError as exc:
             return Availability(False, reason=str(exc))
-        provs = ort.get_available_providers()
+        # Azure EP is a remote-inference shim, not a device.
+        provs = [p for p in ort.get_available_providers() if p != "AzureExecutionProvider"]
         devices = tuple(_PROVIDER_DEVICES.get(p, p) for p in provs)
         return Availability(True, devices=devices, version=ort.__version__)
 

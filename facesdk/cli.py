@@ -1,0 +1,272 @@
+"""The ``facesdk`` command line.
+
+Every command accepts ``--json`` for machine-readable output. Bad input ends
+with a one-line message on stderr and a non-zero exit code (see
+``facesdk.errors``), never a traceback (use ``-v`` to see one for internal errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from . import __version__
+from .errors import ConfigError, FaceSDKError, NoFaceError
+
+__all__ = ["main", "build_parser", "add_common"]
+
+log = logging.getLogger("facesdk.cli")
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+def add_common(p: argparse.ArgumentParser, suppress: bool = True) -> None:
+    """Add the global flags (usable before or after the sub-command)."""
+    d: Callable[[Any], Any] = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
+    g = p.add_argument_group("global options")
+    g.add_argument("--json", action="store_true", default=d(False), help="machine-readable JSON output")
+    g.add_argument("--backend", default=d("auto"), help="backend name (see `facesdk backends`), default auto")
+    g.add_argument("--device", default=d("auto"), help="device, e.g. cpu, cuda:0 (default auto)")
+    g.add_argument("--precision", default=d("fp32"), help="fp32, fp16, int8 … (default fp32)")
+    g.add_argument("--detector", default=d(None), help="detector model card id")
+    g.add_argument("--embedder", default=d(None), help="embedder model card id")
+    g.add_argument("--threshold", type=float, default=d(None), help="cosine threshold for a match")
+    g.add_argument("--no-strict", dest="strict", action="store_false", default=d(True),
+                   help="allow falling back to another device instead of failing")
+    g.add_argument("-v", "--verbose", action="count", default=d(0), help="more logging (-vv for debug)")
+
+
+def _out(args: argparse.Namespace, data: Any, text: str) -> None:
+    if args.json:
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    else:
+        sys.stdout.write(text.rstrip("\n") + "\n")
+
+
+def _recognizer(args: argparse.Namespace) -> Any:
+    from .pipeline import FaceRecognizer
+
+    return FaceRecognizer(
+        detector=args.detector, embedder=args.embedder, backend=args.backend, device=args.device,
+        precision=args.precision, strict=args.strict, threshold=args.threshold,
+    )
+
+
+# ---------------------------------------------------------------------- commands
+
+def cmd_backends(args: argparse.Namespace) -> int:
+    from .plugins import list_backends
+
+    rows = list_backends()
+    lines = [f"{'backend':<14}{'available':<11}{'formats':<22}{'devices / reason'}"]
+    for r in rows:
+        detail = ", ".join(r["devices"]) if r["available"] else (r["reason"] or "")
+        ver = f" (v{r['version']})" if r.get("version") else ""
+        lines.append(f"{r['name']:<14}{'yes' if r['available'] else 'no':<11}{','.join(r['formats']):<22}{detail}{ver}")
+    _out(args, rows, "\n".join(lines))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from . import zoo
+
+    cards = zoo.list_cards(task=args.task, commercial_safe=args.commercial_safe)
+    rows = []
+    for c in cards:
+        rows.append({
+            "id": c.id, "task": c.task, "family": c.family, "formats": list(c.formats),
+            "license": c.license, "commercial_safe": c.commercial_safe,
+            "present": zoo.is_present(c), "description": c.description,
+        })
+    lines = [f"{'model':<28}{'task':<10}{'formats':<16}{'present':<9}{'commercial':<11}licence"]
+    for r in rows:
+        lines.append(
+            f"{r['id']:<28}{r['task']:<10}{','.join(r['formats']):<16}{'yes' if r['present'] else 'no':<9}"
+            f"{'yes' if r['commercial_safe'] else 'no':<11}{r['license']}"
+        )
+    _out(args, rows, "\n".join(lines))
+    return 0
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from .detect import detector_class  # noqa: F401  (fail early on a bad family)
+    from .pipeline import FaceRecognizer
+
+    rec: FaceRecognizer = _recognizer(args)
+    results = []
+    lines = []
+    for img in args.images:
+        dets = rec.detect(img)
+        results.append({"image": str(img), "faces": [d.to_dict() for d in dets]})
+        lines.append(f"{img}: {len(dets)} face(s)")
+        for d in dets:
+            b = ", ".join(f"{v:.0f}" for v in d.box)
+            lines.append(f"  box=({b}) score={d.score:.3f}")
+    _out(args, results, "\n".join(lines))
+    return 0
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from .gallery import Gallery
+
+    rec = _recognizer(args)
+    gpath = Path(args.gallery)
+    if gpath.exists():
+        rec.use_gallery(Gallery.load(gpath))
+    plan: list[tuple[str, list[Path], bool]] = []  # (name, images, strict)
+    if args.name:
+        imgs: list[Path] = []
+        for a in args.images:
+            p = Path(a)
+            imgs.extend(_images_in(p) if p.is_dir() else [p])
+        plan.append((args.name, imgs, True))
+    else:
+        for a in args.images:
+            root = Path(a)
+            if not root.is_dir():
+                raise ConfigError(f"{a} is not a folder; give --name NAME to enrol single images")
+            for person in sorted(d for d in root.iterdir() if d.is_dir()):
+                plan.append((person.name, _images_in(person), False))
+            if not any(d.is_dir() for d in root.iterdir()):
+                raise ConfigError(f"{a} has no person/ sub-folders")
+    summary: dict[str, Any] = {"gallery": str(gpath), "enrolled": {}, "skipped": []}
+    from tqdm.auto import tqdm
+
+    for name, imgs, strict in tqdm(plan, desc="enrol", disable=args.json or len(plan) < 3, leave=False):
+        if not imgs:
+            raise ConfigError(f"no images for {name!r}")
+        embs = []
+        for img in imgs:
+            try:
+                embs.append(rec.embed_face(img).embedding)
+            except (NoFaceError, FaceSDKError) as exc:
+                if strict:
+                    raise
+                log.warning("skipping %s: %s", img, exc)
+                summary["skipped"].append({"image": str(img), "reason": str(exc)})
+        if embs:
+            import numpy as np
+
+            rec.gallery.add(name, np.stack(embs))
+            summary["enrolled"][name] = len(embs)
+    rec.gallery.save(gpath)
+    summary["identities"] = len(rec.gallery)
+    lines = [f"enrolled {n} ({k} photo(s))" for n, k in summary["enrolled"].items()]
+    lines += [f"skipped {s['image']}: {s['reason']}" for s in summary["skipped"]]
+    lines.append(f"gallery {gpath}: {len(rec.gallery)} identities, model {rec.model_id}")
+    _out(args, summary, "\n".join(lines))
+    return 0
+
+
+def cmd_identify(args: argparse.Namespace) -> int:
+    from .gallery import Gallery
+
+    rec = _recognizer(args)
+    rec.use_gallery(Gallery.load(args.gallery))
+    results, lines = [], []
+    for img in args.images:
+        faces = rec.identify(img, top_k=args.top_k)
+        results.append({"image": str(img), "faces": [f.to_dict() for f in faces]})
+        lines.append(f"{img}: {len(faces)} face(s)")
+        for f in faces:
+            b = ", ".join(f"{v:.0f}" for v in f.box)
+            lines.append(f"  {f.match.name:<20} similarity={f.match.similarity:.3f} box=({b})")
+    _out(args, results, "\n".join(lines))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    rec = _recognizer(args)
+    v = rec.verify(args.a, args.b)
+    verdict = "same person" if v.same else "different people"
+    _out(args, v.to_dict(), f"{verdict} (similarity {v.similarity:.3f}, threshold {v.threshold:.3f})")
+    return 0
+
+
+# ---------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, including commands added by plugins."""
+    parser = argparse.ArgumentParser(prog="facesdk", description="Face recognition on many inference engines.")
+    parser.add_argument("--version", action="version", version=f"facesdk {__version__}")
+    add_common(parser, suppress=False)
+    common = argparse.ArgumentParser(add_help=False)
+    add_common(common)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("backends", parents=[common], help="list backends and whether they run here")
+    p.set_defaults(func=cmd_backends)
+
+    p = sub.add_parser("models", parents=[common], help="list model cards, licences, presence")
+    p.add_argument("--task", choices=["detect", "landmarks", "embed"])
+    p.add_argument("--commercial-safe", action="store_true", help="only models whose licence permits commercial use")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("detect", parents=[common], help="detect faces in images")
+    p.add_argument("images", nargs="+")
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("enroll", aliases=["enrol"], parents=[common], help="enrol people into a gallery file")
+    p.add_argument("--gallery", "-g", required=True, help="gallery file (.npz), created if missing")
+    p.add_argument("--name", "-n", help="identity name; without it each argument is a folder of person/ sub-folders")
+    p.add_argument("images", nargs="+")
+    p.set_defaults(func=cmd_enroll)
+
+    p = sub.add_parser("identify", parents=[common], help="name the faces in images")
+    p.add_argument("--gallery", "-g", required=True)
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("images", nargs="+")
+    p.set_defaults(func=cmd_identify)
+
+    p = sub.add_parser("verify", parents=[common], help="are two photos the same person?")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.set_defaults(func=cmd_verify)
+
+    try:
+        from .plugins import get_plugin_manager
+
+        get_plugin_manager().hook.facesdk_cli(subparsers=sub)
+    except Exception as exc:  # a broken plugin must not take the CLI down
+        log.warning("a plugin failed to add commands: %s", exc)
+    parser._facesdk_common = common  # type: ignore[attr-defined]
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``facesdk`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(int(getattr(args, "verbose", 0) or 0), 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "command", None) or not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except FaceSDKError as exc:
+        sys.stderr.write(f"facesdk: error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("facesdk: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # noqa: BLE001
+        if getattr(args, "verbose", 0):
+            raise
+        sys.stderr.write(f"facesdk: internal error: {type(exc).__name__}: {exc} (run with -v for details)\n")
+        return 70
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
