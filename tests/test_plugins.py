@@ -1,0 +1,97 @@
+"""Plugin discovery through entry points, a third-party backend end to end, strict mode."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+
+import facesdk
+from facesdk import zoo
+from facesdk.backend import Artifact
+from facesdk.errors import BackendUnavailableError, DeviceMismatchError
+from facesdk.plugins import get_backend, list_backends, reset_plugin_manager
+
+FIXTURE = Path(__file__).with_name("plugin_fixture")
+
+
+def test_import_facesdk_imports_no_engine() -> None:
+    code = (
+        "import sys, facesdk, facesdk.pipeline, facesdk.cli; "
+        "print(sorted(m for m in ('onnxruntime','openvino','ai_edge_litert','tensorrt','serial','torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    out = subprocess.run([sys.executable, "-c", "import facesdk, sys; print('onnxruntime' in sys.modules)"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_builtin_backend_is_an_entry_point() -> None:
+    from importlib.metadata import entry_points
+
+    names = {ep.name for ep in entry_points(group="facesdk")}
+    assert "onnxruntime" in names
+    rows = {r["name"]: r for r in list_backends()}
+    assert rows["onnxruntime"]["available"] and "cpu" in rows["onnxruntime"]["devices"]
+    assert rows["onnxruntime"]["formats"] == ["onnx"]
+
+
+@pytest.fixture
+def toy_plugin() -> Iterator[None]:
+    sys.path.insert(0, str(FIXTURE))
+    reset_plugin_manager()
+    try:
+        yield
+    finally:
+        sys.path.remove(str(FIXTURE))
+        sys.modules.pop("facesdk_toy", None)
+        reset_plugin_manager()
+
+
+def test_third_party_backend_found_by_entry_point(toy_plugin: None, tmp_path: Path, shared: Path) -> None:
+    rows = {r["name"]: r for r in list_backends()}
+    assert rows["toy"]["available"] and rows["toy"]["formats"] == ["npz-linear"]
+    be = get_backend("toy")
+    w = np.random.default_rng(0).normal(size=(112 * 112 * 3, 16)).astype(np.float32)
+    np.savez(tmp_path / "proj.npz", w=w)
+    s = be.load(Artifact(tmp_path / "proj.npz", "npz-linear"))
+    assert s.run(np.ones((2, 112 * 112 * 3), np.float32))[0].shape == (2, 16)
+    # The third-party backend runs the embedder inside the normal pipeline.
+    card = zoo.ModelCard.from_dict({
+        "id": "toy-projection", "task": "embed", "family": "toy", "license": "MIT", "embedding_size": 16,
+        "template": "arcface112",
+        "input": {"size": [112, 112], "mean": [127.5] * 3, "std": [128.0] * 3, "layout": "NHWC"},
+        "artifacts": [{"format": "npz-linear", "file": "proj.npz", "sha256": zoo.sha256_file(tmp_path / "proj.npz"),
+                       "sources": [{"kind": "path", "location": str(tmp_path / "proj.npz")}]}],
+    })
+    rec = facesdk.FaceRecognizer(embedder=card, detector_backend="onnxruntime", embedder_backend="toy")
+    faces = rec.faces(shared / "data/photos/two_people.jpg")
+    assert len(faces) == 2 and faces[0].embedding.shape == (16,)  # type: ignore[union-attr]
+    assert rec.describe()["embedder"]["backend"] == "toy"
+
+
+def test_unknown_backend() -> None:
+    with pytest.raises(BackendUnavailableError, match="unknown backend"):
+        get_backend("no-such-engine")
+
+
+def test_strict_mode_refuses_silent_fallback(caplog: pytest.LogCaptureFixture) -> None:
+    be = get_backend("ort")  # alias
+    art = Artifact(zoo.fetch("yunet-2023mar", "onnx"), "onnx")
+    with pytest.raises(DeviceMismatchError, match="CUDAExecutionProvider"):
+        be.load(art, device="cuda:0")
+    with pytest.raises(DeviceMismatchError):
+        be.load(art, device="quantum")
+    with pytest.raises(DeviceMismatchError):
+        facesdk.FaceRecognizer(backend="onnxruntime", device="cuda")
+    with caplog.at_level(logging.WARNING):
+        s = be.load(art, device="cuda:0", strict=False)
+    assert s.device == "cpu" and "falling back" in caplog.text
+    s2 = be.load(art, device="cpu", threads=1, graph_optimization="basic")
+    assert s2.device == "cpu" and s2.max_batch == 1
