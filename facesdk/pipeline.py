@@ -348,7 +348,7 @@ class FaceRecognizer:
 
         Returns the number of samples added. Raises NoFaceError if a photo has no face.
         """
-        g = gallery or self.gallery
+        g = gallery if gallery is not None else self.gallery
         g.check_compatible(self.model_id, self.embedding_size, self.model_sha256)
         if isinstance(images, (str, os.PathLike, bytes, bytearray, np.ndarray)) or hasattr(images, "mode"):
             images = [images]  # type: ignore[list-item]
@@ -364,7 +364,7 @@ class FaceRecognizer:
         self, image: ImageInput, *, gallery: Gallery | None = None, top_k: int = 5, threshold: float | None = None,
     ) -> list[Face]:
         """Every face in the image with its best identity (or ``Unknown``) and top-K."""
-        g = gallery or self.gallery
+        g = gallery if gallery is not None else self.gallery
         g.check_compatible(self.model_id, self.embedding_size, self.model_sha256)
         if len(g) == 0:
             raise GalleryError("the gallery is empty: enrol someone first")
