@@ -61,6 +61,8 @@ class Artifact:
     format: str
     card: "ModelCard | None" = None
     metadata: dict[str, str] = field(default_factory=dict)
+    #: Input layout of this file ("NCHW"/"NHWC"); None means the card's input spec.
+    layout: str | None = None
 
     @classmethod
     def from_path(cls, path: str | Path, format: str | None = None) -> "Artifact":

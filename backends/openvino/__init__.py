@@ -1,0 +1,5 @@
+"""OpenVINO backend."""
+
+from .backend import OpenVINOBackend, OpenVINOSession
+
+__all__ = ["OpenVINOBackend", "OpenVINOSession"]
