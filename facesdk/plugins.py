@@ -78,6 +78,29 @@ class FaceSDKSpec:
 
 
 _lock = threading.Lock()
+#: Entry points that failed to load: name -> reason (shown by ``list_plugin_errors``).
+_failed: dict[str, str] = {}
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    """Load each entry point on its own, so one broken plugin cannot hide the others."""
+    from importlib.metadata import entry_points
+
+    _failed.clear()
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+            continue
+        try:
+            pm.register(ep.load(), name=ep.name)
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the SDK
+            _failed[ep.name] = f"{type(exc).__name__}: {exc}"
+            log.warning("facesdk plugin %r (%s) failed to load: %s", ep.name, ep.value, exc)
+
+
+def list_plugin_errors() -> dict[str, str]:
+    """Plugins whose entry point could not be loaded, with the reason."""
+    get_plugin_manager()
+    return dict(_failed)
 _pm: pluggy.PluginManager | None = None
 
 
@@ -88,11 +111,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
         if _pm is None:
             pm = pluggy.PluginManager("facesdk")
             pm.add_hookspecs(FaceSDKSpec)
-            try:
-                n = pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-                log.debug("loaded %d facesdk entry points", n)
-            except Exception as exc:  # a broken third-party plugin must not break the SDK
-                log.warning("failed to load a facesdk plugin: %s", exc)
+            _load_entry_points(pm)
             _pm = pm
         return _pm
 

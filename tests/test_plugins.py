@@ -95,3 +95,21 @@ def test_strict_mode_refuses_silent_fallback(caplog: pytest.LogCaptureFixture) -
     assert s.device == "cpu" and "falling back" in caplog.text
     s2 = be.load(art, device="cpu", threads=1, graph_optimization="basic")
     assert s2.device == "cpu" and s2.max_batch == 1
+
+
+def test_broken_plugin_does_not_hide_others(tmp_path: Path) -> None:
+    from facesdk.plugins import list_plugin_errors
+
+    dist = tmp_path / "facesdk_broken-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: facesdk-broken\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[facesdk]\naaa_broken = facesdk_broken_missing_module\n")
+    sys.path.insert(0, str(tmp_path))
+    reset_plugin_manager()
+    try:
+        names = {r["name"] for r in list_backends()}
+        assert "onnxruntime" in names
+        assert "aaa_broken" in list_plugin_errors()
+    finally:
+        sys.path.remove(str(tmp_path))
+        reset_plugin_manager()
