@@ -60,7 +60,7 @@ def _recognizer(args: argparse.Namespace) -> Any:
 # ---------------------------------------------------------------------- commands
 
 def cmd_backends(args: argparse.Namespace) -> int:
-    from .plugins import list_backends
+    from .plugins import list_backends, list_plugin_errors
 
     rows = list_backends()
     lines = [f"{'backend':<14}{'available':<11}{'formats':<22}{'devices / reason'}"]
@@ -68,6 +68,8 @@ def cmd_backends(args: argparse.Namespace) -> int:
         detail = ", ".join(r["devices"]) if r["available"] else (r["reason"] or "")
         ver = f" (v{r['version']})" if r.get("version") else ""
         lines.append(f"{r['name']:<14}{'yes' if r['available'] else 'no':<11}{','.join(r['formats']):<22}{detail}{ver}")
+    for name, reason in list_plugin_errors().items():
+        lines.append(f"plugin {name!r} failed to load: {reason}")
     _out(args, rows, "\n".join(lines))
     return 0
 
