@@ -1,0 +1,579 @@
+"""Framing of the facesdk MAX7800x serial protocol (see ``PROTOCOL.md``).
+
+A frame is::
+
+    SYNC(2) VER(1) TYPE(1) SEQ(2, LE) LEN(4, LE) HCRC(2, LE) PAYLOAD(LEN) CRC(4, LE)
+
+``HCRC`` is the low 16 bits of the CRC-32 of bytes 2..9 (VER..LEN), so a corrupted
+length is rejected at once instead of making the reader wait for a huge payload.
+``CRC`` is the CRC-32 (zlib polynomial) of bytes 2..end of payload (VER..PAYLOAD).
+
+:class:`FrameParser` is a push parser with a bounded buffer: it searches for the
+sync word, validates header and CRC, and on any failure drops **one** byte and
+searches again, so a valid frame hidden behind garbage or inside a truncated
+frame is still found. This module is pure Python (no serial port); the driver and
+the device simulator both use it.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from facesdk.errors import FrameError
+
+__all__ = [
+    "SYNC",
+    "VERSION",
+    "HEADER_SIZE",
+    "TRAILER_SIZE",
+    "MAX_PAYLOAD",
+    "MsgType",
+    "ErrorCode",
+    "Frame",
+    "encode_frame",
+    "FrameParser",
+    "ParserStats",
+    "response_type",
+    "NAME_SIZE",
+    "PixelFormat",
+    "DeviceInfo",
+    "EnrolRequest",
+    "EnrolResult",
+    "DetectionRecord",
+    "RunResult",
+    "LoadDbRequest",
+    "ReadDbRequest",
+    "ReadDbPage",
+    "ErrorReply",
+    "encode_image",
+    "decode_image",
+    "encode_name",
+    "decode_name",
+]
+
+log = logging.getLogger(__name__)
+
+SYNC = b"\xfa\xce"
+VERSION = 1
+_HDR = struct.Struct("<2sBBHIH")  # sync, version, type, seq, length, header crc
+HEADER_SIZE = _HDR.size  # 12
+TRAILER_SIZE = 4
+#: Largest payload accepted (an RGB888 320x240 image is 230,400 bytes).
+MAX_PAYLOAD = 256 * 1024
+RESPONSE_BIT = 0x80
+
+
+class MsgType(enum.IntEnum):
+    """Frame types. A response has the request's type with bit 7 set; errors are ``ERROR``."""
+
+    INFO = 0x01
+    LOAD_DB = 0x02
+    ENROL = 0x03
+    RUN_IMAGE = 0x04
+    READ_DB = 0x05
+    INFO_R = 0x81
+    LOAD_DB_R = 0x82
+    ENROL_R = 0x83
+    RUN_IMAGE_R = 0x84
+    READ_DB_R = 0x85
+    ERROR = 0xFF
+
+
+class ErrorCode(enum.IntEnum):
+    """Codes carried by an ``ERROR`` frame."""
+
+    BAD_REQUEST = 1
+    UNKNOWN_TYPE = 2
+    DB_FULL = 3
+    BAD_DIMENSION = 4
+    NO_FACE = 5
+    BAD_IMAGE = 6
+    INTERNAL = 7
+
+
+def response_type(request: int) -> int:
+    """Type of the response that answers ``request``."""
+    return int(request) | RESPONSE_BIT
+
+
+def _crc(data: bytes | bytearray | memoryview) -> int:
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame."""
+
+    type: int
+    seq: int
+    payload: bytes = b""
+
+    def encode(self) -> bytes:
+        """The frame's bytes on the wire."""
+        return encode_frame(self.type, self.seq, self.payload)
+
+
+def encode_frame(type_: int, seq: int, payload: bytes = b"") -> bytes:
+    """Serialise one frame.
+
+    Raises:
+        FrameError: payload larger than :data:`MAX_PAYLOAD`, or type/seq out of range.
+    """
+    if len(payload) > MAX_PAYLOAD:
+        raise FrameError(f"payload of {len(payload)} bytes exceeds the {MAX_PAYLOAD}-byte limit")
+    if not 0 <= type_ <= 0xFF or not 0 <= seq <= 0xFFFF:
+        raise FrameError(f"frame type {type_} or seq {seq} out of range")
+    head = struct.pack("<BBHI", VERSION, type_, seq, len(payload))
+    hcrc = _crc(head) & 0xFFFF
+    body = head + struct.pack("<H", hcrc) + bytes(payload)
+    return SYNC + body + struct.pack("<I", _crc(body))
+
+
+@dataclass
+class ParserStats:
+    """Counters of what a parser has seen (for diagnostics and error messages)."""
+
+    bytes_in: int = 0
+    frames: int = 0
+    bytes_skipped: int = 0
+    bad_header: int = 0
+    bad_crc: int = 0
+    oversize: int = 0
+
+    @property
+    def rejects(self) -> int:
+        return self.bad_header + self.bad_crc + self.oversize
+
+
+@dataclass
+class FrameParser:
+    """Incremental frame decoder with resynchronisation and a bounded buffer.
+
+    Feed it bytes with :meth:`feed`; it returns the complete valid frames found.
+    Garbage, frames with a bad header CRC, an oversize length, or a bad payload CRC
+    are skipped (one byte at a time, so an embedded valid frame is recovered).
+
+    Args:
+        max_payload: frames announcing a longer payload are rejected.
+    """
+
+    max_payload: int = MAX_PAYLOAD
+    stats: ParserStats = field(default_factory=ParserStats)
+    _buf: bytearray = field(default_factory=bytearray, repr=False)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held waiting for the rest of a frame (never more than one maximal frame)."""
+        return len(self._buf)
+
+    def reset(self) -> None:
+        """Forget buffered bytes (e.g. after the port was reopened)."""
+        self.stats.bytes_skipped += len(self._buf)
+        self._buf.clear()
+
+    def _skip(self, n: int) -> None:
+        del self._buf[:n]
+        self.stats.bytes_skipped += n
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
+        """Add received bytes; return the frames completed by them, in order."""
+        self.stats.bytes_in += len(data)
+        self._buf += data
+        out: list[Frame] = []
+        buf = self._buf
+        while True:
+            i = buf.find(SYNC)
+            if i < 0:
+                # keep a trailing first sync byte: it may start a frame
+                keep = 1 if buf[-1:] == SYNC[:1] else 0
+                self._skip(len(buf) - keep)
+                return out
+            if i:
+                self._skip(i)
+            if len(buf) < HEADER_SIZE:
+                return out
+            _sync, ver, typ, seq, length, hcrc = _HDR.unpack_from(buf, 0)
+            if ver != VERSION or (_crc(buf[2:10]) & 0xFFFF) != hcrc:
+                self.stats.bad_header += 1
+                self._skip(1)
+                continue
+            if length > self.max_payload:
+                self.stats.oversize += 1
+                self._skip(1)
+                continue
+            total = HEADER_SIZE + length + TRAILER_SIZE
+            if len(buf) < total:
+                return out
+            (crc,) = struct.unpack_from("<I", buf, HEADER_SIZE + length)
+            with memoryview(buf) as mv, mv[2 : HEADER_SIZE + length] as body:
+                good = crc == _crc(body)
+            if not good:
+                self.stats.bad_crc += 1
+                log.debug("frame type 0x%02x seq %d rejected: bad CRC", typ, seq)
+                self._skip(1)
+                continue
+            out.append(Frame(typ, seq, bytes(buf[HEADER_SIZE : HEADER_SIZE + length])))
+            self.stats.frames += 1
+            del buf[:total]
+
+
+# ============================================================================ messages
+# Payload layouts (all little-endian). See PROTOCOL.md for the tables.
+
+NAME_SIZE = 16  #: names are UTF-8, NUL-padded to 16 bytes (at most 15 bytes of text)
+MAGIC = b"FSDK"
+_INFO = struct.Struct("<4sHHHHbb")
+_IMG = struct.Struct("<HHB")
+_ENROL = struct.Struct("<IB16s")
+_ENROL_R = struct.Struct("<IHHB")
+_DET = struct.Struct("<5f")
+_IDENT = struct.Struct("<hb16s")
+_READ = struct.Struct("<HH")
+_READ_R = struct.Struct("<HHHH")
+_LOAD = struct.Struct("<HHbb")
+_ERR = struct.Struct("<BB")
+
+
+class PixelFormat(enum.IntEnum):
+    """Pixel formats of an image block."""
+
+    RGB888 = 0  #: 3 bytes per pixel, R G B
+    RGB565 = 1  #: 2 bytes per pixel, big-endian 5-6-5 (as the MAX7800x camera delivers)
+
+
+def encode_name(name: str) -> bytes:
+    """Name → 16 NUL-padded bytes. Raises FrameError if it is empty or longer than 15 UTF-8 bytes."""
+    raw = name.encode("utf-8")
+    if not raw or len(raw) >= NAME_SIZE or b"\0" in raw:
+        raise FrameError(f"name {name!r} must be 1..{NAME_SIZE - 1} UTF-8 bytes without NUL")
+    return raw.ljust(NAME_SIZE, b"\0")
+
+
+def decode_name(raw: bytes) -> str:
+    """16 NUL-padded bytes → name (invalid UTF-8 is replaced, never raised)."""
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+class _Reader:
+    """Cursor over a payload that raises FrameError on truncation."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise FrameError(f"payload truncated: wanted {n} bytes at offset {self.pos} of {len(self.data)}")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def unpack(self, st: struct.Struct) -> tuple:
+        return st.unpack(self.take(st.size))
+
+    def string(self) -> str:
+        (n,) = self.take(1)
+        return self.take(n).decode("utf-8", "replace")
+
+    def end(self) -> None:
+        if self.pos != len(self.data):
+            raise FrameError(f"{len(self.data) - self.pos} unexpected trailing payload bytes")
+
+
+def _short_string(s: str) -> bytes:
+    raw = s.encode("utf-8")[:255]
+    return bytes([len(raw)]) + raw
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What an ``INFO`` request reports."""
+
+    protocol_version: int
+    embedding_size: int
+    capacity: int
+    count: int
+    threshold: int
+    output_shift: int
+    device: str
+    firmware: str
+
+    def encode(self) -> bytes:
+        return (
+            _INFO.pack(MAGIC, self.protocol_version, self.embedding_size, self.capacity, self.count,
+                       self.threshold, self.output_shift)
+            + _short_string(self.device)
+            + _short_string(self.firmware)
+        )
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "DeviceInfo":
+        r = _Reader(payload)
+        magic, ver, dim, cap, count, thr, shift = r.unpack(_INFO)
+        if magic != MAGIC:
+            raise FrameError(f"INFO magic {magic!r} is not {MAGIC!r}")
+        dev, fw = r.string(), r.string()
+        r.end()
+        return cls(ver, dim, cap, count, thr, shift, dev, fw)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def encode_image(image: np.ndarray, fmt: PixelFormat = PixelFormat.RGB888) -> bytes:
+    """An ``HxWx3`` uint8 RGB image → image block (RGB565 is quantised)."""
+    img = np.asarray(image)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise FrameError(f"image must be HxWx3 uint8, got {img.dtype} {img.shape}")
+    h, w = img.shape[:2]
+    if not (0 < w <= 0xFFFF and 0 < h <= 0xFFFF):
+        raise FrameError(f"image size {w}x{h} out of range")
+    if fmt == PixelFormat.RGB565:
+        r, g, b = (img[..., i].astype(np.uint16) for i in range(3))
+        px = ((r >> 3) << 11) | ((g >> 2) << 5) | (b >> 3)
+        data = px.astype(">u2").tobytes()
+    else:
+        data = np.ascontiguousarray(img).tobytes()
+    return _IMG.pack(w, h, int(fmt)) + data
+
+
+def decode_image(r: "_Reader | bytes") -> np.ndarray:
+    """Image block → ``HxWx3`` uint8 RGB (RGB565 expanded with bit replication)."""
+    rd = r if isinstance(r, _Reader) else _Reader(r)
+    w, h, fmt = rd.unpack(_IMG)
+    if w == 0 or h == 0:
+        raise FrameError("empty image")
+    if fmt == PixelFormat.RGB888:
+        return np.frombuffer(rd.take(w * h * 3), np.uint8).reshape(h, w, 3).copy()
+    if fmt == PixelFormat.RGB565:
+        px = np.frombuffer(rd.take(w * h * 2), ">u2").reshape(h, w).astype(np.uint16)
+        r5, g6, b5 = (px >> 11) & 31, (px >> 5) & 63, px & 31
+        rgb = np.stack([(r5 << 3) | (r5 >> 2), (g6 << 2) | (g6 >> 4), (b5 << 3) | (b5 >> 2)], -1)
+        return rgb.astype(np.uint8)
+    raise FrameError(f"unknown pixel format {fmt}")
+
+
+def encode_embedding(emb: np.ndarray) -> bytes:
+    """int8 vector → ``u16 dim`` + bytes."""
+    e = np.asarray(emb)
+    if e.ndim != 1 or e.dtype != np.int8:
+        raise FrameError(f"embedding must be a 1-D int8 vector, got {e.dtype} {e.shape}")
+    return struct.pack("<H", e.size) + e.tobytes()
+
+
+def decode_embedding(r: _Reader) -> np.ndarray:
+    (dim,) = struct.unpack("<H", r.take(2))
+    return np.frombuffer(r.take(dim), np.int8).copy()
+
+
+@dataclass(frozen=True)
+class EnrolRequest:
+    """``ENROL``: add one embedding (``mode`` 0) or the embedding of an image (``mode`` 1)."""
+
+    request_id: int
+    name: str
+    embedding: np.ndarray | None = None
+    image: np.ndarray | None = None
+
+    def encode(self) -> bytes:
+        if (self.embedding is None) == (self.image is None):
+            raise FrameError("an enrol request carries exactly one of embedding or image")
+        mode = 0 if self.embedding is not None else 1
+        body = encode_embedding(self.embedding) if mode == 0 else encode_image(self.image)
+        return _ENROL.pack(self.request_id & 0xFFFFFFFF, mode, encode_name(self.name)) + body
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "EnrolRequest":
+        r = _Reader(payload)
+        rid, mode, raw = r.unpack(_ENROL)
+        name = decode_name(raw)
+        if mode == 0:
+            out = cls(rid, name, embedding=decode_embedding(r))
+        elif mode == 1:
+            out = cls(rid, name, image=decode_image(r))
+        else:
+            raise FrameError(f"unknown enrol mode {mode}")
+        r.end()
+        return out
+
+
+@dataclass(frozen=True)
+class EnrolResult:
+    """``ENROL_R``: where the embedding went; ``replayed`` is true when the device had already
+    enrolled this request id (a retry) and did not add it again."""
+
+    request_id: int
+    slot: int
+    count: int
+    replayed: bool
+
+    def encode(self) -> bytes:
+        return _ENROL_R.pack(self.request_id, self.slot, self.count, int(self.replayed))
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "EnrolResult":
+        r = _Reader(payload)
+        rid, slot, count, rep = r.unpack(_ENROL_R)
+        r.end()
+        return cls(rid, slot, count, bool(rep))
+
+
+@dataclass(frozen=True)
+class DetectionRecord:
+    """One face box on the wire (pixels of the sent image) and its score."""
+
+    box: tuple[float, float, float, float]
+    score: float
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """``RUN_IMAGE_R``: detections, the embedding of the chosen face, and the identity.
+
+    ``slot`` is the database slot of the best match or -1 for ``Unknown``; ``score`` is the
+    firmware's int8 dot-product score of that slot (0 when the database is empty).
+    """
+
+    detections: list[DetectionRecord]
+    embedding: np.ndarray
+    slot: int
+    score: int
+    name: str
+
+    @property
+    def known(self) -> bool:
+        return self.slot >= 0
+
+    def encode(self) -> bytes:
+        parts = [bytes([len(self.detections)])]
+        parts += [_DET.pack(*d.box, d.score) for d in self.detections]
+        parts.append(encode_embedding(self.embedding))
+        nm = self.name.encode("utf-8")[: NAME_SIZE - 1].ljust(NAME_SIZE, b"\0")
+        parts.append(_IDENT.pack(self.slot, self.score, nm))
+        return b"".join(parts)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "RunResult":
+        r = _Reader(payload)
+        (n,) = r.take(1)
+        dets = []
+        for _ in range(n):
+            x1, y1, x2, y2, s = r.unpack(_DET)
+            dets.append(DetectionRecord((x1, y1, x2, y2), s))
+        emb = decode_embedding(r)
+        slot, score, nm = r.unpack(_IDENT)
+        r.end()
+        return cls(dets, emb, slot, score, decode_name(nm))
+
+    def to_dict(self) -> dict:
+        return {
+            "detections": [{"box": [round(v, 2) for v in d.box], "score": round(d.score, 4)}
+                           for d in self.detections],
+            "embedding": self.embedding.tolist(),
+            "slot": self.slot,
+            "score": self.score,
+            "name": self.name,
+        }
+
+
+def encode_db(names: list[str], embeddings: np.ndarray, header: bytes) -> bytes:
+    """``header`` + names (16 bytes each) + embeddings (int8, row-major)."""
+    e = np.asarray(embeddings)
+    if e.dtype != np.int8 or e.ndim != 2 or e.shape[0] != len(names):
+        raise FrameError(f"database must be int8 [N,D] with N names, got {e.dtype} {e.shape}, {len(names)}")
+    return header + b"".join(encode_name(n) for n in names) + e.tobytes()
+
+
+def decode_db(r: _Reader, count: int, dim: int) -> tuple[list[str], np.ndarray]:
+    names = [decode_name(r.take(NAME_SIZE)) for _ in range(count)]
+    emb = np.frombuffer(r.take(count * dim), np.int8).reshape(count, dim).copy()
+    return names, emb
+
+
+@dataclass(frozen=True)
+class LoadDbRequest:
+    """``LOAD_DB``: replace the device database (names per slot, int8 embeddings, threshold)."""
+
+    names: list[str]
+    embeddings: np.ndarray
+    threshold: int
+
+    def encode(self) -> bytes:
+        dim = int(self.embeddings.shape[1]) if self.embeddings.ndim == 2 else 0
+        return encode_db(self.names, self.embeddings, _LOAD.pack(len(self.names), dim, self.threshold, 0))
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "LoadDbRequest":
+        r = _Reader(payload)
+        n, dim, thr, _flags = r.unpack(_LOAD)
+        names, emb = decode_db(r, n, dim)
+        r.end()
+        return cls(names, emb, thr)
+
+
+@dataclass(frozen=True)
+class ReadDbRequest:
+    """``READ_DB``: a page of the database, ``count`` slots from ``offset``."""
+
+    offset: int
+    count: int
+
+    def encode(self) -> bytes:
+        return _READ.pack(self.offset, self.count)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "ReadDbRequest":
+        r = _Reader(payload)
+        off, cnt = r.unpack(_READ)
+        r.end()
+        return cls(off, cnt)
+
+
+@dataclass(frozen=True)
+class ReadDbPage:
+    """``READ_DB_R``: ``total`` slots on the device; this page's names and embeddings."""
+
+    total: int
+    offset: int
+    names: list[str]
+    embeddings: np.ndarray
+
+    def encode(self) -> bytes:
+        dim = int(self.embeddings.shape[1])
+        return encode_db(self.names, self.embeddings,
+                         _READ_R.pack(self.total, self.offset, len(self.names), dim))
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "ReadDbPage":
+        r = _Reader(payload)
+        total, off, cnt, dim = r.unpack(_READ_R)
+        names, emb = decode_db(r, cnt, dim)
+        r.end()
+        return cls(total, off, names, emb)
+
+
+@dataclass(frozen=True)
+class ErrorReply:
+    """``ERROR``: the device refused a request."""
+
+    request_type: int
+    code: int
+    message: str
+
+    def encode(self) -> bytes:
+        return _ERR.pack(self.request_type & 0xFF, self.code) + _short_string(self.message)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "ErrorReply":
+        r = _Reader(payload)
+        typ, code = r.unpack(_ERR)
+        msg = r.string()
+        r.end()
+        return cls(typ, code, msg)
+
