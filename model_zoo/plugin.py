@@ -16,4 +16,6 @@ def facesdk_model_cards() -> list[Any]:
 
 @hookimpl
 def facesdk_recipes() -> dict[str, Any]:
-    return {}
+    from .dlib_resnet import recipe as dlib_resnet_to_onnx
+
+    return {"dlib_resnet_to_onnx": dlib_resnet_to_onnx}
