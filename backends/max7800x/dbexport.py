@@ -737,9 +737,11 @@ def load_dot_checkpoint(path: str | os.PathLike, names: Iterable[str] | None = N
     Uses the backend's restricted checkpoint reader (no code execution). Slot names default to
     ``s000``, ``s001``, …
     """
-    from . import checkpoint as ckpt  # written alongside by the emulator; restricted unpickler
+    from .checkpoint import load_state_dict  # the backend's restricted (no-code) unpickler
 
-    sd = _state_dict(ckpt, path)
+    sd, _meta = load_state_dict(path)
+    if "dot.op.weight" not in sd:
+        raise GalleryError(f"{path}: not a dot-product checkpoint (no dot.op.weight)")
     w = np.asarray(sd["dot.op.weight"], np.float32)
     w = w.reshape(w.shape[0], -1)
     if not np.array_equal(w, np.round(w)) or w.min() < -128 or w.max() > 127:
@@ -755,17 +757,3 @@ def load_dot_checkpoint(path: str | os.PathLike, names: Iterable[str] | None = N
         raise ConfigError(f"{len(nm)} names for {len(used)} populated slots")
     return DotProductDB(nm, w[used].astype(np.int8), prof)
 
-
-def _state_dict(ckpt_module, path) -> dict:
-    """Find the state dict through whichever public reader the checkpoint module offers."""
-    for fn in ("load_state_dict", "read_state_dict", "load_checkpoint", "read_checkpoint", "load"):
-        f = getattr(ckpt_module, fn, None)
-        if callable(f):
-            obj = f(path)
-            sd = getattr(obj, "state_dict", None)
-            if sd is None and isinstance(obj, dict):
-                sd = obj.get("state_dict", obj)
-            if callable(sd):
-                sd = sd()
-            return {k: np.asarray(v) for k, v in dict(sd).items()}
-    raise GalleryError("the max7800x checkpoint reader offers no known load function")

@@ -181,6 +181,17 @@ class FrameParser:
         del self._buf[:n]
         self.stats.bytes_skipped += n
 
+    def flush_partial(self) -> list[Frame]:
+        """The line went idle: give up on a frame whose rest never came.
+
+        Drops the first byte of the pending partial frame and rescans the bytes after it, so
+        complete frames that arrived behind a cut-off one are still returned.
+        """
+        if not self._buf:
+            return []
+        self._skip(1)
+        return self.feed(b"")
+
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
         """Add received bytes; return the frames completed by them, in order."""
         self.stats.bytes_in += len(data)
