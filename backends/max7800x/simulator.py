@@ -51,9 +51,9 @@ from .protocol import (
     encode_frame,
     response_type,
 )
-from facesdk.errors import FaceSDKError, FrameError
+from facesdk.errors import ConfigError, FaceSDKError, FrameError
 
-__all__ = ["Compute", "Faults", "DeviceSimulator", "DeviceState", "crop_face", "PROTOCOL_VERSION"]
+__all__ = ["Compute", "EmulatorCompute", "Faults", "DeviceSimulator", "DeviceState", "crop_face", "PROTOCOL_VERSION"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,44 @@ class Compute(Protocol):
     input_size: tuple[int, int]
 
     def embed(self, chip: np.ndarray) -> np.ndarray: ...
+
+
+class EmulatorCompute:
+    """:class:`Compute` backed by the bit-exact accelerator emulator (:mod:`.emulator`).
+
+    The chip is fed as the demo firmware feeds the FIFO: channel ``c`` = ``rgb[..., c] - 128``
+    (RGB order, CHW). ``detector`` (optional) is any callable ``image -> detections``.
+
+    Args:
+        model: an emulator ``Model`` whose input is ``(3, h, w)`` and whose first output is the
+            embedding.
+    """
+
+    def __init__(self, model: Any, detector: Any = None) -> None:
+        self.model = model
+        c, h, w = tuple(model.input_shape)
+        if c != 3:
+            raise ConfigError(f"the embedding network must take 3 channels, not {c}")
+        self.input_size = (int(h), int(w))
+        out = model.output_shapes()[model.output_layers[0]]
+        self.embedding_size = int(np.prod(out))
+        if detector is not None:
+            self.detect = detector
+
+    @classmethod
+    def faceid(cls, checkpoint: str | os.PathLike, yaml: str | os.PathLike, chip: str = "max78000",
+               detector: Any = None) -> "EmulatorCompute":
+        """Load an ai8x FaceID checkpoint + network YAML into the emulator."""
+        from .emulator import load_model
+
+        return cls(load_model(checkpoint, yaml, chip), detector)
+
+    def embed(self, chip: np.ndarray) -> np.ndarray:
+        """int8 embedding of an ``h x w x 3`` uint8 RGB chip."""
+        if chip.shape != (*self.input_size, 3) or chip.dtype != np.uint8:
+            raise ConfigError(f"chip must be {self.input_size + (3,)} uint8, got {chip.dtype} {chip.shape}")
+        x = chip.astype(np.int16).transpose(2, 0, 1) - 128
+        return np.asarray(self.model.run(x)[0]).reshape(-1).astype(np.int8)
 
 
 def crop_face(image: np.ndarray, box: Sequence[float], size: tuple[int, int]) -> np.ndarray:
