@@ -1,0 +1,442 @@
+"""Bit-exact NumPy emulator of the MAX78000/MAX78002 CNN accelerator.
+
+Arithmetic (ai8x-synthesis ``izer`` simulator, which ADI's on-chip known-answer tests come from):
+
+* per layer: pooling of every operand (max, or average truncated toward zero; the
+  pool stride applies even without a pooling window) → element-wise operation of the
+  operands (add/sub/or/xor clipped to int8; channel concatenation without ``eltwise``)
+  → convolution / linear → requantisation → activation;
+* ``acc = Σ w·x + 128·bias_hw`` in exact integers;
+  ``out = clip(floor(0.5 + acc / 2**(7 - s)), -128, 127)`` with ``s = output_shift + 8 - weight_bits``
+  (computed as an integer shift, no floating point); ReLU clips to 0..127 after that; a
+  ``output_width: 32`` layer returns the raw accumulator.
+
+Convolution is one matrix product over an im2col view per layer, done in float32 on
+chunks of at most 1024 products so that every partial sum stays below 2**24 and is
+therefore exact; chunk results are summed in int64. Depthwise convolutions are
+per-channel tap sums in int64.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from facesdk.errors import ConfigError
+
+from .network import Layer, Network, parse_network
+
+__all__ = ["Model", "load_model", "requantize", "conv2d_acc", "pool2d", "LayerResult"]
+
+log = logging.getLogger(__name__)
+
+#: Largest number of 8-bit × 8-bit products whose float32 sum is exact (128·128·1024 = 2**24).
+_EXACT_CHUNK = 1024
+
+
+def requantize(acc: np.ndarray, shift: int, bits: int = 8) -> np.ndarray:
+    """``clip(floor(0.5 + acc * 2**(shift-7)), -2**(bits-1), 2**(bits-1)-1)`` in exact integers."""
+    acc = np.asarray(acc)
+    if acc.dtype not in (np.int32, np.int64):
+        acc = acc.astype(np.int64)
+    e = 7 - int(shift)
+    if e > 0:
+        out = (acc + (1 << (e - 1))) >> e
+    elif e == 0:
+        out = acc
+    else:
+        out = acc.astype(np.int64) << (-e)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return np.clip(out, lo, hi)
+
+
+def _exact_matmul(a: np.ndarray, b: np.ndarray, max_abs_a: int, max_abs_b: int) -> np.ndarray:
+    """Exact integer ``a @ b`` of integer-valued float32 matrices, as int32 (int64 if it could overflow).
+
+    Products are summed in float32 over chunks small enough that every partial sum stays
+    below 2**24 (exactly representable); chunk results are added as integers.
+    """
+    k = a.shape[1]
+    per = max(1, max_abs_a) * max(1, max_abs_b)
+    chunk = max(1, min(k, (1 << 24) // per))
+    itype = np.int32 if per * k < (1 << 31) - (1 << 22) else np.int64
+    if chunk >= k:
+        return (a @ b).astype(itype)
+    out = np.zeros((a.shape[0], b.shape[1]), dtype=itype)
+    for s in range(0, k, chunk):
+        out += (a[:, s : s + chunk] @ b[s : s + chunk]).astype(itype)
+    return out
+
+
+def _conv_nhwc(
+    x: np.ndarray,
+    w: np.ndarray,
+    bias_hw: np.ndarray | None,
+    pad: tuple[int, int],
+    stride: tuple[int, int],
+    groups: int,
+) -> np.ndarray:
+    """Accumulator of a convolution on NHWC data: ``[N,Ho,Wo,O]`` int32 (bias ×128 added)."""
+    n, h, wd, c = x.shape
+    o, cg, kh, kw = w.shape
+    if cg * groups != c:
+        raise ConfigError(f"conv expects {cg * groups} input channels, got {c}")
+    ph, pw = pad
+    ho = (h + 2 * ph - kh) // stride[0] + 1
+    wo = (wd + 2 * pw - kw) // stride[1] + 1
+    if groups > 1 and cg == 1 and groups == o:  # depthwise: per-channel tap sums
+        xp = np.pad(x.astype(np.int32), ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+        acc = np.zeros((n, ho, wo, o), dtype=np.int32)
+        w32 = w.astype(np.int32)
+        for ky in range(kh):
+            for kx in range(kw):
+                sl = xp[:, ky : ky + (ho - 1) * stride[0] + 1 : stride[0], kx : kx + (wo - 1) * stride[1] + 1 : stride[1], :]
+                acc += sl * w32[:, 0, ky, kx]
+    elif groups > 1:
+        og = o // groups
+        acc = np.concatenate(
+            [_conv_nhwc(x[..., g * cg : (g + 1) * cg], w[g * og : (g + 1) * og], None, pad, stride, 1)
+             for g in range(groups)],
+            axis=-1,
+        )
+    else:
+        xf = x.astype(np.float32)
+        if ph or pw:
+            xf = np.pad(xf, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+        if kh == 1 and kw == 1:
+            cols = xf[:, :: stride[0], :: stride[1], :].reshape(n * ho * wo, c)
+        else:
+            win = sliding_window_view(xf, (kh, kw), axis=(1, 2))[:, :: stride[0], :: stride[1]]
+            cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(n * ho * wo, kh * kw * c)
+        wm = np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(kh * kw * c, o).astype(np.float32))
+        acc = _exact_matmul(cols, wm, 128, int(np.abs(w).max(initial=0))).reshape(n, ho, wo, o)
+    if bias_hw is not None:
+        acc = acc + (np.asarray(bias_hw) * 128).astype(acc.dtype)
+    return acc
+
+
+def conv2d_acc(
+    x: np.ndarray,
+    w: np.ndarray,
+    bias_hw: np.ndarray | None = None,
+    pad: tuple[int, int] = (1, 1),
+    stride: tuple[int, int] = (1, 1),
+    groups: int = 1,
+) -> np.ndarray:
+    """Full-resolution accumulator of a 2-D convolution on NCHW data: ``[N,O,Ho,Wo]`` int64."""
+    acc = _conv_nhwc(np.asarray(x).transpose(0, 2, 3, 1), w, bias_hw, pad, stride, groups)
+    return acc.transpose(0, 3, 1, 2).astype(np.int64)
+
+
+def _pool_nhwc(
+    x: np.ndarray, kind: str | None, size: tuple[int, int], stride: tuple[int, int], round_avg: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    if kind is None or size == (1, 1):
+        if stride != (1, 1):
+            x = x[:, :: stride[0], :: stride[1], :]
+        return x, None
+    ph, pw = size
+    sh, sw = stride
+    n, h, w, c = x.shape
+    if h < ph or w < pw:
+        raise ConfigError(f"pool window {ph}x{pw} larger than the {h}x{w} input")
+    if (ph, pw) == (sh, sw):
+        ho, wo = h // ph, w // pw
+        win = x[:, : ho * ph, : wo * pw, :].reshape(n, ho, ph, wo, pw, c)
+        axes: tuple[int, ...] = (2, 4)
+    else:
+        win = sliding_window_view(x, (ph, pw), axis=(1, 2))[:, ::sh, ::sw]
+        axes = (4, 5)
+    if kind == "max":
+        return win.max(axis=axes), None
+    s = win.sum(axis=axes, dtype=np.int64)
+    cnt = ph * pw
+    if round_avg:
+        q = np.round(s / cnt).astype(np.int64)
+    else:
+        q = np.where(s >= 0, s // cnt, -((-s) // cnt))
+    return np.clip(q, -128, 127).astype(np.int32), s
+
+
+def pool2d(
+    x: np.ndarray, kind: str | None, size: tuple[int, int], stride: tuple[int, int], round_avg: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pool NCHW ``[N,C,H,W]``; returns (pooled, window sums for average pooling else None).
+
+    The stride is applied even when there is no window (``size == (1,1)``), as on the chip.
+    Average pooling truncates toward zero (or rounds half to even with ``round_avg``).
+    """
+    p, s = _pool_nhwc(np.asarray(x).transpose(0, 2, 3, 1), kind, size, stride, round_avg)
+    return p.transpose(0, 3, 1, 2), None if s is None else s.transpose(0, 3, 1, 2)
+
+
+@contextlib.contextmanager
+def blas_threads(n: int | None) -> Iterator[None]:
+    """Limit BLAS threads while emulating (small GEMMs run best on one thread, and
+    oversubscribed BLAS threads are very slow on a busy machine). No-op without threadpoolctl."""
+    if not n:
+        yield
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional dependency
+        yield
+        return
+    with threadpool_limits(limits=int(n), user_api="blas"):
+        yield
+
+
+class LayerResult:
+    """Output of one emulated layer, with its pre-rounding accumulator where one exists."""
+
+    __slots__ = ("output", "acc", "pooled")
+
+    def __init__(self, output: np.ndarray, acc: np.ndarray | None, pooled: list[np.ndarray]) -> None:
+        self.output = output
+        self.acc = acc
+        self.pooled = pooled
+
+
+class Model:
+    """An ai8x network ready to emulate.
+
+    ``run(x)`` takes ``x`` as ``[C,H,W]`` (or a batch ``[N,C,H,W]``) of integers in
+    -128..127 and returns the outputs of the layers marked ``output: true`` (else the last
+    layer), as int8 (int64 for 32-bit wide outputs), without or with the batch axis
+    matching the input. ``run_all`` returns every layer's output; ``run_layer`` runs one
+    layer on given inputs and can return its accumulator.
+    """
+
+    def __init__(
+        self, network: Network, *, chip: str = "max78000", avg_pool_rounding: bool = False, threads: int | None = 1
+    ) -> None:
+        self.network = network
+        #: BLAS threads while running (None: leave the BLAS default).
+        self.threads = threads
+        self.layers: list[Layer] = network.layers
+        self.input_shape = tuple(network.input_shape)
+        self.arch = network.arch
+        self.chip = chip
+        self.avg_pool_rounding = avg_pool_rounding
+
+    @property
+    def output_layers(self) -> list[int]:
+        return self.network.output_layers
+
+    def __repr__(self) -> str:
+        return f"<ai8x Model {self.arch} {len(self.layers)} layers, input {self.input_shape}, chip {self.chip}>"
+
+    # ------------------------------------------------------------------ input
+    def _check_input(self, x: np.ndarray) -> tuple[np.ndarray, bool]:
+        x = np.asarray(x)
+        single = x.ndim == len(self.input_shape)
+        if single:
+            x = x[None]
+        if x.ndim != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
+            raise ConfigError(f"input must be {self.input_shape} (or a batch of them), got {tuple(np.shape(x))}")
+        if x.dtype.kind == "f":
+            if not np.all(np.round(x) == x):
+                raise ConfigError("accelerator input must be integers in -128..127")
+        elif x.dtype.kind not in "iu":
+            raise ConfigError(f"accelerator input must be integers, got dtype {x.dtype}")
+        if x.size and (x.min() < -128 or x.max() > 127):
+            raise ConfigError("accelerator input values must lie in -128..127")
+        x = x.astype(np.int32)
+        if x.ndim == 3:  # 1-D network input [N,C,L] → [N,C,L,1]
+            x = x[..., None]
+        return x, single
+
+    # ------------------------------------------------------------------ layers
+    def _layer(self, l: Layer, ops: Sequence[np.ndarray]) -> LayerResult:
+        """One layer on NHWC int32 operands; the result is NHWC too."""
+        sums = None
+        pooled = []
+        for a in ops:
+            p, s = _pool_nhwc(a, l.pool, l.pool_size, l.pool_stride, self.avg_pool_rounding)
+            pooled.append(p)
+            sums = s if sums is None else sums
+        if len(pooled) > 1:
+            if l.eltwise:
+                x = pooled[0].astype(np.int64)
+                for b in pooled[1:]:
+                    if l.eltwise == "add":
+                        x = x + b
+                    elif l.eltwise == "sub":
+                        x = x - b
+                    elif l.eltwise == "mul":
+                        x = x * b
+                    elif l.eltwise == "or":
+                        x = np.bitwise_or(x, b)
+                    else:
+                        x = np.bitwise_xor(x, b)
+                x = requantize(x, l.shift) if l.eltwise == "mul" else np.clip(x, -128, 127)
+                x = x.astype(np.int32)
+            else:
+                x = np.concatenate(pooled, axis=-1)
+        else:
+            x = pooled[0]
+        acc = None
+        if l.op in ("conv2d", "conv1d"):
+            assert l.weights is not None
+            if l.flatten:
+                x = x.transpose(0, 3, 1, 2).reshape(x.shape[0], 1, 1, -1)
+            acc = _conv_nhwc(x, l.weights, l.bias, l.pad, l.stride, l.groups)
+        elif l.op == "linear":
+            assert l.weights is not None
+            xf = x.transpose(0, 3, 1, 2).reshape(x.shape[0], -1)  # PyTorch flatten order C,H,W
+            if xf.shape[1] != l.weights.shape[1]:
+                raise ConfigError(f"layer {l.index}: linear expects {l.weights.shape[1]} features, got {xf.shape[1]}")
+            acc = _exact_matmul(
+                xf.astype(np.float32), l.weights.T.astype(np.float32), 128, int(np.abs(l.weights).max(initial=0))
+            )
+            if l.bias is not None:
+                acc = acc + (l.bias * 128).astype(acc.dtype)
+            acc = acc[:, None, None, :]
+        else:
+            out = x
+            if l.activation == "relu":
+                out = np.clip(out, 0, 127)
+            elif l.activation == "abs":
+                out = np.clip(np.abs(out), 0, 127)
+            return LayerResult(out, sums, pooled)
+        if l.output_width == 32:
+            out = acc.astype(np.int64)
+            if l.activation == "relu":
+                out = np.maximum(out, 0)
+            elif l.activation == "abs":
+                out = np.abs(out)
+        else:
+            out = requantize(acc, l.shift)
+            if l.activation == "relu":
+                out = np.clip(out, 0, 127)
+            elif l.activation == "abs":
+                out = np.clip(np.abs(out), 0, 127)
+            out = out.astype(np.int32, copy=False)
+        return LayerResult(out, acc, pooled)
+
+    def run_layer(self, index: int, inputs: Sequence[np.ndarray]) -> LayerResult:
+        """Run layer ``index`` on its source tensors (NCHW ``[N,C,H,W]``, one per ``in_sequences``).
+
+        The result's ``output`` and ``acc`` (pre-rounding accumulator; the window sums for
+        an average-pooling-only layer) are NCHW int64.
+        """
+        l = self.layers[index]
+        if len(inputs) != len(l.in_sequences):
+            raise ConfigError(f"layer {index} takes {len(l.in_sequences)} inputs, got {len(inputs)}")
+        ops = []
+        for a in inputs:
+            a = np.asarray(a)
+            if a.ndim == 3:
+                a = a[..., None]
+            ops.append(a.transpose(0, 2, 3, 1).astype(np.int32))
+        r = self._layer(l, ops)
+        t = lambda a: None if a is None else a.transpose(0, 3, 1, 2).astype(np.int64)  # noqa: E731
+        return LayerResult(t(r.output), t(r.acc), [t(p) for p in r.pooled])
+
+    def _forward(self, x: np.ndarray, keep_all: bool) -> dict[int, np.ndarray]:
+        """Run every layer on NCHW input; returns NHWC outputs by layer index."""
+        outs: dict[int, np.ndarray] = {-1: x.transpose(0, 2, 3, 1).astype(np.int32)}
+        last_use: dict[int, int] = {}
+        for l in self.layers:
+            for s in l.in_sequences:
+                last_use[s] = l.index
+        wanted = set(self.output_layers)
+        for l in self.layers:
+            srcs = []
+            for s in l.in_sequences:
+                if s not in outs:
+                    raise ConfigError(f"layer {l.index} reads layer {s}, which has not run")
+                srcs.append(outs[s])
+            outs[l.index] = self._layer(l, srcs).output
+            if not keep_all:  # drop intermediates no later layer reads
+                for s in l.in_sequences:
+                    if last_use.get(s) == l.index and s not in wanted and s != -1:
+                        outs.pop(s, None)
+        return outs
+
+    @staticmethod
+    def _cast(a: np.ndarray, layer: Layer, single: bool) -> np.ndarray:
+        a = a.transpose(0, 3, 1, 2)
+        a = a.astype(np.int8) if layer.output_width == 8 else a.astype(np.int64)
+        if layer.op == "conv1d" and a.shape[-1] == 1:
+            a = a[..., 0]
+        return np.ascontiguousarray(a[0] if single else a)
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        """Outputs of the network's output layers for ``x`` ([C,H,W] or [N,C,H,W] ints)."""
+        xb, single = self._check_input(x)
+        with blas_threads(self.threads):
+            outs = self._forward(xb, keep_all=False)
+        return [self._cast(outs[i], self.layers[i], single) for i in self.output_layers]
+
+    def run_all(self, x: np.ndarray) -> list[np.ndarray]:
+        """Every layer's output (NCHW), in layer order."""
+        xb, single = self._check_input(x)
+        with blas_threads(self.threads):
+            outs = self._forward(xb, keep_all=True)
+        return [self._cast(outs[l.index], l, single) for l in self.layers]
+
+    def output_shapes(self) -> list[tuple[int, ...]]:
+        """Shapes (without batch) of every layer's output, computed from shapes only."""
+        return [tuple(s) for s in self.shapes()[1]]
+
+    def shapes(self) -> tuple[list[list[tuple[int, ...]]], list[tuple[int, ...]]]:
+        """Per layer: the input shapes after pooling, and the output shape ([C,H,W] each)."""
+        shp: dict[int, tuple[int, ...]] = {-1: self.input_shape if len(self.input_shape) == 3 else (*self.input_shape, 1)}
+        ins: list[list[tuple[int, ...]]] = []
+        outs: list[tuple[int, ...]] = []
+        for l in self.layers:
+            pooled = []
+            for s in l.in_sequences:
+                c, h, w = shp[s]
+                if l.pool and l.pool_size != (1, 1):
+                    h = (h - l.pool_size[0]) // l.pool_stride[0] + 1
+                    w = (w - l.pool_size[1]) // l.pool_stride[1] + 1
+                else:
+                    h = -(-h // l.pool_stride[0])
+                    w = -(-w // l.pool_stride[1])
+                pooled.append((c, h, w))
+            if len(pooled) > 1 and not l.eltwise:
+                c = sum(p[0] for p in pooled)
+                pooled_in = (c, pooled[0][1], pooled[0][2])
+            else:
+                pooled_in = pooled[0]
+            ins.append(pooled)
+            c, h, w = pooled_in
+            if l.op in ("conv2d", "conv1d"):
+                if l.flatten:
+                    c, h, w = c * h * w, 1, 1
+                kh, kw = l.kernel_size
+                h = (h + 2 * l.pad[0] - kh) // l.stride[0] + 1
+                w = (w + 2 * l.pad[1] - kw) // l.stride[1] + 1
+                c = l.out_channels or c
+            elif l.op == "linear":
+                c, h, w = l.out_channels or c, 1, 1
+            shp[l.index] = (c, h, w)
+            outs.append((c, h, w))
+        return ins, outs
+
+
+def load_model(
+    checkpoint_path: str | Path,
+    yaml_path: str | Path,
+    chip: str = "max78000",
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    avg_pool_rounding: bool = False,
+    threads: int | None = 1,
+) -> Model:
+    """Load a quantised ai8x checkpoint + network YAML into an emulator :class:`Model`.
+
+    Raises ModelFormatError (bad/hostile checkpoint, mismatched YAML) or ModelNotFoundError.
+    """
+    chip = chip.lower()
+    if chip not in ("max78000", "max78002"):
+        raise ConfigError(f"chip must be max78000 or max78002, not {chip!r}")
+    net = parse_network(checkpoint_path, yaml_path, input_shape=input_shape)
+    return Model(net, chip=chip, avg_pool_rounding=avg_pool_rounding, threads=threads)

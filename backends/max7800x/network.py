@@ -1,0 +1,371 @@
+"""ai8x network description: ai8x-synthesis YAML + quantised checkpoint → a list of layers.
+
+The mapping follows ai8x-synthesis (izer) rules:
+
+* YAML layers are executed in order; a layer reads the previous layer's output unless
+  ``in_sequences`` names other layers (by index or ``name``; ``-1`` is the network input).
+  Several sources without ``eltwise`` are concatenated along channels; with ``eltwise``
+  (add/sub/mul/or/xor) they are combined element-wise.
+* Checkpoint modules are assigned, in state-dict order, to the YAML layers that have
+  weights (every operation except ``passthrough``/``none``). A module's weight is
+  ``<prefix>.op.weight`` (or ``<prefix>.weight``), its bias ``<prefix>.op.bias``.
+* ``weight_bits`` comes from the checkpoint (or the YAML ``quantization``/``weight_bits``;
+  otherwise inferred from the value range); the effective shift is
+  ``output_shift + 8 - weight_bits``; the hardware bias is ``bias // 2**(weight_bits-1)``
+  and is added as ``bias_hw * 128`` to the accumulator.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from facesdk.errors import ConfigError, ModelFormatError, ModelNotFoundError
+
+from .checkpoint import load_state_dict
+
+__all__ = ["Layer", "Network", "parse_network", "ARCH_INPUT_SHAPES", "OPS"]
+
+log = logging.getLogger(__name__)
+
+#: Input shapes (C, H, W) of known ai8x architectures (YAMLs do not state them).
+ARCH_INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
+    "ai85tinierssdface": (3, 224, 168),
+    "ai85faceidnet": (3, 160, 120),
+    "ai85faceidnet_112": (3, 112, 112),
+    "ai87netmobilefacenet_112": (3, 112, 112),
+}
+
+OPS = ("conv2d", "conv1d", "linear", "passthrough", "none")
+_OP_ALIASES = {
+    "conv2d": "conv2d", "conv1d": "conv1d", "linear": "linear", "mlp": "linear", "fc": "linear",
+    "fullyconnected": "linear", "passthrough": "passthrough", "none": "none",
+}
+_ELTWISE = ("add", "sub", "mul", "or", "xor")
+
+
+@dataclass
+class Layer:
+    """One accelerator layer (pooling → element-wise → conv/linear → requantise → activation)."""
+
+    index: int
+    op: str
+    name: str | None = None
+    module: str | None = None
+    in_sequences: list[int] = field(default_factory=list)
+    eltwise: str | None = None
+    kernel_size: tuple[int, int] = (1, 1)
+    pad: tuple[int, int] = (0, 0)
+    stride: tuple[int, int] = (1, 1)
+    groups: int = 1
+    pool: str | None = None  # "max" | "avg"
+    pool_size: tuple[int, int] = (1, 1)
+    pool_stride: tuple[int, int] = (1, 1)
+    activation: str | None = None  # "relu" | "abs"
+    flatten: bool = False
+    output_width: int = 8
+    output: bool = False
+    streaming: bool = False
+    data_format: str = "HWC"
+    processors: int | None = None
+    output_processors: int | None = None
+    weights: np.ndarray | None = None  # int64 (O, C/groups, kh, kw) or (O, F) for linear
+    bias: np.ndarray | None = None  # int64 hardware bias (added ×128)
+    weight_bits: int = 8
+    output_shift: int = 0  # checkpoint value, before the +8-weight_bits adjustment
+    yaml: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shift(self) -> int:
+        """Effective shift ``output_shift + 8 - |weight_bits|``."""
+        return int(self.output_shift) + 8 - abs(int(self.weight_bits))
+
+    @property
+    def has_weights(self) -> bool:
+        return self.op in ("conv2d", "conv1d", "linear")
+
+    @property
+    def in_channels(self) -> int | None:
+        if self.weights is None:
+            return None
+        if self.op == "linear":
+            return int(self.weights.shape[1])
+        return int(self.weights.shape[1]) * self.groups
+
+    @property
+    def out_channels(self) -> int | None:
+        return None if self.weights is None else int(self.weights.shape[0])
+
+    def describe(self) -> str:
+        parts = [f"L{self.index:02d} {self.op}"]
+        if self.pool:
+            parts.append(f"{self.pool}pool{self.pool_size[0]}x{self.pool_size[1]}/{self.pool_stride[0]}")
+        if self.eltwise:
+            parts.append(f"eltwise-{self.eltwise}")
+        if self.weights is not None:
+            parts.append(f"{self.in_channels}->{self.out_channels} k{self.kernel_size[0]}x{self.kernel_size[1]}")
+        return " ".join(parts)
+
+
+@dataclass
+class Network:
+    """A parsed network: layers with weights, the input shape and metadata."""
+
+    arch: str
+    layers: list[Layer]
+    input_shape: tuple[int, ...]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def output_layers(self) -> list[int]:
+        outs = [l.index for l in self.layers if l.output]
+        return outs or [self.layers[-1].index]
+
+
+def _pair(v: Any, what: str, default: tuple[int, int]) -> tuple[int, int]:
+    if v is None:
+        return default
+    if isinstance(v, str):
+        parts = v.lower().split("x")
+        try:
+            vals = [int(p) for p in parts]
+        except ValueError:
+            raise ConfigError(f"bad {what} {v!r}") from None
+        return (vals[0], vals[1] if len(vals) > 1 else 1)
+    if isinstance(v, (list, tuple)):
+        if len(v) == 1:
+            return (int(v[0]), int(v[0]))
+        return (int(v[0]), int(v[1]))
+    return (int(v), int(v))
+
+
+def _mask(v: Any) -> int | None:
+    if v is None:
+        return None
+    if isinstance(v, int):
+        return v
+    try:
+        return int(str(v).replace("_", ""), 0)
+    except ValueError:
+        raise ConfigError(f"bad processor mask {v!r}") from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read an ai8x-synthesis network YAML (safe loader)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ModelNotFoundError(f"network YAML not found: {p}")
+    try:
+        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ModelFormatError(f"{p.name}: not a valid YAML file: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("layers"), list) or not doc["layers"]:
+        raise ModelFormatError(f"{p.name}: no 'layers' list in the network description")
+    return doc
+
+
+def _parse_layer(i: int, d: dict[str, Any]) -> Layer:
+    if not isinstance(d, dict):
+        raise ModelFormatError(f"layer {i}: expected a mapping, got {type(d).__name__}")
+    d = {str(k).lower(): v for k, v in d.items()}
+    raw_op = d.get("operation", d.get("op", "conv2d"))
+    op_key = "none" if raw_op is None else str(raw_op).lower().replace("_", "")
+    if op_key in ("convtranspose2d",):
+        raise ModelFormatError(f"layer {i}: {raw_op} is not supported by this emulator")
+    if op_key not in _OP_ALIASES:
+        raise ModelFormatError(f"layer {i}: unknown operation {raw_op!r}")
+    op = _OP_ALIASES[op_key]
+    act = d.get("activate", d.get("activation"))
+    act = None if act is None or str(act).lower() == "none" else str(act).lower()
+    if act not in (None, "relu", "abs"):
+        raise ModelFormatError(f"layer {i}: unknown activation {act!r}")
+    kdefault = (1, 1) if op in ("linear", "passthrough", "none") else (3, 3)
+    if op == "conv1d":
+        ks = d.get("kernel_size", 3)
+        k = (int(str(ks).split("x")[0]), 1)
+    else:
+        k = _pair(d.get("kernel_size"), "kernel_size", kdefault)
+    if op == "conv1d":
+        p = int(d.get("pad", (k[0] - 1) // 2))
+        pad = (p, 0)
+    else:
+        pad = _pair(d.get("pad"), "pad", ((k[0] - 1) // 2, (k[1] - 1) // 2))
+    pool, psize = None, (1, 1)
+    if d.get("max_pool") is not None and d.get("avg_pool") is not None:
+        raise ModelFormatError(f"layer {i}: both max_pool and avg_pool")
+    if d.get("max_pool") is not None:
+        pool, psize = "max", _pair(d["max_pool"], "max_pool", (1, 1))
+    elif d.get("avg_pool") is not None:
+        pool, psize = "avg", _pair(d["avg_pool"], "avg_pool", (1, 1))
+    if op == "conv1d" and pool:
+        psize = (psize[0], 1)
+    pstride = _pair(d.get("pool_stride"), "pool_stride", psize)
+    if op == "conv1d":
+        pstride = (pstride[0], 1)
+    if pool and psize == (1, 1):
+        pool = None
+    elt = d.get("eltwise")
+    elt = None if elt is None else str(elt).lower()
+    if elt is not None and elt not in _ELTWISE:
+        raise ModelFormatError(f"layer {i}: unknown eltwise {elt!r}")
+    ow = int(d.get("output_width", 8))
+    if ow not in (8, 32):
+        raise ModelFormatError(f"layer {i}: output_width must be 8 or 32")
+    return Layer(
+        index=i, op=op, name=d.get("name"), eltwise=elt, kernel_size=k, pad=pad,
+        stride=_pair(d.get("stride"), "stride", (1, 1)), groups=int(d.get("groups", 1)),
+        pool=pool, pool_size=psize, pool_stride=pstride, activation=act,
+        flatten=bool(d.get("flatten", False)), output_width=ow, output=bool(d.get("output", False)),
+        streaming=bool(d.get("streaming", False)), data_format=str(d.get("data_format", "HWC")).upper(),
+        processors=_mask(d.get("processors")), output_processors=_mask(d.get("output_processors")),
+        yaml=d,
+    )
+
+
+def _resolve_sources(layers: list[Layer]) -> None:
+    names = {l.name: l.index for l in layers if l.name}
+    for l in layers:
+        src = l.yaml.get("in_sequences")
+        if src is None:
+            l.in_sequences = [l.index - 1]
+            continue
+        items = src if isinstance(src, list) else [src]
+        out = []
+        for s in items:
+            if isinstance(s, int):
+                j = s
+            elif isinstance(s, str) and s in names:
+                j = names[s]
+            else:
+                try:
+                    j = int(s)
+                except (TypeError, ValueError):
+                    raise ModelFormatError(f"layer {l.index}: in_sequences names unknown layer {s!r}") from None
+            if j >= l.index or j < -1:
+                raise ModelFormatError(f"layer {l.index}: in_sequences {j} is not an earlier layer")
+            out.append(j)
+        l.in_sequences = out
+
+
+def _infer_bits(w: np.ndarray) -> int:
+    a = np.abs(w)
+    if a.size and a.min() == a.max() == 1:
+        return -1
+    for b in (1, 2, 4, 8):
+        if w.min() >= -(2 ** (b - 1)) and w.max() < 2 ** (b - 1):
+            return b
+    raise ModelFormatError("weights exceed the 8-bit range; is this a quantised (-q) checkpoint?")
+
+
+def _modules(sd: dict[str, np.ndarray]) -> list[tuple[str, str]]:
+    """(module prefix, weight key) in state-dict order, as izer assigns them."""
+    mods = []
+    for k, v in sd.items():
+        parts = k.rsplit(".", 2)
+        if parts[-1] != "weight" or v.ndim < 2:
+            continue
+        if len(parts) == 3:
+            prefix, sub = parts[0], parts[1]
+            if sub in ("bn", "batchnorm"):
+                continue
+            if sub != "op":
+                prefix = f"{parts[0]}.{parts[1]}"
+        else:
+            prefix = parts[0]
+        mods.append((prefix, k))
+    return mods
+
+
+def _to_int(a: np.ndarray, what: str) -> np.ndarray:
+    if not np.all(np.isfinite(a)) or not np.all(np.round(a) == a):
+        raise ModelFormatError(f"{what} is not integer-valued; use the quantised (-q) checkpoint")
+    return a.astype(np.int64)
+
+
+def parse_network(
+    checkpoint: str | Path,
+    network_yaml: str | Path,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    check_arch: bool = True,
+) -> Network:
+    """Build the layer list from a quantised ai8x checkpoint and its network YAML.
+
+    Raises:
+        ModelFormatError: the checkpoint or YAML is malformed or they do not match.
+    """
+    doc = load_yaml(network_yaml)
+    sd, meta = load_state_dict(checkpoint)
+    arch = str(doc.get("arch", meta.get("arch", "")))
+    ck_arch = meta.get("arch")
+    if check_arch and ck_arch and arch and str(ck_arch).lower() != arch.lower():
+        raise ModelFormatError(
+            f"network YAML is for {arch!r} but the checkpoint holds {ck_arch!r}"
+        )
+    layers = [_parse_layer(i, d) for i, d in enumerate(doc["layers"])]
+    _resolve_sources(layers)
+    mods = _modules(sd)
+    wl = [l for l in layers if l.has_weights]
+    if len(mods) < len(wl):
+        raise ModelFormatError(
+            f"network YAML has {len(wl)} layers with weights but the checkpoint has {len(mods)} weight tensors"
+        )
+    if len(mods) > len(wl):
+        log.warning("checkpoint has %d weight tensors, YAML uses the first %d", len(mods), len(wl))
+    for l, (prefix, wkey) in zip(wl, mods):
+        w = _to_int(sd[wkey], wkey)
+        l.module = prefix
+        if l.op == "conv2d" and w.ndim != 4:
+            raise ModelFormatError(f"layer {l.index}: conv2d expects a 4-D weight, {wkey} is {w.shape}")
+        if l.op == "conv1d":
+            if w.ndim != 3:
+                raise ModelFormatError(f"layer {l.index}: conv1d expects a 3-D weight, {wkey} is {w.shape}")
+            w = w[..., None]
+        if l.op == "linear" and w.ndim != 2:
+            raise ModelFormatError(f"layer {l.index}: linear expects a 2-D weight, {wkey} is {w.shape}")
+        if l.op in ("conv2d", "conv1d") and tuple(w.shape[2:]) != tuple(l.kernel_size):
+            raise ModelFormatError(
+                f"layer {l.index}: YAML kernel_size {l.kernel_size} but {wkey} has {tuple(w.shape[2:])}"
+            )
+        ybits = l.yaml.get("quantization", l.yaml.get("weight_bits"))
+        ckbits = sd.get(f"{prefix}.weight_bits")
+        if ybits is not None:
+            bits = int(ybits)
+        elif ckbits is not None and int(ckbits.ravel()[0]) != 0:
+            bits = int(ckbits.ravel()[0])
+        else:
+            bits = _infer_bits(w)
+        if bits not in (-1, 1, 2, 4, 8):
+            raise ModelFormatError(f"layer {l.index}: weight_bits {bits} not in 1/2/4/8")
+        if bits == -1:
+            if not np.all(np.abs(w) == 1):
+                raise ModelFormatError(f"layer {l.index}: binary weights must be ±1")
+        elif w.min() < -(2 ** (bits - 1)) or w.max() >= 2 ** (bits - 1):
+            raise ModelFormatError(f"layer {l.index}: weights of {wkey} exceed {bits}-bit range")
+        l.weights, l.weight_bits = w, bits
+        bkey = f"{prefix}.op.bias" if f"{prefix}.op.weight" == wkey else f"{prefix}.bias"
+        if bkey in sd and not l.yaml.get("no_bias", False):
+            wb = int(ckbits.ravel()[0]) if ckbits is not None and int(ckbits.ravel()[0]) > 0 else 8
+            b = _to_int(sd[bkey], bkey) // (2 ** (wb - 1))
+            if b.min() < -128 or b.max() > 127:
+                raise ModelFormatError(f"layer {l.index}: bias {bkey} exceeds the 8-bit range")
+            l.bias = b
+        if "output_shift" in l.yaml:
+            l.output_shift = int(l.yaml["output_shift"])
+        elif f"{prefix}.output_shift" in sd:
+            l.output_shift = int(np.asarray(sd[f"{prefix}.output_shift"]).ravel()[0])
+        if l.groups > 1 and l.in_channels is not None and l.groups != l.out_channels:
+            raise ModelFormatError(f"layer {l.index}: only depthwise grouping (groups = channels) exists")
+    shape = tuple(input_shape) if input_shape is not None else ARCH_INPUT_SHAPES.get(arch)
+    if shape is None:
+        first = wl[0] if wl else None
+        raise ConfigError(
+            f"unknown input shape for arch {arch!r}; pass input_shape=(C,H,W)"
+            + (f" with C={first.in_channels}" if first else "")
+        )
+    return Network(arch=arch, layers=layers, input_shape=shape, meta={k: v for k, v in meta.items() if k in ("arch", "epoch", "extras")})
