@@ -1,0 +1,78 @@
+"""``facesdk bench``: run a benchmark config and write/print its report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+__all__ = ["register", "cmd_bench"]
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``bench`` command to a ``facesdk`` sub-parser set."""
+    p = subparsers.add_parser(
+        "bench", help="benchmark accuracy, latency and parity across backends",
+        description="Run a benchmark (LFW verification, 1:N identification, latency, parity) and write "
+                    "report.md, report.json and plots.",
+    )
+    p.add_argument("--config", help="benchmark config (YAML/TOML), e.g. benchmarks/configs/lfw.yaml")
+    p.add_argument("--dataset", help="lfw, folder, or a plugin's dataset")
+    p.add_argument("--root", help="dataset directory")
+    p.add_argument("--protocol", choices=["pairs", "devtest", "devtrain", "identify"])
+    p.add_argument("--backends", help="comma-separated backends, e.g. ort,openvino")
+    p.add_argument("--precision", dest="bench_precision", help="comma-separated precisions, e.g. fp32,int8")
+    p.add_argument("--tiers", help="comma-separated quality tiers: high-high,low-high,low-low")
+    p.add_argument("--threads", type=int, help="engine threads for the accuracy run")
+    p.add_argument("--batch-size", type=int, help="chips per embedder call")
+    p.add_argument("--limit", type=int, help="at most N pairs (or N people for identify): quick runs")
+    p.add_argument("--cache", help="embedding cache directory (default $FACESDK_BENCH_CACHE or ~/.cache)")
+    p.add_argument("--out", help="write report.md, report.json and plots here")
+    p.add_argument("--no-latency", action="store_true", help="skip latency measurements")
+    p.add_argument("--no-parity", action="store_true", help="skip the parity comparison")
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                   help="print the report's JSON to stdout")
+    p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_bench)
+    return p
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Handler of ``facesdk bench``."""
+    from .report import to_jsonable, write_report
+    from .runner import load_config, merge_overrides, run_benchmark
+
+    cfg = load_config(args.config)
+    dev = getattr(args, "device", None)
+    cfg = merge_overrides(
+        cfg, dataset=args.dataset, root=args.root, protocol=args.protocol, backends=args.backends,
+        precision=args.bench_precision, tiers=args.tiers, threads=args.threads, batch_size=args.batch_size,
+        limit=args.limit, cache=args.cache, out=args.out,
+        detector=getattr(args, "detector", None), embedder=getattr(args, "embedder", None),
+        device=dev if dev and dev != "auto" else None,
+    )
+    if args.no_latency:
+        cfg["latency"] = {**cfg["latency"], "enabled": False}
+    if args.no_parity:
+        cfg["parity"] = {**cfg["parity"], "enabled": False}
+    as_json = bool(getattr(args, "json", False))
+    cfg["progress"] = sys.stderr.isatty()
+    report = run_benchmark(cfg, argv=sys.argv[1:])
+    if cfg.get("out"):
+        paths = write_report(report, cfg["out"])
+        log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
+    if as_json:
+        slim = {k: v for k, v in report.items() if k not in ("curves",)}
+        sys.stdout.write(json.dumps(to_jsonable(slim), indent=2) + "\n")
+    else:
+        from .report import render_markdown
+
+        sys.stdout.write(render_markdown(report, report.get("plots")) + "\n")
+    if not report["rows"]:
+        sys.stderr.write("facesdk bench: no backend ran (see 'Not run')\n")
+        return 6
+    return 0

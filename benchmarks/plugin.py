@@ -1,0 +1,25 @@
+"""Built-in plugin of the benchmark harness: the ``bench`` command and the lfw/folder datasets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from facesdk.plugins import hookimpl
+
+__all__ = ["facesdk_cli", "facesdk_datasets"]
+
+
+@hookimpl
+def facesdk_cli(subparsers: Any) -> None:
+    """Add ``facesdk bench``."""
+    from .cli import register
+
+    register(subparsers)
+
+
+@hookimpl
+def facesdk_datasets() -> dict[str, Any]:
+    """The built-in dataset loaders."""
+    from .datasets import FolderDataset, LFWDataset
+
+    return {"lfw": LFWDataset, "folder": FolderDataset}
