@@ -46,7 +46,11 @@ TEMPLATES: dict[str, tuple[np.ndarray, tuple[int, int]]] = {
 Aligner = Callable[[np.ndarray, np.ndarray, "np.ndarray | None"], np.ndarray]
 _ALIGNERS: dict[str, Aligner] = {}
 #: Core modules that register aligners for these template names when imported.
-_ALIGNER_MODULES = {"dlib150": "facesdk.chips", "ai8x-faceid": "facesdk.detect.tinierssd"}
+_ALIGNER_MODULES = {
+    "dlib150": "facesdk.chips",
+    "dlib150:dlib5": "facesdk.landmarks",
+    "ai8x-faceid": "facesdk.detect.tinierssd",
+}
 
 
 def register_aligner(name: str, func: Aligner) -> None:
@@ -142,6 +146,8 @@ def align_face(
     custom = get_aligner(template)
     if custom is not None:
         return custom(image, box, landmarks)
+    if ":" in template:
+        raise ConfigError(f"no aligner for {template!r} (template:point-set)")
     if landmarks is None:
         landmarks = landmarks_from_box(box, template)
     return warp_face(image, landmarks, template)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -123,7 +123,9 @@ def _artifact_for(card: ModelCard, backend: Backend, precision: str, role: str |
         )
     exact = [a for a in fmts if a.precision == precision]
     spec = (exact or fmts)[0]
-    path = zoo.fetch(card, spec.format, spec.precision)
+    # Fetch this very file: a multi-network card (MTCNN) holds several artifacts of one format.
+    own = card if card.artifact(spec.format, spec.precision) is spec else replace(card, artifacts=(spec,))
+    path = zoo.fetch(own, spec.format, spec.precision)
     return Artifact(
         path=path, format=spec.format, card=card, metadata={"sha256": spec.sha256 or ""}, layout=spec.layout
     )
@@ -159,6 +161,10 @@ class FaceRecognizer:
         threshold: cosine threshold for identification/verification
             (default: the embedder card's calibrated value).
         detector_backend, embedder_backend: override ``backend`` per stage.
+        landmarker: landmark model card that turns detections into the points the
+            embedder's alignment needs (default: what the embedder card names for
+            this detector family in ``params.landmarkers``; none for embedders
+            aligned on the detector's own 5 points).
         score_threshold: detector confidence threshold (default from the card).
         batch_size: faces per embedder batch.
         max_pixels: decompression-bomb guard for decoded images.
@@ -177,6 +183,7 @@ class FaceRecognizer:
         threshold: float | None = None,
         detector_backend: str | None = None,
         embedder_backend: str | None = None,
+        landmarker: str | ModelCard | None = None,
         score_threshold: float | None = None,
         batch_size: int = 32,
         max_pixels: int | None = None,
@@ -216,6 +223,17 @@ class FaceRecognizer:
         if self.embedder_card.template is None:
             raise ConfigError(f"embedder card {self.embedder_card.id!r} names no alignment template")
         self.template = self.embedder_card.template
+        self.landmarker_card: ModelCard | None = None
+        self.landmarker = None
+        lm_ref = landmarker
+        if lm_ref is None:
+            table = dict(self.embedder_card.params.get("landmarkers", {}))
+            lm_ref = table.get(self.detector_card.family, table.get("*"))
+        if lm_ref is not None:
+            from .landmarks import load_landmarker
+
+            self.landmarker_card = _load_card(lm_ref)
+            self.landmarker = load_landmarker(self.landmarker_card)
         ths = self.embedder_card.thresholds
         key = f"{self.embedder_session.backend}:{self.embedder_session.precision}"
         self.threshold = float(threshold if threshold is not None else ths.get(key, ths.get("default", 0.5)))
@@ -244,6 +262,7 @@ class FaceRecognizer:
         """What runs: models, backends, devices, precisions."""
         return {
             "detector": {"model": self.detector_card.id, **self.detector.session.describe()},
+            "landmarker": self.landmarker_card.id if self.landmarker_card else None,
             "embedder": {"model": self.embedder_card.id, **self.embedder_session.describe()},
             "threshold": self.threshold,
         }
@@ -260,7 +279,14 @@ class FaceRecognizer:
 
     def align(self, image: np.ndarray, detections: Sequence[Detection | Face]) -> np.ndarray:
         """Crop/align each face to the embedder's template: ``[N, h, w, 3]`` uint8 RGB."""
-        chips = [align_face(image, d.box, d.landmarks, self.template) for d in detections]
+        chips = []
+        for d in detections:
+            lm = d.landmarks
+            template = self.template
+            if self.landmarker is not None:
+                lm = self.landmarker(image, d.box, d.landmarks)
+                template = f"{self.template}:{self.landmarker.output}"
+            chips.append(align_face(image, d.box, lm, template))
         if not chips:
             w, h = self.embedder_card.input.size
             return np.zeros((0, h, w, 3), np.uint8)
