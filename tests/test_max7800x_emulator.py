@@ -1,0 +1,301 @@
+"""MAX78000/MAX78002 backend: safe checkpoint import, bit-exact emulation, fit check, TinierSSD, FaceID."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facesdk.errors import ConfigError, DeviceMismatchError, ModelFormatError
+from facesdk_backends.max7800x import check_fit, load_checkpoint, load_model
+from facesdk_backends.max7800x.emulator import requantize
+
+NETS = {
+    "facedet": ("ai85-facedet-tinierssd-qat8-q.pth.tar", "ai85-facedet-tinierssd.yaml"),
+    "faceid": ("ai85-faceid-qat8-q.pth.tar", "faceid.yaml"),
+}
+INPUTS = ("sample", "rand0")
+
+
+@pytest.fixture(scope="module")
+def ai8x(shared: Path) -> Path:
+    return shared / "ai8x"
+
+
+@pytest.fixture(scope="module")
+def models(ai8x: Path) -> dict:
+    return {k: load_model(ai8x / "trained" / c, ai8x / "networks" / y) for k, (c, y) in NETS.items()}
+
+
+@pytest.fixture(scope="module")
+def accs(ai8x: Path):
+    with np.load(ai8x / "reference" / "accumulators.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+def _ref_layer(ref: Path, net: str, inp: str, i: int) -> np.ndarray:
+    files = [f for f in ref.glob(f"{net}_{inp}_L{i:02d}_*.npy") if not f.name.endswith("_sum.npy")]
+    assert len(files) == 1, files
+    return np.load(files[0])
+
+
+@pytest.mark.parametrize("net", sorted(NETS))
+@pytest.mark.parametrize("inp", INPUTS)
+def test_end_to_end_every_layer_bit_exact(models, ai8x, net, inp):
+    ref = ai8x / "reference"
+    m = models[net]
+    x = np.load(ref / f"{net}_{inp}_input.npy")
+    outs = m.run_all(x)
+    assert len(outs) == len(m.layers)
+    for i, o in enumerate(outs):
+        r = _ref_layer(ref, net, inp, i)
+        assert o.shape == r.shape and o.dtype == np.int8
+        assert int((o != r).sum()) == 0, f"{net}/{inp} layer {i}: {(o != r).sum()} values differ"
+    # run() returns the output layers only
+    final = m.run(x)
+    assert [f.shape for f in final] == [outs[i].shape for i in m.output_layers]
+
+
+@pytest.mark.parametrize("net", sorted(NETS))
+@pytest.mark.parametrize("inp", INPUTS)
+def test_per_layer_from_saved_inputs_and_accumulators(models, ai8x, accs, net, inp):
+    ref = ai8x / "reference"
+    m = models[net]
+    x = np.load(ref / f"{net}_{inp}_input.npy")[None]
+    checked = 0
+    for l in m.layers:
+        srcs = [x if s == -1 else _ref_layer(ref, net, inp, s)[None] for s in l.in_sequences]
+        res = m.run_layer(l.index, srcs)
+        r = _ref_layer(ref, net, inp, l.index)
+        assert np.array_equal(res.output[0], r), f"layer {l.index}"
+        key = [k for k in accs if k.startswith(f"{net}_{inp}_L{l.index:02d}_")]
+        if key:
+            assert np.array_equal(res.acc[0], accs[key[0]]), f"accumulator of layer {l.index}"
+            checked += 1
+        sum_file = ref / f"{net}_{inp}_L{l.index:02d}_avgpool_sum.npy"
+        if sum_file.exists():
+            assert np.array_equal(res.acc[0].reshape(-1), np.load(sum_file))
+            checked += 1
+    assert checked == (7 if net == "facedet" else 5)
+
+
+def test_batch_and_model_outputs(models, ai8x):
+    ref = ai8x / "reference"
+    m = models["facedet"]
+    xs = np.stack([np.load(ref / f"facedet_{i}_input.npy") for i in INPUTS])
+    outs = m.run(xs)
+    assert [o.shape[0] for o in outs] == [2, 2, 2, 2]
+    from facesdk.detect.tinierssd import heads_to_priors
+
+    for b, inp in enumerate(INPUTS):
+        locs, scores = heads_to_priors([outs[0][b], outs[1][b]], [outs[2][b], outs[3][b]])
+        assert np.array_equal(locs, np.load(ref / f"facedet_{inp}_model_locs.npy"))
+        assert np.array_equal(scores, np.load(ref / f"facedet_{inp}_model_class_scores.npy"))
+    emb = models["faceid"].run(np.load(ref / "faceid_sample_input.npy"))[0].reshape(-1)
+    assert np.array_equal(emb, np.load(ref / "faceid_sample_embedding512.npy"))
+
+
+def test_requantize_rounding_and_input_checks(models):
+    acc = np.array([-193, -192, -64, -63, 63, 64, 191, 192, 10**6, -(10**6)])
+    # shift s=-1 → divide by 2**8 with round-half-up, then clip
+    assert requantize(acc, -1).tolist() == [-1, -1, 0, 0, 0, 0, 1, 1, 127, -128]
+    assert requantize(np.array([3]), 9).tolist() == [12]  # left shift when s > 7
+    m = models["faceid"]
+    with pytest.raises(ConfigError):
+        m.run(np.zeros((3, 10, 10), np.int64))  # wrong shape
+    with pytest.raises(ConfigError):
+        m.run(np.full((3, 160, 120), 200))  # out of int8 range
+    with pytest.raises(ConfigError):
+        m.run(np.full((3, 160, 120), 0.5))  # not integers
+
+
+# --------------------------------------------------------------------- hostile / broken files
+
+def _torch_like_zip(path: Path, pkl: bytes, extra: dict[str, bytes] | None = None) -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", pkl)
+        for k, v in (extra or {}).items():
+            z.writestr(f"archive/data/{k}", v)
+        z.writestr("archive/version", b"3\n")
+    return path
+
+
+def test_hostile_pickle_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    # protocol-2 pickle: GLOBAL posix.system, then REDUCE with a shell command
+    evil = b"\x80\x02cposix\nsystem\nq\x00X" + len(f"touch {marker}").to_bytes(4, "little") + f"touch {marker}".encode() + b"\x85R."
+    p = _torch_like_zip(tmp_path / "evil.pth.tar", evil)
+    with pytest.raises(ModelFormatError, match="posix.system"):
+        load_checkpoint(p)
+    assert not marker.exists()
+    # builtins.eval through STACK_GLOBAL (protocol 4) is refused too
+    evil2 = pickle.dumps(eval, protocol=4)
+    with pytest.raises(ModelFormatError, match="builtins"):
+        load_checkpoint(_torch_like_zip(tmp_path / "evil2.pth.tar", evil2))
+
+
+def test_truncated_and_non_zip_refused(ai8x, tmp_path):
+    data = (ai8x / "trained" / "ai85-faceid-qat8-q.pth.tar").read_bytes()
+    t = tmp_path / "trunc.pth.tar"
+    t.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFormatError):
+        load_checkpoint(t)
+    n = tmp_path / "notzip.pth.tar"
+    n.write_bytes(b"\x80\x02}q\x00.")
+    with pytest.raises(ModelFormatError, match="zip"):
+        load_checkpoint(n)
+    # a tensor reaching past its storage
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        pkl = z.read("archive/data.pkl")
+    names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+    storages = {n.split("/")[-1]: b"\x00" * 4 for n in names if "/data/" in n}
+    short = _torch_like_zip(tmp_path / "short.pth.tar", pkl, storages)
+    with pytest.raises(ModelFormatError, match="bytes|storage|reaches"):
+        load_checkpoint(short)
+
+
+def test_checkpoint_content_is_plain_data(ai8x):
+    ck = load_checkpoint(ai8x / "trained" / "ai85-dot_emb_112_checkpoint-q.pth.tar")
+    sd = ck["state_dict"]
+    assert sd["dot.op.weight"].shape == (512, 64) and sd["dot.op.weight"].dtype == np.float32
+    assert ck["arch"] == "AI85DotProd"
+
+
+def test_yaml_checkpoint_mismatch(ai8x):
+    with pytest.raises(ModelFormatError, match="ai85faceidnet|ai85tinierssdface"):
+        load_model(ai8x / "trained" / "ai85-faceid-qat8-q.pth.tar", ai8x / "networks" / "ai85-facedet-tinierssd.yaml")
+
+
+# --------------------------------------------------------------------- fit
+
+def test_fit_reports(models, ai8x):
+    det = check_fit(models["facedet"], "max78000")
+    assert det.fits and det.weight_bytes == 275_184 and det.bias_bytes == 536
+    assert det.kernel_rows_used <= 768 and det.max_data_words <= 8192
+    fid = check_fit(models["faceid"], "max78000")
+    assert fid.fits and fid.weight_bytes == 176_048 and fid.bias_bytes == 0
+    assert check_fit(models["faceid"], "max78002").fits
+    d = det.to_dict()
+    assert d["chip"] == "MAX78000" and d["weights"]["memory_bytes"] == 442_368 and len(d["per_layer"]) == 16
+    assert "FITS" in det.format()
+    ai87 = load_model(ai8x / "trained" / "ai87-facedet-tinierssd-qat8-q.pth.tar",
+                      ai8x / "networks" / "ai87-facedet-tinierssd.yaml", chip="max78002")
+    r87 = check_fit(ai87)
+    assert r87.fits and r87.chip.name == "MAX78002" and r87.chip.weight_bytes == 2_396_160
+
+
+def test_oversized_network_does_not_fit(ai8x, tmp_path):
+    """A synthetic network: 9 layers of 3x3 conv 512→512 (2.36 MB of weights) on a 64x64 input."""
+    from facesdk_backends.max7800x.emulator import Model
+    from facesdk_backends.max7800x.network import Layer, Network
+
+    rng = np.random.default_rng(0)
+    layers = [Layer(index=0, op="conv2d", kernel_size=(3, 3), pad=(1, 1), in_sequences=[-1],
+                    weights=rng.integers(-128, 128, (512, 3, 3, 3)), activation="relu")]
+    for i in range(1, 9):
+        layers.append(Layer(index=i, op="conv2d", kernel_size=(3, 3), pad=(1, 1), in_sequences=[i - 1],
+                            weights=rng.integers(-8, 8, (512, 512, 3, 3)), activation="relu"))
+    m = Model(Network("synthetic", layers, (3, 64, 64)))
+    rep = check_fit(m, "max78000")
+    assert not rep.fits
+    text = " ".join(rep.problems)
+    assert "weights" in text and "kernel memory" in text and "data memory" in text
+    assert rep.weight_bytes == 512 * 27 + 8 * 512 * 512 * 9
+    r2 = check_fit(m, "max78002")  # weights fit MAX78002 (2.37 MB ≤ 2,396,160 B), 512×64×64 data does not
+    assert not r2.fits and not any(p.startswith("weights") for p in r2.problems)
+    # depthwise is MAX78002-only
+    dw = Layer(index=0, op="conv2d", kernel_size=(3, 3), pad=(1, 1), in_sequences=[-1], groups=3,
+               weights=rng.integers(-128, 128, (3, 1, 3, 3)))
+    md = Model(Network("dw", [dw], (3, 16, 16)))
+    assert any("depthwise" in p for p in check_fit(md, "max78000").problems)
+    assert check_fit(md, "max78002").fits
+
+
+def test_cli_fit(ai8x, tmp_path):
+    ck, y = ai8x / "trained" / NETS["faceid"][0], ai8x / "networks" / NETS["faceid"][1]
+    r = subprocess.run([sys.executable, "-m", "facesdk", "--json", "max7800x", "fit", str(ck), "--yaml", str(y),
+                        "--chip", "max78000"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["fits"] and d["weights"]["bytes"] == 176_048
+    x = tmp_path / "x.npy"
+    np.save(x, np.load(ai8x / "reference" / "faceid_rand0_input.npy"))
+    out = tmp_path / "o.npz"
+    r = subprocess.run([sys.executable, "-m", "facesdk", "max7800x", "run", str(ck), "--yaml", str(y),
+                        "--input", str(x), "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    with np.load(out) as z:
+        assert np.array_equal(z["L08"], np.load(ai8x / "reference" / "faceid_rand0_L08_avgpool.npy"))
+    r = subprocess.run([sys.executable, "-m", "facesdk", "max7800x", "fit", str(ck)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode != 0 and "yaml" in r.stderr.lower()
+
+
+# --------------------------------------------------------------------- detection / pipeline
+
+def test_tinierssd_decode_on_reference(ai8x):
+    from facesdk.detect.tinierssd import decode_tinierssd, load_detection_params, tinierssd_priors
+
+    ref = ai8x / "reference"
+    pri = tinierssd_priors()
+    assert pri.shape == (1246, 4) and pri.min() >= 0 and pri.max() <= 1
+    params = load_detection_params(ai8x / "networks" / "obj_detection_params_facedet.yaml")
+    assert params == {"min_score": 0.75, "max_overlap": 0.3, "top_k": 20}
+    locs, sc = np.load(ref / "facedet_sample_model_locs.npy"), np.load(ref / "facedet_sample_model_class_scores.npy")
+    boxes, scores = decode_tinierssd(locs, sc, pri, min_score=0.5)
+    assert len(boxes) >= 1 and scores[0] > 0.5 and np.all(np.diff(scores) <= 0)
+    b = boxes[0] * np.array([168, 224, 168, 224])
+    assert 0 <= b[0] < b[2] <= 168 and 0 <= b[1] < b[3] <= 224 and (b[2] - b[0]) > 40
+    none, _ = decode_tinierssd(np.load(ref / "facedet_rand0_model_locs.npy"),
+                               np.load(ref / "facedet_rand0_model_class_scores.npy"), pri, min_score=0.5)
+    assert len(none) == 0
+    with pytest.raises(ConfigError):
+        decode_tinierssd(locs[:10], sc, pri)
+
+
+@pytest.fixture()
+def ai8x_env(ai8x, monkeypatch):
+    monkeypatch.setenv("FACESDK_AI8X_DIR", str(ai8x))
+
+
+def test_face_recognizer_on_max78000(ai8x_env, shared):
+    import facesdk
+
+    rec = facesdk.FaceRecognizer(detector="ai85-facedet-tinierssd", embedder="ai85-faceid", backend="max78000")
+    d = rec.describe()
+    assert d["embedder"]["precision"] == "ai8x" and d["detector"]["device"] == "emulator"
+    lfw = shared / "data" / "lfw" / "images"
+    a = rec.embed_face(lfw / "George_W_Bush" / "George_W_Bush_0001.jpg")
+    b = rec.embed_face(lfw / "George_W_Bush" / "George_W_Bush_0002.jpg")
+    c = rec.embed_face(lfw / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg")
+    assert a.embedding.shape == (512,) and abs(float(np.linalg.norm(a.embedding)) - 1) < 1e-5
+    assert a.score > 0.5 and a.box[2] - a.box[0] > 50
+    assert float(a.embedding @ b.embedding) > float(a.embedding @ c.embedding)
+    rec.close()
+
+
+def test_backend_strictness(ai8x_env, ai8x):
+    from facesdk import zoo
+    from facesdk.backend import Artifact
+    from facesdk.plugins import get_backend
+
+    be = get_backend("max78000")
+    card = zoo.get_card("ai85-faceid")
+    art = Artifact(path=zoo.fetch(card, "ai8x"), format="ai8x", card=card)
+    with pytest.raises(DeviceMismatchError, match="port"):
+        be.load(art, device="serial")
+    with pytest.raises(DeviceMismatchError):
+        be.load(art, precision="fp16")
+    with pytest.raises(DeviceMismatchError):
+        be.load(art, device="cuda")
+    s = be.load(art, device="emulator")
+    out = s.run(np.load(ai8x / "reference" / "faceid_sample_input.npy")[None])
+    assert out[0].shape == (1, 512, 1, 1)
+    assert s.describe()["chip"] == "MAX78000"
