@@ -17,5 +17,6 @@ def facesdk_model_cards() -> list[Any]:
 @hookimpl
 def facesdk_recipes() -> dict[str, Any]:
     from .dlib_resnet import recipe as dlib_resnet_to_onnx
+    from .tflite_to_onnx import tflite_to_onnx
 
-    return {"dlib_resnet_to_onnx": dlib_resnet_to_onnx}
+    return {"tflite-to-onnx": tflite_to_onnx, "dlib_resnet_to_onnx": dlib_resnet_to_onnx}
