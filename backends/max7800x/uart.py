@@ -16,6 +16,7 @@ reads them from a serial port so users of the stock demos can capture frames and
 
 from __future__ import annotations
 
+import collections
 import logging
 import re
 import time
@@ -158,11 +159,13 @@ class MsdkStreamParser:
         if len(b) < n0 + 5:
             return None
         w, h, flen = int.from_bytes(b[n0 : n0 + 2], "big"), int.from_bytes(b[n0 + 2 : n0 + 4], "big"), b[n0 + 4]
+        if not 0 < flen <= 16:
+            return False
+        fmt_raw = bytes(b[n0 + 5 : n0 + 5 + flen])
+        if not all(65 <= c <= 90 or 48 <= c <= 57 or c == 95 for c in fmt_raw):  # A-Z 0-9 _
+            return False
         if len(b) < n0 + 5 + flen + 4:
             return None
-        fmt_raw = bytes(b[n0 + 5 : n0 + 5 + flen])
-        if not (0 < flen <= 16) or not fmt_raw.isascii() or not fmt_raw.decode("ascii").isprintable():
-            return False
         length = int.from_bytes(b[n0 + 5 + flen : n0 + 9 + flen], "big")
         if w == 0 or h == 0 or length == 0 or length > self.max_image_bytes:
             return False
@@ -278,6 +281,7 @@ class MsdkUartReader:
             self._ser = port
             self.port_name = getattr(port, "port", None) or repr(port)
         self.parser = MsdkStreamParser()
+        self._pending: collections.deque[UartImage | ConsoleLine] = collections.deque()
 
     def close(self) -> None:
         self._ser.close()
@@ -304,7 +308,9 @@ class MsdkUartReader:
                 raise DeviceLinkError(f"{self.port_name}: read failed (device disconnected?): {exc}") from None
             if data:
                 last = time.monotonic()
-                yield from self.parser.feed(data)
+                self._pending.extend(self.parser.feed(data))
+            while self._pending:  # kept across calls: events parsed but not yet consumed survive a break
+                yield self._pending.popleft()
 
     def capture(self, out_dir: str | Path, count: int = 1, timeout: float = 30.0,
                 settle: float = 0.3) -> list[dict[str, Any]]:
