@@ -33,9 +33,10 @@ __all__ = ["DlibReader", "read_dat"]
 #: Largest element count accepted for a single vector/matrix/tensor (sanity limit).
 MAX_ELEMENTS = 1 << 28
 
-#: One serialized integer: a control byte (sign bit + 1..8 byte count) and its bytes.
+#: One serialized integer: a control byte (sign bit + 1..8 byte count) and its bytes,
+#: or else any single byte (a 1-byte token marks a bad or truncated integer).
 _VARINT_RE = re.compile(
-    b"|".join(b"[\\x%02x\\x%02x]" % (n, n | 0x80) + b".{%d}" % n for n in range(1, 9)), re.DOTALL
+    b"|".join(b"[\\x%02x\\x%02x]" % (n, n | 0x80) + b".{%d}" % n for n in range(1, 9)) + b"|.", re.DOTALL
 )
 
 
@@ -195,13 +196,14 @@ class DlibReader:
         tail = bytes(self.data[start:])
         toks = _VARINT_RE.findall(tail)
         lens = np.fromiter(map(len, toks), np.int64, len(toks))
-        if int(lens.sum()) != len(tail):
-            while self.pos < len(self.data):  # replay to find and report the first bad integer
-                self.int_(what=what)
-            raise self.error(f"{what} is not a clean run of integers", start)
         b = np.frombuffer(tail, np.uint8)
         starts = np.zeros(len(lens), np.int64)
         np.cumsum(lens[:-1], out=starts[1:])
+        bad = np.flatnonzero(lens == 1)
+        if len(bad):  # re-read the first bad integer with the checked reader for a precise message
+            self.pos = start + int(starts[bad[0]])
+            self.int_(what=what)
+            raise self.error(f"{what}: bad integer", self.pos)
         nbytes = lens - 1
         big = np.flatnonzero(nbytes == 8)
         over = big[(b[starts[big] + 8] & 0x80) > 0]
