@@ -374,3 +374,14 @@ def test_cli_serial_info(tmp_path):
         with pytest.raises(LinkTimeoutError) as ei:
             _cli(["serial-info", sim.port, "--timeout", "0.05", "--retries", "0"])
         assert ei.value.exit_code == 8
+
+
+def test_facesdk_command_line_serial_info(capsys):
+    from facesdk.cli import main
+
+    with DeviceSimulator(embedding_size=64) as sim:
+        assert main(["max7800x", "serial-info", sim.port, "--json", "--timeout", "0.2"]) == 0
+        assert json.loads(capsys.readouterr().out)["capacity"] == 1024
+    with DeviceSimulator(faults=Faults(foreign=True)) as sim:
+        assert main(["max7800x", "serial-info", sim.port, "--timeout", "0.05", "--retries", "0"]) == 8
+        assert "not facesdk frames" in capsys.readouterr().err

@@ -93,6 +93,7 @@ def register(subparsers: Any) -> None:
                    help="int8 score threshold (default: the demo's, 70 / 64)")
     p.add_argument("--flash", action="store_true", help="also write the MAX78002 record-mode flash image (.hex)")
     p.add_argument("--bin", action="store_true", help="also write weights_3.bin")
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
     p.set_defaults(func=_export_db)
 
     p = subparsers.add_parser("import-db", help="read MAX7800x FaceID firmware database files into a gallery")
@@ -104,6 +105,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--capacity", type=int, default=None)
     p.add_argument("--model-id", default="ai85-faceid_112", help="model id recorded in the gallery")
     p.add_argument("--gallery-threshold", type=float, default=0.5, help="cosine threshold stored in the gallery")
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
     p.set_defaults(func=_import_db)
 
     p = subparsers.add_parser("serial-info", help="query a board running the facesdk serial protocol")
@@ -111,6 +113,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--baudrate", type=int, default=921600)
     p.add_argument("--timeout", type=float, default=1.0, help="seconds per attempt")
     p.add_argument("--retries", type=int, default=2)
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
     p.set_defaults(func=_serial_info)
 
     p = subparsers.add_parser("uart-capture", help="save *STR* frames and results from a stock msdk demo")
@@ -119,4 +122,5 @@ def register(subparsers: Any) -> None:
     p.add_argument("--baudrate", type=int, default=115200)
     p.add_argument("--count", type=int, default=1)
     p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
     p.set_defaults(func=_uart_capture)
