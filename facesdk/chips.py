@@ -43,6 +43,7 @@ __all__ = [
     "dlib_chip_details",
     "dlib_chip_transform",
     "extract_chip",
+    "extract_image_chip",
     "dlib_face_chip",
     "pyramid_down2",
     "dlib_box_from_core5",
@@ -278,4 +279,3 @@ def _register() -> None:
 
 
 _register()
-__all__ += ["extract_image_chip"]
