@@ -385,3 +385,21 @@ def test_facesdk_command_line_serial_info(capsys):
     with DeviceSimulator(faults=Faults(foreign=True)) as sim:
         assert main(["max7800x", "serial-info", sim.port, "--timeout", "0.05", "--retries", "0"]) == 8
         assert "not facesdk frames" in capsys.readouterr().err
+
+
+def test_backend_session_over_serial_runs_on_the_board(shared, faceid_compute):
+    from facesdk.backend import Artifact
+    from facesdk.plugins import get_backend
+
+    ai8x = shared / "ai8x"
+    x = np.load(ai8x / "reference" / "faceid_sample_input.npy")
+    with DeviceSimulator(faceid_compute) as sim:
+        sess = get_backend("max78000").load(
+            Artifact(path=ai8x / "trained" / "ai85-faceid-qat8-q.pth.tar", format="ai8x"),
+            device=f"serial:{sim.port}", yaml=ai8x / "networks" / "faceid.yaml", timeout=0.5)
+        with sess:
+            assert sess.device == f"serial:{sim.port}"
+            (out,) = sess.run(np.stack([x, x]))
+        assert out.shape == (2, 512, 1, 1) and out.dtype == np.int8
+        assert np.array_equal(out[1].reshape(-1), np.load(ai8x / "reference" / "faceid_sample_embedding512.npy"))
+        assert sim.requests_executed["RUN_TENSOR"] == 2

@@ -41,12 +41,14 @@ from .protocol import (
     ReadDbPage,
     ReadDbRequest,
     RunResult,
+    decode_tensors,
     encode_frame,
     encode_image,
+    encode_tensors,
     response_type,
 )
 
-__all__ = ["Max7800xDevice", "DeviceRejectedError", "LinkStats", "open_device"]
+__all__ = ["Max7800xDevice", "DeviceRejectedError", "LinkStats", "open_device", "open_session", "SerialSession"]
 
 log = logging.getLogger(__name__)
 
@@ -289,6 +291,14 @@ class Max7800xDevice:
         payload = encode_image(np.asarray(image), pixel_format)
         return RunResult.decode(self.request(MsgType.RUN_IMAGE, payload, timeout=timeout).payload)
 
+    def run_tensor(self, x: np.ndarray, *, timeout: float = 60.0) -> list[np.ndarray]:
+        """Run the board's loaded network on one ``[C, H, W]`` int8 input; its outputs."""
+        a = np.asarray(x)
+        if a.size and (a.min() < -128 or a.max() > 127):
+            raise ConfigError("accelerator input values must lie in -128..127")
+        payload = encode_tensors([a.astype(np.int8)])
+        return decode_tensors(self.request(MsgType.RUN_TENSOR, payload, timeout=timeout).payload)
+
     def read_database(self, page: int = 128) -> tuple[list[str], np.ndarray]:
         """All slots of the device database: names and int8 rows (read in pages)."""
         names: list[str] = []
@@ -334,3 +344,69 @@ def open_device(port: str, **kw: Any) -> Max7800xDevice:
         dev.close()
         raise
     return dev
+
+
+class SerialSession:
+    """A :class:`facesdk.backend.Session` whose network runs on a board over the serial link.
+
+    Created by the backend's ``load(..., device="serial:<port>")`` through :func:`open_session`;
+    input/output specs come from the emulator model, and every answer is checked against them.
+    """
+
+    precision = "ai8x"
+
+    def __init__(self, dev: Max7800xDevice, model: Any, backend: str, fit: Any = None) -> None:
+        from facesdk.backend import TensorSpec
+
+        self.dev, self.model, self.backend, self.fit = dev, model, backend, fit
+        self.device = f"serial:{dev.port_name}"
+        self.max_batch = None
+        c, *hw = model.input_shape
+        self.inputs = [TensorSpec("input", (None, c, *hw), "int8")]
+        _, shapes = model.shapes()
+        self._shapes = [tuple(shapes[i]) for i in model.output_layers]
+        self.outputs = [TensorSpec(f"L{i}", (None, *shapes[i]), "int8" if model.layers[i].output_width == 8 else "int64")
+                        for i in model.output_layers]
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        from facesdk.errors import DeviceMismatchError
+
+        b = np.asarray(batch)
+        single = b.ndim == len(self.model.input_shape)
+        if single:
+            b = b[None]
+        per: list[list[np.ndarray]] = []
+        for x in b:
+            outs = self.dev.run_tensor(x)
+            got = [tuple(o.shape) for o in outs]
+            if got != self._shapes:
+                raise DeviceMismatchError(f"the board answered outputs {got}, the model has {self._shapes}: "
+                                          f"it runs another network")
+            per.append(outs)
+        res = [np.stack([p[i] for p in per]) for i in range(len(self._shapes))]
+        return [r[0] for r in res] if single else res
+
+    def close(self) -> None:
+        self.dev.close()
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.backend, "device": self.device, "precision": self.precision,
+                "inputs": [(t.name, list(t.shape), t.dtype) for t in self.inputs],
+                "outputs": [(t.name, list(t.shape), t.dtype) for t in self.outputs]}
+
+    def __enter__(self) -> "SerialSession":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_session(*, model: Any, port: str, backend: str, fit: Any = None, **options: Any) -> Any:
+    """Hook used by the max7800x backend for ``device="serial:<port>"``: open the port, check that a
+    facesdk firmware answers, and return a Session running ``model`` on the board."""
+    from facesdk.backend import Session
+
+    kw = {k: options.pop(k) for k in ("baudrate", "timeout", "retries") if k in options}
+    dev = open_device(port, **kw)
+    cls = type("Max7800xSerialSession", (SerialSession, Session), {})
+    return cls(dev, model, backend, fit)

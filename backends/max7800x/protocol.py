@@ -55,6 +55,8 @@ __all__ = [
     "decode_image",
     "encode_name",
     "decode_name",
+    "encode_tensors",
+    "decode_tensors",
 ]
 
 log = logging.getLogger(__name__)
@@ -77,11 +79,13 @@ class MsgType(enum.IntEnum):
     ENROL = 0x03
     RUN_IMAGE = 0x04
     READ_DB = 0x05
+    RUN_TENSOR = 0x06
     INFO_R = 0x81
     LOAD_DB_R = 0x82
     ENROL_R = 0x83
     RUN_IMAGE_R = 0x84
     READ_DB_R = 0x85
+    RUN_TENSOR_R = 0x86
     ERROR = 0xFF
 
 
@@ -588,3 +592,35 @@ class ErrorReply:
         r.end()
         return cls(typ, code, msg)
 
+
+
+_TENSOR_DTYPES = {0: np.dtype("i1"), 1: np.dtype("<i4"), 2: np.dtype("<i8")}
+
+
+def encode_tensors(tensors: list[np.ndarray]) -> bytes:
+    """``u8 count`` then per tensor ``u8 dtype (0 int8, 1 int32, 2 int64), u8 ndim, ndim x u32 dims, data``."""
+    parts = [bytes([len(tensors)])]
+    for t in tensors:
+        a = np.asarray(t)
+        code = next((k for k, d in _TENSOR_DTYPES.items() if d == a.dtype.newbyteorder("<") or d == a.dtype), None)
+        if code is None or a.ndim > 8:
+            raise FrameError(f"cannot send a {a.dtype} tensor of {a.ndim} dims")
+        parts.append(bytes([code, a.ndim]) + struct.pack(f"<{a.ndim}I", *a.shape))
+        parts.append(np.ascontiguousarray(a, _TENSOR_DTYPES[code]).tobytes())
+    return b"".join(parts)
+
+
+def decode_tensors(payload: bytes) -> list[np.ndarray]:
+    r = _Reader(payload)
+    (n,) = r.take(1)
+    out = []
+    for _ in range(n):
+        code, nd = r.take(2)
+        if code not in _TENSOR_DTYPES or nd > 8:
+            raise FrameError(f"bad tensor header (dtype {code}, {nd} dims)")
+        shape = struct.unpack(f"<{nd}I", r.take(4 * nd))
+        dt = _TENSOR_DTYPES[code]
+        count = int(np.prod(shape)) if nd else 1
+        out.append(np.frombuffer(r.take(count * dt.itemsize), dt).reshape(shape).copy())
+    r.end()
+    return out

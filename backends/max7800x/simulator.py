@@ -48,7 +48,9 @@ from .protocol import (
     RunResult,
     DetectionRecord,
     decode_image,
+    decode_tensors,
     encode_frame,
+    encode_tensors,
     response_type,
 )
 from facesdk.errors import ConfigError, FaceSDKError, FrameError
@@ -106,6 +108,10 @@ class EmulatorCompute:
         from .emulator import load_model
 
         return cls(load_model(checkpoint, yaml, chip), detector)
+
+    def run_tensor(self, x: np.ndarray) -> list[np.ndarray]:
+        """Run the network on one ``[C, H, W]`` input (for ``RUN_TENSOR``)."""
+        return self.model.run(x)
 
     def embed(self, chip: np.ndarray) -> np.ndarray:
         """int8 embedding of an ``h x w x 3`` uint8 RGB chip."""
@@ -460,6 +466,16 @@ class DeviceSimulator:
                 return RunResult(dets, np.zeros(0, np.int8), -1, 0, "").encode()
             slot, score, name = st.match(emb)
             return RunResult(dets, emb.astype(np.int8), slot, score, name).encode()
+        if typ == MsgType.RUN_TENSOR:
+            (x,) = decode_tensors(payload)
+            run = getattr(self.compute, "run_tensor", None)
+            if run is None:
+                raise _DeviceError(ErrorCode.INTERNAL, "this simulated device has no accelerator (compute)")
+            try:
+                outs = run(x)
+            except FaceSDKError as exc:
+                raise _DeviceError(ErrorCode.BAD_REQUEST, str(exc)) from None
+            return encode_tensors([np.asarray(o) for o in outs])
         if typ == MsgType.READ_DB:
             req = ReadDbRequest.decode(payload)
             n = min(req.count, self.read_page)
