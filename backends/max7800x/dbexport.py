@@ -396,7 +396,8 @@ def _processor_words(db: DotProductDB) -> np.ndarray:
     nbytes = prof.words_per_processor * 4
     full = db.full_weights.view(np.uint8)
     cols = np.stack([_slot_bytes(full[:, d], prof.capacity, nbytes) for d in range(prof.embedding_size)])
-    return cols.reshape(prof.embedding_size, -1, 4).astype(np.uint32) @ np.array([1 << 24, 1 << 16, 1 << 8, 1], np.uint32)
+    be = np.array([1 << 24, 1 << 16, 1 << 8, 1], np.uint32)  # 4 bytes -> one big-endian word
+    return cols.reshape(prof.embedding_size, -1, 4).astype(np.uint32) @ be
 
 
 def _atomic_write(path: str | os.PathLike, data: bytes) -> Path:

@@ -270,7 +270,8 @@ class Max7800xDevice:
         if e.dtype != np.int8:
             e = dbexport.quantize_db_embeddings(e.reshape(1, -1))[0]
         rid = secrets.randbits(32) if request_id is None else int(request_id) & 0xFFFFFFFF
-        res = EnrolResult.decode(self.request(MsgType.ENROL, EnrolRequest(rid, name, embedding=e.reshape(-1)).encode()).payload)
+        payload = EnrolRequest(rid, name, embedding=e.reshape(-1)).encode()
+        res = EnrolResult.decode(self.request(MsgType.ENROL, payload).payload)
         if res.request_id != rid:
             raise DeviceLinkError(f"enrol answer carries request id {res.request_id}, sent {rid}")
         self._info = None
@@ -365,8 +366,10 @@ class SerialSession:
         self.inputs = [TensorSpec("input", (None, c, *hw), "int8")]
         _, shapes = model.shapes()
         self._shapes = [tuple(shapes[i]) for i in model.output_layers]
-        self.outputs = [TensorSpec(f"L{i}", (None, *shapes[i]), "int8" if model.layers[i].output_width == 8 else "int64")
-                        for i in model.output_layers]
+        self.outputs = [
+            TensorSpec(f"L{i}", (None, *shapes[i]), "int8" if model.layers[i].output_width == 8 else "int64")
+            for i in model.output_layers
+        ]
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         from facesdk.errors import DeviceMismatchError

@@ -28,7 +28,7 @@ import threading
 import time
 import tty
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -446,7 +446,8 @@ class DeviceSimulator:
             if emb is None:
                 raise _DeviceError(ErrorCode.NO_FACE, "no face in the enrolment image")
             if emb.size != st.embedding_size:
-                raise _DeviceError(ErrorCode.BAD_DIMENSION, f"embedding is {emb.size}-d, device takes {st.embedding_size}-d")
+                raise _DeviceError(ErrorCode.BAD_DIMENSION,
+                                   f"embedding is {emb.size}-d, device takes {st.embedding_size}-d")
             if len(st.names) >= st.capacity:
                 raise _DeviceError(ErrorCode.DB_FULL, f"database full ({st.capacity} slots)")
             if not np.any(emb):
