@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .errors import ConfigError, GalleryError, IncompatibleGalleryError
+from .fileio import atomic_writer
 
 __all__ = ["Gallery", "Match", "UNKNOWN", "l2_normalize"]
 
@@ -219,24 +219,14 @@ class Gallery:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the gallery atomically to ``path`` (.npz)."""
         p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(
-                    f,
-                    names=np.array(self._names, dtype=np.str_) if self._names else np.zeros((0,), "<U1"),
-                    sums=self._sums.astype(np.float32),
-                    counts=self._counts.astype(np.int64),
-                    meta=np.array(json.dumps(self.metadata())),
-                )
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, p)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_writer(p) as f:
+            np.savez(
+                f,
+                names=np.array(self._names, dtype=np.str_) if self._names else np.zeros((0,), "<U1"),
+                sums=self._sums.astype(np.float32),
+                counts=self._counts.astype(np.int64),
+                meta=np.array(json.dumps(self.metadata())),
+            )
         log.info("saved gallery with %d identities to %s", len(self), p)
         return p
 

@@ -153,16 +153,26 @@ class FaceDetector(ABC):
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Detect faces in an RGB uint8 image; highest score first."""
         tensor, meta = self.preprocess(image)
-        dets = self.decode(self.run_main(tensor), meta)
+        return self.finalize(image, self.decode(self.run_main(tensor), meta))
+
+    @staticmethod
+    def finalize(image: np.ndarray, dets: list[Detection]) -> list[Detection]:
+        """Clip boxes to the image, drop degenerate ones, sort by score (every family ends here)."""
         h, w = image.shape[:2]
         for d in dets:
-            d.box = np.array(
-                [np.clip(d.box[0], 0, w), np.clip(d.box[1], 0, h), np.clip(d.box[2], 0, w), np.clip(d.box[3], 0, h)],
-                dtype=np.float32,
-            )
+            d.box = np.clip(np.asarray(d.box, np.float32), 0, [w, h, w, h]).astype(np.float32)
         dets = [d for d in dets if d.width > 1 and d.height > 1]
         dets.sort(key=lambda d: -d.score)
         return dets
+
+    def resize_preprocess(self, image: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+        """Plain resize to the card's input size (for models trained on stretched inputs)."""
+        from ..image import resize, to_tensor
+
+        spec = self.card.input
+        x = resize(image, spec.size)
+        t = to_tensor(x[None], layout=self.layout, color=spec.color, mean=spec.mean, std=spec.std)
+        return t, {"w": image.shape[1], "h": image.shape[0]}
 
     def close(self) -> None:
         for s in self.sessions.values():

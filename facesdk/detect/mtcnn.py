@@ -252,11 +252,4 @@ class MTCNNDetector(FaceDetector):
             for d in dets:
                 d.box = d.box / f
                 d.landmarks = None if d.landmarks is None else d.landmarks / f
-        for d in dets:
-            d.box = np.array(
-                [np.clip(d.box[0], 0, w), np.clip(d.box[1], 0, h), np.clip(d.box[2], 0, w), np.clip(d.box[3], 0, h)],
-                dtype=np.float32,
-            )
-        dets = [d for d in dets if d.width > 1 and d.height > 1]
-        dets.sort(key=lambda d: -d.score)
-        return dets
+        return self.finalize(image, dets)

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 
-from ..image import resize, to_tensor
 from .base import Detection, FaceDetector, register_family
 from .nms import nms
 
@@ -22,10 +21,7 @@ class SSDDetectionOutputDetector(FaceDetector):
     """Boxes from a DetectionOutput layer; no landmarks."""
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-        spec = self.card.input
-        x = resize(image, spec.size)
-        t = to_tensor(x[None], layout=self.layout, color=spec.color, mean=spec.mean, std=spec.std)
-        return t, {"w": image.shape[1], "h": image.shape[0]}
+        return self.resize_preprocess(image)
 
     def decode(self, outputs: dict[str, np.ndarray], meta: dict[str, Any]) -> list[Detection]:
         rows = next(iter(outputs.values())).reshape(-1, 7)

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from ..image import resize, to_tensor
 from .base import Detection, FaceDetector, register_family
 from .nms import nms
 
@@ -40,10 +39,7 @@ class UltraFaceDetector(FaceDetector):
     """UltraFace RFB-320 / slim: boxes only."""
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-        spec = self.card.input
-        x = resize(image, spec.size)
-        t = to_tensor(x[None], layout=self.layout, color=spec.color, mean=spec.mean, std=spec.std)
-        return t, {"w": image.shape[1], "h": image.shape[0]}
+        return self.resize_preprocess(image)
 
     def decode(self, outputs: dict[str, np.ndarray], meta: dict[str, Any]) -> list[Detection]:
         # Outputs are told apart by their last dimension (2 = class scores, 4 = boxes), so
