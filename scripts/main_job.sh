@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The main job: enrol the people in knn_examples/train, then name the faces in knn_examples/test.
-# Uses ../shared (or $FACESDK_SHARED) for the photos and, until registry defaults land, its models.
+# The default pipeline uses only models installed from PyPI (MTCNN + dlib's ResNet, converted to ONNX
+# once and cached); ../shared (or $FACESDK_SHARED) provides the photos only.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 shared="${FACESDK_SHARED:-$here/../shared}"
-export FACESDK_MODEL_MIRROR="${FACESDK_MODEL_MIRROR:-$shared/models}"
 py="${PYTHON:-$here/.venv/bin/python}"
 out="${FACESDK_OUT:-$here/out}"
 mkdir -p "$out"

@@ -15,9 +15,12 @@ from facesdk.errors import DeviceMismatchError, ModelFormatError
 from facesdk.plugins import get_backend, list_backends
 
 
+MFN = {"detector": "yunet-2023mar", "embedder": "mobilefacenet-sirius"}
+
+
 @pytest.fixture(scope="module")
 def chips(shared: Path) -> np.ndarray:
-    rec = facesdk.FaceRecognizer(backend="onnxruntime")
+    rec = facesdk.FaceRecognizer(backend="onnxruntime", **MFN)
     img = rec.load(shared / "data/photos/knn_examples/test/obama_and_biden.jpg")
     return rec.align(img, rec.detect(img))
 
@@ -31,8 +34,8 @@ def test_all_builtin_backends_available() -> None:
 
 @pytest.mark.parametrize("backend", ["openvino", "tflite"])
 def test_embedder_parity_with_onnxruntime(backend: str, chips: np.ndarray) -> None:
-    ref = facesdk.FaceRecognizer(backend="onnxruntime")
-    other = facesdk.FaceRecognizer(embedder_backend=backend, detector_backend="onnxruntime")
+    ref = facesdk.FaceRecognizer(backend="onnxruntime", **MFN)
+    other = facesdk.FaceRecognizer(embedder_backend=backend, detector_backend="onnxruntime", **MFN)
     d = other.describe()["embedder"]
     assert d["backend"] == backend and d["device"] == "cpu" and d["precision"] == "fp32"
     a, b = ref.embed_chips(chips), other.embed_chips(chips)
@@ -41,10 +44,21 @@ def test_embedder_parity_with_onnxruntime(backend: str, chips: np.ndarray) -> No
     assert cos.min() > 0.9999 and np.abs(a - b).max() < 1e-3
 
 
+def test_default_pipeline_on_openvino_matches_onnxruntime(shared: Path) -> None:
+    # MTCNN + dlib ResNet (converted by facesdk) on both engines: same faces, same descriptors.
+    img = shared / "data/photos/knn_examples/test/kit_with_rose.jpg"
+    a = facesdk.FaceRecognizer(backend="onnxruntime").faces(img)
+    b = facesdk.FaceRecognizer(backend="openvino").faces(img)
+    assert len(a) == len(b) == 2
+    for x, y in zip(a, b):
+        assert np.abs(x.box - y.box).max() < 1.0
+        assert float(x.embedding @ y.embedding) > 0.9999  # type: ignore[operator]
+
+
 def test_yunet_on_openvino_matches_onnxruntime(shared: Path) -> None:
     img = shared / "data/photos/two_people.jpg"
-    a = facesdk.FaceRecognizer(backend="onnxruntime").detect(img)
-    b = facesdk.FaceRecognizer(backend="openvino").detect(img)
+    a = facesdk.FaceRecognizer(backend="onnxruntime", **MFN).detect(img)
+    b = facesdk.FaceRecognizer(backend="openvino", **MFN).detect(img)
     assert len(a) == len(b) == 2
     for x, y in zip(a, b):
         assert np.abs(x.box - y.box).max() < 0.5 and np.abs(x.landmarks - y.landmarks).max() < 0.5  # type: ignore[operator]
@@ -63,7 +77,7 @@ def test_ultraface_raw_tflite_host_priors_match_onnx_graph(shared: Path) -> None
 def test_openvino_ir_detector(shared: Path) -> None:
     rec = facesdk.FaceRecognizer(detector="omz-face-detection-retail-0005", backend="openvino")
     dets = rec.detect(shared / "data/photos/two_people.jpg")
-    ref = facesdk.FaceRecognizer(backend="onnxruntime").detect(shared / "data/photos/two_people.jpg")
+    ref = facesdk.FaceRecognizer(backend="onnxruntime", **MFN).detect(shared / "data/photos/two_people.jpg")
     assert len(dets) == 2
     for r in ref:
         assert max(facesdk.detect.iou(r.box, np.stack([d.box for d in dets]))) > 0.5
