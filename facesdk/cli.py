@@ -77,19 +77,26 @@ def cmd_backends(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from . import zoo
 
+    from .pipeline import DEFAULT_DETECTOR, DEFAULT_EMBEDDER
+
+    defaults = {DEFAULT_DETECTOR, DEFAULT_EMBEDDER}
+    try:
+        defaults.update(zoo.get_card(DEFAULT_EMBEDDER).params.get("uses", []))
+    except FaceSDKError:
+        pass
     cards = zoo.list_cards(task=args.task, commercial_safe=args.commercial_safe)
     rows = []
     for c in cards:
         rows.append({
             "id": c.id, "task": c.task, "family": c.family, "formats": list(c.formats),
-            "license": c.license, "commercial_safe": c.commercial_safe,
+            "license": c.license, "commercial_safe": c.commercial_safe, "default": c.id in defaults,
             "present": zoo.is_present(c), "description": c.description,
         })
-    lines = [f"{'model':<28}{'task':<10}{'formats':<16}{'present':<9}{'commercial':<11}licence"]
+    lines = [f"{'model':<32}{'task':<10}{'formats':<18}{'default':<9}{'present':<9}{'commercial':<11}licence"]
     for r in rows:
         lines.append(
-            f"{r['id']:<28}{r['task']:<10}{','.join(r['formats']):<16}{'yes' if r['present'] else 'no':<9}"
-            f"{'yes' if r['commercial_safe'] else 'no':<11}{r['license']}"
+            f"{r['id']:<32}{r['task']:<10}{','.join(r['formats']):<18}{'yes' if r['default'] else '':<9}"
+            f"{'yes' if r['present'] else 'no':<9}{'yes' if r['commercial_safe'] else 'no':<11}{r['license']}"
         )
     _out(args, rows, "\n".join(lines))
     return 0

@@ -133,7 +133,7 @@ class ModelCard:
 
     @property
     def formats(self) -> tuple[str, ...]:
-        return tuple(a.format for a in self.artifacts)
+        return tuple(dict.fromkeys(a.format for a in self.artifacts))
 
     def artifact(self, fmt: str, precision: str | None = None) -> ArtifactSpec:
         """The artifact in format ``fmt`` (and precision, if given)."""

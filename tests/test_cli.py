@@ -50,8 +50,12 @@ def test_listing_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "--json"]) == 0
     models = {m["id"]: m for m in json.loads(capsys.readouterr().out)}
     assert models["yunet-2023mar"]["present"] and models["yunet-2023mar"]["license"] == "Apache-2.0"
+    defaults = {m["id"] for m in models.values() if m["default"]}
+    assert defaults == {"mtcnn", "dlib-resnet-v1", "dlib-shape-predictor-5"}
+    assert all(models[d]["commercial_safe"] and models[d]["license"] for d in defaults)
     assert main(["models", "--commercial-safe", "--json"]) == 0
-    assert all(m["commercial_safe"] for m in json.loads(capsys.readouterr().out))
+    safe = json.loads(capsys.readouterr().out)
+    assert all(m["commercial_safe"] for m in safe) and defaults <= {m["id"] for m in safe}
     assert main(["detect", "--json", str(Path(os.environ["FACESDK_MODEL_MIRROR"]).parent / "data/photos/two_people.jpg")]) == 0
     assert len(json.loads(capsys.readouterr().out)[0]["faces"]) == 2
 
