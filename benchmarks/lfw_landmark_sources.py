@@ -1,0 +1,102 @@
+"""Which 5-point source gives the dlib embedder the best LFW accuracy? (issue: default pipeline)
+
+For each variant, every LFW pairs.txt image is detected (face nearest the centre; the median LFW box
+when nothing is found), aligned to dlib's 150×150 chip, embedded by the converted dlib ResNet on
+ONNX Runtime, and scored with the 10-fold protocol (threshold from the other nine folds), with and
+without flip test-time augmentation.
+
+Variants:
+  dlibref          dlib's own landmarks (reference/lfw_dlib_landmarks5.npz: dlib's HOG detector + shape predictor)
+  <detector>:sp    the detector's 5 points place a dlib-style box; dlib's shape predictor runs in it (facesdk default)
+  <detector>:box   the shape predictor runs in the detector's box
+
+Usage::
+
+    python -m facesdk_bench.lfw_landmark_sources mtcnn:sp blazeface-full:sp dlibref [--shared ../shared]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+MEDIAN_LFW_BOX = np.array([67, 80, 175, 187], np.float32)
+
+
+def chips_for(variant: str, keys: list[str], root: Path, shared: Path) -> tuple[np.ndarray, int]:
+    """dlib chips of every image for one landmark-source variant, and the no-detection count."""
+    import facesdk
+    from facesdk.chips import dlib150_aligner, dlib_face_chip
+
+    chips = np.zeros((len(keys), 150, 150, 3), np.uint8)
+    misses = 0
+    if variant == "dlibref":
+        ref = np.load(shared / "reference/lfw_dlib_landmarks5.npz")
+        where = {str(p): i for i, p in enumerate(ref["paths"])}
+        for i, k in enumerate(tqdm(keys, desc=variant, mininterval=10)):
+            img = facesdk.load_image(root / "images" / k)
+            chips[i] = dlib_face_chip(img, ref["landmarks"][where[k]].astype(np.float64))
+        return chips, 0
+    det_id, _, mode = variant.partition(":")
+    rec = facesdk.FaceRecognizer(detector=det_id, embedder="dlib-resnet-v1", backend="onnxruntime",
+                                 backend_options={"threads": 1})
+    for i, k in enumerate(tqdm(keys, desc=variant, mininterval=10)):
+        img = facesdk.load_image(root / "images" / k)
+        dets = rec.detect(img)
+        if not dets:
+            misses += 1
+            chips[i] = dlib150_aligner(img, MEDIAN_LFW_BOX, None)
+            continue
+        c = np.array([img.shape[1] / 2, img.shape[0] / 2])
+        d = min(dets, key=lambda d: float(np.sum(((d.box[:2] + d.box[2:]) / 2 - c) ** 2)))
+        chips[i] = dlib150_aligner(img, d.box, d.landmarks if mode != "box" else None)
+    return chips, misses
+
+
+def main(argv: list[str] | None = None) -> int:
+    import facesdk
+    from facesdk.gallery import l2_normalize
+    from facesdk_bench.datasets import LFWDataset
+    from facesdk_bench.metrics import kfold_verification
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("variants", nargs="+")
+    ap.add_argument("--shared", default=os.environ.get("FACESDK_SHARED", "../shared"))
+    ap.add_argument("--json", help="write results here")
+    a = ap.parse_args(argv)
+    shared = Path(a.shared)
+    root = shared / "data/lfw"
+    pairs = LFWDataset(root).pairs("pairs")
+    keys = pairs.images()
+    idx = {k: i for i, k in enumerate(keys)}
+    ia = np.array([idx[k] for k in pairs.a])
+    ib = np.array([idx[k] for k in pairs.b])
+    results = []
+    for v in a.variants:
+        chips, misses = chips_for(v, keys, root, shared)
+        rec = facesdk.FaceRecognizer(embedder="dlib-resnet-v1", backend="onnxruntime", tta="none",
+                                     backend_options={"threads": 2})
+        e = rec.embed_chips(chips)
+        ef = rec.embed_chips(np.ascontiguousarray(chips[:, :, ::-1]))
+        row: dict[str, object] = {"variant": v, "no_detection": misses}
+        for name, E in (("plain", e), ("flip", l2_normalize(e + ef))):
+            r = kfold_verification((E[ia] * E[ib]).sum(1), pairs.same, pairs.folds)
+            row[name] = {"mean": round(r.mean * 100, 3), "std": round(r.std * 100, 3)}
+        log.warning("%s", json.dumps(row))
+        results.append(row)
+    print(json.dumps(results, indent=2))
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
