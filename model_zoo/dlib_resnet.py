@@ -175,7 +175,7 @@ def _read_fc(r: DlibReader) -> Layer:
     nin = r.uint("fc num_inputs")
     params = r.tensor("fc_ params").reshape(-1)
     wshape = r.alias_tensor("fc_ weights")
-    bshape = r.alias_tensor("fc_ biases")
+    r.alias_tensor("fc_ biases")  # consumed; the bias shape follows from num_outputs
     bias_mode = r.int_(what="fc_ bias_mode")
     _skip_doubles(r, 4, "fc_ multipliers")
     use_bias = r.bool_("fc_ use_bias") if ver == "fc_3" else True
@@ -397,7 +397,6 @@ def to_onnx(net: DlibNet, metadata: dict[str, str] | None = None) -> Any:
 
 def convert(dat_path: str | Path, out_path: str | Path, model_id: str = "dlib-resnet-v1") -> Path:
     """Convert a ``.dat`` file to ONNX at ``out_path`` (deterministic bytes)."""
-    import onnx
 
     dat_path, out_path = Path(dat_path), Path(out_path)
     sha = hashlib.sha256(dat_path.read_bytes()).hexdigest()
