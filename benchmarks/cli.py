@@ -34,6 +34,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", help="write report.md, report.json and plots here")
     p.add_argument("--no-latency", action="store_true", help="skip latency measurements")
     p.add_argument("--no-parity", action="store_true", help="skip the parity comparison")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                    help="print the report's JSON to stdout")
     p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS)
@@ -60,7 +61,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.no_parity:
         cfg["parity"] = {**cfg["parity"], "enabled": False}
     as_json = bool(getattr(args, "json", False))
-    cfg["progress"] = sys.stderr.isatty()
+    cfg["progress"] = not getattr(args, "no_progress", False)
     report = run_benchmark(cfg, argv=sys.argv[1:])
     if cfg.get("out"):
         paths = write_report(report, cfg["out"])

@@ -137,11 +137,13 @@ def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> s
     lat = r.get("latency") or []
     if lat:
         lines += ["## Latency (ms; p50 / p95 / p99; images/s from the mean)", ""]
-        head = ["backend", "precision", "device", "threads", "stage", "p50", "p95", "p99", "images/s"]
+        head = ["backend", "precision", "device", "detector on", "threads", "stage", "p50", "p95", "p99", "images/s"]
         body = []
         for x in lat:
+            ds_ = x.get("detector_session") or {}
             for st, v in x["stages"].items():
-                body.append([x["backend"], x["precision"], x["device"], str(x.get("threads")), st,
+                body.append([x["backend"], x["precision"], x["device"],
+                             f"{ds_.get('backend')}/{ds_.get('device')}", str(x.get("threads")), st,
                              _f(v["p50_ms"], 2), _f(v["p95_ms"], 2), _f(v["p99_ms"], 2), _f(v["images_per_s"], 1)])
         lines += _table(head, body)
         lines.append(f"Peak RSS (process high-water mark): {_f(lat[-1].get('peak_rss_mb'), 0)} MiB. "
