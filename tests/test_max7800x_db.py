@@ -305,3 +305,72 @@ def test_cli_export_and_import(gallery, tmp_path):
     assert json.loads(out)["names"] == gallery.names
     with pytest.raises(ConfigError):
         _cli(["import-db", str(tmp_path / "x.npz"), "--weights", d["files"]["weights_h"]])
+
+
+# ============================================================================ core Gallery scored the firmware way
+def _emulated_dot_layer(probes_q: np.ndarray, rows: np.ndarray, shift: int = -1) -> np.ndarray:
+    """The dot-product layer as the accelerator emulator computes a 1x1 convolution layer."""
+    from facesdk_backends.max7800x.emulator import conv2d_acc, requantize
+
+    acc = conv2d_acc(probes_q.astype(np.int64)[:, :, None, None], rows.astype(np.int64)[:, :, None, None],
+                     None, pad=(0, 0))
+    return requantize(acc[:, :, 0, 0], shift).astype(np.int8)
+
+
+def test_firmware_gallery_scorer_integer_path_is_exact(gallery, real_embeddings, tmp_path):
+    rng = np.random.default_rng(4)
+    probes = np.concatenate([real_embeddings, rng.normal(size=(30, 64)).astype(np.float32),
+                             rng.integers(-128, 128, (30, 64)).astype(np.int8).astype(np.float32)])
+    sc = dbx.FirmwareGalleryScorer(gallery)
+    assert sc.threshold == 70 and sc.float_threshold == gallery.threshold
+    s = sc.scores(probes)
+    # the same rows exported to weights_3.h/embeddings.h, read back, and run through the emulated layer
+    files = dbx.export_firmware_db(gallery, tmp_path, "max78000")
+    db = dbx.import_firmware_db(files["weights_h"], files["embeddings_h"])
+    assert np.array_equal(db.weights, sc.rows)
+    assert np.array_equal(s, db.scores(probes)[:, : len(db)])
+    assert np.array_equal(s, _emulated_dot_layer(dbx.quantize_probe(probes), sc.rows))
+    # decisions: identical names and scores to the firmware database emulation, probe by probe
+    got, want = sc.identify(probes), db.identify(probes)
+    assert [m.name for m in got] == [r.name for r in want]
+    assert [round(m.similarity * 128) for m in got] == [r.score for r in want]
+    assert {m.name for m in got} - {dbx.UNKNOWN} and any(not m.known for m in got)
+    # any embedding size (the ai85 FaceID network is 512-d); an empty gallery knows nobody
+    g512 = Gallery("ai85-faceid", 512, threshold=0.6)
+    g512.add("a", rng.normal(size=512))
+    assert dbx.FirmwareGalleryScorer(g512).threshold == 76  # floor(128 * 0.6)
+    assert [m.name for m in dbx.FirmwareGalleryScorer(Gallery("x", 64)).identify(probes[:3])] == ["Unknown"] * 3
+    with pytest.raises(IncompatibleGalleryError):
+        sc.scores(np.zeros((1, 512)))
+
+
+def test_firmware_gallery_scorer_agrees_with_float_outside_the_margin(gallery, real_embeddings):
+    rng = np.random.default_rng(5)
+    e = real_embeddings
+    probes = np.concatenate([e, rng.normal(size=(40, 64)).astype(np.float32),
+                             e + 0.05 * rng.normal(size=e.shape).astype(np.float32),
+                             e + 0.12 * rng.normal(size=e.shape).astype(np.float32)])
+    sc = dbx.FirmwareGalleryScorer(gallery)
+    bound = sc.error_bound()
+    assert 4 < bound.max() < 10  # (|r|_1 + 128|eps|_2)/256 + 0.5 for 64-d rows
+    # the bound holds for every probe and slot
+    dev = np.abs(sc.scores(probes).astype(float) - 128 * gallery.similarities(probes))
+    assert (dev <= bound[None, :]).all() and dev.max() > 0.5
+    ok = sc.guaranteed_agreement(probes)
+    assert ok.mean() > 0.6
+    ref, emu = gallery.identify(probes), sc.identify(probes)
+    for i in np.flatnonzero(ok):
+        assert emu[i].name == ref[i].name, (i, ref[i].name, emu[i].name)
+    # where they differ, it is inside the stated margin (near the threshold or a near tie)
+    differ = [i for i in range(len(probes)) if emu[i].name != ref[i].name]
+    assert all(not ok[i] for i in differ)
+    # a probe pushed right onto the threshold is (correctly) not guaranteed
+    t = gallery.templates[0]
+    other = rng.normal(size=64)
+    other -= (other @ t) * t
+    other /= np.linalg.norm(other)
+    c = gallery.threshold
+    onthr = c * t + np.sqrt(1 - c * c) * other
+    assert not sc.guaranteed_agreement(onthr[None])[0]
+    with pytest.raises(ConfigError):
+        dbx.float_threshold_to_score(float("nan"))
