@@ -299,3 +299,126 @@ def test_backend_strictness(ai8x_env, ai8x):
     out = s.run(np.load(ai8x / "reference" / "faceid_sample_input.npy")[None])
     assert out[0].shape == (1, 512, 1, 1)
     assert s.describe()["chip"] == "MAX78000"
+
+
+# --------------------------------------------------------------------- firmware-exact FaceID path
+def _post_process_c(locs: np.ndarray, cls: np.ndarray, w: int = 168, h: int = 224) -> tuple | None:
+    """msdk facial_recognition post_process.c (MAX_PRIORS 1, NUM_CLASSES 3), literally, prior by prior."""
+    import math
+
+    f32 = np.float32
+    dims, scales, ars = ((28, 21), (7, 5)), (f32(0.35715), f32(0.7143)), (f32(0.9), f32(0.75))
+    best_val, best_idx = None, None
+    for i in range(len(cls)):
+        c3 = [int(cls[i, 0]), int(cls[i, 1]), 0]  # the third class is never written
+        if not c3[1] >= c3[0]:
+            continue
+        s = f32(0)
+        for v in c3:
+            s = f32(float(s) + math.exp(v / 128.0))
+        p = int(65536.0 * math.exp(c3[1] / 128.0) / float(s))
+        if p < 32768:
+            continue
+        if best_val is None or p > best_val:
+            best_val, best_idx = p, i
+    if best_idx is None:
+        return None
+    i = best_idx
+    scale_idx = 0 if i < 2 * 28 * 21 else 1
+    k = i - (0 if scale_idx == 0 else 2 * 28 * 21)
+    ar, rel = k % 2, k // 2
+    cy, cx = rel // dims[scale_idx][1], rel % dims[scale_idx][1]
+    pr = [f32(f32(cx + 0.5) / f32(dims[scale_idx][1])), f32(f32(cy + 0.5) / f32(dims[scale_idx][0])),
+          f32(float(scales[scale_idx]) * math.sqrt(float(ars[ar]))),
+          f32(float(scales[scale_idx]) / math.sqrt(float(ars[ar])))]
+    pr = [min(max(v, f32(0)), f32(1)) for v in pr]
+    g = [f32(int(locs[i, j]) / 128.0) for j in range(4)]
+    cxcy = [f32(pr[0] + g[0] * pr[2] / f32(10)), f32(pr[1] + g[1] * pr[3] / f32(10)),
+            f32(math.exp(float(g[2] / f32(5))) * float(pr[2])), f32(math.exp(float(g[3] / f32(5))) * float(pr[3]))]
+    xy = [cxcy[0] - cxcy[2] / f32(2), cxcy[1] - cxcy[3] / f32(2), cxcy[0] + cxcy[2] / f32(2), cxcy[1] + cxcy[3] / f32(2)]
+    xy = [min(max(v, f32(0)), f32(1)) for v in xy]
+    return [int(f32(w) * xy[0]), int(f32(h) * xy[1]), int(f32(w) * xy[2]), int(f32(h) * xy[3])], best_val / 65536
+
+
+def _faceid_c(frame: np.ndarray, box) -> np.ndarray:
+    """msdk faceID.c USE_BOX_ONLY loop, pixel by pixel (frame as the detector sees it, RGB565 depth)."""
+    f32 = np.float32
+    x1, y1, x2, y2 = box
+    bw, bh = x2 - x1, y2 - y1
+    out = np.zeros((160, 120, 3), np.uint8)
+    for i in range(160):
+        yp = f32(f32(i) / f32(160)) * f32(bh)
+        yl = min(int(np.floor(float(yp) + 0.5)), bh - 1)
+        for j in range(120):
+            xp = f32(f32(j) / f32(120)) * f32(bw)
+            xl = min(int(np.floor(float(xp) + 0.5)), bw - 1)
+            out[i, j] = frame[y1 + yl, x1 + xl]
+    return out
+
+
+def test_firmware_decode_is_post_process_c(ai8x):
+    from facesdk.detect.tinierssd import decode_tinierssd_firmware
+
+    ref = ai8x / "reference"
+    rng = np.random.default_rng(0)
+    cases = [(np.load(ref / f"facedet_{k}_model_locs.npy"), np.load(ref / f"facedet_{k}_model_class_scores.npy"))
+             for k in INPUTS]
+    for _ in range(6):  # random heads, many saturated ties (the first maximum must win)
+        sc = rng.integers(-128, 128, (1246, 2))
+        sc[rng.random(1246) < 0.05] = (-128, 127)
+        cases.append((rng.integers(-128, 128, (1246, 4)), sc))
+    seen_none = seen_box = 0
+    for locs, sc in cases:
+        locs, sc = locs.reshape(-1, 4), sc.reshape(-1, 2)
+        got, want = decode_tinierssd_firmware(locs, sc), _post_process_c(locs, sc)
+        if want is None:
+            assert got is None
+            seen_none += 1
+        else:
+            assert got is not None and got[0].tolist() == want[0] and got[1] == want[1]
+            seen_box += 1
+    assert seen_none >= 1 and seen_box >= 6
+    with pytest.raises(ConfigError):
+        decode_tinierssd_firmware(np.zeros((10, 4)), np.zeros((10, 3)))
+
+
+def test_firmware_faceid_crop_is_faceid_c(shared):
+    from facesdk.detect.tinierssd import firmware_faceid_crop, rgb565_quantize
+
+    rng = np.random.default_rng(1)
+    frame = rgb565_quantize(rng.integers(0, 256, (224, 168, 3)).astype(np.uint8))
+    assert set(np.unique(frame[..., 0] % 8)) == {0} and set(np.unique(frame[..., 1] % 4)) == {0}
+    assert rgb565_quantize(np.array([[[255, 255, 255]]], np.uint8)).tolist() == [[[248, 252, 248]]]
+    for box in [(66, 3, 136, 108), (0, 0, 168, 224), (10, 20, 11, 21), (17, 33, 97, 131), (100, 150, 167, 223)]:
+        assert np.array_equal(firmware_faceid_crop(frame, box), _faceid_c(frame, box)), box
+    with pytest.raises(ConfigError):
+        firmware_faceid_crop(frame, (10, 10, 10, 50))  # empty box
+    with pytest.raises(ConfigError):
+        firmware_faceid_crop(frame, (100, 100, 200, 150))  # beyond the frame
+
+
+def test_detector_firmware_exact_mode(ai8x_env, shared):
+    import facesdk
+    from facesdk.align import align_face
+    from facesdk.detect.tinierssd import firmware_box, firmware_faceid_crop, firmware_frame
+    from facesdk.image import load_image
+
+    rec = facesdk.FaceRecognizer(detector="ai85-facedet-tinierssd", embedder="ai85-faceid", backend="max78000")
+    img = load_image(shared / "data" / "lfw" / "images" / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg")
+    host = rec.detect(img)
+    rec.detector.firmware_exact = True
+    (fw,) = rec.detect(img)  # one box, on integer frame pixels
+    b8 = firmware_box(fw.box, (250, 250))
+    assert np.allclose(b8 * np.array([250 / 168, 250 / 224] * 2), fw.box, atol=1e-3)
+    assert _iou(fw.box, host[0].box) > 0.8 and fw.score < host[0].score  # the 3-class softmax lowers it
+    chip = align_face(img, fw.box, None, "ai8x-faceid-firmware")
+    assert np.array_equal(chip, firmware_faceid_crop(firmware_frame(img), b8))
+    assert not np.array_equal(chip, align_face(img, host[0].box, None, "ai8x-faceid"))
+    rec.close()
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)

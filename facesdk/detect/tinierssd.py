@@ -15,9 +15,26 @@ per cell). As in ai8x-training (``train.py`` divides 8-bit outputs by 128;
 Prior index = (i·W + j)·n_boxes + box; head channel = box·4 + coordinate (locations) or
 box·n_classes + class (scores).
 
-Also registers the aligner ``ai8x-faceid``: the crop the FaceID firmware feeds the FaceID
-network — the detected box (widened to the network's 3:4 aspect, so the face is not
-stretched), resized to 120×160, RGB; the card's ``dtype = "int8"`` then gives pixel − 128.
+Also registers the aligner ``ai8x-faceid``: a host approximation of the FaceID crop — the
+detected box widened to the network's 3:4 aspect (so the face is not stretched), resized
+bilinearly to 120×160, RGB888; the card's ``dtype = "int8"`` then gives pixel − 128.
+
+**Firmware-exact path** (``firmware_exact``; read from msdk's MAX78000 ``facial_recognition``
+demo of the 160×120 ``ai85-faceid`` era: ``facedetection.c``, ``post_process.c``, ``faceID.c``):
+
+* the camera frame *is* the detector input: 168 (x) × 224 (y) pixels, RGB565; each channel is
+  fed as its 5/6/5 bits shifted to the top of a byte (``r & 0xF8``, ``g & 0xFC``, ``b & 0xF8``)
+  minus 128, channel 0 = R (:func:`rgb565_quantize`, :func:`firmware_frame`; a host image of
+  another size is first resized to 168×224 — that is the only step the firmware does not define);
+* decoding keeps a single box (``MAX_PRIORS = 1``): the prior with the highest face score,
+  the first one on ties; the score is ``(uint16)(65536·e^(f/128) / Σ)`` where the float sum has
+  a third, never-written class score 0 (``NUM_CLASSES = 3``), computed only when
+  ``f ≥ background``, and must be ≥ 32768; the box is clamped to 0..1 and truncated to integer
+  frame pixels ``(uint8)(168·x)``, ``(uint8)(224·y)`` (:func:`decode_tinierssd_firmware`);
+* the FaceID input (160 rows × 120 columns) samples the box without keeping its aspect:
+  ``row = y1 + min(round(i/160·h), h−1)``, ``col = x1 + min(round(j/120·w), w−1)`` in float32
+  with C ``round`` (half away from zero), nearest neighbour, from the same RGB565 frame
+  (:func:`firmware_faceid_crop`; aligner ``ai8x-faceid-firmware``).
 """
 
 from __future__ import annotations
@@ -43,6 +60,13 @@ __all__ = [
     "load_detection_params",
     "ai8x_faceid_crop",
     "DEFAULT_FMAPS",
+    "FIRMWARE_FRAME",
+    "rgb565_quantize",
+    "firmware_frame",
+    "decode_tinierssd_firmware",
+    "firmware_box",
+    "firmware_faceid_crop",
+    "ai8x_faceid_crop_firmware",
 ]
 
 log = logging.getLogger(__name__)
@@ -55,6 +79,9 @@ DEFAULT_FMAPS: tuple[tuple[int, int, float, tuple[float, ...]], ...] = (
 CENTER_VARIANCE = 10.0  # g_c = (c - c_p) / (w_p / 10)
 SIZE_VARIANCE = 5.0  # g_w = log(w / w_p) * 5
 OUTPUT_SCALE = 128.0  # 8-bit head outputs / 128 = the trained float scale
+#: (width, height) of the demo firmware's camera frame = the detector input.
+FIRMWARE_FRAME = (168, 224)
+_FW_MIN_CLASS_SCORE = 32768  # post_process.h MIN_CLASS_SCORE (of 65536)
 
 
 def tinierssd_priors(fmaps: Sequence[Sequence[Any]] = DEFAULT_FMAPS) -> np.ndarray:
@@ -153,10 +180,12 @@ class TinierSSDDetector(FaceDetector):
         self.priors = tinierssd_priors(self.fmaps)
         self.n_classes = int(self.params.get("n_classes", 2))
         self.top_k = int(self.params.get("top_k", 20))
+        #: decode and quantise like the msdk demo firmware (one box, RGB565 frame, integer box).
+        self.firmware_exact = bool(self.params.get("firmware_exact", False))
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
         spec = self.card.input
-        x = resize(image, spec.size)
+        x = firmware_frame(image, tuple(spec.size)) if self.firmware_exact else resize(image, spec.size)
         t = to_tensor(x[None], layout="NCHW", color=spec.color, dtype=spec.dtype or "int8")
         return t, {"w": image.shape[1], "h": image.shape[0]}
 
@@ -166,6 +195,14 @@ class TinierSSDDetector(FaceDetector):
         if len(heads) != 2 * n:
             raise ConfigError(f"TinierSSD expects {2 * n} heads, the session returned {len(heads)}")
         locs, scores = heads_to_priors(heads[:n], heads[n:], self.n_classes)
+        if self.firmware_exact:
+            fw, fh = self.card.input.size
+            got = decode_tinierssd_firmware(locs, scores, self.fmaps, (fw, fh))
+            if got is None:
+                return []
+            b8, score = got
+            sx, sy = meta["w"] / fw, meta["h"] / fh
+            return [Detection(box=np.array([b8[0] * sx, b8[1] * sy, b8[2] * sx, b8[3] * sy], np.float32), score=score)]
         boxes, sc = decode_tinierssd(
             locs, scores, self.priors, min_score=self.score_threshold, max_overlap=self.nms_threshold, top_k=self.top_k
         )
@@ -192,4 +229,113 @@ def ai8x_faceid_crop(
     return np.asarray(crop.resize(size, Image.BILINEAR))
 
 
+def rgb565_quantize(image: np.ndarray) -> np.ndarray:
+    """RGB888 → the values the firmware feeds from an RGB565 camera frame: ``r & 0xF8``,
+    ``g & 0xFC``, ``b & 0xF8`` (the 5/6/5 bits at the top of each byte, low bits zero)."""
+    img = np.asarray(image)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise ConfigError(f"expected an HxWx3 uint8 RGB image, got {img.dtype} {img.shape}")
+    return img & np.array([0xF8, 0xFC, 0xF8], np.uint8)
+
+
+def firmware_frame(image: np.ndarray, size: tuple[int, int] = FIRMWARE_FRAME) -> np.ndarray:
+    """The demo firmware's camera frame for a host image: resized (bilinear) to ``size`` (w, h)
+    when it is another size, then reduced to RGB565 depth (:func:`rgb565_quantize`)."""
+    return rgb565_quantize(resize(np.asarray(image), size))
+
+
+def _firmware_prior(k: int, fmaps: Sequence[Sequence[Any]]) -> np.ndarray:
+    """Prior ``k`` (cx, cy, w, h) computed as ``get_cxcy`` does: float32 centre, ``float·sqrt(double)``
+    sizes stored as float, clamped to 0..1."""
+    for rows, cols, scale, ratios in fmaps:
+        n = int(rows) * int(cols) * len(ratios)
+        if k < n:
+            rel, ar = divmod(k, len(ratios))
+            cy, cx = divmod(rel, int(cols))
+            sc, r = float(np.float32(scale)), float(np.float32(ratios[ar]))
+            p = np.array([np.float32(cx + 0.5) / np.float32(cols), np.float32(cy + 0.5) / np.float32(rows),
+                          np.float32(sc * np.sqrt(r)), np.float32(sc / np.sqrt(r))], np.float32)
+            return np.clip(p, np.float32(0), np.float32(1))
+        k -= n
+    raise ConfigError(f"prior {k} beyond the feature maps")
+
+
+def decode_tinierssd_firmware(
+    locs: np.ndarray,
+    scores: np.ndarray,
+    fmaps: Sequence[Sequence[Any]] = DEFAULT_FMAPS,
+    frame: tuple[int, int] = FIRMWARE_FRAME,
+) -> tuple[np.ndarray, float] | None:
+    """Decode like the demo firmware's ``post_process.c``: one box or ``None``.
+
+    ``locs`` ``[P,4]`` and ``scores`` ``[P,2]`` int8 (background, face) in prior order. Returns the
+    integer box ``[x1, y1, x2, y2]`` in ``frame`` pixels (``(uint8)(frame_w·x)`` after clamping to
+    0..1) and the face score (``uint16 / 65536``).
+    """
+    n_pri = sum(int(r) * int(c) * len(a) for r, c, _s, a in fmaps)
+    cls = np.asarray(scores, np.int64)
+    if cls.ndim != 2 or cls.shape[1] != 2 or cls.shape[0] != n_pri:
+        raise ConfigError(f"firmware decoding takes [P,2] scores for {n_pri} priors, got {cls.shape}")
+    bg, fc = cls[:, 0], cls[:, 1]
+    e_bg, e_fc = np.exp(bg / 128.0), np.exp(fc / 128.0)
+    # float sum += exp(...) over the three classes (the third is an unwritten 0 → exp(0) = 1)
+    ssum = ((np.float32(0) + e_bg).astype(np.float32) + e_fc).astype(np.float32)
+    ssum = (ssum + 1.0).astype(np.float32)
+    q = np.floor(65536.0 * e_fc / ssum.astype(np.float64))
+    q = np.where(fc >= bg, np.minimum(q, 65535), 0).astype(np.int64)
+    q[q < _FW_MIN_CLASS_SCORE] = -1
+    if q.max() < 0:
+        return None
+    k = int(np.argmax(q))  # first prior with the largest score, as the strict ">" insertion keeps it
+    p = _firmware_prior(k, fmaps)
+    g = np.asarray(locs, np.float32).reshape(-1, 4)[k] / np.float32(128.0)
+    cx = p[0] + g[0] * p[2] / np.float32(10)
+    cy = p[1] + g[1] * p[3] / np.float32(10)
+    w = np.float32(np.exp(np.float64(g[2] / np.float32(5))) * np.float64(p[2]))  # double exp × float
+    h = np.float32(np.exp(np.float64(g[3] / np.float32(5))) * np.float64(p[3]))
+    xy = np.clip(np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], np.float32), 0.0, 1.0)
+    fw, fh = frame
+    box = np.trunc(xy * np.array([fw, fh, fw, fh], np.float32)).astype(np.int64)
+    return box, float(q[k]) / 65536.0
+
+
+def firmware_box(box: np.ndarray, image_size: tuple[int, int], frame: tuple[int, int] = FIRMWARE_FRAME) -> np.ndarray:
+    """A box in image pixels (``image_size`` = w, h) → the firmware's integer box in frame pixels.
+
+    Inverse of scaling a firmware box to the image; ``1e-3`` absorbs that scaling's float error.
+    """
+    w, h = image_size
+    fw, fh = frame
+    b = np.asarray(box, np.float64) / np.array([w, h, w, h]) * np.array([fw, fh, fw, fh])
+    return np.trunc(np.clip(b + 1e-3, 0, [fw, fh, fw, fh])).astype(np.int64)
+
+
+def firmware_faceid_crop(frame: np.ndarray, box: np.ndarray, size: tuple[int, int] = (120, 160)) -> np.ndarray:
+    """The FaceID input as ``faceID.c`` samples it from the frame: ``size`` (w, h) pixels of the
+    integer ``box`` (frame pixels), nearest neighbour, stretched to ``size`` (aspect not kept)."""
+    x1, y1, x2, y2 = (int(v) for v in box)
+    bw, bh = (x2 - x1) & 0xFF, (y2 - y1) & 0xFF  # uint8_t box_width / box_height
+    if bw == 0 or bh == 0:
+        raise ConfigError(f"empty face box {tuple(box)}")
+    ow, oh = size
+    yi = np.floor(np.arange(oh, dtype=np.float32) / np.float32(oh) * np.float32(bh) + 0.5).astype(np.int64)
+    xj = np.floor(np.arange(ow, dtype=np.float32) / np.float32(ow) * np.float32(bw) + 0.5).astype(np.int64)
+    rows = y1 + np.minimum(yi, bh - 1)
+    cols = x1 + np.minimum(xj, bw - 1)
+    fh, fw = frame.shape[:2]
+    if rows.max() >= fh or cols.max() >= fw or min(x1, y1) < 0:
+        raise ConfigError(f"face box {tuple(box)} outside the {fw}x{fh} frame")
+    return np.ascontiguousarray(frame[rows[:, None], cols[None, :]])
+
+
+def ai8x_faceid_crop_firmware(
+    image: np.ndarray, box: np.ndarray, landmarks: np.ndarray | None = None, size: tuple[int, int] = (120, 160)
+) -> np.ndarray:
+    """Aligner ``ai8x-faceid-firmware``: :func:`firmware_frame` of the image, the box as the
+    firmware's integer frame box, :func:`firmware_faceid_crop`."""
+    h, w = image.shape[:2]
+    return firmware_faceid_crop(firmware_frame(image), firmware_box(box, (w, h)), size)
+
+
 register_aligner("ai8x-faceid", lambda image, box, landmarks: ai8x_faceid_crop(image, box, landmarks))
+register_aligner("ai8x-faceid-firmware", lambda image, box, landmarks: ai8x_faceid_crop_firmware(image, box, landmarks))
