@@ -300,6 +300,74 @@ def test_run_image_with_a_detector_crops_the_largest_face(faceid_compute, shared
     assert np.array_equal(r.embedding, expected)
 
 
+def _camera_frame(path, size=(180, 240)) -> np.ndarray:
+    """A photo as a 3:4 camera frame: centre crop to 3:4, resized (what a board's camera sees)."""
+    from PIL import Image
+
+    from facesdk.image import load_image
+
+    img = load_image(path)
+    h, w = img.shape[:2]
+    cw = min(w, round(h * 3 / 4))
+    ch = min(h, round(w * 4 / 3))
+    x0, y0 = (w - cw) // 2, (h - ch) // 2
+    return np.asarray(Image.fromarray(img[y0 : y0 + ch, x0 : x0 + cw]).resize(size, Image.BILINEAR))
+
+
+@pytest.fixture(scope="module")
+def face_pipeline(shared):
+    from facesdk_backends.max7800x.simulator import FacePipelineCompute
+
+    return FacePipelineCompute.from_dir(shared / "ai8x", "max78000")
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_run_image_detects_embeds_and_identifies_on_the_emulated_pipeline(shared, face_pipeline):
+    """RUN_IMAGE through the real pty: TinierSSD + firmware crop + FaceID, all on the emulator."""
+    from facesdk import zoo
+    from facesdk.backend import Artifact
+    from facesdk.detect import detector_class
+    from facesdk.detect.tinierssd import firmware_box, firmware_faceid_crop, firmware_frame
+    from facesdk.plugins import get_backend
+
+    photos = shared / "data" / "photos"
+    probe = _camera_frame(photos / "obama-240p.jpg", (168, 224))  # the firmware's frame size
+    people = {"obama": photos / "knn_examples" / "train" / "obama" / "obama.jpg",
+              "biden": photos / "knn_examples" / "train" / "biden" / "biden2.jpg",
+              "alex": photos / "knn_examples" / "train" / "alex_lacamoire" / "img1.jpg",
+              "rose": photos / "knn_examples" / "train" / "rose_leslie" / "img1.jpg"}
+    # host-side expectation, step by step as the firmware does it
+    (det,) = face_pipeline.detect(probe)
+    b8 = firmware_box(det.box, (probe.shape[1], probe.shape[0]))
+    chip = firmware_faceid_crop(firmware_frame(probe), b8)
+    assert chip.shape == (160, 120, 3) and not (chip & np.array([7, 3, 7], np.uint8)).any()  # RGB565 depth
+    want = face_pipeline.embed(chip)
+    with DeviceSimulator(face_pipeline) as sim, Max7800xDevice(sim.port, timeout=1.0, retries=2) as dev:
+        for name, path in people.items():
+            dev.enrol_image(name, _camera_frame(path))
+        assert dev.read_database()[0] == list(people)
+        r = dev.run_image(probe)
+        # the same frame sent as RGB565 (what the camera delivers) gives the same answer
+        r565 = dev.run_image(probe, pixel_format=PixelFormat.RGB565)
+    assert len(r.detections) == 1
+    assert np.allclose(r.detections[0].box, det.box, atol=1e-4)
+    assert np.array_equal(r.embedding, want)  # the emulated FaceID output, bit-exact over the link
+    assert r.name == "obama" and r.score > 70
+    assert (r565.name, r565.score) == (r.name, r.score) and np.array_equal(r565.embedding, r.embedding)
+    # the emulated TinierSSD box is the face YuNet finds
+    card = zoo.get_card("yunet-2023mar")
+    yunet = detector_class(card.family)(card, get_backend("onnxruntime"),
+                                        {"main": Artifact(zoo.fetch(card, "onnx"), "onnx", card)}, threads=1)
+    (yd,) = yunet.detect(probe)
+    assert _iou(r.detections[0].box, yd.box) > 0.5
+
+
 # ============================================================================ msdk UART output
 def _demo_stream(frames: list[np.ndarray]) -> bytes:
     out = b"\r\nMAX78000 FaceID demo\r\nI[main      :  99] Init done\r\n"

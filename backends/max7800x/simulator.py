@@ -55,7 +55,7 @@ from .protocol import (
 )
 from facesdk.errors import ConfigError, FaceSDKError, FrameError
 
-__all__ = ["Compute", "EmulatorCompute", "Faults", "DeviceSimulator", "DeviceState", "crop_face", "PROTOCOL_VERSION"]
+__all__ = ["Compute", "EmulatorCompute", "FacePipelineCompute", "Faults", "DeviceSimulator", "DeviceState", "crop_face", "PROTOCOL_VERSION"]
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,8 @@ class Compute(Protocol):
 
     ``embed(chip)`` returns the embedding network's int8 output for an ``HxWx3`` uint8 RGB chip of
     size :attr:`input_size` ``(h, w)``. ``detect(image)`` (optional) returns detections with
-    ``.box`` (x1, y1, x2, y2 pixels) and ``.score``, or ``(box, score)`` pairs.
+    ``.box`` (x1, y1, x2, y2 pixels) and ``.score``, or ``(box, score)`` pairs. ``crop(image, box)``
+    (optional) makes the chip for a detection; without it the simulator uses :func:`crop_face`.
     """
 
     embedding_size: int
@@ -119,6 +120,98 @@ class EmulatorCompute:
             raise ConfigError(f"chip must be {self.input_size + (3,)} uint8, got {chip.dtype} {chip.shape}")
         x = chip.astype(np.int16).transpose(2, 0, 1) - 128
         return np.asarray(self.model.run(x)[0]).reshape(-1).astype(np.int8)
+
+
+class FacePipelineCompute(EmulatorCompute):
+    """The whole MAX7800x FaceID pipeline on the emulator: TinierSSD detection, the FaceID crop,
+    the FaceID network — what a board running the demo firmware computes.
+
+    With ``firmware_exact`` (default) it follows the msdk demo firmware step by step
+    (:mod:`facesdk.detect.tinierssd`: 168×224 RGB565 frame, one box decoded as ``post_process.c``
+    does, integer box, nearest-neighbour stretch to 120×160); otherwise the host decoding (all
+    boxes after NMS) and the host crop (``ai8x-faceid`` aligner).
+
+    Args:
+        faceid: emulator ``Model`` of the FaceID network (input ``(3, 160, 120)``).
+        facedet: emulator ``Model`` of TinierSSD (input ``(3, 224, 168)``; 2 location heads, then 2 score heads).
+        nms: ``min_score``, ``max_overlap``, ``top_k`` for the host decoding.
+    """
+
+    def __init__(self, faceid: Any, facedet: Any, *, firmware_exact: bool = True,
+                 nms: dict[str, float] | None = None) -> None:
+        super().__init__(faceid)
+        from facesdk.detect import tinierssd
+
+        self._ssd = tinierssd
+        self.facedet = facedet
+        c, h, w = tuple(facedet.input_shape)
+        if c != 3:
+            raise ConfigError(f"the detector must take 3 channels, not {c}")
+        self.frame_size = (int(w), int(h))
+        self.priors = tinierssd.tinierssd_priors()
+        self.firmware_exact = bool(firmware_exact)
+        self.nms = dict(nms or {"min_score": 0.5, "max_overlap": 0.3, "top_k": 20})
+
+    @classmethod
+    def from_dir(cls, ai8x_dir: str | os.PathLike, chip: str = "max78000", *, firmware_exact: bool = True,
+                 threads: int | None = 1) -> "FacePipelineCompute":
+        """Load the checkpoints of an ai8x folder laid out as ``../shared/ai8x``: ``trained/`` and
+        ``networks/`` (TinierSSD ai85/ai87 by ``chip``, the ai85 FaceID network on both)."""
+        from pathlib import Path
+
+        from facesdk.detect.tinierssd import load_detection_params
+
+        from .emulator import load_model
+
+        d = Path(ai8x_dir)
+        pre = {"max78000": "ai85", "max78002": "ai87"}.get(chip.lower())
+        if pre is None:
+            raise ConfigError(f"chip must be max78000 or max78002, not {chip!r}")
+        det = load_model(d / "trained" / f"{pre}-facedet-tinierssd-qat8-q.pth.tar",
+                         d / "networks" / f"{pre}-facedet-tinierssd.yaml", chip, threads=threads)
+        fid = load_model(d / "trained" / "ai85-faceid-qat8-q.pth.tar", d / "networks" / "faceid.yaml", chip,
+                         threads=threads)
+        params = d / "networks" / "obj_detection_params_facedet.yaml"
+        nms = load_detection_params(params) if params.is_file() else None
+        return cls(fid, det, firmware_exact=firmware_exact, nms=nms)
+
+    def frame(self, image: np.ndarray) -> np.ndarray:
+        """The detector's input image (168×224; RGB565 depth when firmware-exact)."""
+        if self.firmware_exact:
+            return self._ssd.firmware_frame(image, self.frame_size)
+        from facesdk.image import resize
+
+        return resize(image, self.frame_size)
+
+    def detect(self, image: np.ndarray) -> list[Any]:
+        """Faces in an ``HxWx3`` uint8 RGB image, boxes in its pixels (one box when firmware-exact)."""
+        from facesdk.detect.base import Detection
+
+        fr = self.frame(image)
+        heads = self.facedet.run(fr.astype(np.int16).transpose(2, 0, 1) - 128)
+        n = len(heads) // 2
+        locs, scores = self._ssd.heads_to_priors(heads[:n], heads[n:])
+        h, w = image.shape[:2]
+        fw, fh = self.frame_size
+        if self.firmware_exact:
+            got = self._ssd.decode_tinierssd_firmware(locs, scores, frame=self.frame_size)
+            if got is None:
+                return []
+            b8, score = got
+            box = b8.astype(np.float32) * np.array([w / fw, h / fh, w / fw, h / fh], np.float32)
+            return [Detection(box=box, score=score)]
+        boxes, sc = self._ssd.decode_tinierssd(locs, scores, self.priors, **self.nms)
+        scale = np.array([w, h, w, h], np.float32)
+        return [Detection(box=b * scale, score=float(s)) for b, s in zip(boxes, sc)]
+
+    def crop(self, image: np.ndarray, box: Sequence[float]) -> np.ndarray:
+        """The FaceID chip (``input_size``) for a detection box in image pixels."""
+        ih, iw = self.input_size
+        if self.firmware_exact:
+            h, w = image.shape[:2]
+            b8 = self._ssd.firmware_box(np.asarray(box, np.float64), (w, h), self.frame_size)
+            return self._ssd.firmware_faceid_crop(self.frame(image), b8, (iw, ih))
+        return self._ssd.ai8x_faceid_crop(image, np.asarray(box, np.float32), None, (iw, ih))
 
 
 def crop_face(image: np.ndarray, box: Sequence[float], size: tuple[int, int]) -> np.ndarray:
@@ -499,7 +592,8 @@ class DeviceSimulator:
             if not dets:
                 return [], None
             best = max(dets, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
-            chip = crop_face(image, best.box, tuple(self.compute.input_size))
+            crop = getattr(self.compute, "crop", None)
+            chip = crop(image, best.box) if callable(crop) else crop_face(image, best.box, tuple(self.compute.input_size))
         else:
             h, w = image.shape[:2]
             dets = [DetectionRecord((0.0, 0.0, float(w), float(h)), 1.0)]
