@@ -374,3 +374,28 @@ def test_firmware_gallery_scorer_agrees_with_float_outside_the_margin(gallery, r
     assert not sc.guaranteed_agreement(onthr[None])[0]
     with pytest.raises(ConfigError):
         dbx.float_threshold_to_score(float("nan"))
+
+
+def test_facesdk_command_line_db_commands(gallery, tmp_path, capsys):
+    from facesdk.cli import main
+
+    def one_line(rc: int, want: int, *words: str) -> None:
+        err = capsys.readouterr().err.strip()
+        assert rc == want and len(err.splitlines()) == 1 and err.startswith("facesdk: error:"), err
+        assert all(w in err for w in words), err
+
+    gpath = gallery.save(tmp_path / "g.npz")
+    assert main(["max7800x", "export-db", str(gpath), str(tmp_path / "fw"), "--json", "--profile", "MAX78000"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["names"] == gallery.names and d["threshold"] == 70
+    assert main(["--json", "max7800x", "import-db", str(tmp_path / "b.npz"), "--weights", d["files"]["weights_h"],
+                 "--embeddings", d["files"]["embeddings_h"]]) == 0
+    assert json.loads(capsys.readouterr().out)["names"] == gallery.names
+    one_line(main(["max7800x", "export-db", str(tmp_path / "none.npz"), str(tmp_path / "o")]), 7, "none.npz")
+    one_line(main(["max7800x", "export-db", str(gpath), str(tmp_path / "o"), "--profile", "max7800"]), 2, "max7800")
+    one_line(main(["max7800x", "import-db", str(tmp_path / "x.npz"), "--weights", str(tmp_path / "no.h"),
+                   "--embeddings", d["files"]["embeddings_h"]]), 7, "no.h")
+    one_line(main(["max7800x", "import-db", str(tmp_path / "x.npz"), "--flash", str(tmp_path / "no.hex")]), 7, "no.hex")
+    g512 = Gallery("ai85-faceid", 512)
+    g512.add("a", np.ones(512, np.float32))
+    one_line(main(["max7800x", "export-db", str(g512.save(tmp_path / "g512.npz")), str(tmp_path / "o")]), 7, "64")

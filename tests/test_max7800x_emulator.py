@@ -422,3 +422,46 @@ def _iou(a, b) -> float:
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+# --------------------------------------------------------------------- command line: --json and one-line errors
+def _one_line_error(capsys, rc: int, want_rc: int, *words: str) -> None:
+    err = capsys.readouterr().err.strip()
+    assert rc == want_rc, err
+    assert len(err.splitlines()) == 1 and err.startswith("facesdk: error:"), err
+    assert "Traceback" not in err and "usage:" not in err
+    for w in words:
+        assert w in err, err
+
+
+def test_cli_fit_and_run_json_and_bad_input(ai8x, ai8x_env, tmp_path, capsys):
+    from facesdk.cli import main
+
+    ck, y = ai8x / "trained" / NETS["faceid"][0], ai8x / "networks" / NETS["faceid"][1]
+    for argv in (["max7800x", "fit", str(ck), "--yaml", str(y), "--json"],
+                 ["--json", "max7800x", "fit", "ai85-faceid", "--chip", "MAX78002"]):
+        assert main(argv) == 0
+        d = json.loads(capsys.readouterr().out)
+        assert d["fits"] and d["chip"] in ("MAX78000", "MAX78002")
+    x = tmp_path / "x.npy"
+    np.save(x, np.load(ai8x / "reference" / "faceid_sample_input.npy"))
+    assert main(["max7800x", "run", str(ck), "--yaml", str(y), "--input", str(x), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["outputs"]["L08"]["shape"] == [512, 1, 1]
+    # bad input → one line, the error's exit code
+    _one_line_error(capsys, main(["max7800x", "fit", str(tmp_path / "missing.pth.tar"), "--yaml", str(y)]), 5,
+                    "checkpoint not found")
+    _one_line_error(capsys, main(["max7800x", "fit", "no-such-card"]), 5, "no-such-card")
+    _one_line_error(capsys, main(["max7800x", "fit", str(ck), "--yaml", str(y), "--chip", "max78001"]), 2,
+                    "max78001", "max78000 or max78002")
+    marker = tmp_path / "pwned"
+    evil = (b"\x80\x02cposix\nsystem\nq\x00X" + len(f"touch {marker}").to_bytes(4, "little")
+            + f"touch {marker}".encode() + b"\x85R.")
+    hostile = _torch_like_zip(tmp_path / "evil.pth.tar", evil)
+    _one_line_error(capsys, main(["max7800x", "fit", str(hostile), "--yaml", str(y), "--json"]), 5, "posix.system")
+    assert not marker.exists()
+    _one_line_error(capsys, main(["max7800x", "run", str(ck), "--yaml", str(y), "--input", str(tmp_path / "no.npy")]),
+                    2, "no.npy")
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.full((3, 160, 120), 300))
+    _one_line_error(capsys, main(["max7800x", "run", str(ck), "--yaml", str(y), "--input", str(bad)]), 2, "-128..127")

@@ -453,6 +453,13 @@ def test_facesdk_command_line_serial_info(capsys):
     with DeviceSimulator(faults=Faults(foreign=True)) as sim:
         assert main(["max7800x", "serial-info", sim.port, "--timeout", "0.05", "--retries", "0"]) == 8
         assert "not facesdk frames" in capsys.readouterr().err
+    with DeviceSimulator(faults=Faults(silent=True)) as sim:
+        assert main(["max7800x", "serial-info", sim.port, "--json", "--timeout", "0.05", "--retries", "1"]) == 8
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "silent" in err, err
+    assert main(["max7800x", "serial-info", "/dev/does-not-exist-facesdk", "--json"]) == 8
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "/dev/does-not-exist-facesdk" in err and "Traceback" not in err
 
 
 def test_backend_session_over_serial_runs_on_the_board(shared, faceid_compute):

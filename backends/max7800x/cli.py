@@ -25,15 +25,36 @@ def _shape(s: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"bad shape {s!r}; use CxHxW, e.g. 3x224x168") from None
 
 
+CHIP_NAMES = ("max78000", "max78002")
+
+
+def check_chip(name: str | None, what: str = "chip") -> str | None:
+    """Validate a chip name (case-insensitive) with a one-line ConfigError, not an argparse usage dump."""
+    if name is None:
+        return None
+    n = str(name).lower()
+    if n not in CHIP_NAMES:
+        raise ConfigError(f"unknown {what} {name!r}; use max78000 or max78002")
+    return n
+
+
+def _looks_like_path(ref: str) -> bool:
+    return "/" in ref or "\\" in ref or ref.endswith((".tar", ".pth", ".pt"))
+
+
 def _load(args: argparse.Namespace) -> Any:
     """Model from a checkpoint path (+ --yaml) or a model card id."""
     from facesdk.backend import Artifact
+    from facesdk.errors import ModelNotFoundError
 
     from .backend import find_yaml
     from .emulator import load_model
 
+    args.chip = check_chip(args.chip)
     ref = args.model
     p = Path(ref)
+    if not p.is_file() and (p.exists() or _looks_like_path(ref)):
+        raise ModelNotFoundError(f"checkpoint not found: {ref}" + (" (a directory)" if p.is_dir() else ""))
     if p.is_file():
         art = Artifact(path=p, format="ai8x")
         if not args.yaml:
@@ -94,7 +115,7 @@ def register(subparsers: Any) -> None:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("model", help="ai8x checkpoint (.pth.tar) or model card id")
         p.add_argument("--yaml", help="ai8x-synthesis network YAML (default: from the card)")
-        p.add_argument("--chip", default="max78000", choices=["max78000", "max78002"])
+        p.add_argument("--chip", default="max78000", metavar="{max78000,max78002}")
         p.add_argument("--input-shape", type=_shape, help="CxHxW when the architecture is not known")
         p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
 

@@ -403,6 +403,15 @@ def _processor_words(db: DotProductDB) -> np.ndarray:
     return cols.reshape(prof.embedding_size, -1, 4).astype(np.uint32) @ be
 
 
+def _read(path: str | os.PathLike, text: bool = False) -> str | bytes:
+    """File contents, or a one-line GalleryError naming the file."""
+    try:
+        p = Path(path)
+        return p.read_text(encoding="ascii", errors="replace") if text else p.read_bytes()
+    except OSError as exc:
+        raise GalleryError(f"cannot read firmware database file {path}: {exc.strerror or exc}") from None
+
+
 def _atomic_write(path: str | os.PathLike, data: bytes) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -468,7 +477,7 @@ def read_weights_h(path: str | os.PathLike, *, capacity: int | None = None,
     The profile is recognised from the kernel addresses unless given; ``capacity`` defaults to the
     profile's when it fits the word count, else to the largest slot count the words can hold.
     """
-    text = Path(path).read_text(encoding="ascii", errors="replace")
+    text = _read(path, text=True)
     words = [int(h, 16) for h in _HEX.findall(_define_body(text, "KERNELS_3", path))]
     blocks: list[tuple[int, list[int]]] = []
     i = 0
@@ -513,7 +522,7 @@ def read_weights_bin(path: str | os.PathLike, profile: str | DotProductProfile =
                      capacity: int | None = None) -> np.ndarray:
     """Parse the ``.bin`` variant → int8 ``[capacity, 64]``."""
     prof = get_profile(profile, capacity)
-    data = np.frombuffer(Path(path).read_bytes(), "<u4")
+    data = np.frombuffer(_read(path), "<u4")
     if data.size != prof.embedding_size * prof.words_per_processor:
         raise GalleryError(f"{path}: {data.size * 4} bytes, expected "
                            f"{prof.embedding_size * prof.words_per_processor * 4} for {prof.capacity} slots")
@@ -538,7 +547,7 @@ def write_embeddings_h(names: Sequence[str], path: str | os.PathLike) -> Path:
 
 def read_embeddings_h(path: str | os.PathLike) -> list[str]:
     """Parse ``embeddings.h`` → slot names (checks ``DEFAULT_EMBS_NUM``)."""
-    text = Path(path).read_text(encoding="ascii", errors="replace")
+    text = _read(path, text=True)
     m = re.search(r"#define\s+DEFAULT_EMBS_NUM\s+(\d+)", text)
     if not m:
         raise GalleryError(f"{path}: no '#define DEFAULT_EMBS_NUM <n>' found")
@@ -643,13 +652,13 @@ def read_flash_db(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     p = Path(path)
     size = (DB_PAGES + 1) * FLASH_PAGE
     if p.suffix.lower() == ".hex":
-        mem = _read_ihex(p.read_text(encoding="ascii", errors="replace"), p)
+        mem = _read_ihex(_read(p, text=True), p)
         image = bytearray(b"\xff" * size)
         for a, b in mem.items():
             if STATUS_ADDRESS <= a < STATUS_ADDRESS + size:
                 image[a - STATUS_ADDRESS] = b
     else:
-        image = bytearray(p.read_bytes())
+        image = bytearray(_read(p))
         if len(image) != size:
             raise GalleryError(f"{p}: {len(image)} bytes; a flash database image is {size} bytes")
     persons, total = struct.unpack_from("<II", image, 0)

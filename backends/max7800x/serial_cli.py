@@ -15,6 +15,8 @@ import json
 import sys
 from typing import Any
 
+from .cli import check_chip
+
 __all__ = ["register"]
 
 
@@ -30,6 +32,7 @@ def _export_db(args: argparse.Namespace) -> int:
 
     from .dbexport import DotProductDB, export_firmware_db
 
+    args.profile = check_chip(args.profile, "profile")
     g = Gallery.load(args.gallery)
     files = export_firmware_db(g, args.out_dir, args.profile, capacity=args.capacity,
                                threshold=args.score_threshold, flash=args.flash, weights_bin=args.bin)
@@ -47,6 +50,7 @@ def _import_db(args: argparse.Namespace) -> int:
 
     from .dbexport import import_firmware_db
 
+    args.profile = check_chip(args.profile, "profile")
     if args.flash is None and (args.weights is None or args.embeddings is None):
         raise ConfigError("give --weights and --embeddings, and/or --flash")
     db = import_firmware_db(args.weights, args.embeddings, flash=args.flash, capacity=args.capacity,
@@ -86,7 +90,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("export-db", help="export a gallery as MAX7800x FaceID firmware database files")
     p.add_argument("gallery", help="facesdk gallery (.npz) of 64-d embeddings")
     p.add_argument("out_dir", help="folder for weights_3.h, embeddings.h (and weights_3.bin, facedb_flash.hex)")
-    p.add_argument("--profile", default="max78000", choices=["max78000", "max78002"])
+    p.add_argument("--profile", default="max78000", metavar="{max78000,max78002}")
     p.add_argument("--capacity", type=int, default=None, help="slots in the dot-product layer (default 1024)")
     p.add_argument("--score-threshold", type=int, default=None,
                    help="int8 score threshold (default: the demo's, 70 / 64)")
@@ -100,7 +104,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--weights", default=None, help="weights_3.h")
     p.add_argument("--embeddings", default=None, help="embeddings.h")
     p.add_argument("--flash", default=None, help="record-mode flash image (.hex or raw .bin from 0x10268000)")
-    p.add_argument("--profile", default=None, choices=["max78000", "max78002"])
+    p.add_argument("--profile", default=None, metavar="{max78000,max78002}")
     p.add_argument("--capacity", type=int, default=None)
     p.add_argument("--model-id", default="ai85-faceid_112", help="model id recorded in the gallery")
     p.add_argument("--gallery-threshold", type=float, default=0.5, help="cosine threshold stored in the gallery")
