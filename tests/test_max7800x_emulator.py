@@ -465,3 +465,34 @@ def test_cli_fit_and_run_json_and_bad_input(ai8x, ai8x_env, tmp_path, capsys):
     bad = tmp_path / "bad.npy"
     np.save(bad, np.full((3, 160, 120), 300))
     _one_line_error(capsys, main(["max7800x", "run", str(ck), "--yaml", str(y), "--input", str(bad)]), 2, "-128..127")
+
+
+@pytest.mark.parametrize("c,o,k,pad,stride,wmax", [
+    (129, 16, (3, 3), (1, 1), (1, 1), 127),   # 9·129·128·127 > 2**24: taps summed in two exact groups
+    (5, 7, (3, 2), (2, 0), (1, 1), 127),      # non-square kernel, asymmetric padding
+    (8, 4, (3, 3), (1, 1), (2, 2), 127),      # stride 2: im2col path
+    (1100, 3, (3, 3), (1, 1), (1, 1), 127),   # one tap alone could pass 2**24: im2col with split K
+    (16, 8, (1, 1), (0, 0), (1, 1), 127),     # 1x1
+])
+def test_conv_paths_are_exact_integer_convolutions(c, o, k, pad, stride, wmax):
+    from facesdk_backends.max7800x.emulator import conv2d_acc
+
+    rng = np.random.default_rng(c + o)
+    x = rng.integers(-128, 128, (2, c, 9, 7))
+    x[0, :, 0, 0] = -128
+    x[1] = -127  # worst case: odd products of one sign, partial sums far beyond 2**24
+    w = rng.integers(-wmax, wmax + 1, (o, c, *k))
+    w[0, :, 0, 0] = -128
+    w[1] = -127
+    b = rng.integers(-128, 128, o)
+    got = conv2d_acc(x, w, b, pad=pad, stride=stride)
+    xp = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])))
+    ho = (xp.shape[2] - k[0]) // stride[0] + 1
+    wo = (xp.shape[3] - k[1]) // stride[1] + 1
+    want = np.zeros((2, o, ho, wo), np.int64)
+    for ky in range(k[0]):
+        for kx in range(k[1]):
+            sl = xp[:, :, ky : ky + (ho - 1) * stride[0] + 1 : stride[0], kx : kx + (wo - 1) * stride[1] + 1 : stride[1]]
+            want += np.einsum("nchw,oc->nohw", sl, w[:, :, ky, kx].astype(np.int64))
+    want += (b * 128)[None, :, None, None]
+    assert got.shape == want.shape and np.array_equal(got, want)

@@ -11,9 +11,10 @@ Arithmetic (ai8x-synthesis ``izer`` simulator, which ADI's on-chip known-answer 
   (computed as an integer shift, no floating point); ReLU clips to 0..127 after that; a
   ``output_width: 32`` layer returns the raw accumulator.
 
-Convolution is one matrix product over an im2col view per layer, done in float32 on
-chunks of at most 1024 products so that every partial sum stays below 2**24 and is
-therefore exact; chunk results are summed in int64. Depthwise convolutions are
+Stride-1 convolutions are ``kh·kw`` BLAS ``sgemm`` calls on shifted views of the padded
+input, accumulated in place (no im2col copy); others are one matrix product over an im2col
+matrix. Either way the float32 sums are split into groups small enough that every partial
+sum is an integer below 2**24 and therefore exact; group results are summed as integers. Depthwise convolutions are
 per-channel tap sums in int64.
 """
 
@@ -73,6 +74,79 @@ def _exact_matmul(a: np.ndarray, b: np.ndarray, max_abs_a: int, max_abs_b: int) 
     return out
 
 
+def _prepare_weights(w: np.ndarray) -> tuple[np.ndarray, int]:
+    """A conv weight ``[O, C, kh, kw]`` as the GEMM matrix ``[kh·kw·C, O]`` (float32) and its max |w|."""
+    o, cg, kh, kw = w.shape
+    wm = np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(kh * kw * cg, o).astype(np.float32))
+    return wm, int(np.abs(w).max(initial=0))
+
+
+def _im2col(x: np.ndarray, kh: int, kw: int, pad: tuple[int, int], stride: tuple[int, int],
+            ho: int, wo: int) -> np.ndarray:
+    """``[N·Ho·Wo, kh·kw·C]`` float32 patches of NHWC ``x`` (zero padding), one strided copy per tap."""
+    n, h, wd, c = x.shape
+    (ph, pw), (sh, sw) = pad, stride
+    if kh == 1 and kw == 1 and ph == 0 and pw == 0:
+        return x[:, : (ho - 1) * sh + 1 : sh, : (wo - 1) * sw + 1 : sw, :].astype(np.float32).reshape(n * ho * wo, c)
+    cols = np.zeros((n, ho, wo, kh, kw, c), np.float32)
+    for ky in range(kh):
+        oy0, oy1 = max(0, -(-(ph - ky) // sh)), min(ho, (h - 1 + ph - ky) // sh + 1)
+        if oy1 <= oy0:
+            continue
+        iy0 = oy0 * sh + ky - ph
+        for kx in range(kw):
+            ox0, ox1 = max(0, -(-(pw - kx) // sw)), min(wo, (wd - 1 + pw - kx) // sw + 1)
+            if ox1 <= ox0:
+                continue
+            ix0 = ox0 * sw + kx - pw
+            cols[:, oy0:oy1, ox0:ox1, ky, kx, :] = x[:, iy0 : iy0 + (oy1 - oy0 - 1) * sh + 1 : sh,
+                                                     ix0 : ix0 + (ox1 - ox0 - 1) * sw + 1 : sw, :]
+    return cols.reshape(n * ho * wo, kh * kw * c)
+
+
+def _conv_shifted(x: np.ndarray, wm: np.ndarray, wmax: int, kh: int, kw: int, pad: tuple[int, int]) -> np.ndarray | None:
+    """Stride-1 convolution as ``kh·kw`` GEMMs on shifted *views* of the flattened padded input
+    (no im2col copy), accumulated in place by BLAS ``sgemm`` (``beta = 1``).
+
+    Output row ``oy``, column ``ox`` lives at flat index ``oy·Wp + ox`` of a grid as wide as the
+    padded input; tap ``(ky, kx)`` reads the input at that index plus ``ky·Wp + kx``. Taps are
+    summed in float32 in groups small enough that every partial sum is an integer below 2**24
+    (exact), groups in int32/int64. Returns ``[N, Ho, Wo, O]``, or None when one tap alone could
+    exceed 2**24 (the caller then uses im2col, which splits the reduction further).
+    """
+    from scipy.linalg.blas import sgemm
+
+    n, h, wd, c = x.shape
+    o = wm.shape[1]
+    per_tap = c * 128 * max(1, wmax)
+    if per_tap > (1 << 24):
+        return None
+    group = max(1, (1 << 24) // per_tap)
+    ph, pw = pad
+    hp, wp = h + 2 * ph, wd + 2 * pw
+    ho, wo = hp - kh + 1, wp - kw + 1
+    m = ho * wp
+    taps = kh * kw
+    itype = np.int32 if per_tap * taps < (1 << 31) - (1 << 22) else np.int64
+    out = np.empty((n, ho, wo, o), itype)
+    xp = np.zeros((hp + 1, wp, c), np.float32)  # one spare row: the last taps read past the grid
+    acc = np.empty((m, o), np.float32)  # C order [M, O] == Fortran order [O, M] for sgemm
+    for i in range(n):
+        xp[ph : ph + h, pw : pw + wd] = x[i]
+        xf = xp.reshape(-1, c)
+        total = None
+        for g0 in range(0, taps, group):
+            acc.fill(0)
+            for k in range(g0, min(taps, g0 + group)):
+                ky, kx = divmod(k, kw)
+                off = ky * wp + kx
+                sgemm(1.0, wm[k * c : (k + 1) * c].T, xf[off : off + m].T, beta=1.0, c=acc.T, overwrite_c=1)
+            part = acc.reshape(ho, wp, o)[:, :wo].astype(itype)
+            total = part if total is None else total + part
+        out[i] = total
+    return out
+
+
 def _conv_nhwc(
     x: np.ndarray,
     w: np.ndarray,
@@ -80,8 +154,12 @@ def _conv_nhwc(
     pad: tuple[int, int],
     stride: tuple[int, int],
     groups: int,
+    prepared: tuple[np.ndarray, int] | None = None,
 ) -> np.ndarray:
-    """Accumulator of a convolution on NHWC data: ``[N,Ho,Wo,O]`` int32 (bias ×128 added)."""
+    """Accumulator of a convolution on NHWC data: ``[N,Ho,Wo,O]`` int32 (bias ×128 added).
+
+    ``prepared``: the result of :func:`_prepare_weights` for ``w`` (cached per layer by Model).
+    """
     n, h, wd, c = x.shape
     o, cg, kh, kw = w.shape
     if cg * groups != c:
@@ -105,16 +183,13 @@ def _conv_nhwc(
             axis=-1,
         )
     else:
-        xf = x.astype(np.float32)
-        if ph or pw:
-            xf = np.pad(xf, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
-        if kh == 1 and kw == 1:
-            cols = xf[:, :: stride[0], :: stride[1], :].reshape(n * ho * wo, c)
-        else:
-            win = sliding_window_view(xf, (kh, kw), axis=(1, 2))[:, :: stride[0], :: stride[1]]
-            cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(n * ho * wo, kh * kw * c)
-        wm = np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(kh * kw * c, o).astype(np.float32))
-        acc = _exact_matmul(cols, wm, 128, int(np.abs(w).max(initial=0))).reshape(n, ho, wo, o)
+        wm, wmax = prepared if prepared is not None else _prepare_weights(w)
+        acc = None
+        if stride == (1, 1) and kh * kw > 1:
+            acc = _conv_shifted(x, wm, wmax, kh, kw, pad)
+        if acc is None:
+            cols = _im2col(x, kh, kw, pad, stride, ho, wo)
+            acc = _exact_matmul(cols, wm, 128, wmax).reshape(n, ho, wo, o)
     if bias_hw is not None:
         acc = acc + (np.asarray(bias_hw) * 128).astype(acc.dtype)
     return acc
@@ -175,19 +250,34 @@ def pool2d(
     return p.transpose(0, 3, 1, 2), None if s is None else s.transpose(0, 3, 1, 2)
 
 
+_BLAS_CONTROLLER: object | None = None
+
+
+def _blas_controller() -> object | None:
+    """One threadpoolctl controller, made once: scanning the loaded libraries on every run
+    (what ``threadpool_limits`` does) costs about a millisecond. scipy's BLAS, which the
+    convolutions use, is loaded first so that the controller sees it."""
+    global _BLAS_CONTROLLER
+    if _BLAS_CONTROLLER is None:
+        try:
+            import scipy.linalg.blas  # noqa: F401  (load its OpenBLAS before scanning)
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # optional dependency
+            _BLAS_CONTROLLER = False
+        else:
+            _BLAS_CONTROLLER = ThreadpoolController()
+    return _BLAS_CONTROLLER or None
+
+
 @contextlib.contextmanager
 def blas_threads(n: int | None) -> Iterator[None]:
     """Limit BLAS threads while emulating (small GEMMs run best on one thread, and
     oversubscribed BLAS threads are very slow on a busy machine). No-op without threadpoolctl."""
-    if not n:
+    ctl = _blas_controller() if n else None
+    if ctl is None:
         yield
         return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # optional dependency
-        yield
-        return
-    with threadpool_limits(limits=int(n), user_api="blas"):
+    with ctl.limit(limits=int(n), user_api="blas"):  # type: ignore[attr-defined]
         yield
 
 
@@ -223,6 +313,15 @@ class Model:
         self.arch = network.arch
         self.chip = chip
         self.avg_pool_rounding = avg_pool_rounding
+        self._prepared: dict[int, tuple[np.ndarray, int]] = {}
+
+    def _weights_for(self, l: Layer) -> tuple[np.ndarray, int]:
+        """The layer's GEMM weight matrix and max |w|, prepared once."""
+        got = self._prepared.get(l.index)
+        if got is None:
+            assert l.weights is not None
+            got = self._prepared[l.index] = _prepare_weights(l.weights)
+        return got
 
     @property
     def output_layers(self) -> list[int]:
@@ -285,7 +384,8 @@ class Model:
             assert l.weights is not None
             if l.flatten:
                 x = x.transpose(0, 3, 1, 2).reshape(x.shape[0], 1, 1, -1)
-            acc = _conv_nhwc(x, l.weights, l.bias, l.pad, l.stride, l.groups)
+            prep = self._weights_for(l) if l.groups == 1 else None
+            acc = _conv_nhwc(x, l.weights, l.bias, l.pad, l.stride, l.groups, prep)
         elif l.op == "linear":
             assert l.weights is not None
             xf = x.transpose(0, 3, 1, 2).reshape(x.shape[0], -1)  # PyTorch flatten order C,H,W
