@@ -8,7 +8,11 @@ that maximises accuracy on the other nine folds.
 
 Run::
 
-    FACESDK_AI8X_DIR=../shared/ai8x python -m facesdk_bench.lfw_max78000 [--limit-folds N]
+    FACESDK_AI8X_DIR=../shared/ai8x python -m facesdk_bench.lfw_max78000 [--limit-folds N] [--firmware-exact]
+
+``--firmware-exact`` runs the msdk demo firmware's steps instead (``facesdk.detect.tinierssd``):
+RGB565 168×224 frame, one box decoded as ``post_process.c``, integer box, nearest-neighbour
+stretch of the box to 120×160 (aligner ``ai8x-faceid-firmware``).
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shared", default=os.environ.get("FACESDK_SHARED", str(Path(__file__).resolve().parents[2] / "shared")))
     ap.add_argument("--limit-folds", type=int, default=10)
     ap.add_argument("--backend", default="max78000")
+    ap.add_argument("--firmware-exact", action="store_true", help="the demo firmware's decode and crop")
     args = ap.parse_args(argv)
     shared = Path(args.shared)
     os.environ.setdefault("FACESDK_AI8X_DIR", str(shared / "ai8x"))
@@ -63,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     lfw = shared / "data" / "lfw"
     pairs = read_pairs(lfw / "pairs.txt")[: 600 * args.limit_folds]
     rec = facesdk.FaceRecognizer(detector="ai85-facedet-tinierssd", embedder="ai85-faceid", backend=args.backend)
+    template = rec.template
+    if args.firmware_exact:
+        rec.detector.firmware_exact = True
+        template = "ai8x-faceid-firmware"
     emb: dict[str, np.ndarray] = {}
     fallback = 0
     for f in tqdm(sorted({p for a, b, _ in pairs for p in (a, b)}), desc="embed LFW"):
@@ -77,12 +86,13 @@ def main(argv: list[str] | None = None) -> int:
             box = np.array([70, 60, 180, 190], np.float32)
         from facesdk.align import align_face
 
-        chip = align_face(img, box, None, rec.template)
+        chip = align_face(img, box, None, template)
         emb[f] = rec.embed_chips(chip[None])[0]
     sims = np.array([float(emb[a] @ emb[b]) for a, b, _ in pairs])
     same = np.array([s for _, _, s in pairs])
     mean, std, th = ten_fold(sims, same, args.limit_folds)
-    res = {"pipeline": "ai85-facedet-tinierssd + ai85-faceid on " + args.backend + " (emulator)",
+    res = {"pipeline": "ai85-facedet-tinierssd + ai85-faceid on " + args.backend + " (emulator)"
+           + (", firmware-exact decode/crop" if args.firmware_exact else ""),
            "pairs": len(pairs), "accuracy": round(mean, 4), "std": round(std, 4), "mean_threshold": round(th, 4),
            "images": len(emb), "no_detection_fallback": fallback}
     print(json.dumps(res, indent=2))
