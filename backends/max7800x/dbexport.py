@@ -854,7 +854,8 @@ class FirmwareGalleryScorer:
         """int8 firmware scores ``[N, K]`` of raw probe embeddings (int8 network outputs or floats)."""
         p = np.atleast_2d(np.asarray(probes))
         if p.shape[1] != self.gallery.embedding_size:
-            raise IncompatibleGalleryError(f"probes are {p.shape[1]}-d, the gallery {self.gallery.embedding_size}-d")
+            raise IncompatibleGalleryError(
+                f"probes are {p.shape[1]}-d, the gallery {self.gallery.embedding_size}-d")
         return dot_product_scores(quantize_probe(p), self.rows, self.output_shift)
 
     def error_bound(self) -> np.ndarray:
@@ -885,7 +886,8 @@ class FirmwareGalleryScorer:
             raise ConfigError("the agreement guarantee is stated for the firmware's output_shift -1")
         if not len(self):
             return np.ones(len(np.atleast_2d(probes)), bool)
-        c = 128.0 * np.asarray(self.gallery.similarities(np.atleast_2d(probes)), np.float64)  # score ≈ 128·cos
+        # score ≈ 128·cos
+        c = 128.0 * np.asarray(self.gallery.similarities(np.atleast_2d(probes)), np.float64)
         b = float(self._bound.max())
         srt = np.sort(c, axis=1)
         best = srt[:, -1]

@@ -14,8 +14,8 @@ Arithmetic (ai8x-synthesis ``izer`` simulator, which ADI's on-chip known-answer 
 Stride-1 convolutions are ``kh·kw`` BLAS ``sgemm`` calls on shifted views of the padded
 input, accumulated in place (no im2col copy); others are one matrix product over an im2col
 matrix. Either way the float32 sums are split into groups small enough that every partial
-sum is an integer below 2**24 and therefore exact; group results are summed as integers. Depthwise convolutions are
-per-channel tap sums in int64.
+sum is an integer below 2**24 and therefore exact; group results are summed as integers.
+Depthwise convolutions are per-channel tap sums in int32.
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ def _im2col(x: np.ndarray, kh: int, kw: int, pad: tuple[int, int], stride: tuple
     n, h, wd, c = x.shape
     (ph, pw), (sh, sw) = pad, stride
     if kh == 1 and kw == 1 and ph == 0 and pw == 0:
-        return x[:, : (ho - 1) * sh + 1 : sh, : (wo - 1) * sw + 1 : sw, :].astype(np.float32).reshape(n * ho * wo, c)
+        xs = x[:, : (ho - 1) * sh + 1 : sh, : (wo - 1) * sw + 1 : sw, :]
+        return xs.astype(np.float32).reshape(n * ho * wo, c)
     cols = np.zeros((n, ho, wo, kh, kw, c), np.float32)
     for ky in range(kh):
         oy0, oy1 = max(0, -(-(ph - ky) // sh)), min(ho, (h - 1 + ph - ky) // sh + 1)
@@ -104,7 +105,9 @@ def _im2col(x: np.ndarray, kh: int, kw: int, pad: tuple[int, int], stride: tuple
     return cols.reshape(n * ho * wo, kh * kw * c)
 
 
-def _conv_shifted(x: np.ndarray, wm: np.ndarray, wmax: int, kh: int, kw: int, pad: tuple[int, int]) -> np.ndarray | None:
+def _conv_shifted(
+    x: np.ndarray, wm: np.ndarray, wmax: int, kh: int, kw: int, pad: tuple[int, int]
+) -> np.ndarray | None:
     """Stride-1 convolution as ``kh·kw`` GEMMs on shifted *views* of the flattened padded input
     (no im2col copy), accumulated in place by BLAS ``sgemm`` (``beta = 1``).
 

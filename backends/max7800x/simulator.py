@@ -53,9 +53,10 @@ from .protocol import (
     encode_tensors,
     response_type,
 )
-from facesdk.errors import ConfigError, FaceSDKError, FrameError
+from facesdk.errors import ConfigError, FaceSDKError
 
-__all__ = ["Compute", "EmulatorCompute", "FacePipelineCompute", "Faults", "DeviceSimulator", "DeviceState", "crop_face", "PROTOCOL_VERSION"]
+__all__ = ["Compute", "EmulatorCompute", "FacePipelineCompute", "Faults", "DeviceSimulator", "DeviceState",
+           "crop_face", "PROTOCOL_VERSION"]
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,8 @@ class FacePipelineCompute(EmulatorCompute):
 
     Args:
         faceid: emulator ``Model`` of the FaceID network (input ``(3, 160, 120)``).
-        facedet: emulator ``Model`` of TinierSSD (input ``(3, 224, 168)``; 2 location heads, then 2 score heads).
+        facedet: emulator ``Model`` of TinierSSD (input ``(3, 224, 168)``; 2 location heads, then 2
+            score heads).
         nms: ``min_score``, ``max_overlap``, ``top_k`` for the host decoding.
     """
 
@@ -593,7 +595,10 @@ class DeviceSimulator:
                 return [], None
             best = max(dets, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
             crop = getattr(self.compute, "crop", None)
-            chip = crop(image, best.box) if callable(crop) else crop_face(image, best.box, tuple(self.compute.input_size))
+            if callable(crop):
+                chip = crop(image, best.box)
+            else:
+                chip = crop_face(image, best.box, tuple(self.compute.input_size))
         else:
             h, w = image.shape[:2]
             dets = [DetectionRecord((0.0, 0.0, float(w), float(h)), 1.0)]

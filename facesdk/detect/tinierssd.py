@@ -202,7 +202,8 @@ class TinierSSDDetector(FaceDetector):
                 return []
             b8, score = got
             sx, sy = meta["w"] / fw, meta["h"] / fh
-            return [Detection(box=np.array([b8[0] * sx, b8[1] * sy, b8[2] * sx, b8[3] * sy], np.float32), score=score)]
+            box = np.array([b8[0] * sx, b8[1] * sy, b8[2] * sx, b8[3] * sy], np.float32)
+            return [Detection(box=box, score=score)]
         boxes, sc = decode_tinierssd(
             locs, scores, self.priors, min_score=self.score_threshold, max_overlap=self.nms_threshold, top_k=self.top_k
         )
@@ -299,7 +300,9 @@ def decode_tinierssd_firmware(
     return box, float(q[k]) / 65536.0
 
 
-def firmware_box(box: np.ndarray, image_size: tuple[int, int], frame: tuple[int, int] = FIRMWARE_FRAME) -> np.ndarray:
+def firmware_box(
+    box: np.ndarray, image_size: tuple[int, int], frame: tuple[int, int] = FIRMWARE_FRAME
+) -> np.ndarray:
     """A box in image pixels (``image_size`` = w, h) → the firmware's integer box in frame pixels.
 
     Inverse of scaling a firmware box to the image; ``1e-3`` absorbs that scaling's float error.
@@ -310,7 +313,9 @@ def firmware_box(box: np.ndarray, image_size: tuple[int, int], frame: tuple[int,
     return np.trunc(np.clip(b + 1e-3, 0, [fw, fh, fw, fh])).astype(np.int64)
 
 
-def firmware_faceid_crop(frame: np.ndarray, box: np.ndarray, size: tuple[int, int] = (120, 160)) -> np.ndarray:
+def firmware_faceid_crop(
+    frame: np.ndarray, box: np.ndarray, size: tuple[int, int] = (120, 160)
+) -> np.ndarray:
     """The FaceID input as ``faceID.c`` samples it from the frame: ``size`` (w, h) pixels of the
     integer ``box`` (frame pixels), nearest neighbour, stretched to ``size`` (aspect not kept)."""
     x1, y1, x2, y2 = (int(v) for v in box)
@@ -338,4 +343,6 @@ def ai8x_faceid_crop_firmware(
 
 
 register_aligner("ai8x-faceid", lambda image, box, landmarks: ai8x_faceid_crop(image, box, landmarks))
-register_aligner("ai8x-faceid-firmware", lambda image, box, landmarks: ai8x_faceid_crop_firmware(image, box, landmarks))
+register_aligner(
+    "ai8x-faceid-firmware", lambda image, box, landmarks: ai8x_faceid_crop_firmware(image, box, landmarks)
+)
