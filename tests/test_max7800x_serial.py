@@ -368,6 +368,23 @@ def test_run_image_detects_embeds_and_identifies_on_the_emulated_pipeline(shared
     assert _iou(r.detections[0].box, yd.box) > 0.5
 
 
+def test_face_pipeline_compute_host_mode_and_errors(shared, face_pipeline):
+    from facesdk_backends.max7800x.simulator import FacePipelineCompute
+
+    probe = _camera_frame(shared / "data" / "photos" / "obama-240p.jpg", (168, 224))
+    host = FacePipelineCompute(face_pipeline.model, face_pipeline.facedet, firmware_exact=False,
+                               nms=face_pipeline.nms)
+    dets = host.detect(probe)
+    (fw,) = face_pipeline.detect(probe)
+    assert len(dets) >= 1 and _iou(dets[0].box, fw.box) > 0.7 and dets[0].score > fw.score
+    chip = host.crop(probe, dets[0].box)
+    assert chip.shape == (160, 120, 3) and (chip & np.array([7, 3, 7], np.uint8)).any()  # RGB888, not RGB565
+    assert host.embed(chip).shape == (512,)
+    assert face_pipeline.detect(np.zeros((224, 168, 3), np.uint8)) == []  # a black frame: no face
+    with pytest.raises(ConfigError):
+        FacePipelineCompute.from_dir(shared / "ai8x", "max78001")
+
+
 # ============================================================================ msdk UART output
 def _demo_stream(frames: list[np.ndarray]) -> bytes:
     out = b"\r\nMAX78000 FaceID demo\r\nI[main      :  99] Init done\r\n"
