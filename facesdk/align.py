@@ -50,6 +50,7 @@ _ALIGNER_MODULES = {
     "dlib150": "facesdk.chips",
     "dlib150:dlib5": "facesdk.landmarks",
     "ai8x-faceid": "facesdk.detect.tinierssd",
+    "ai8x-faceid-firmware": "facesdk.detect.tinierssd",
 }
 
 
