@@ -161,6 +161,106 @@ def test_truncated_and_non_zip_refused(ai8x, tmp_path):
         load_checkpoint(short)
 
 
+def test_checkpoint_zip_failures_are_typed(ai8x, tmp_path):
+    """Regression (issue 11): encrypted flag, unknown compression, bad deflate and non-UTF-8 names
+    escaped as RuntimeError / NotImplementedError / zlib.error / UnicodeDecodeError."""
+    import _hostile as H
+    from facesdk.errors import ModelNotFoundError
+
+    root = {"state_dict": {"w": H.tensor("0", 4, (2, 2), (2, 1))}}
+    good = H.checkpoint(tmp_path / "good.pth.tar", root, {"0": b"\0" * 16}).read_bytes()
+    cases = {
+        "encrypted": H.patch_zip_header(good, b"archive/data.pkl", flag_or=0x1),
+        "lzma-method": H.patch_zip_header(good, b"archive/data/0", method=14),
+        "unknown-method": H.patch_zip_header(good, b"archive/data.pkl", method=99),
+        "utf8-flag-bad-name": H.patch_zip_header(good.replace(b"archive/version", b"archive/\xff\xfersion"),
+                                                 b"archive/\xff\xfersion", flag_or=0x800),
+    }
+    deflated = H.checkpoint(tmp_path / "d.pth.tar", root, {"0": b"\1" * 4096},
+                            compression=zipfile.ZIP_DEFLATED).read_bytes()
+    i = deflated.find(b"archive/data/0") + len(b"archive/data/0")
+    cases["bad-deflate"] = deflated[:i] + bytes(b ^ 0x5A for b in deflated[i : i + 12]) + deflated[i + 12 :]
+    for name, data in cases.items():
+        f = tmp_path / f"{name}.pth.tar"
+        f.write_bytes(data)
+        with pytest.raises(ModelFormatError):
+            load_checkpoint(f)
+    assert load_checkpoint(tmp_path / "good.pth.tar")["state_dict"]["w"].shape == (2, 2)
+    with pytest.raises(ModelNotFoundError):
+        load_checkpoint(tmp_path / ("x" * 300 + ".pth.tar"))  # name too long: OSError before
+
+
+def test_build_opcode_cannot_mutate_allowed_globals(ai8x, tmp_path):
+    """Regression (issue 11): BUILD on an allowed global changed this module's objects, after which
+    every later load in the process failed."""
+    import _hostile as H
+
+    real = ai8x / "trained" / "ai85-dot_emb_112_checkpoint-q.pth.tar"
+    attacks = [
+        H.Build(H.G("torch", "FloatStorage"), {"dtype": "garbage"}),
+        H.Build(H.G("torch", "FloatStorage"), (None, {"dtype": "garbage"})),
+        H.Build(H.G("torch._utils", "_rebuild_tensor_v2"), {"__call__": None}),
+        H.Build(H.G("collections", "OrderedDict"), (None, {"_fn": None})),
+        H.Build(H.G("torch.optim.sgd", "SGD"), (None, {"qualname": "x"})),
+    ]
+    for i, a in enumerate(attacks):
+        with pytest.raises(ModelFormatError):
+            load_checkpoint(H.checkpoint(tmp_path / f"b{i}.pth.tar", {"x": a}))
+        assert load_checkpoint(real)["state_dict"]["dot.op.weight"].shape == (512, 64)
+
+
+def test_declared_sizes_are_capped_against_the_file(tmp_path):
+    """Regression (issue 11): a 483-byte checkpoint allocated 2 GiB (stride-0 view), a 1.6 MB zip
+    bomb 3 GB, huge shapes raised MemoryError."""
+    import _hostile as H
+
+    cases = {
+        "broadcast": ({"w": H.tensor("0", 1, (2**29,), (0,))}, {"0": b"\0" * 4}),
+        "broadcast2d": ({"w": H.tensor("0", 1, (2**15, 2**15), (0, 0))}, {"0": b"\0" * 4}),
+        "huge-shape": ({"w": H.tensor("0", 1, (2**62, 2**62), (1, 1))}, {"0": b"\0" * 4}),
+        "huge-numel": ({"w": H.tensor("0", 2**40, (4,), (1,))}, {"0": b"\0" * 16}),
+        "negative-numel": ({"w": H.tensor("0", -1, (1,), (1,))}, {"0": b"\0" * 16}),
+        "zero-dim-huge": ({"w": H.tensor("0", 1, (0, 2**40), (1, 1))}, {"0": b"\0" * 4}),
+    }
+    for name, (root, st) in cases.items():
+        f = H.checkpoint(tmp_path / f"{name}.pth.tar", root, st)
+        with pytest.raises(ModelFormatError):
+            load_checkpoint(f)
+    # a zip bomb: 256 MiB of zeros deflate to ~256 KB
+    bomb = tmp_path / "bomb.pth.tar"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/data.pkl", H.dumps({"w": H.tensor("0", 64 << 20, (64 << 20,), (1,))}))
+        with z.open("archive/data/0", "w") as fh:
+            for _ in range(256):
+                fh.write(bytes(1 << 20))
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(ModelFormatError, match="zip bomb"):
+        load_checkpoint(bomb)
+
+
+def test_random_bit_flips_of_real_checkpoints_are_typed(ai8x, tmp_path):
+    """Regression (issue 11): 10 of 200 random bit flips of the real checkpoints crashed."""
+    from facesdk.errors import FaceSDKError
+
+    rng = np.random.default_rng(11)
+    files = sorted((ai8x / "trained").glob("*.pth.tar"))
+    f = tmp_path / "flip.pth.tar"
+    blobs = [f_.read_bytes() for f_ in files]
+    # half the flips land in zip headers (local + central) or the pickle, where the parsers live
+    hot = [[i + d for i in range(len(b)) if b.startswith(b"PK", i) for d in range(64)] for b in blobs]
+    for k in range(200):
+        data = bytearray(blobs[k % len(blobs)])
+        for _ in range(1 + k % 3):
+            spots = hot[k % len(blobs)]
+            pos = spots[int(rng.integers(len(spots)))] if k % 2 else int(rng.integers(len(data)))
+            data[min(pos, len(data) - 1)] ^= 1 << int(rng.integers(8))
+        f.write_bytes(bytes(data))
+        try:
+            load_checkpoint(f)
+        except FaceSDKError:
+            pass
+
+
 def test_checkpoint_content_is_plain_data(ai8x):
     ck = load_checkpoint(ai8x / "trained" / "ai85-dot_emb_112_checkpoint-q.pth.tar")
     sd = ck["state_dict"]

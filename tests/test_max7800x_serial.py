@@ -80,24 +80,26 @@ def test_dropped_byte_and_duplicate_and_cut_frames():
     assert [f.seq for f in p.feed(a[:20] + a[21:] + b)] == [2]
     assert p.stats.bad_crc + p.stats.bad_header >= 1
     assert [f.seq for f in FrameParser().feed(a + a + b)] == [1, 1, 2]
-    # a big frame cut off mid-way: the small frame behind it comes out once the line is idle
+    # a big frame cut off mid-way: the next sync word ends it (a stuffed body holds none), so the
+    # small frame behind it comes out at once; a lone cut-off frame is dropped when the line is idle
     big = encode_frame(MsgType.READ_DB_R, 9, b"x" * 5000)
     p = FrameParser()
-    assert p.feed(big[:300] + b) == []
-    assert [f.seq for f in p.flush_partial()] == [2]
+    assert [f.seq for f in p.feed(big[:300] + b)] == [2]
+    assert p.feed(big[:300]) == [] and p.buffered == 300
+    assert p.flush_partial() == [] and p.buffered == 0
 
 
 def test_corrupt_length_does_not_stall_and_buffer_is_bounded():
     f = bytearray(encode_frame(MsgType.INFO_R, 1, b"hi"))
-    f[6:10] = struct.pack("<I", 50_000_000)  # absurd length (header CRC now wrong too)
+    f[10:14] = struct.pack("<I", 50_000_000)  # absurd length (header CRC now wrong too)
     p = FrameParser()
     assert p.feed(bytes(f) + encode_frame(MsgType.INFO_R, 2)) [0].seq == 2
     # a frame with a *valid* header CRC but oversize length is refused as well
-    head = struct.pack("<BBHI", 1, 0x81, 5, MAX_PAYLOAD + 1)
+    head = struct.pack("<BBHII", 2, 0x81, 5, 0, MAX_PAYLOAD + 1)
     forged = SYNC + head + struct.pack("<H", zlib.crc32(head) & 0xFFFF)
     assert p.feed(forged + encode_frame(MsgType.INFO_R, 6))[0].seq == 6 and p.stats.oversize == 1
     p.feed(os.urandom(1 << 20))
-    assert p.buffered <= HEADER_SIZE + MAX_PAYLOAD + 4
+    assert p.buffered <= 2 * (HEADER_SIZE + MAX_PAYLOAD + 4)
     with pytest.raises(FrameError):
         encode_frame(MsgType.RUN_IMAGE, 1, b"\0" * (MAX_PAYLOAD + 1))
 
@@ -116,6 +118,64 @@ def test_payload_codecs_and_validation():
         RunResult.decode(b"\x01\x00")  # truncated
     with pytest.raises(FrameError):
         encode_image(np.zeros((4, 4), np.uint8))
+
+
+def test_frame_hidden_in_an_image_is_never_decoded_after_a_line_error():
+    """Regression (issue 11): an image whose pixels spell a valid LOAD_DB frame, sent in a RUN_IMAGE
+    frame; v1 executed the hidden frame once one line error broke the outer frame."""
+    hidden = encode_frame(MsgType.LOAD_DB, 77, b"\x00" * 6, session=5)
+    px = np.frombuffer((b"\x10" * 40 + hidden + b"\x20" * 40).ljust(3 * 8 * 12, b"\x30"), np.uint8)
+    outer = encode_frame(MsgType.RUN_IMAGE, 1, encode_image(px.reshape(12, 8, 3)), session=5)
+    assert SYNC not in outer[2:]  # stuffing: no sync word inside a body
+    nxt = encode_frame(MsgType.INFO, 2, session=5)
+    for pos in range(len(outer)):  # every byte corrupted (three ways), dropped, or duplicated
+        variants = [outer[:pos] + bytes([outer[pos] ^ x]) + outer[pos + 1:] for x in (0x01, 0x80, 0xFF)]
+        variants += [outer[:pos] + outer[pos + 1:], outer[:pos + 1] + outer[pos:]]
+        for v in variants:
+            got = FrameParser().feed(v + nxt)
+            assert all(f.type != MsgType.LOAD_DB for f in got), pos
+            assert got[-1].seq == 2, pos  # the frame behind it survives
+    assert [f.type for f in FrameParser().feed(outer)] == [MsgType.RUN_IMAGE]
+
+
+def test_stuffing_roundtrip_of_every_byte_value_and_byte_by_byte():
+    payload = bytes(range(256)) * 4 + b"\xfa\xce\xfb\x01\xfb\x02\xfb"
+    wire = encode_frame(MsgType.RUN_TENSOR, 9, payload, session=0xFACEFBFA)
+    assert b"\xfa" not in wire[2:]
+    p = FrameParser()
+    got = [f for b in wire for f in p.feed(bytes([b]))]
+    assert [(f.payload, f.session) for f in got] == [(payload, 0xFACEFBFA)] and p.buffered == 0
+
+
+def test_decode_tensors_refuses_overflowing_and_oversized_shapes():
+    """Regression (issue 11): ``np.prod`` of huge dims overflowed int64 and passed the size check."""
+    from facesdk_backends.max7800x.protocol import decode_tensors, encode_tensors
+
+    t = np.arange(24, dtype=np.int8).reshape(2, 3, 4)
+    assert np.array_equal(decode_tensors(encode_tensors([t]))[0], t)
+    for dims in ([2**32 - 1] * 8, [2**16, 2**16, 2**16, 2**16], [0xFFFFFFFF, 0], [7, 7]):
+        raw = bytes([1, 0, len(dims)]) + struct.pack(f"<{len(dims)}I", *dims) + b"\x01" * 16
+        try:
+            out = decode_tensors(raw)
+        except FrameError:
+            continue
+        assert out[0].shape == tuple(dims) and out[0].size == 0  # an empty tensor is a right answer
+
+
+# ============================================================================ driver + simulator
+def test_restarted_host_never_gets_an_answer_cached_for_another_session():
+    """Regression (issue 11): a restarted host reusing a sequence number got the stale cached answer."""
+    e = _emb(np.random.default_rng(11), 1)[0]
+    with DeviceSimulator(embedding_size=64) as sim:
+        with Max7800xDevice(sim.port, **FAST) as dev:
+            seq0 = dev._seq
+            assert dev.info().count == 0  # cached by the device under (session, seq, INFO, b"")
+            dev.enrol("dora", e)
+        with Max7800xDevice(sim.port, **FAST) as dev2:
+            dev2._seq = seq0  # the restarted host happens to reuse the same sequence number
+            dev2.session = (dev.session + 1) & 0xFFFFFFFF
+            assert dev2.info().count == 1
+        assert sim.requests_executed["INFO"] == 2
 
 
 # ============================================================================ driver + simulator

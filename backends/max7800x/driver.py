@@ -109,6 +109,9 @@ class Max7800xDevice:
             self.port_name = getattr(port, "port", None) or repr(port)
         self._parser = FrameParser()
         self._seq = secrets.randbelow(0x10000)
+        #: Random per opened port: the device keys its replay cache by (session, seq, ...) and answers
+        #: carry it, so a restarted host never receives an answer cached for an earlier session.
+        self.session = secrets.randbits(32)
         self.stats = LinkStats()
         self._info: DeviceInfo | None = None
 
@@ -155,7 +158,7 @@ class Max7800xDevice:
 
     def _pick(self, frames: list[Frame], seq: int, want: int) -> Frame | None:
         for f in frames:
-            if f.seq != seq:
+            if f.seq != seq or f.session != self.session:
                 self.stats.stale_frames += 1
                 log.debug("ignoring stale frame type 0x%02x seq %d (waiting for %d)", f.type, f.seq, seq)
                 continue
@@ -190,10 +193,10 @@ class Max7800xDevice:
         if len(payload) > MAX_PAYLOAD:
             raise ConfigError(f"request of {len(payload)} bytes exceeds the {MAX_PAYLOAD}-byte frame limit")
         seq = self._next_seq()
-        frame = encode_frame(int(typ), seq, payload)
+        frame = encode_frame(int(typ), seq, payload, self.session)
         want = response_type(int(typ))
         tmo = (self.timeout if timeout is None else float(timeout)) + self._wire_time(
-            len(frame) + expect_bytes + HEADER_SIZE + TRAILER_SIZE)
+            len(frame) + 2 * expect_bytes + HEADER_SIZE + TRAILER_SIZE)
         attempts = 1 + (self.retries if retries is None else int(retries))
         st0 = (self._parser.stats.bytes_in, self._parser.stats.frames, self._parser.stats.rejects)
         sample = bytearray()

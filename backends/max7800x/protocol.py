@@ -1,24 +1,33 @@
-"""Framing of the facesdk MAX7800x serial protocol (see ``PROTOCOL.md``).
+"""Framing of the facesdk MAX7800x serial protocol, version 2 (see ``PROTOCOL.md``).
 
-A frame is::
+A frame is ``SYNC`` followed by a *stuffed* body::
 
-    SYNC(2) VER(1) TYPE(1) SEQ(2, LE) LEN(4, LE) HCRC(2, LE) PAYLOAD(LEN) CRC(4, LE)
+    SYNC(2) | stuff( VER(1) TYPE(1) SEQ(2, LE) SESSION(4, LE) LEN(4, LE) HCRC(2, LE) PAYLOAD(LEN) CRC(4, LE) )
 
-``HCRC`` is the low 16 bits of the CRC-32 of bytes 2..9 (VER..LEN), so a corrupted
-length is rejected at once instead of making the reader wait for a huge payload.
-``CRC`` is the CRC-32 (zlib polynomial) of bytes 2..end of payload (VER..PAYLOAD).
+``HCRC`` is the low 16 bits of the CRC-32 of VER..LEN, so a corrupted length is rejected at once
+instead of making the reader wait for a huge payload. ``CRC`` is the CRC-32 (zlib polynomial) of
+VER..PAYLOAD. ``SESSION`` is a random number the host draws when it opens the port; a response
+copies the request's session and sequence number, so a restarted host never takes an answer cached
+for an earlier session (version 1 had only the 16-bit sequence number).
 
-:class:`FrameParser` is a push parser with a bounded buffer: it searches for the
-sync word, validates header and CRC, and on any failure drops **one** byte and
-searches again, so a valid frame hidden behind garbage or inside a truncated
-frame is still found. This module is pure Python (no serial port); the driver and
-the device simulator both use it.
+Byte stuffing (as SLIP, RFC 1055, escapes its END byte; our own escape values): inside the body
+``0xFA`` (the first sync byte) is sent as ``0xFB 0x01`` and ``0xFB`` (the escape) as ``0xFB 0x02``.
+A body therefore holds no ``0xFA`` at all and the sync word never occurs inside it, so a frame
+*hidden inside a payload* (an image whose pixels spell a valid frame) is never taken for a frame,
+even when the frame around it was damaged; losing or duplicating bytes cannot create a sync word
+either. Only a corruption that turns one exact byte into exactly ``0xFA`` could expose one.
+
+:class:`FrameParser` is a push parser with a bounded buffer: it searches for the sync word, unstuffs,
+validates header and CRC, and on any failure resumes at the next sync word (a valid frame behind
+garbage or behind a truncated frame is still found). This module is pure Python (no serial port);
+the driver and the device simulator both use it.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import math
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -37,6 +46,8 @@ __all__ = [
     "ErrorCode",
     "Frame",
     "encode_frame",
+    "stuff",
+    "unstuff",
     "FrameParser",
     "ParserStats",
     "response_type",
@@ -62,9 +73,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SYNC = b"\xfa\xce"
-VERSION = 1
-_HDR = struct.Struct("<2sBBHIH")  # sync, version, type, seq, length, header crc
-HEADER_SIZE = _HDR.size  # 12
+VERSION = 2
+_HDR = struct.Struct("<BBHIIH")  # version, type, seq, session, length, header crc (after SYNC, unstuffed)
+HEADER_SIZE = 2 + _HDR.size  # 16, unstuffed
+_STUFF = ((b"\xfb", b"\xfb\x02"), (b"\xfa", b"\xfb\x01"))  # escape first on the way out
 TRAILER_SIZE = 4
 #: Largest payload accepted (an RGB888 320x240 image is 230,400 bytes).
 MAX_PAYLOAD = 256 * 1024
@@ -112,31 +124,51 @@ def _crc(data: bytes | bytearray | memoryview) -> int:
 
 @dataclass(frozen=True)
 class Frame:
-    """One decoded frame."""
+    """One decoded frame (``session``: the host's random session id, copied by the response)."""
 
     type: int
     seq: int
     payload: bytes = b""
+    session: int = 0
 
     def encode(self) -> bytes:
         """The frame's bytes on the wire."""
-        return encode_frame(self.type, self.seq, self.payload)
+        return encode_frame(self.type, self.seq, self.payload, self.session)
 
 
-def encode_frame(type_: int, seq: int, payload: bytes = b"") -> bytes:
-    """Serialise one frame.
+def stuff(body: bytes) -> bytes:
+    """Escape a frame body: ``0xFB`` → ``0xFB 0x02``, ``0xFA`` → ``0xFB 0x01`` (no ``0xFA`` remains)."""
+    for raw, esc in _STUFF:
+        body = body.replace(raw, esc)
+    return body
+
+
+def unstuff(wire: bytes) -> bytes:
+    """Inverse of :func:`stuff` (an invalid escape is left as it is; the CRC then rejects the frame)."""
+    for raw, esc in reversed(_STUFF):
+        wire = wire.replace(esc, raw)
+    return wire
+
+
+def _wire_size(body: bytes, n: int) -> int:
+    """Bytes on the wire of the first ``n`` bytes of an unstuffed body."""
+    return n + body.count(b"\xfa", 0, n) + body.count(b"\xfb", 0, n)
+
+
+def encode_frame(type_: int, seq: int, payload: bytes = b"", session: int = 0) -> bytes:
+    """Serialise one frame (sync word + stuffed body).
 
     Raises:
-        FrameError: payload larger than :data:`MAX_PAYLOAD`, or type/seq out of range.
+        FrameError: payload larger than :data:`MAX_PAYLOAD`, or type/seq/session out of range.
     """
     if len(payload) > MAX_PAYLOAD:
         raise FrameError(f"payload of {len(payload)} bytes exceeds the {MAX_PAYLOAD}-byte limit")
-    if not 0 <= type_ <= 0xFF or not 0 <= seq <= 0xFFFF:
-        raise FrameError(f"frame type {type_} or seq {seq} out of range")
-    head = struct.pack("<BBHI", VERSION, type_, seq, len(payload))
+    if not 0 <= type_ <= 0xFF or not 0 <= seq <= 0xFFFF or not 0 <= session <= 0xFFFFFFFF:
+        raise FrameError(f"frame type {type_}, seq {seq} or session {session} out of range")
+    head = struct.pack("<BBHII", VERSION, type_, seq, session, len(payload))
     hcrc = _crc(head) & 0xFFFF
     body = head + struct.pack("<H", hcrc) + bytes(payload)
-    return SYNC + body + struct.pack("<I", _crc(body))
+    return SYNC + stuff(body + struct.pack("<I", _crc(body)))
 
 
 @dataclass
@@ -160,8 +192,9 @@ class FrameParser:
     """Incremental frame decoder with resynchronisation and a bounded buffer.
 
     Feed it bytes with :meth:`feed`; it returns the complete valid frames found.
-    Garbage, frames with a bad header CRC, an oversize length, or a bad payload CRC
-    are skipped (one byte at a time, so an embedded valid frame is recovered).
+    Garbage, frames with a bad header CRC, an oversize length, a bad payload CRC, or cut off by
+    the next sync word are skipped up to the next sync word (a stuffed body contains none, so no
+    frame start is missed and no frame hidden inside a payload is ever decoded).
 
     Args:
         max_payload: frames announcing a longer payload are rejected.
@@ -173,7 +206,7 @@ class FrameParser:
 
     @property
     def buffered(self) -> int:
-        """Bytes held waiting for the rest of a frame (never more than one maximal frame)."""
+        """Bytes held waiting for the rest of a frame (never more than one maximal stuffed frame)."""
         return len(self._buf)
 
     def reset(self) -> None:
@@ -193,7 +226,7 @@ class FrameParser:
         """
         if not self._buf:
             return []
-        self._skip(1)
+        self._skip(2 if self._buf.startswith(SYNC) else 1)
         return self.feed(b"")
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
@@ -202,6 +235,7 @@ class FrameParser:
         self._buf += data
         out: list[Frame] = []
         buf = self._buf
+        hdr_len = HEADER_SIZE - 2
         while True:
             i = buf.find(SYNC)
             if i < 0:
@@ -211,31 +245,57 @@ class FrameParser:
                 return out
             if i:
                 self._skip(i)
-            if len(buf) < HEADER_SIZE:
+            # A stuffed body never contains SYNC: the frame ends before the next one (if any).
+            j = buf.find(SYNC, 2)
+            complete = j >= 0  # no more bytes can belong to this frame
+            end = j if complete else len(buf)
+            if not complete and end - 2 < hdr_len:
                 return out
-            _sync, ver, typ, seq, length, hcrc = _HDR.unpack_from(buf, 0)
-            if ver != VERSION or (_crc(buf[2:10]) & 0xFFFF) != hcrc:
+            head = bytes(buf[2 : min(end, 2 + 2 * hdr_len)])
+            if not (complete or end > 2 + 2 * hdr_len):
+                head = head.rstrip(b"\xfa")  # a trailing 0xFA can only start the next sync word
+                if head.endswith(b"\xfb"):
+                    head = head[:-1]  # the second byte of its escape may still be on the way
+            head = unstuff(head)
+            if len(head) < hdr_len:
+                if complete:  # cut off by the next frame
+                    self.stats.bad_header += 1
+                    self._skip(2)
+                    continue
+                return out
+            ver, typ, seq, session, length, hcrc = _HDR.unpack_from(head, 0)
+            if ver != VERSION or (_crc(head[: hdr_len - 2]) & 0xFFFF) != hcrc:
                 self.stats.bad_header += 1
-                self._skip(1)
+                self._skip(2)
                 continue
             if length > self.max_payload:
                 self.stats.oversize += 1
-                self._skip(1)
+                self._skip(2)
                 continue
-            total = HEADER_SIZE + length + TRAILER_SIZE
-            if len(buf) < total:
+            total = hdr_len + length + TRAILER_SIZE  # unstuffed body size
+            if not complete and end - 2 < total:
+                return out  # not even the unstuffed size has arrived yet
+            region = bytes(buf[2 : min(end, 2 + 2 * total)])
+            if not complete and len(region) == end - 2:
+                region = region.rstrip(b"\xfa")
+                if region.endswith(b"\xfb"):
+                    region = region[:-1]
+            body = unstuff(region)
+            if len(body) < total:
+                if complete:
+                    self.stats.bad_crc += 1  # truncated: the next frame began inside it
+                    self._skip(2)
+                    continue
                 return out
-            (crc,) = struct.unpack_from("<I", buf, HEADER_SIZE + length)
-            with memoryview(buf) as mv, mv[2 : HEADER_SIZE + length] as body:
-                good = crc == _crc(body)
-            if not good:
+            (crc,) = struct.unpack_from("<I", body, hdr_len + length)
+            if crc != _crc(body[: hdr_len + length]):
                 self.stats.bad_crc += 1
                 log.debug("frame type 0x%02x seq %d rejected: bad CRC", typ, seq)
-                self._skip(1)
+                self._skip(2)
                 continue
-            out.append(Frame(typ, seq, bytes(buf[HEADER_SIZE : HEADER_SIZE + length])))
+            out.append(Frame(typ, seq, body[hdr_len : hdr_len + length], session))
             self.stats.frames += 1
-            del buf[:total]
+            del buf[: 2 + _wire_size(body, total)]
 
 
 # ============================================================================ messages
@@ -620,7 +680,9 @@ def decode_tensors(payload: bytes) -> list[np.ndarray]:
             raise FrameError(f"bad tensor header (dtype {code}, {nd} dims)")
         shape = struct.unpack(f"<{nd}I", r.take(4 * nd))
         dt = _TENSOR_DTYPES[code]
-        count = int(np.prod(shape)) if nd else 1
+        count = math.prod(shape)  # exact Python integer: np.prod would overflow int64
+        if count * dt.itemsize > len(payload) - r.pos:
+            raise FrameError(f"tensor of shape {shape} does not fit in the {len(payload)}-byte payload")
         out.append(np.frombuffer(r.take(count * dt.itemsize), dt).reshape(shape).copy())
     r.end()
     return out

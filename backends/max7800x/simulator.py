@@ -8,7 +8,7 @@ protocol of ``PROTOCOL.md`` from a thread on the master side. A host opens
 The simulated device keeps a dot-product database (int8 rows, names, threshold) and computes
 with a *compute* object — normally the bit-exact accelerator emulator — for ``RUN_IMAGE`` and
 image enrolment. It reproduces the firmware's matching rule (:mod:`.dbexport`). It deduplicates
-enrolments by request id and answers a repeated request (same seq and bytes) from a cache without
+enrolments by request id and answers a repeated request (same session, seq and bytes) from a cache without
 executing it again, so retries are safe.
 
 :class:`Faults` injects link faults: dropped bytes, flipped bits, duplicated frames, a transmitter
@@ -60,7 +60,7 @@ __all__ = ["Compute", "EmulatorCompute", "FacePipelineCompute", "Faults", "Devic
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 _REPLAY_CACHE = 32
 _ENROL_IDS = 4096
 
@@ -378,7 +378,9 @@ class DeviceSimulator:
         self.device, self.firmware = device, firmware
         self.read_page = read_page
         self._enrolled: collections.OrderedDict[int, EnrolResult] = collections.OrderedDict()
-        self._replay: collections.OrderedDict[tuple[int, int, bytes], list[bytes]] = collections.OrderedDict()
+        #: (session, seq, type, payload digest) → the response frames sent for it
+        self._replay: collections.OrderedDict[tuple[int, int, int, bytes], list[bytes]] = (
+            collections.OrderedDict())
         self._parser = FrameParser()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -478,8 +480,9 @@ class DeviceSimulator:
                     self._handle(frame)
                 except Exception:  # a simulator bug must not kill the link silently
                     log.exception("simulator failed on frame type 0x%02x", frame.type)
-                    self._send(encode_frame(MsgType.ERROR, frame.seq,
-                                            ErrorReply(frame.type, ErrorCode.INTERNAL, "internal error").encode()))
+                    self._send(encode_frame(
+                        MsgType.ERROR, frame.seq,
+                        ErrorReply(frame.type, ErrorCode.INTERNAL, "internal error").encode(), frame.session))
 
     def _speak_foreign(self) -> None:
         """Answer like the stock msdk FaceID demo: console lines, no frames."""
@@ -490,7 +493,7 @@ class DeviceSimulator:
 
     # ------------------------------------------------------------------ requests
     def _handle(self, frame: Frame) -> None:
-        key = (frame.seq, frame.type, hashlib.blake2b(frame.payload, digest_size=16).digest())
+        key = (frame.session, frame.seq, frame.type, hashlib.blake2b(frame.payload, digest_size=16).digest())
         cached = self._replay.get(key)
         if cached is not None:  # a retry of a request already executed: same answer, no re-execution
             log.debug("replaying response to seq %d", frame.seq)
@@ -501,15 +504,18 @@ class DeviceSimulator:
             typ = MsgType(frame.type)
             self.requests_executed[typ.name] += 1
             payload = self._execute(typ, frame.payload)
-            out = encode_frame(response_type(frame.type), frame.seq, payload)
+            out = encode_frame(response_type(frame.type), frame.seq, payload, frame.session)
         except ValueError:
             out = encode_frame(MsgType.ERROR, frame.seq, ErrorReply(
-                frame.type, ErrorCode.UNKNOWN_TYPE, f"unknown request type 0x{frame.type:02x}").encode())
+                frame.type, ErrorCode.UNKNOWN_TYPE, f"unknown request type 0x{frame.type:02x}").encode(),
+                frame.session)
         except _DeviceError as exc:
-            out = encode_frame(MsgType.ERROR, frame.seq, ErrorReply(frame.type, exc.code, str(exc)).encode())
+            out = encode_frame(MsgType.ERROR, frame.seq, ErrorReply(frame.type, exc.code, str(exc)).encode(),
+                               frame.session)
         except FaceSDKError as exc:  # FrameError etc. from decoding the payload
             out = encode_frame(MsgType.ERROR, frame.seq,
-                               ErrorReply(frame.type, ErrorCode.BAD_REQUEST, str(exc)).encode())
+                               ErrorReply(frame.type, ErrorCode.BAD_REQUEST, str(exc)).encode(),
+                               frame.session)
         self._replay[key] = [out]
         while len(self._replay) > _REPLAY_CACHE:
             self._replay.popitem(last=False)
