@@ -1,8 +1,8 @@
 """Throughput of the converted dlib face-recognition ResNet on ONNX Runtime CPU.
 
-Measures ms per chip with one intra-op thread (so ms per chip = ms·core per chip) at
-batch 1 and batch 32 on real dlib chips (``../shared/reference/lfw_dlib_chips200.npz``)
-and reports the ratio to dlib's own speed (≈ 65 ms·core per chip measured for dlib
+Measures ms per crop with one intra-op thread (so ms per crop = ms·core per crop) at
+batch 1 and batch 32 on real dlib crops (``../shared/reference/lfw_dlib_chips200.npz``)
+and reports the ratio to dlib's own speed (≈ 65 ms·core per crop measured for dlib
 20.0.1 on this machine class, from the issue).
 
 Usage::
@@ -27,11 +27,11 @@ from facesdk.image import to_tensor
 
 log = logging.getLogger(__name__)
 
-DLIB_MS_CORE_PER_CHIP = 65.0
+DLIB_MS_CORE_PER_CROP = 65.0
 
 
 def bench(shared: Path, repeats: int = 5, batches: tuple[int, ...] = (1, 32)) -> dict[str, float]:
-    """Median ms per chip (1 thread) for each batch size, plus parity against dlib."""
+    """Median ms per crop (1 thread) for each batch size, plus parity against dlib."""
     import onnxruntime as ort
     from tqdm.auto import tqdm
 
@@ -49,18 +49,18 @@ def bench(shared: Path, repeats: int = 5, batches: tuple[int, ...] = (1, 32)) ->
     y = np.concatenate([sess.run(None, {"input": x[i : i + 32]})[0] for i in range(0, len(x), 32)])
     res: dict[str, float] = {"max_abs_diff_vs_dlib": float(np.abs(y - z["descriptors"]).max())}
     for b in batches:
-        n_chips = 64 if b == 1 else 128
+        n_crops = 64 if b == 1 else 128
         sess.run(None, {"input": x[:b]})  # warm-up
-        per_chip = []
+        per_crop = []
         for _ in tqdm(range(repeats), desc=f"batch {b}", leave=False):
             t0 = time.perf_counter()
-            for i in range(0, n_chips, b):
+            for i in range(0, n_crops, b):
                 j = i % (len(x) - b + 1)
                 sess.run(None, {"input": x[j : j + b]})
-            per_chip.append((time.perf_counter() - t0) * 1000 / n_chips)
-        ms = float(np.median(per_chip))
-        res[f"ms_core_per_chip_b{b}"] = ms
-        res[f"speedup_vs_dlib_b{b}"] = DLIB_MS_CORE_PER_CHIP / ms
+            per_crop.append((time.perf_counter() - t0) * 1000 / n_crops)
+        ms = float(np.median(per_crop))
+        res[f"ms_core_per_crop_b{b}"] = ms
+        res[f"speedup_vs_dlib_b{b}"] = DLIB_MS_CORE_PER_CROP / ms
     return res
 
 

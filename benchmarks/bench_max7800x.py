@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         dets = rec.detect(im)
         t1 = time.perf_counter()
         if dets:
-            rec.embed_chips(rec.align(im, dets[:1]))
+            rec.embed_crops(rec.align(im, dets[:1]))
             n_faces += 1
         t2 = time.perf_counter()
         det_t.append(t1 - t0)

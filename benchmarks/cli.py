@@ -28,7 +28,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--precision", dest="bench_precision", help="comma-separated precisions, e.g. fp32,int8")
     p.add_argument("--tiers", help="comma-separated quality tiers: high-high,low-high,low-low")
     p.add_argument("--threads", type=int, help="engine threads for the accuracy run")
-    p.add_argument("--batch-size", type=int, help="chips per embedder call")
+    p.add_argument("--batch-size", type=int, help="crops per embedder call")
     p.add_argument("--limit", type=int, help="at most N pairs (or N people for identify): quick runs")
     p.add_argument("--cache", help="embedding cache directory (default $FACESDK_BENCH_CACHE or ~/.cache)")
     p.add_argument("--out", help="write report.md, report.json and plots here")

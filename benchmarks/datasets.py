@@ -260,7 +260,7 @@ def identification_split(
 ) -> IdentificationSplit:
     """Deterministic open-set split.
 
-    People with more than ``gallery_per_id`` photos are candidates for enrolment;
+    People with more than ``gallery_per_id`` photos are candidates for enrollment;
     every ``enrolled_every``-th of them (sorted by name) is enrolled with their
     first ``gallery_per_id`` photos, and their other photos become mated probes.
     The other candidates' photos (and, with ``include_singletons``, people with

@@ -112,13 +112,13 @@ def measure_latency(
         return fallback_face(img.shape, rec.template)
 
     faces = [face_of(im) for im in decoded]
-    chips = np.stack([align_face(im, b, lm, rec.template) for im, (b, lm) in zip(decoded, faces)])
+    crops = np.stack([align_face(im, b, lm, rec.template) for im, (b, lm) in zip(decoded, faces)])
     rng = np.random.default_rng(0)
     d = rec.embedding_size
     gal = Gallery.from_templates([f"id{i:05d}" for i in range(gallery_size)],
                                  l2_normalize(rng.standard_normal((gallery_size, d)).astype(np.float32)),
                                  rec.model_id)
-    probe = rec.embed_chips(chips[:1])
+    probe = rec.embed_crops(crops[:1])
     n = len(paths)
     stages: dict[str, Any] = {}
     bar = tqdm(total=5 + len(batch_sizes), desc=f"latency {rec.embedder_session.backend}", disable=not progress,
@@ -137,15 +137,15 @@ def measure_latency(
     add("align", timed(lambda i: align_face(decoded[i % n], faces[i % n][0], faces[i % n][1], rec.template),
                        warmup, repeats))
     for b in batch_sizes:
-        batch = np.stack([chips[i % n] for i in range(b)])
-        add(f"embed_b{b}", timed(lambda i: rec.embed_chips(batch), warmup, max(3, repeats // max(1, b // 8))),
+        batch = np.stack([crops[i % n] for i in range(b)])
+        add(f"embed_b{b}", timed(lambda i: rec.embed_crops(batch), warmup, max(3, repeats // max(1, b // 8))),
             per=b, extra={"batch_size": b})
     add("match", timed(lambda i: gal.search(probe, top_k=5), warmup, repeats), extra={"gallery_size": gallery_size})
 
     def e2e(i: int) -> None:
         img = load_image(paths[i % n])
         box, lm = face_of(img)
-        e = rec.embed_chips(align_face(img, box, lm, rec.template)[None])
+        e = rec.embed_crops(align_face(img, box, lm, rec.template)[None])
         gal.search(e, top_k=5)
 
     add("end_to_end", timed(e2e, warmup, repeats))

@@ -1,7 +1,7 @@
 """Which 5-point source gives the dlib embedder the best LFW accuracy? (issue: default pipeline)
 
 For each variant, every LFW pairs.txt image is detected (face nearest the centre; the median LFW box
-when nothing is found), aligned to dlib's 150×150 chip, embedded by the converted dlib ResNet on
+when nothing is found), aligned to dlib's 150×150 crop, embedded by the converted dlib ResNet on
 ONNX Runtime, and scored with the 10-fold protocol (threshold from the other nine folds), with and
 without flip test-time augmentation.
 
@@ -31,20 +31,20 @@ log = logging.getLogger(__name__)
 MEDIAN_LFW_BOX = np.array([67, 80, 175, 187], np.float32)
 
 
-def chips_for(variant: str, keys: list[str], root: Path, shared: Path) -> tuple[np.ndarray, int]:
-    """dlib chips of every image for one landmark-source variant, and the no-detection count."""
+def crops_for(variant: str, keys: list[str], root: Path, shared: Path) -> tuple[np.ndarray, int]:
+    """dlib crops of every image for one landmark-source variant, and the no-detection count."""
     import facesdk
-    from facesdk.chips import dlib150_aligner, dlib_face_chip
+    from facesdk.dlib_crop import dlib150_aligner, dlib_face_crop
 
-    chips = np.zeros((len(keys), 150, 150, 3), np.uint8)
+    crops = np.zeros((len(keys), 150, 150, 3), np.uint8)
     misses = 0
     if variant == "dlibref":
         ref = np.load(shared / "reference/lfw_dlib_landmarks5.npz")
         where = {str(p): i for i, p in enumerate(ref["paths"])}
         for i, k in enumerate(tqdm(keys, desc=variant, mininterval=10)):
             img = facesdk.load_image(root / "images" / k)
-            chips[i] = dlib_face_chip(img, ref["landmarks"][where[k]].astype(np.float64))
-        return chips, 0
+            crops[i] = dlib_face_crop(img, ref["landmarks"][where[k]].astype(np.float64))
+        return crops, 0
     det_id, _, mode = variant.partition(":")
     rec = facesdk.FaceRecognizer(detector=det_id, embedder="dlib-resnet-v1", backend="onnxruntime",
                                  backend_options={"threads": 1})
@@ -53,12 +53,12 @@ def chips_for(variant: str, keys: list[str], root: Path, shared: Path) -> tuple[
         dets = rec.detect(img)
         if not dets:
             misses += 1
-            chips[i] = dlib150_aligner(img, MEDIAN_LFW_BOX, None)
+            crops[i] = dlib150_aligner(img, MEDIAN_LFW_BOX, None)
             continue
         c = np.array([img.shape[1] / 2, img.shape[0] / 2])
         d = min(dets, key=lambda d: float(np.sum(((d.box[:2] + d.box[2:]) / 2 - c) ** 2)))
-        chips[i] = dlib150_aligner(img, d.box, d.landmarks if mode != "box" else None)
-    return chips, misses
+        crops[i] = dlib150_aligner(img, d.box, d.landmarks if mode != "box" else None)
+    return crops, misses
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,11 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     ib = np.array([idx[k] for k in pairs.b])
     results = []
     for v in a.variants:
-        chips, misses = chips_for(v, keys, root, shared)
+        crops, misses = crops_for(v, keys, root, shared)
         rec = facesdk.FaceRecognizer(embedder="dlib-resnet-v1", backend="onnxruntime", tta="none",
                                      backend_options={"threads": 2})
-        e = rec.embed_chips(chips)
-        ef = rec.embed_chips(np.ascontiguousarray(chips[:, :, ::-1]))
+        e = rec.embed_crops(crops)
+        ef = rec.embed_crops(np.ascontiguousarray(crops[:, :, ::-1]))
         row: dict[str, object] = {"variant": v, "no_detection": misses}
         for name, E in (("plain", e), ("flip", l2_normalize(e + ef))):
             r = kfold_verification((E[ia] * E[ib]).sum(1), pairs.same, pairs.folds)

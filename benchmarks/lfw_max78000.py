@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             box = np.array([70, 60, 180, 190], np.float32)
         from facesdk.align import align_face
 
-        chip = align_face(img, box, None, template)
-        emb[f] = rec.embed_chips(chip[None])[0]
+        crop = align_face(img, box, None, template)
+        emb[f] = rec.embed_crops(crop[None])[0]
     sims = np.array([float(emb[a] @ emb[b]) for a, b, _ in pairs])
     same = np.array([s for _, _, s in pairs])
     mean, std, th = ten_fold(sims, same, args.limit_folds)

@@ -1,6 +1,6 @@
 """Parity: the same aligned faces through every backend, compared with the reference backend.
 
-The reference recogniser detects and aligns once; its chips are then embedded
+The reference recogniser detects and aligns once; its crops are then embedded
 by every other embedder (other backends, precisions, or a peer runtime). Per
 embedder: mean/min cosine to the reference embeddings, max absolute element
 difference, and — for pairs whose two images are both in the set — how many
@@ -22,16 +22,16 @@ from facesdk.image import load_image
 from .datasets import Dataset, PairList
 from .protocols import fallback_face, select_center
 
-__all__ = ["reference_chips", "compare_embeddings", "run_parity"]
+__all__ = ["reference_crops", "compare_embeddings", "run_parity"]
 
 log = logging.getLogger(__name__)
 
 EmbedFn = Callable[[np.ndarray], np.ndarray]
 
 
-def reference_chips(rec: Any, dataset: Dataset, keys: Sequence[str]) -> tuple[np.ndarray, int]:
-    """Aligned chips ``[N,h,w,3]`` from the reference recogniser, and how many used the fallback box."""
-    chips, fallbacks = [], 0
+def reference_crops(rec: Any, dataset: Dataset, keys: Sequence[str]) -> tuple[np.ndarray, int]:
+    """Aligned crops ``[N,h,w,3]`` from the reference recogniser, and how many used the fallback box."""
+    crops, fallbacks = [], 0
     for k in keys:
         img = load_image(dataset.path(k))
         dets = rec.detector.detect(img)
@@ -41,8 +41,8 @@ def reference_chips(rec: Any, dataset: Dataset, keys: Sequence[str]) -> tuple[np
         else:
             box, lm = fallback_face(img.shape, rec.template)
             fallbacks += 1
-        chips.append(align_face(img, box, lm, rec.template))
-    return np.stack(chips), fallbacks
+        crops.append(align_face(img, box, lm, rec.template))
+    return np.stack(crops), fallbacks
 
 
 def compare_embeddings(ref: np.ndarray, other: np.ndarray) -> dict[str, float]:
@@ -56,11 +56,11 @@ def compare_embeddings(ref: np.ndarray, other: np.ndarray) -> dict[str, float]:
 
 
 def run_parity(
-    ref_name: str, ref_embed: EmbedFn, others: dict[str, EmbedFn], chips: np.ndarray, keys: Sequence[str],
+    ref_name: str, ref_embed: EmbedFn, others: dict[str, EmbedFn], crops: np.ndarray, keys: Sequence[str],
     pairs: PairList | None = None, threshold: float | None = None,
 ) -> dict[str, Any]:
-    """Compare each embedder in ``others`` with the reference on the same chips."""
-    ref = ref_embed(chips)
+    """Compare each embedder in ``others`` with the reference on the same crops."""
+    ref = ref_embed(crops)
     pos = {k: i for i, k in enumerate(keys)}
     pair_idx: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     if pairs is not None:
@@ -70,9 +70,9 @@ def run_parity(
             pair_idx = (ia, ib, lab.astype(bool))
     rows = []
     for name, fn in others.items():
-        row: dict[str, Any] = {"embedder": name, "reference": ref_name, "faces": int(len(chips))}
+        row: dict[str, Any] = {"embedder": name, "reference": ref_name, "faces": int(len(crops))}
         try:
-            emb = fn(chips)
+            emb = fn(crops)
         except Exception as exc:  # one failing backend must not end the report
             log.warning("parity: %s failed: %s", name, exc)
             row["error"] = f"{type(exc).__name__}: {exc}"

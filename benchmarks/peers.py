@@ -3,7 +3,7 @@
 * OpenCV ``cv2.FaceDetectorYN`` on the same YuNet ONNX file: detection latency
   and box/landmark agreement with facesdk's YuNet decoder.
 * OpenCV DNN (``cv2.dnn.readNetFromONNX``) running the same embedder ONNX file
-  on facesdk's chips: an independent runtime for the parity table.
+  on facesdk's crops: an independent runtime for the parity table.
 * dlib (only when the ``dlib`` package is importable): its 128-d ResNet
   embedder through ``face_recognition_models``.
 
@@ -125,10 +125,10 @@ def opencv_dnn_embedder(rec: Any, model_path: Path) -> Callable[[np.ndarray], np
         return None
     spec = rec.embedder_card.input
 
-    def embed(chips: np.ndarray) -> np.ndarray:
+    def embed(crops: np.ndarray) -> np.ndarray:
         outs = []
-        for i in range(0, len(chips), 32):
-            t = to_tensor(chips[i : i + 32], layout=spec.layout, color=spec.color, mean=spec.mean,
+        for i in range(0, len(crops), 32):
+            t = to_tensor(crops[i : i + 32], layout=spec.layout, color=spec.color, mean=spec.mean,
                           std=spec.std, dtype=spec.dtype)
             net.setInput(np.ascontiguousarray(t, np.float32))
             outs.append(np.asarray(net.forward(), np.float32).reshape(len(t), -1))

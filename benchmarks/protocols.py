@@ -90,7 +90,7 @@ class ImageEmbedder:
         dataset: gives image paths for keys.
         cache_root: where the :class:`EmbeddingCache` namespaces live.
         degradation: settings for the low-quality variant.
-        batch_size: chips per embedder call.
+        batch_size: crops per embedder call.
         progress: show tqdm bars.
     """
 
@@ -143,18 +143,18 @@ class ImageEmbedder:
         todo = [k for k in keys if shas[k] not in cache]
         st.images += len(keys)
         st.cached += len(keys) - len(todo)
-        chips: list[np.ndarray] = []
+        crops: list[np.ndarray] = []
         pending: list[tuple[str, tuple[np.ndarray, np.ndarray, float, bool, int]]] = []
 
         def flush_batch() -> None:
-            if not chips:
+            if not crops:
                 return
             t0 = time.perf_counter()
-            emb = self.rec.embed_chips(np.stack(chips))
+            emb = self.rec.embed_crops(np.stack(crops))
             st.seconds["embed"] += time.perf_counter() - t0
             for (k, (box, lm, score, fb, n)), e in zip(pending, emb):
                 cache.put(shas[k], FaceRecord(e, box, lm, score, fb, n))
-            chips.clear()
+            crops.clear()
             pending.clear()
 
         try:
@@ -169,11 +169,11 @@ class ImageEmbedder:
                 st.seconds["decode"] += time.perf_counter() - t0
                 face = self._face(img, st, k)
                 t0 = time.perf_counter()
-                chips.append(align_face(img, face[0], face[1], self.rec.template))
+                crops.append(align_face(img, face[0], face[1], self.rec.template))
                 st.seconds["align"] += time.perf_counter() - t0
                 pending.append((k, face))
                 st.computed += 1
-                if len(chips) >= self.batch_size:
+                if len(crops) >= self.batch_size:
                     flush_batch()
             flush_batch()
         finally:

@@ -32,7 +32,7 @@ from .cache import default_cache_root
 from .datasets import Dataset, PairList, identification_split, load_dataset
 from .latency import machine_info, measure_latency, peak_rss_mb
 from .metrics import DEFAULT_FARS, verification_summary
-from .parity import reference_chips, run_parity
+from .parity import reference_crops, run_parity
 from .protocols import ImageEmbedder, run_identification, run_verification
 from .quality import TIERS, Degradation
 
@@ -379,8 +379,8 @@ def run_benchmark(cfg: dict[str, Any], argv: list[str] | None = None) -> dict[st
         ref_label, ref = next(iter(recs.items()))
         n = int(par.get("images", 200))
         keys = image_keys[:n]
-        chips, fb = reference_chips(ref, ds, keys)
-        others = {lab: r.embed_chips for lab, r in [*recs.items(), *extra.items()] if lab != ref_label}
+        crops, fb = reference_crops(ref, ds, keys)
+        others = {lab: r.embed_crops for lab, r in [*recs.items(), *extra.items()] if lab != ref_label}
         if peers.get("opencv", True):
             from .peers import opencv_dnn_embedder
 
@@ -393,7 +393,7 @@ def run_benchmark(cfg: dict[str, Any], argv: list[str] | None = None) -> dict[st
                 log.info("OpenCV DNN peer skipped: %s", exc)
         ref_row = report["rows"][0]
         thr = float(np.mean(ref_row["fold_thresholds"])) if "fold_thresholds" in ref_row else ref.threshold
-        report["parity"] = run_parity(ref_label, ref.embed_chips, others, chips, keys, pairs, thr)
+        report["parity"] = run_parity(ref_label, ref.embed_crops, others, crops, keys, pairs, thr)
         report["parity"]["fallback_faces"] = fb
         if not others:
             report["parity"]["note"] = "only one backend ran: nothing to compare"

@@ -42,12 +42,12 @@ TEMPLATES: dict[str, tuple[np.ndarray, tuple[int, int]]] = {
     "arcface112": (ARCFACE_112, (112, 112)),
 }
 
-#: A custom aligner: ``func(image_rgb, box[4], landmarks5 | None) -> chip``.
+#: A custom aligner: ``func(image_rgb, box[4], landmarks5 | None) -> crop``.
 Aligner = Callable[[np.ndarray, np.ndarray, "np.ndarray | None"], np.ndarray]
 _ALIGNERS: dict[str, Aligner] = {}
 #: Core modules that register aligners for these template names when imported.
 _ALIGNER_MODULES = {
-    "dlib150": "facesdk.chips",
+    "dlib150": "facesdk.dlib_crop",
     "dlib150:dlib5": "facesdk.landmarks",
     "ai8x-faceid": "facesdk.detect.tinierssd",
     "ai8x-faceid-firmware": "facesdk.detect.tinierssd",
@@ -55,7 +55,7 @@ _ALIGNER_MODULES = {
 
 
 def register_aligner(name: str, func: Aligner) -> None:
-    """Register a custom aligner for a template name (e.g. dlib's chip, a firmware crop)."""
+    """Register a custom aligner for a template name (e.g. dlib's crop, a firmware crop)."""
     _ALIGNERS[name] = func
 
 
@@ -131,7 +131,7 @@ def landmarks_from_box(box: np.ndarray, template: str = "arcface112") -> np.ndar
     """
     pts, (w, h) = template_points(template)
     x1, y1, x2, y2 = [float(v) for v in box]
-    # The template face spans roughly the central 70 % of the chip horizontally.
+    # The template face spans roughly the central 70 % of the crop horizontally.
     rel = (pts - np.array([w, h]) * 0.5) / np.array([w * 0.78, h * 0.78])
     c = np.array([(x1 + x2) / 2, (y1 + y2) / 2 + 0.05 * (y2 - y1)])
     return (c + rel * np.array([x2 - x1, y2 - y1])).astype(np.float32)

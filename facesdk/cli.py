@@ -141,7 +141,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         for a in args.images:
             root = Path(a)
             if not root.is_dir():
-                raise ConfigError(f"{a} is not a folder; give --name NAME to enrol single images")
+                raise ConfigError(f"{a} is not a folder; give --name NAME to enroll single images")
             for person in sorted(d for d in root.iterdir() if d.is_dir()):
                 plan.append((person.name, _images_in(person), False))
             if not any(d.is_dir() for d in root.iterdir()):
@@ -149,7 +149,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     summary: dict[str, Any] = {"gallery": str(gpath), "enrolled": {}, "skipped": []}
     from tqdm.auto import tqdm
 
-    for name, imgs, strict in tqdm(plan, desc="enrol", disable=args.json or len(plan) < 3, leave=False):
+    for name, imgs, strict in tqdm(plan, desc="enroll", disable=args.json or len(plan) < 3, leave=False):
         if not imgs:
             raise ConfigError(f"no images for {name!r}")
         embs = []
@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+")
     p.set_defaults(func=cmd_detect)
 
-    p = sub.add_parser("enroll", aliases=["enrol"], parents=[common], help="enrol people into a gallery file")
+    p = sub.add_parser("enroll", aliases=["enroll"], parents=[common], help="enroll people into a gallery file")
     p.add_argument("--gallery", "-g", required=True, help="gallery file (.npz), created if missing")
     p.add_argument("--name", "-n", help="identity name; without it each argument is a folder of person/ sub-folders")
     p.add_argument("images", nargs="+")

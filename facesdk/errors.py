@@ -58,7 +58,7 @@ class ImageTooLargeError(ImageError):
 
 
 class NoFaceError(FaceSDKError):
-    """No face was found where one was required (e.g. enrolment, verification)."""
+    """No face was found where one was required (e.g. enrollment, verification)."""
 
     exit_code = 4
 

@@ -1,6 +1,6 @@
 """Enrolled identities, exact cosine search, and a provenance-recording file format.
 
-Enrolment is weight imprinting: each identity's template is the mean of its
+Enrollment is weight imprinting: each identity's template is the mean of its
 L2-normalised sample embeddings, renormalised. The gallery keeps the running
 sum and count so more photos can be added later.
 
@@ -133,7 +133,7 @@ class Gallery:
         return e
 
     def add(self, name: str, embeddings: np.ndarray) -> None:
-        """Enrol (or extend) ``name`` with one or more embeddings (weight imprinting)."""
+        """Enroll (or extend) ``name`` with one or more embeddings (weight imprinting)."""
         if not isinstance(name, str) or not name.strip() or name == UNKNOWN:
             raise ConfigError(f"invalid identity name {name!r}")
         e = l2_normalize(self._check_embeddings(embeddings))
@@ -207,7 +207,7 @@ class Gallery:
         if model_id != self.model_id or int(embedding_size) != self.embedding_size:
             raise IncompatibleGalleryError(
                 f"gallery holds embeddings of model {self.model_id!r} ({self.embedding_size}-d); "
-                f"refusing to mix with {model_id!r} ({embedding_size}-d) — re-enrol with one model"
+                f"refusing to mix with {model_id!r} ({embedding_size}-d) — re-enroll with one model"
             )
         if model_sha256 and self.model_sha256 and model_sha256 != self.model_sha256:
             raise IncompatibleGalleryError(

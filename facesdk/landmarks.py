@@ -1,7 +1,7 @@
 """Landmark stage: turn a detection into the point set an embedder's alignment expects.
 
 Some embedders need other landmarks than a detector gives: dlib's ResNet is fed
-chips aligned on dlib's 5 points (eye corners and the base of the nose), while
+crops aligned on dlib's 5 points (eye corners and the base of the nose), while
 detectors such as YuNet, MTCNN or BlazeFace give eye centres, nose tip and mouth
 corners. A *landmarker* (model card task ``landmarks``) closes the gap:
 
@@ -109,19 +109,19 @@ class BridgeLandmarker(Landmarker):
 register_landmarker_family("bridge", BridgeLandmarker)
 
 
-def _dlib5_chip(image: np.ndarray, box: np.ndarray, landmarks: np.ndarray | None) -> np.ndarray:
-    """dlib's 150×150 chip straight from dlib-order 5 points (from a landmarker)."""
-    from .chips import dlib_face_chip
+def _dlib5_crop(image: np.ndarray, box: np.ndarray, landmarks: np.ndarray | None) -> np.ndarray:
+    """dlib's 150×150 crop straight from dlib-order 5 points (from a landmarker)."""
+    from .dlib_crop import dlib_face_crop
 
     if landmarks is None:
-        raise ConfigError("dlib chips need 5 landmarks")
-    return dlib_face_chip(image, landmarks, 150, 0.25)
+        raise ConfigError("dlib crops need 5 landmarks")
+    return dlib_face_crop(image, landmarks, 150, 0.25)
 
 
 def _register_aligners() -> None:
     from .align import register_aligner
 
-    register_aligner("dlib150:dlib5", _dlib5_chip)
+    register_aligner("dlib150:dlib5", _dlib5_crop)
 
 
 _register_aligners()

@@ -170,7 +170,7 @@ class FaceRecognizer:
             aligned on the detector's own 5 points).
         score_threshold: detector confidence threshold (default from the card).
         tta: test-time augmentation of the embedder: ``"none"`` or ``"flip"`` (the
-            chip and its mirror image, descriptors summed); default from the embedder card.
+            crop and its mirror image, descriptors summed); default from the embedder card.
         batch_size: faces per embedder batch.
         max_pixels: decompression-bomb guard for decoded images.
         backend_options: extra keyword arguments for ``Backend.load`` (e.g. threads).
@@ -291,38 +291,38 @@ class FaceRecognizer:
 
     def align(self, image: np.ndarray, detections: Sequence[Detection | Face]) -> np.ndarray:
         """Crop/align each face to the embedder's template: ``[N, h, w, 3]`` uint8 RGB."""
-        chips = []
+        crops = []
         for d in detections:
             lm = d.landmarks
             template = self.template
             if self.landmarker is not None:
                 lm = self.landmarker(image, d.box, d.landmarks)
                 template = f"{self.template}:{self.landmarker.output}"
-            chips.append(align_face(image, d.box, lm, template))
-        if not chips:
+            crops.append(align_face(image, d.box, lm, template))
+        if not crops:
             w, h = self.embedder_card.input.size
             return np.zeros((0, h, w, 3), np.uint8)
-        return np.stack(chips)
+        return np.stack(crops)
 
-    def embed_chips(self, chips: np.ndarray) -> np.ndarray:
-        """Embed aligned chips ``[N,h,w,3]`` → ``[N,D]`` L2-normalised float32 (batched)."""
-        chips = np.asarray(chips)
-        if chips.ndim == 3:
-            chips = chips[None]
+    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
+        """Embed aligned crops ``[N,h,w,3]`` → ``[N,D]`` L2-normalised float32 (batched)."""
+        crops = np.asarray(crops)
+        if crops.ndim == 3:
+            crops = crops[None]
         spec = self.embedder_card.input
         w, h = spec.size
-        if chips.ndim != 4 or chips.shape[1:3] != (h, w) or chips.shape[3] != 3:
-            raise ConfigError(f"chips must be [N,{h},{w},3] uint8 for {self.model_id!r}, got {chips.shape}")
+        if crops.ndim != 4 or crops.shape[1:3] != (h, w) or crops.shape[3] != 3:
+            raise ConfigError(f"crops must be [N,{h},{w},3] uint8 for {self.model_id!r}, got {crops.shape}")
         out = []
-        for start in range(0, len(chips), self.batch_size):
+        for start in range(0, len(crops), self.batch_size):
             t = to_tensor(
-                chips[start : start + self.batch_size], layout=self.embed_layout, color=spec.color,
+                crops[start : start + self.batch_size], layout=self.embed_layout, color=spec.color,
                 mean=spec.mean, std=spec.std, dtype=spec.dtype,
             )
             y = np.asarray(self.embedder_session.run_batched(t)[0], np.float32).reshape(len(t), -1)
             if self.tta == "flip":
                 tf = to_tensor(
-                    chips[start : start + self.batch_size, :, ::-1], layout=self.embed_layout, color=spec.color,
+                    crops[start : start + self.batch_size, :, ::-1], layout=self.embed_layout, color=spec.color,
                     mean=spec.mean, std=spec.std, dtype=spec.dtype,
                 )
                 y = y + np.asarray(self.embedder_session.run_batched(tf)[0], np.float32).reshape(len(t), -1)
@@ -338,7 +338,7 @@ class FaceRecognizer:
         dets = self.detector.detect(img)[: max_faces or None]
         faces = [Face.from_detection(d) for d in dets]
         if faces:
-            emb = self.embed_chips(self.align(img, dets))
+            emb = self.embed_crops(self.align(img, dets))
             for f, e in zip(faces, emb):
                 f.embedding = e
         return faces
@@ -361,7 +361,7 @@ class FaceRecognizer:
         else:
             raise ConfigError("select must be 'largest' or 'center'")
         f = Face.from_detection(d)
-        f.embedding = self.embed_chips(self.align(img, [d]))[0]
+        f.embedding = self.embed_crops(self.align(img, [d]))[0]
         return f
 
     # ------------------------------------------------------------------ gallery
@@ -391,7 +391,7 @@ class FaceRecognizer:
         self, name: str, images: ImageInput | Iterable[ImageInput], *, gallery: Gallery | None = None,
         progress: bool = False,
     ) -> int:
-        """Enrol ``name`` from one or more photos (the largest face of each).
+        """Enroll ``name`` from one or more photos (the largest face of each).
 
         Returns the number of samples added. Raises NoFaceError if a photo has no face.
         """
@@ -400,10 +400,10 @@ class FaceRecognizer:
         if isinstance(images, (str, os.PathLike, bytes, bytearray, np.ndarray)) or hasattr(images, "mode"):
             images = [images]  # type: ignore[list-item]
         embs = []
-        for im in tqdm(list(images), desc=f"enrol {name}", disable=not progress, leave=False):
+        for im in tqdm(list(images), desc=f"enroll {name}", disable=not progress, leave=False):
             embs.append(self.embed_face(im, select="largest").embedding)
         if not embs:
-            raise ConfigError(f"no images given to enrol {name!r}")
+            raise ConfigError(f"no images given to enroll {name!r}")
         g.add(name, np.stack(embs))
         return len(embs)
 
@@ -414,7 +414,7 @@ class FaceRecognizer:
         g = gallery if gallery is not None else self.gallery
         g.check_compatible(self.model_id, self.embedding_size, self.model_sha256)
         if len(g) == 0:
-            raise GalleryError("the gallery is empty: enrol someone first")
+            raise GalleryError("the gallery is empty: enroll someone first")
         faces = self.faces(image)
         if faces:
             matches = g.identify(np.stack([f.embedding for f in faces]), threshold=threshold, top_k=top_k)  # type: ignore[misc]

@@ -2,7 +2,7 @@
 
 The ``.dat`` file is a serialized ``anet_type`` from dlib's
 ``dnn_face_recognition_ex.cpp``: a ResNet-29-ish metric network on 150×150 RGB
-chips. dlib writes a network outermost layer first, each layer writing its
+crops. dlib writes a network outermost layer first, each layer writing its
 sub-network *before* its own details, so the file holds a run of version integers
 (one per layer, outer → inner: 2 = computational layer, 1 = tag/skip layer,
 3 = the layer sitting on the input), then the input layer's record, then every
@@ -259,7 +259,7 @@ def parse_resnet(path: str | Path, plan: list[str] | None = None) -> DlibNet:
 # --------------------------------------------------------------------------- ONNX
 
 def to_onnx(net: DlibNet, metadata: dict[str, str] | None = None) -> Any:
-    """Build an ``onnx.ModelProto`` (opset 13) computing dlib's descriptor from a normalised chip."""
+    """Build an ``onnx.ModelProto`` (opset 13) computing dlib's descriptor from a normalised crop."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 

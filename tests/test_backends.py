@@ -19,7 +19,7 @@ MFN = {"detector": "yunet-2023mar", "embedder": "mobilefacenet-sirius"}
 
 
 @pytest.fixture(scope="module")
-def chips(shared: Path) -> np.ndarray:
+def crops(shared: Path) -> np.ndarray:
     rec = facesdk.FaceRecognizer(backend="onnxruntime", **MFN)
     img = rec.load(shared / "data/photos/knn_examples/test/obama_and_biden.jpg")
     return rec.align(img, rec.detect(img))
@@ -33,13 +33,13 @@ def test_all_builtin_backends_available() -> None:
 
 
 @pytest.mark.parametrize("backend", ["openvino", "tflite"])
-def test_embedder_parity_with_onnxruntime(backend: str, chips: np.ndarray) -> None:
+def test_embedder_parity_with_onnxruntime(backend: str, crops: np.ndarray) -> None:
     ref = facesdk.FaceRecognizer(backend="onnxruntime", **MFN)
     other = facesdk.FaceRecognizer(embedder_backend=backend, detector_backend="onnxruntime", **MFN)
     d = other.describe()["embedder"]
     assert d["backend"] == backend and d["device"] == "cpu" and d["precision"] == "fp32"
-    a, b = ref.embed_chips(chips), other.embed_chips(chips)
-    assert len(chips) == 3  # odd count: the fixed-batch-2 TFLite model must pad and split
+    a, b = ref.embed_crops(crops), other.embed_crops(crops)
+    assert len(crops) == 3  # odd count: the fixed-batch-2 TFLite model must pad and split
     cos = (a * b).sum(1)
     assert cos.min() > 0.9999 and np.abs(a - b).max() < 1e-3
 

@@ -98,19 +98,19 @@ def test_warp_places_landmarks_on_template() -> None:
     lm = ARCFACE_112 * 1.8 + np.array([120.0, 60.0])
     for x, y in lm:
         img[int(round(y)) - 1 : int(round(y)) + 2, int(round(x)) - 1 : int(round(x)) + 2] = 255
-    chip = warp_face(img, lm.astype(np.float32), "arcface112")
-    assert chip.shape == (112, 112, 3)
+    crop = warp_face(img, lm.astype(np.float32), "arcface112")
+    assert crop.shape == (112, 112, 3)
     for x, y in ARCFACE_112:
         yy, xx = int(round(y)), int(round(x))
-        assert chip[yy - 1 : yy + 2, xx - 1 : xx + 2].max() > 100
+        assert crop[yy - 1 : yy + 2, xx - 1 : xx + 2].max() > 100
     # identity transform keeps pixels
     noise = np.random.default_rng(0).integers(0, 255, (50, 60, 3), dtype=np.uint8)
     same = warp_affine(noise, np.array([[1.0, 0, 0], [0, 1.0, 0]]), (60, 50))
     assert np.array_equal(same, noise)
 
 
-def test_box_only_alignment_gives_a_chip(shared: Path) -> None:
+def test_box_only_alignment_gives_a_crop(shared: Path) -> None:
     img = load_image(shared / "data/photos/obama-240p.jpg")
     d = _detector("ultraface-rfb-320").detect(img)[0]
-    chip = align_face(img, d.box, None, "arcface112")
-    assert chip.shape == (112, 112, 3) and chip.std() > 10
+    crop = align_face(img, d.box, None, "arcface112")
+    assert crop.shape == (112, 112, 3) and crop.std() > 10

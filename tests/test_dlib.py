@@ -1,7 +1,7 @@
-"""dlib models without dlib: .dat reader, ResNet → ONNX converter, face chips, shape predictor.
+"""dlib models without dlib: .dat reader, ResNet → ONNX converter, face crops, shape predictor.
 
 Reference data (../shared/reference, made with the real dlib 20.0.1):
-* lfw_dlib_chips200.npz — 200 chips dlib fed to its network and dlib's descriptors;
+* lfw_dlib_chips200.npz — 200 crops dlib fed to its network and dlib's descriptors;
 * lfw_dlib_landmarks5.npz — dlib's 5 landmarks for every LFW image;
 * lfw_nodetect.txt — 67 images whose landmarks dlib computed in the fixed box (67, 80, 175, 187).
 """
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from facesdk import zoo
-from facesdk.chips import dlib_box_from_core5, dlib_chip_details, dlib_face_chip, pyramid_down2
+from facesdk.dlib_crop import dlib_box_from_core5, dlib_crop_details, dlib_face_crop, pyramid_down2
 from facesdk.dlibfmt import DlibReader
 from facesdk.errors import ConfigError, ModelFormatError
 from facesdk.image import load_image
@@ -35,12 +35,12 @@ MEAN = np.array([122.78199768066406, 117.0009994506836, 104.2979965209961], np.f
 @pytest.fixture(scope="module")
 def ref(shared: Path) -> dict[str, np.ndarray]:
     r = shared / "reference"
-    chips = np.load(r / "lfw_dlib_chips200.npz")
+    crops = np.load(r / "lfw_dlib_chips200.npz")
     lm = np.load(r / "lfw_dlib_landmarks5.npz")
     return {
-        "chip_paths": np.asarray(chips["paths"]).astype(str),
-        "chips": chips["chips"],
-        "descriptors": chips["descriptors"],
+        "crop_paths": np.asarray(crops["paths"]).astype(str),
+        "crops": crops["chips"],
+        "descriptors": crops["descriptors"],
         "lm_paths": np.asarray(lm["paths"]).astype(str),
         "landmarks": lm["landmarks"],
     }
@@ -73,17 +73,17 @@ def sp() -> ShapePredictor:
     return ShapePredictor.load(zoo.fetch("dlib-shape-predictor-5", "dlib"))
 
 
-def _tensor(chips: np.ndarray) -> np.ndarray:
+def _tensor(crops: np.ndarray) -> np.ndarray:
     """What the core feeds for the card's input spec: (x - mean) / 256, NCHW."""
     card = zoo.get_card("dlib-resnet-v1")
     from facesdk.image import to_tensor
 
     s = card.input
-    return to_tensor(chips, layout=s.layout, color=s.color, mean=s.mean, std=s.std, dtype=s.dtype)
+    return to_tensor(crops, layout=s.layout, color=s.color, mean=s.mean, std=s.std, dtype=s.dtype)
 
 
-def _embed(session, chips: np.ndarray) -> np.ndarray:
-    return session.run(None, {"input": _tensor(chips)})[0]
+def _embed(session, crops: np.ndarray) -> np.ndarray:
+    return session.run(None, {"input": _tensor(crops)})[0]
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -92,8 +92,8 @@ def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- network
 
-def test_network_parity_on_200_dlib_chips(session, ref) -> None:
-    got = _embed(session, ref["chips"])
+def test_network_parity_on_200_dlib_crops(session, ref) -> None:
+    got = _embed(session, ref["crops"])
     assert got.shape == (200, 128) and got.dtype == np.float32
     assert np.abs(got - ref["descriptors"]).max() <= 1e-5
 
@@ -207,15 +207,15 @@ def test_corrupt_shape_predictor(tmp_path: Path, mode: str) -> None:
 
 # --------------------------------------------------------------------------- geometry
 
-def test_chip_geometry_parity(session, ref, lm_index, shared: Path) -> None:
+def test_crop_geometry_parity(session, ref, lm_index, shared: Path) -> None:
     idx = np.arange(0, 200, 5)  # 40 of the 200
-    chips = []
+    crops = []
     for i in idx:
-        p = ref["chip_paths"][i]
+        p = ref["crop_paths"][i]
         img = load_image(shared / "data" / "lfw" / "images" / p)
-        chips.append(dlib_face_chip(img, ref["landmarks"][lm_index[p]], size=150, padding=0.25))
-    mine = np.stack(chips)
-    mad = np.abs(mine.astype(np.int16) - ref["chips"][idx].astype(np.int16)).mean(axis=(1, 2, 3))
+        crops.append(dlib_face_crop(img, ref["landmarks"][lm_index[p]], size=150, padding=0.25))
+    mine = np.stack(crops)
+    mad = np.abs(mine.astype(np.int16) - ref["crops"][idx].astype(np.int16)).mean(axis=(1, 2, 3))
     assert mad.max() <= 1.0
     cos = _cos(_embed(session, mine), ref["descriptors"][idx])
     assert cos.min() >= 0.9999
@@ -224,16 +224,16 @@ def test_chip_geometry_parity(session, ref, lm_index, shared: Path) -> None:
 def test_large_face_uses_pyramid(session, ref, lm_index, shared: Path) -> None:
     """A 4x upscaled image goes through dlib's pyramid_down<2> and still gives the same face."""
     i = 7
-    p = ref["chip_paths"][i]
+    p = ref["crop_paths"][i]
     img = load_image(shared / "data" / "lfw" / "images" / p)
     big = np.repeat(np.repeat(img, 4, axis=0), 4, axis=1)
     lm = ref["landmarks"][lm_index[p]].astype(np.float64) * 4 + 1.5
-    d = dlib_chip_details(lm)
+    d = dlib_crop_details(lm)
     assert (d.rect[2] - d.rect[0]) > 300  # big enough for at least one pyramid level
-    chip = dlib_face_chip(big, lm)
-    assert chip.shape == (150, 150, 3)
-    assert np.abs(chip.astype(int) - ref["chips"][i].astype(int)).mean() < 6
-    assert _cos(_embed(session, chip[None])[0], ref["descriptors"][i]) > 0.99
+    crop = dlib_face_crop(big, lm)
+    assert crop.shape == (150, 150, 3)
+    assert np.abs(crop.astype(int) - ref["crops"][i].astype(int)).mean() < 6
+    assert _cos(_embed(session, crop[None])[0], ref["descriptors"][i]) > 0.99
 
 
 def test_pyramid_down2_matches_filter() -> None:
@@ -248,12 +248,12 @@ def test_pyramid_down2_matches_filter() -> None:
     assert np.array_equal(out[r, c], expect)
 
 
-def test_chip_bad_landmarks() -> None:
+def test_crop_bad_landmarks() -> None:
     img = np.zeros((50, 50, 3), np.uint8)
     with pytest.raises(ConfigError):
-        dlib_face_chip(img, np.zeros((4, 2)))
+        dlib_face_crop(img, np.zeros((4, 2)))
     with pytest.raises(ConfigError):
-        dlib_face_chip(img, np.full((5, 2), np.nan))
+        dlib_face_crop(img, np.full((5, 2), np.nan))
 
 
 # --------------------------------------------------------------------------- shape predictor
@@ -285,7 +285,7 @@ def test_shape_predictor_grey_input_and_bad_box(sp, shared: Path) -> None:
 def test_bridge_from_core_points(sp, ref, lm_index, shared: Path) -> None:
     """Core eye centres → dlib-style box → shape predictor lands on dlib's own landmarks."""
     errs = []
-    for p in ref["chip_paths"][:30]:
+    for p in ref["crop_paths"][:30]:
         d = ref["landmarks"][lm_index[p]].astype(np.float64)
         core = np.array([d[2:4].mean(0), d[0:2].mean(0), d[4], d[4] + (-10, 15), d[4] + (10, 15)])
         box = dlib_box_from_core5(core, sp.initial_shape)
@@ -305,7 +305,7 @@ def test_dlib150_aligner_registered_and_end_to_end(ref, shared: Path) -> None:
     fr = FaceRecognizer(detector="yunet-2023mar", embedder="dlib-resnet-v1", backend="onnxruntime", device="cpu")
     cos = []
     for i in range(0, 40, 8):
-        p = ref["chip_paths"][i]
+        p = ref["crop_paths"][i]
         face = fr.embed_face(shared / "data" / "lfw" / "images" / p)
         assert face.embedding.shape == (128,)
         cos.append(float(_cos(face.embedding, ref["descriptors"][i])))

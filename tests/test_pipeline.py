@@ -165,7 +165,7 @@ def test_missing_and_corrupt_model_files(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_batched_embedding_matches_single(rec: facesdk.FaceRecognizer, knn: Path) -> None:
     img = rec.load(knn / "test/obama_and_biden.jpg")
-    chips = rec.align(img, rec.detect(img))
-    batch = rec.embed_chips(chips)
-    one = np.concatenate([rec.embed_chips(c[None]) for c in chips])
+    crops = rec.align(img, rec.detect(img))
+    batch = rec.embed_crops(crops)
+    one = np.concatenate([rec.embed_crops(c[None]) for c in crops])
     assert np.allclose(batch, one, atol=1e-5)

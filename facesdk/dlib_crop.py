@@ -1,17 +1,17 @@
-"""dlib's face chips in numpy: ``get_face_chip_details`` + ``extract_image_chip``.
+"""dlib's face chip ("dlib crop") in numpy: dlib's ``get_face_chip_details`` + ``extract_image_chip``.
 
 Reproduces ``dlib.get_face_chip(img, shape, size=150, padding=0.25)``
 (``dlib/image_transforms/interpolation.h``) for the 5-point shape of
 ``shape_predictor_5_face_landmarks.dat``:
 
-1. a similarity transform (Umeyama) from dlib's 5-point chip template, padded by
-   ``padding`` and scaled to ``size``, onto the landmarks gives the chip's angle and
-   scale; the chip rectangle is ``centered_drect`` at the image of the chip centre,
+1. a similarity transform (Umeyama) from dlib's 5-point crop template, padded by
+   ``padding`` and scaled to ``size``, onto the landmarks gives the crop's angle and
+   scale; the crop rectangle is ``centered_drect`` at the image of the crop centre,
    ``size*scale`` wide (dlib's width-1 convention);
-2. when the rectangle is much larger than the chip, dlib first shrinks the image
+2. when the rectangle is much larger than the crop, dlib first shrinks the image
    with its ``pyramid_down<2>`` 5×5 filter (as many levels as needed) — plain
    bilinear sampling of a big face would alias;
-3. every chip pixel is sampled bilinearly (float64 weights, truncated to uint8;
+3. every crop pixel is sampled bilinearly (float64 weights, truncated to uint8;
    neighbours outside the image give a black pixel).
 
 Part order. dlib's 5 points are ``DLIB5_PARTS``: outer and inner corner of the eye with
@@ -39,18 +39,18 @@ __all__ = [
     "DLIB5_TEMPLATE",
     "DLIB5_PARTS",
     "CORE5_TO_DLIB5_EYES",
-    "ChipDetails",
-    "dlib_chip_details",
-    "dlib_chip_transform",
-    "extract_chip",
-    "extract_image_chip",
-    "dlib_face_chip",
+    "DlibCropDetails",
+    "dlib_crop_details",
+    "dlib_crop_transform",
+    "extract_crop",
+    "extract_dlib_crop",
+    "dlib_face_crop",
     "pyramid_down2",
     "dlib_box_from_core5",
     "dlib150_aligner",
 ]
 
-#: dlib's 5-point chip template (unpadded, unit square), in dlib's part order.
+#: dlib's 5-point crop template (unpadded, unit square), in dlib's part order.
 DLIB5_TEMPLATE = np.array(
     [
         [0.8595674595992, 0.2134981538014],
@@ -68,8 +68,8 @@ CORE5_TO_DLIB5_EYES = {0: (2, 3), 1: (0, 1)}
 
 
 @dataclass(frozen=True)
-class ChipDetails:
-    """dlib's ``chip_details``: a rotated rectangle in the image and the chip size.
+class DlibCropDetails:
+    """dlib's ``chip_details``: a rotated rectangle in the image and the crop size.
 
     ``rect`` is a dlib ``drectangle`` (left, top, right, bottom; width = right-left+1).
     """
@@ -87,20 +87,20 @@ def _check_points(landmarks5: np.ndarray) -> np.ndarray:
     return pts
 
 
-def dlib_chip_details(landmarks5: np.ndarray, size: int = 150, padding: float = 0.25) -> ChipDetails:
+def dlib_crop_details(landmarks5: np.ndarray, size: int = 150, padding: float = 0.25) -> DlibCropDetails:
     """``get_face_chip_details`` for dlib's 5-point shape (``DLIB5_PARTS`` order)."""
     pts = _check_points(landmarks5)
     if size <= 0 or padding < 0:
         raise ConfigError(f"size must be > 0 and padding >= 0, got {size}, {padding}")
-    chip_pts = (padding + DLIB5_TEMPLATE) / (2 * padding + 1) * size
-    m, t = similarity_transform(chip_pts, pts)
+    crop_pts = (padding + DLIB5_TEMPLATE) / (2 * padding + 1) * size
+    m, t = similarity_transform(crop_pts, pts)
     p = m @ np.array([1.0, 0.0])
     angle = math.atan2(p[1], p[0])
     scale = math.hypot(p[0], p[1])
     centre = m @ np.array([size / 2.0, size / 2.0]) + t
     w = size * scale - 1  # centered_drect: width-- / height--
     rect = (centre[0] - w / 2, centre[1] - w / 2, centre[0] + w / 2, centre[1] + w / 2)
-    return ChipDetails(rect, angle, size, size)
+    return DlibCropDetails(rect, angle, size, size)
 
 
 def _rotate(centre: np.ndarray, p: np.ndarray, angle: float) -> np.ndarray:
@@ -128,15 +128,15 @@ def _area(rect: tuple[float, float, float, float]) -> float:
     return (r - l + 1) * (b - t + 1)
 
 
-def dlib_chip_transform(landmarks5: np.ndarray, size: int = 150, padding: float = 0.25) -> np.ndarray:
-    """2×3 affine matrix mapping chip pixel ``(x, y, 1)`` to image coordinates (no pyramid)."""
-    d = dlib_chip_details(landmarks5, size, padding)
-    return _chip_to_image(d.rect, d.angle, d.rows, d.cols)
+def dlib_crop_transform(landmarks5: np.ndarray, size: int = 150, padding: float = 0.25) -> np.ndarray:
+    """2×3 affine matrix mapping crop pixel ``(x, y, 1)`` to image coordinates (no pyramid)."""
+    d = dlib_crop_details(landmarks5, size, padding)
+    return _crop_to_image(d.rect, d.angle, d.rows, d.cols)
 
 
-def _chip_to_image(rect: tuple[float, float, float, float], angle: float, rows: int, cols: int) -> np.ndarray:
+def _crop_to_image(rect: tuple[float, float, float, float], angle: float, rows: int, cols: int) -> np.ndarray:
     tl, tr, bl, _ = _corners(rect, angle)
-    # chip (0,0) → tl, (cols-1, 0) → tr, (0, rows-1) → bl  (dlib's find_affine_transform of 3 points)
+    # crop (0,0) → tl, (cols-1, 0) → tr, (0, rows-1) → bl  (dlib's find_affine_transform of 3 points)
     ax = (tr - tl) / max(cols - 1, 1)
     ay = (bl - tl) / max(rows - 1, 1)
     return np.array([[ax[0], ay[0], tl[0]], [ax[1], ay[1], tl[1]]], np.float64)
@@ -158,8 +158,8 @@ def pyramid_down2(image: np.ndarray) -> np.ndarray:
     return (out // 256).astype(np.uint8)
 
 
-def extract_chip(image_rgb: np.ndarray, transform: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
-    """Bilinear sampling as dlib's ``interpolate_bilinear``: chip pixel (x, y) ← image at ``transform @ (x, y, 1)``.
+def extract_crop(image_rgb: np.ndarray, transform: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Bilinear sampling as dlib's ``interpolate_bilinear``: crop pixel (x, y) ← image at ``transform @ (x, y, 1)``.
 
     Weights in float64, result truncated to uint8; a pixel whose 2×2 neighbourhood is not
     entirely inside the image is black.
@@ -191,7 +191,7 @@ def extract_chip(image_rgb: np.ndarray, transform: np.ndarray, size: int | tuple
     return np.where(okc, np.trunc(val), 0).astype(np.uint8)
 
 
-def extract_image_chip(image_rgb: np.ndarray, details: ChipDetails) -> np.ndarray:
+def extract_dlib_crop(image_rgb: np.ndarray, details: DlibCropDetails) -> np.ndarray:
     """dlib's ``extract_image_chip`` with bilinear interpolation and its image pyramid."""
     img = np.asarray(image_rgb)
     h, w = img.shape[:2]
@@ -224,12 +224,12 @@ def extract_image_chip(image_rgb: np.ndarray, details: ChipDetails) -> np.ndarra
     src = sub
     for _ in range(level + 1):
         src = pyramid_down2(src)
-    return extract_chip(src, _chip_to_image(rect_s, angle, rows, cols), (cols, rows))
+    return extract_crop(src, _crop_to_image(rect_s, angle, rows, cols), (cols, rows))
 
 
-def dlib_face_chip(image_rgb: np.ndarray, landmarks5: np.ndarray, size: int = 150, padding: float = 0.25) -> np.ndarray:
-    """``dlib.get_face_chip(img, shape, size, padding)`` for a dlib 5-point shape → uint8 chip."""
-    return extract_image_chip(image_rgb, dlib_chip_details(landmarks5, size, padding))
+def dlib_face_crop(image_rgb: np.ndarray, landmarks5: np.ndarray, size: int = 150, padding: float = 0.25) -> np.ndarray:
+    """``dlib.get_face_chip(img, shape, size, padding)`` for a dlib 5-point shape → uint8 crop."""
+    return extract_dlib_crop(image_rgb, dlib_crop_details(landmarks5, size, padding))
 
 
 def dlib_box_from_core5(landmarks5_core: np.ndarray, mean_shape: np.ndarray) -> tuple[int, int, int, int]:
@@ -255,7 +255,7 @@ def dlib_box_from_core5(landmarks5_core: np.ndarray, mean_shape: np.ndarray) -> 
 
 
 def dlib150_aligner(image_rgb: np.ndarray, box: np.ndarray, landmarks5: np.ndarray | None) -> np.ndarray:
-    """Aligner for template ``dlib150``: dlib's shape predictor in a dlib-style box, then dlib's chip.
+    """Aligner for template ``dlib150``: dlib's shape predictor in a dlib-style box, then dlib's crop.
 
     With core landmarks, the box is placed from the eye centres (:func:`dlib_box_from_core5`);
     without them the detector box ``(x1, y1, x2, y2)`` is used as dlib's rectangle.
@@ -269,7 +269,7 @@ def dlib150_aligner(image_rgb: np.ndarray, box: np.ndarray, landmarks5: np.ndarr
         b = np.asarray(box, np.float64).reshape(4)
         rect = (b[0], b[1], b[2] - 1, b[3] - 1)
     shape = sp.predict(image_rgb, rect)
-    return dlib_face_chip(image_rgb, shape, 150, 0.25)
+    return dlib_face_crop(image_rgb, shape, 150, 0.25)
 
 
 def _register() -> None:
