@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from facesdk_backends.max7800x import firmware as dbx
 
 from facesdk.errors import ConfigError, GalleryError, IncompatibleGalleryError
 from facesdk.gallery import Gallery
-from facesdk_backends.max7800x import dbexport as dbx
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_probe_normalisation_is_the_firmwares():
 
 
 def test_dot_layer_matches_the_accelerator_requantisation():
-    from facesdk_backends.max7800x.emulator import requantize
+    from facesdk_backends.max7800x.accel.emulator import requantize
 
     rng = np.random.default_rng(2)
     p = rng.integers(-128, 128, (30, 64)).astype(np.int8)
@@ -278,7 +278,7 @@ def test_export_refusals(tmp_path):
 
 # ============================================================================ CLI
 def _cli(argv: list[str]) -> tuple[int, str]:
-    from facesdk_backends.max7800x.serial_cli import register
+    from facesdk_backends.max7800x.cli import add_commands as register
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--json", action="store_true")
@@ -310,7 +310,7 @@ def test_cli_export_and_import(gallery, tmp_path):
 # ============================================================================ core Gallery scored the firmware way
 def _emulated_dot_layer(probes_q: np.ndarray, rows: np.ndarray, shift: int = -1) -> np.ndarray:
     """The dot-product layer as the accelerator emulator computes a 1x1 convolution layer."""
-    from facesdk_backends.max7800x.emulator import conv2d_acc, requantize
+    from facesdk_backends.max7800x.accel.emulator import conv2d_acc, requantize
 
     acc = conv2d_acc(probes_q.astype(np.int64)[:, :, None, None], rows.astype(np.int64)[:, :, None, None],
                      None, pad=(0, 0))

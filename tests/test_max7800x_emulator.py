@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from facesdk_backends.max7800x import check_fit, load_checkpoint, load_model
+from facesdk_backends.max7800x.accel.emulator import requantize
 
 from facesdk.errors import ConfigError, DeviceMismatchError, ModelFormatError
-from facesdk_backends.max7800x import check_fit, load_checkpoint, load_model
-from facesdk_backends.max7800x.emulator import requantize
 
 NETS = {
     "facedet": ("ai85-facedet-tinierssd-qat8-q.pth.tar", "ai85-facedet-tinierssd.yaml"),
@@ -293,8 +293,8 @@ def test_fit_reports(models, ai8x):
 
 def test_oversized_network_does_not_fit(ai8x, tmp_path):
     """A synthetic network: 8 layers of 3x3 conv 512→512 (18.9 MB of weights) on a 64x64 input."""
-    from facesdk_backends.max7800x.emulator import Model
-    from facesdk_backends.max7800x.network import Layer, Network
+    from facesdk_backends.max7800x.accel.emulator import Model
+    from facesdk_backends.max7800x.accel.network import Layer, Network
 
     rng = np.random.default_rng(0)
     layers = [Layer(index=0, op="conv2d", kernel_size=(3, 3), pad=(1, 1), in_sequences=[-1],
@@ -575,7 +575,7 @@ def test_cli_fit_and_run_json_and_bad_input(ai8x, ai8x_env, tmp_path, capsys):
     (16, 8, (1, 1), (0, 0), (1, 1), 127),     # 1x1
 ])
 def test_conv_paths_are_exact_integer_convolutions(c, o, k, pad, stride, wmax):
-    from facesdk_backends.max7800x.emulator import conv2d_acc
+    from facesdk_backends.max7800x.accel.emulator import conv2d_acc
 
     rng = np.random.default_rng(c + o)
     x = rng.integers(-128, 128, (2, c, 9, 7))

@@ -16,10 +16,9 @@ import pytest
 
 pytest.importorskip("serial")
 
-from facesdk.errors import ConfigError, DeviceLinkError, FrameError, LinkTimeoutError  # noqa: E402
-from facesdk_backends.max7800x import dbexport  # noqa: E402
-from facesdk_backends.max7800x.driver import DeviceRejectedError, Max7800xDevice, open_device  # noqa: E402
-from facesdk_backends.max7800x.protocol import (  # noqa: E402
+from facesdk_backends.max7800x import firmware as dbexport  # noqa: E402
+from facesdk_backends.max7800x.board.driver import DeviceRejectedError, Max7800xDevice, open_device  # noqa: E402
+from facesdk_backends.max7800x.board.protocol import (  # noqa: E402
     HEADER_SIZE,
     MAX_PAYLOAD,
     SYNC,
@@ -33,8 +32,8 @@ from facesdk_backends.max7800x.protocol import (  # noqa: E402
     encode_frame,
     encode_image,
 )
-from facesdk_backends.max7800x.simulator import DeviceSimulator, EmulatorCompute, Faults, crop_face  # noqa: E402
-from facesdk_backends.max7800x.uart import (  # noqa: E402
+from facesdk_backends.max7800x.board.simulator import DeviceSimulator, EmulatorCompute, Faults, crop_face  # noqa: E402
+from facesdk_backends.max7800x.board.uart import (  # noqa: E402
     ConsoleLine,
     MsdkStreamParser,
     MsdkUartReader,
@@ -42,6 +41,8 @@ from facesdk_backends.max7800x.uart import (  # noqa: E402
     decode_pixels,
     encode_str_frame,
 )
+
+from facesdk.errors import ConfigError, DeviceLinkError, FrameError, LinkTimeoutError  # noqa: E402
 
 FAST = dict(timeout=0.12, retries=8)
 
@@ -149,7 +150,7 @@ def test_stuffing_roundtrip_of_every_byte_value_and_byte_by_byte():
 
 def test_decode_tensors_refuses_overflowing_and_oversized_shapes():
     """Regression (issue 11): ``np.prod`` of huge dims overflowed int64 and passed the size check."""
-    from facesdk_backends.max7800x.protocol import decode_tensors, encode_tensors
+    from facesdk_backends.max7800x.board.protocol import decode_tensors, encode_tensors
 
     t = np.arange(24, dtype=np.int8).reshape(2, 3, 4)
     assert np.array_equal(decode_tensors(encode_tensors([t]))[0], t)
@@ -376,7 +377,7 @@ def _camera_frame(path, size=(180, 240)) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def face_pipeline(shared):
-    from facesdk_backends.max7800x.simulator import FacePipelineCompute
+    from facesdk_backends.max7800x.board.simulator import FacePipelineCompute
 
     return FacePipelineCompute.from_dir(shared / "ai8x", "max78000")
 
@@ -429,7 +430,7 @@ def test_run_image_detects_embeds_and_identifies_on_the_emulated_pipeline(shared
 
 
 def test_face_pipeline_compute_host_mode_and_errors(shared, face_pipeline):
-    from facesdk_backends.max7800x.simulator import FacePipelineCompute
+    from facesdk_backends.max7800x.board.simulator import FacePipelineCompute
 
     probe = _camera_frame(shared / "data" / "photos" / "obama-240p.jpg", (168, 224))
     host = FacePipelineCompute(face_pipeline.model, face_pipeline.facedet, firmware_exact=False,
@@ -497,7 +498,7 @@ def test_uart_parser_formats_and_garbage():
 
 # ============================================================================ CLI
 def _cli(argv: list[str]) -> tuple[int, str]:
-    from facesdk_backends.max7800x.serial_cli import register
+    from facesdk_backends.max7800x.cli import add_commands as register
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--json", action="store_true")

@@ -7,7 +7,7 @@ YAML. The YAML is found, in order: ``yaml=`` load option (a path); the card's
 
 Devices: ``emulator`` (also ``auto``/``cpu``): the NumPy emulator, bit-exact with ADI's
 izer simulator. ``serial`` / ``serial:<port>`` (or ``port=``): a board running the facesdk
-firmware, through ``facesdk_backends.max7800x.driver`` when installed. Strict mode refuses
+firmware, through ``facesdk_backends.max7800x.board.driver``. Strict mode refuses
 a model that does not fit the chip and ``serial`` without a port.
 
 Precision is always ``ai8x`` (8-bit integer weights/activations, the chip's arithmetic);
@@ -27,10 +27,16 @@ from typing import Any, ClassVar
 import numpy as np
 
 from facesdk.backend import Artifact, Availability, Backend, Session, TensorSpec
-from facesdk.errors import BackendError, BackendUnavailableError, ConfigError, DeviceMismatchError, ModelNotFoundError
+from facesdk.errors import (
+    BackendError,
+    BackendUnavailableError,
+    ConfigError,
+    DeviceMismatchError,
+    ModelNotFoundError,
+)
 
-from .emulator import Model, load_model
-from .fit import FitReport, check_fit
+from .accel.emulator import Model, load_model
+from .accel.fit import FitReport, check_fit
 
 __all__ = ["Max78000Backend", "Max78002Backend", "Max7800xSession", "find_yaml", "AI8X_DIR_ENV"]
 
@@ -161,7 +167,7 @@ class _Max7800xBackend(Backend):
             log.warning("%s (emulating anyway)", msg)
         if port:
             try:
-                from . import driver  # written alongside: the serial link to a board
+                from .board import driver  # the serial link to a board
             except ImportError as exc:
                 raise BackendUnavailableError(f"{self.name}: the serial driver is not available: {exc}") from None
             opener = getattr(driver, "open_session", None)

@@ -30,6 +30,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from facesdk.errors import ConfigError
 
+from ..chips import chip_key
 from .network import Layer, Network, parse_network
 
 __all__ = ["Model", "load_model", "requantize", "conv2d_acc", "pool2d", "LayerResult"]
@@ -538,8 +539,6 @@ def load_model(
 
     Raises ModelFormatError (bad/hostile checkpoint, mismatched YAML) or ModelNotFoundError.
     """
-    chip = chip.lower()
-    if chip not in ("max78000", "max78002"):
-        raise ConfigError(f"chip must be max78000 or max78002, not {chip!r}")
+    chip = chip_key(chip)
     net = parse_network(checkpoint_path, yaml_path, input_shape=input_shape)
     return Model(net, chip=chip, avg_pool_rounding=avg_pool_rounding, threads=threads)

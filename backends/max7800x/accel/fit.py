@@ -29,51 +29,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from facesdk.errors import ConfigError
-
+from ..chips import CHIPS, ChipSpec, chip_spec
 from .emulator import Model
 from .network import Layer
 
 __all__ = ["ChipSpec", "CHIPS", "FitReport", "LayerFit", "check_fit", "chip_spec"]
-
-
-@dataclass(frozen=True)
-class ChipSpec:
-    """Accelerator limits of one chip."""
-
-    name: str
-    processors: int
-    kernel_rows: int  # 72-bit rows per processor
-    bias_bytes: int
-    data_bytes: int
-    max_layers: int
-    depthwise: bool
-    max_channels: int = 1024
-    max_pool: int = 16
-    supports_binary: bool = False
-
-    @property
-    def weight_bytes(self) -> int:
-        return self.processors * self.kernel_rows * 9
-
-    @property
-    def data_words(self) -> int:
-        """32-bit words per data-memory instance (16 instances)."""
-        return self.data_bytes // 16 // 4
-
-
-CHIPS: dict[str, ChipSpec] = {
-    "max78000": ChipSpec("MAX78000", 64, 768, 2048, 512 * 1024, 32, depthwise=False),
-    "max78002": ChipSpec("MAX78002", 64, 4160, 8192, 1280 * 1024, 128, depthwise=True, supports_binary=True),
-}
-
-
-def chip_spec(chip: str) -> ChipSpec:
-    """The ChipSpec of ``max78000`` / ``max78002`` (ConfigError otherwise)."""
-    key = chip.lower().replace("ai85", "max78000").replace("ai87", "max78002")
-    if key not in CHIPS:
-        raise ConfigError(f"unknown chip {chip!r} (known: {', '.join(CHIPS)})")
-    return CHIPS[key]
 
 
 @dataclass

@@ -23,7 +23,7 @@ import numpy as np
 
 from facesdk.errors import ConfigError, DeviceLinkError, FrameError, LinkTimeoutError
 
-from . import dbexport
+from .. import firmware as fwdb
 from .protocol import (
     HEADER_SIZE,
     MAX_PAYLOAD,
@@ -260,7 +260,7 @@ class Max7800xDevice:
 
     def load_gallery(self, gallery: Any, threshold: int | None = None) -> int:
         """Load a core Gallery: one slot per identity, its template quantised as db_gen does."""
-        rows = (dbexport.quantize_db_embeddings(gallery.templates) if len(gallery)
+        rows = (fwdb.quantize_db_embeddings(gallery.templates) if len(gallery)
                 else np.zeros((0, gallery.embedding_size), np.int8))
         return self.load_database(gallery.names, rows, threshold)
 
@@ -271,7 +271,7 @@ class Max7800xDevice:
         higher-level retry idempotent too)."""
         e = np.asarray(embedding)
         if e.dtype != np.int8:
-            e = dbexport.quantize_db_embeddings(e.reshape(1, -1))[0]
+            e = fwdb.quantize_db_embeddings(e.reshape(1, -1))[0]
         rid = secrets.randbits(32) if request_id is None else int(request_id) & 0xFFFFFFFF
         payload = EnrolRequest(rid, name, embedding=e.reshape(-1)).encode()
         res = EnrolResult.decode(self.request(MsgType.ENROL, payload).payload)
@@ -335,7 +335,7 @@ class Max7800xDevice:
         for i, n in enumerate(names):
             by.setdefault(n, []).append(i)
         for n, idx in by.items():
-            g.add(n, rows[idx].astype(np.float32) / dbexport.DB_SCALE)
+            g.add(n, rows[idx].astype(np.float32) / fwdb.DB_SCALE)
         return g
 
 

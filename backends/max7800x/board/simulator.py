@@ -7,7 +7,7 @@ protocol of ``PROTOCOL.md`` from a thread on the master side. A host opens
 
 The simulated device keeps a dot-product database (int8 rows, names, threshold) and computes
 with a *compute* object — normally the bit-exact accelerator emulator — for ``RUN_IMAGE`` and
-image enrolment. It reproduces the firmware's matching rule (:mod:`.dbexport`). It deduplicates
+image enrolment. It reproduces the firmware's matching rule (:mod:`..firmware`). It deduplicates
 enrolments by request id and answers a repeated request (same session, seq and bytes) from a cache without
 executing it again, so retries are safe.
 
@@ -32,8 +32,11 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from . import dbexport
+from facesdk.errors import ConfigError, FaceSDKError
+
+from .. import firmware as fwdb
 from .protocol import (
+    DetectionRecord,
     DeviceInfo,
     EnrolRequest,
     EnrolResult,
@@ -46,14 +49,12 @@ from .protocol import (
     ReadDbPage,
     ReadDbRequest,
     RunResult,
-    DetectionRecord,
     decode_image,
     decode_tensors,
     encode_frame,
     encode_tensors,
     response_type,
 )
-from facesdk.errors import ConfigError, FaceSDKError
 
 __all__ = ["Compute", "EmulatorCompute", "FacePipelineCompute", "Faults", "DeviceSimulator", "DeviceState",
            "crop_face", "PROTOCOL_VERSION"]
@@ -107,7 +108,7 @@ class EmulatorCompute:
     def faceid(cls, checkpoint: str | os.PathLike, yaml: str | os.PathLike, chip: str = "max78000",
                detector: Any = None) -> "EmulatorCompute":
         """Load an ai8x FaceID checkpoint + network YAML into the emulator."""
-        from .emulator import load_model
+        from ..accel.emulator import load_model
 
         return cls(load_model(checkpoint, yaml, chip), detector)
 
@@ -163,12 +164,11 @@ class FacePipelineCompute(EmulatorCompute):
 
         from facesdk.detect.tinierssd import load_detection_params
 
-        from .emulator import load_model
+        from ..accel.emulator import load_model
+        from ..chips import chip_prefix
 
         d = Path(ai8x_dir)
-        pre = {"max78000": "ai85", "max78002": "ai87"}.get(chip.lower())
-        if pre is None:
-            raise ConfigError(f"chip must be max78000 or max78002, not {chip!r}")
+        pre = chip_prefix(chip)
         det = load_model(d / "trained" / f"{pre}-facedet-tinierssd-qat8-q.pth.tar",
                          d / "networks" / f"{pre}-facedet-tinierssd.yaml", chip, threads=threads)
         fid = load_model(d / "trained" / "ai85-faceid-qat8-q.pth.tar", d / "networks" / "faceid.yaml", chip,
@@ -336,12 +336,12 @@ class DeviceState:
     def match(self, emb: np.ndarray) -> tuple[int, int, str]:
         """Firmware rule: (slot or -1, int8 score, name)."""
         if not self.rows:
-            return -1, 0, dbexport.UNKNOWN
-        q = dbexport.quantize_probe(emb)
-        scores = dbexport.dot_product_scores(q[None], self.weights, self.output_shift)
-        slot, mx, known = dbexport.firmware_decision(scores, self.threshold)
+            return -1, 0, fwdb.UNKNOWN
+        q = fwdb.quantize_probe(emb)
+        scores = fwdb.dot_product_scores(q[None], self.weights, self.output_shift)
+        slot, mx, known = fwdb.firmware_decision(scores, self.threshold)
         s, m = int(slot[0]), int(mx[0])
-        return (s, m, self.names[s]) if known[0] else (-1, m, dbexport.UNKNOWN)
+        return (s, m, self.names[s]) if known[0] else (-1, m, fwdb.UNKNOWN)
 
 
 class DeviceSimulator:
@@ -553,7 +553,7 @@ class DeviceSimulator:
                 raise _DeviceError(ErrorCode.DB_FULL, f"database full ({st.capacity} slots)")
             if not np.any(emb):
                 raise _DeviceError(ErrorCode.BAD_REQUEST, "all-zero embedding")
-            row = dbexport.quantize_db_embeddings(emb.astype(np.float32))[0]  # as db_gen: scale 256
+            row = fwdb.quantize_db_embeddings(emb.astype(np.float32))[0]  # as db_gen: scale 256
             st.names.append(req.name)
             st.rows.append(row)
             res = EnrolResult(req.request_id, len(st.names) - 1, len(st.names), False)
