@@ -6,6 +6,13 @@ post-processing live in the core so that every backend sees the same numbers.
 Strict mode: when ``strict=True`` (the default) a backend must raise
 :class:`~facesdk.errors.DeviceMismatchError` if the device, provider or precision
 that would really run is not the one requested, instead of falling back silently.
+
+The boilerplate every backend shares lives here, once: :meth:`Backend.strict_or_warn`
+(the strict-mode rule), :meth:`Backend.check_artifact` (format and file checks),
+:meth:`Backend.check_precision`, :meth:`Session.check_open` / :meth:`Session.close`
+(the closed-session rule), and the class attributes ``priority`` (order of
+``backend="auto"``) and ``aliases`` (other names ``get_backend`` accepts). A new backend
+is one short module with a Backend and a Session subclass, plus its entry point.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 
-from .errors import ConfigError, ModelNotFoundError
+from .errors import BackendError, ConfigError, DeviceMismatchError, ModelFormatError, ModelNotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .zoo import ModelCard
@@ -106,13 +113,29 @@ class Session(ABC):
 
     #: Largest batch the model accepts, or ``None`` when the batch is dynamic.
     max_batch: int | None = None
+    #: Set by :meth:`close`; :meth:`check_open` refuses to run afterwards.
+    closed: bool = False
 
     @abstractmethod
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        """Run one batch through the model (first input) and return all outputs."""
+        """Run one batch through the model (first input) and return all outputs.
+
+        Implementations start with :meth:`check_open`.
+        """
+
+    def check_open(self) -> None:
+        """Raise :class:`~facesdk.errors.BackendError` if the session was closed."""
+        if self.closed:
+            raise BackendError(f"{getattr(self, 'backend', 'backend')} session is closed")
+
+    def release(self) -> None:
+        """Free engine objects (override; called once by :meth:`close`)."""
 
     def close(self) -> None:
         """Release engine resources. Idempotent."""
+        if not self.closed:
+            self.closed = True
+            self.release()
 
     def describe(self) -> dict[str, Any]:
         """A JSON-friendly description of what runs."""
@@ -159,8 +182,51 @@ class Backend(ABC):
 
     name: ClassVar[str]
     formats: ClassVar[tuple[str, ...]]
-    #: Devices a user may ask for, e.g. ("cpu", "cuda").
+    #: One line for ``facesdk backends``.
     description: ClassVar[str] = ""
+    #: Other names :func:`facesdk.plugins.get_backend` accepts (e.g. ``("ort",)``).
+    aliases: ClassVar[tuple[str, ...]] = ()
+    #: Order of ``backend="auto"``: the available backend with the lowest priority that runs
+    #: one of a card's formats is chosen (ties by name). Third-party backends default to last.
+    priority: ClassVar[int] = 100
+    #: Precisions :meth:`check_precision` accepts (``None``: any of :data:`PRECISIONS`).
+    precisions: ClassVar[tuple[str, ...] | None] = None
+
+    def strict_or_warn(self, strict: bool, message: str, fallback: str | None = None) -> None:
+        """The strict-mode rule, once: raise DeviceMismatchError, or log a warning and go on.
+
+        ``fallback`` says what runs instead (e.g. ``"falling back to CPU"``); it is appended
+        to the warning so a non-strict fallback is never silent.
+        """
+        if strict:
+            raise DeviceMismatchError(message)
+        if fallback:
+            log.warning("%s: %s; %s", self.name, message, fallback)
+        else:
+            log.warning("%s: %s", self.name, message)
+
+    def check_artifact(self, artifact: Artifact) -> Path:
+        """Format and file checks every ``load`` starts with; returns the artifact's path.
+
+        Raises:
+            ModelFormatError: the artifact's format is not one of :attr:`formats`.
+            ModelNotFoundError: the file does not exist.
+        """
+        if artifact.format not in self.formats:
+            raise ModelFormatError(
+                f"backend {self.name!r} runs {', '.join(self.formats)} models, not {artifact.format!r}"
+            )
+        if not artifact.path.exists():
+            raise ModelNotFoundError(f"model file not found: {artifact.path}")
+        return artifact.path
+
+    def check_precision(self, precision: str) -> None:
+        """Raise DeviceMismatchError for a precision this backend can never run."""
+        allowed = self.precisions if self.precisions is not None else PRECISIONS
+        if precision not in allowed:
+            raise DeviceMismatchError(
+                f"backend {self.name!r} cannot run precision {precision!r} (it runs {', '.join(allowed)})"
+            )
 
     @abstractmethod
     def available(self) -> Availability:
@@ -187,8 +253,6 @@ class Backend(ABC):
         out_dir: Path | None = None,
     ) -> Artifact:
         """Produce this backend's native artifact from an ONNX model (optional)."""
-        from .errors import BackendError
-
         raise BackendError(f"backend {self.name!r} cannot compile models")
 
     def __repr__(self) -> str:

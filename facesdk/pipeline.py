@@ -27,7 +27,7 @@ from .detect import Detection, FaceDetector, detector_class
 from .errors import ConfigError, GalleryError, ModelNotFoundError, NoFaceError
 from .gallery import Gallery, Match, l2_normalize
 from .image import ImageInput, load_image, to_tensor
-from .plugins import backend_classes, get_backend
+from .plugins import backend_classes, backend_order, get_backend
 from .zoo import ModelCard
 
 __all__ = ["FaceRecognizer", "Face", "Verification", "DEFAULT_DETECTOR", "DEFAULT_EMBEDDER"]
@@ -40,8 +40,6 @@ log = logging.getLogger(__name__)
 DEFAULT_DETECTOR = os.environ.get("FACESDK_DETECTOR", "mtcnn")
 DEFAULT_EMBEDDER = os.environ.get("FACESDK_EMBEDDER", "dlib-resnet-v1")
 TTA_MODES = ("none", "flip")
-
-_BACKEND_PREFERENCE = ["onnxruntime", "openvino", "tensorrt", "tflite"]
 
 
 @dataclass
@@ -99,9 +97,8 @@ def _choose_backend(name: str | None, card: ModelCard) -> Backend:
         b = get_backend(name)
         return b
     classes = backend_classes()
-    order = [n for n in _BACKEND_PREFERENCE if n in classes] + sorted(set(classes) - set(_BACKEND_PREFERENCE))
     reasons = []
-    for n in order:
+    for n in backend_order():
         b = classes[n]()
         if not set(b.formats) & set(card.formats):
             continue

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from .errors import BackendUnavailableError, ConfigError
+from .errors import BackendUnavailableError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .backend import Availability, Backend
@@ -38,6 +38,7 @@ __all__ = [
     "register_plugin",
     "get_backend",
     "backend_classes",
+    "backend_order",
     "list_backends",
     "BackendInfo",
 ]
@@ -150,17 +151,22 @@ def backend_classes() -> dict[str, type["Backend"]]:
     return out
 
 
-_ALIASES = {"ort": "onnxruntime", "ov": "openvino", "litert": "tflite", "trt": "tensorrt"}
+def backend_order() -> list[str]:
+    """Registered backend names in the order ``backend="auto"`` tries them (``Backend.priority``)."""
+    classes = backend_classes()
+    return sorted(classes, key=lambda n: (getattr(classes[n], "priority", 100), n))
 
 
 def get_backend(name: str) -> "Backend":
-    """Instantiate the backend called ``name`` (aliases: ort, ov, litert, trt)."""
+    """Instantiate the backend called ``name`` or one of its ``aliases`` (e.g. ort, ov, litert, trt)."""
     classes = backend_classes()
-    key = _ALIASES.get(name, name)
-    if key not in classes:
+    if name not in classes:
+        for cls in classes.values():
+            if name in getattr(cls, "aliases", ()):
+                return cls()
         known = ", ".join(sorted(classes)) or "none"
         raise BackendUnavailableError(f"unknown backend {name!r} (installed: {known})")
-    return classes[key]()
+    return classes[name]()
 
 
 class BackendInfo(dict):  # type: ignore[type-arg]
@@ -188,17 +194,3 @@ def list_backends() -> list[BackendInfo]:
             )
         rows.append(row)
     return rows
-
-
-def pick_backend(preferred: str | None, fmt_options: set[str]) -> "Backend":
-    """Choose a backend: the named one, or the first available one that runs a format."""
-    if preferred and preferred != "auto":
-        return get_backend(preferred)
-    order = ["onnxruntime", "openvino", "tflite", "tensorrt"]
-    classes = backend_classes()
-    names = [n for n in order if n in classes] + sorted(set(classes) - set(order))
-    for n in names:
-        b = classes[n]()
-        if set(b.formats) & fmt_options and b.available().available:
-            return b
-    raise ConfigError(f"no installed backend runs any of {sorted(fmt_options)}")

@@ -113,3 +113,60 @@ def test_broken_plugin_does_not_hide_others(tmp_path: Path) -> None:
     finally:
         sys.path.remove(str(tmp_path))
         reset_plugin_manager()
+
+
+def test_plugin_discovery_imports_no_backend_module() -> None:
+    """Loading every entry point imports only the small ``plugin`` modules; listing the backend
+    classes imports their ``backend`` modules but still no engine, emulator or yaml."""
+    code = (
+        "import sys\n"
+        "from facesdk.plugins import backend_classes, get_plugin_manager\n"
+        "get_plugin_manager()\n"
+        "print(sorted(m for m in sys.modules if m.startswith('facesdk_backends.') and not m.endswith('.plugin')"
+        " and m.count('.') > 1))\n"
+        "backend_classes()\n"
+        "heavy = ('onnxruntime', 'openvino', 'ai_edge_litert', 'tensorrt', 'serial', 'yaml',\n"
+        "         'facesdk_backends.max7800x.emulator', 'facesdk_backends.max7800x.network')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "[]" and out[1] == "[]", out
+
+
+def test_backend_order_and_aliases_are_class_attributes(toy_plugin: None) -> None:
+    from facesdk.backend import Backend
+    from facesdk.plugins import backend_classes, backend_order
+
+    classes = backend_classes()
+    order = backend_order()
+    assert order[:4] == ["onnxruntime", "openvino", "tensorrt", "tflite"]  # by Backend.priority
+    assert order.index("toy") > order.index("tflite")  # a third party without a priority comes last
+    assert classes["toy"].priority == Backend.priority
+    for alias, name in [("ort", "onnxruntime"), ("ov", "openvino"), ("litert", "tflite"), ("trt", "tensorrt")]:
+        assert alias in classes[name].aliases and get_backend(alias).name == name
+
+
+def test_backend_contract_checks(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Format, file, precision, closed-session and strict-or-warn checks, written once on Backend/Session."""
+    from facesdk.errors import BackendError, ModelFormatError, ModelNotFoundError
+
+    be = get_backend("onnxruntime")
+    with pytest.raises(ModelFormatError, match="not 'tflite'"):
+        be.load(Artifact(tmp_path / "m.tflite", "tflite"))
+    with pytest.raises(ModelNotFoundError):
+        be.load(Artifact(tmp_path / "missing.onnx", "onnx"))
+    art = Artifact(zoo.fetch("yunet-2023mar", "onnx"), "onnx")
+    with pytest.raises(DeviceMismatchError, match="precision 'ai8x'"):
+        be.load(art, precision="ai8x")
+    s = be.load(art, device="cpu")
+    x = np.zeros((1, 3, 640, 640), np.float32)
+    assert len(s.run(x)) > 0
+    s.close()
+    s.close()  # idempotent
+    with pytest.raises(BackendError, match="closed"):
+        s.run(x)
+    with pytest.raises(DeviceMismatchError, match="nowhere"):
+        be.strict_or_warn(True, "asked for nowhere")
+    with caplog.at_level(logging.WARNING):
+        be.strict_or_warn(False, "asked for nowhere", "running somewhere")
+    assert "asked for nowhere; running somewhere" in caplog.text

@@ -22,21 +22,16 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from facesdk.backend import Artifact, Availability, Backend, Session, TensorSpec
-from facesdk.errors import (
-    BackendError,
-    BackendUnavailableError,
-    ConfigError,
-    DeviceMismatchError,
-    ModelNotFoundError,
-)
+from facesdk.errors import BackendUnavailableError, ConfigError, DeviceMismatchError, ModelNotFoundError
 
-from .accel.emulator import Model, load_model
-from .accel.fit import FitReport, check_fit
+if TYPE_CHECKING:  # the emulator (and yaml) load on first use, not at plugin discovery
+    from .accel.emulator import Model
+    from .accel.fit import FitReport
 
 __all__ = ["Max78000Backend", "Max78002Backend", "Max7800xSession", "find_yaml", "AI8X_DIR_ENV"]
 
@@ -90,11 +85,9 @@ class Max7800xSession(Session):
             l = model.layers[i]
             name = l.name or (l.module.rsplit(".", 1)[-1] if l.module else f"L{i}")
             self.outputs.append(TensorSpec(name, (None, *shapes[i]), "int8" if l.output_width == 8 else "int64"))
-        self._closed = False
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        if self._closed:
-            raise BackendError("session is closed")
+        self.check_open()
         b = np.asarray(batch)
         if b.ndim == len(self.model.input_shape):
             b = b[None]
@@ -103,9 +96,6 @@ class Max7800xSession(Session):
     def run_layers(self, batch: np.ndarray) -> list[np.ndarray]:
         """Every layer's output (debugging, parity checks)."""
         return self.model.run_all(np.asarray(batch))
-
-    def close(self) -> None:
-        self._closed = True
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
@@ -151,6 +141,9 @@ class _Max7800xBackend(Backend):
                 raise DeviceMismatchError(f"{self.name}: device 'serial' needs a port (device='serial:/dev/ttyUSB0')")
         elif dev not in ("auto", "emulator", "cpu"):
             raise DeviceMismatchError(f"{self.name} runs on 'emulator' or 'serial:<port>', not {device!r}")
+        from .accel.emulator import load_model
+        from .accel.fit import check_fit
+
         yaml_path = find_yaml(artifact, options.pop("yaml", None))
         shape = options.pop("input_shape", None)
         if shape is None and artifact.card is not None and artifact.card.params.get("input_shape"):
@@ -162,9 +155,7 @@ class _Max7800xBackend(Backend):
         fit = check_fit(model)
         if not fit.fits:
             msg = f"{model.arch} does not fit {fit.chip.name}: " + "; ".join(fit.problems[:3])
-            if strict:
-                raise DeviceMismatchError(msg)
-            log.warning("%s (emulating anyway)", msg)
+            self.strict_or_warn(strict, msg, "emulating anyway")
         if port:
             try:
                 from .board import driver  # the serial link to a board

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from facesdk.backend import Artifact, Availability, Backend, Session, TensorSpec
-from facesdk.errors import BackendError, BackendUnavailableError, DeviceMismatchError, ModelFormatError, ModelNotFoundError
+from facesdk.errors import BackendError, BackendUnavailableError, DeviceMismatchError, ModelFormatError
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,7 @@ class OnnxRuntimeSession(Session):
         self.providers = list(sess.get_providers())
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        if self._sess is None:
-            raise BackendError("session is closed")
+        self.check_open()
         want = self.inputs[0].dtype
         if str(batch.dtype) != want:
             batch = batch.astype(want, copy=False)
@@ -82,7 +81,7 @@ class OnnxRuntimeSession(Session):
         except Exception as exc:  # onnxruntime raises its own exception types
             raise BackendError(f"onnxruntime failed to run the model: {exc}") from None
 
-    def close(self) -> None:
+    def release(self) -> None:
         self._sess = None
 
 
@@ -92,6 +91,9 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     formats = ("onnx",)
     description = "ONNX Runtime (CPU and any provider onnxruntime reports)"
+    aliases = ("ort",)
+    priority = 10
+    precisions = ("fp32", "fp16", "int8")
 
     def available(self) -> Availability:
         try:
@@ -123,13 +125,8 @@ class OnnxRuntimeBackend(Backend):
         sets any other ``onnxruntime.SessionOptions`` attribute.
         """
         ort = _import_ort()
-        if artifact.format != "onnx":
-            raise ModelFormatError(f"onnxruntime runs ONNX models, not {artifact.format!r}")
-        path = artifact.path
-        if not path.exists():
-            raise ModelNotFoundError(f"model file not found: {path}")
-        if precision not in ("fp32", "fp16", "int8"):
-            raise DeviceMismatchError(f"onnxruntime cannot run precision {precision!r}")
+        path = self.check_artifact(artifact)
+        self.check_precision(precision)
         avail = ort.get_available_providers()
         dev_name, _, dev_idx = device.partition(":")
         if device == "auto":
@@ -139,9 +136,7 @@ class OnnxRuntimeBackend(Backend):
             raise DeviceMismatchError(f"onnxruntime does not know device {device!r}")
         if provider not in avail:
             msg = f"{provider} is not available here (onnxruntime has: {', '.join(avail)})"
-            if strict:
-                raise DeviceMismatchError(msg)
-            log.warning("%s; falling back to CPU", msg)
+            self.strict_or_warn(strict, msg, "falling back to CPU")
             provider, dev_name, dev_idx = "CPUExecutionProvider", "cpu", ""
         so = ort.SessionOptions()
         if threads:
@@ -170,16 +165,9 @@ class OnnxRuntimeBackend(Backend):
             raise ModelFormatError(f"onnxruntime cannot load {path.name}: {exc}") from None
         running = sess.get_providers()[0]
         if running != provider:
-            msg = f"asked for {provider} but onnxruntime runs {running}"
-            if strict:
-                raise DeviceMismatchError(msg)
-            log.warning(msg)
+            self.strict_or_warn(strict, f"asked for {provider} but onnxruntime runs {running}")
         real_dev = _PROVIDER_DEVICES.get(running, running)
         if dev_idx and real_dev != "cpu":
             real_dev = f"{real_dev}:{dev_idx}"
-        real_prec = precision
-        in_type = sess.get_inputs()[0].type
-        if precision == "fp16" and in_type != "tensor(float16)":
-            # fp16 weights with fp32 I/O are fine; we trust the artifact card for precision.
-            pass
-        return OnnxRuntimeSession(sess, real_dev, real_prec)
+        # fp16 weights with fp32 I/O are fine; the precision reported is the artifact's (from its card).
+        return OnnxRuntimeSession(sess, real_dev, precision)

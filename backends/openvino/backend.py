@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from facesdk.backend import Artifact, Availability, Backend, Session, TensorSpec
-from facesdk.errors import BackendError, BackendUnavailableError, DeviceMismatchError, ModelFormatError, ModelNotFoundError
+from facesdk.errors import BackendError, BackendUnavailableError, ModelFormatError
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +65,14 @@ class OpenVINOSession(Session):
         self.max_batch = b if isinstance(b, int) else None
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        if self._compiled is None:
-            raise BackendError("session is closed")
+        self.check_open()
         try:
             res = self._req.infer({0: np.ascontiguousarray(batch, dtype=self.inputs[0].dtype)})
         except RuntimeError as exc:
             raise BackendError(f"openvino failed to run the model: {exc}") from None
         return [np.asarray(res[p]).copy() for p in self._compiled.outputs]
 
-    def close(self) -> None:
+    def release(self) -> None:
         self._compiled = None
         self._req = None
 
@@ -84,6 +83,9 @@ class OpenVINOBackend(Backend):
     name = "openvino"
     formats = ("openvino-ir", "onnx")
     description = "OpenVINO (CPU, GPU, NPU); reads IR and ONNX"
+    aliases = ("ov",)
+    priority = 20
+    precisions = tuple(_PRECISION_HINTS)
 
     def available(self) -> Availability:
         try:
@@ -108,22 +110,15 @@ class OpenVINOBackend(Backend):
     ) -> Session:
         """Compile an IR/ONNX model for ``device`` (cpu, gpu[.N], npu, auto → cpu)."""
         ov = _import_ov()
-        if artifact.format not in self.formats:
-            raise ModelFormatError(f"openvino runs IR or ONNX, not {artifact.format!r}")
-        path = artifact.path
-        if not path.exists():
-            raise ModelNotFoundError(f"model file not found: {path}")
+        path = self.check_artifact(artifact)
         core = ov.Core()
         avail = [d.lower() for d in core.available_devices]
         dev = "cpu" if device == "auto" else device.lower()
         if dev.split(".")[0] not in {a.split(".")[0] for a in avail}:
             msg = f"OpenVINO device {device!r} is not available (have: {', '.join(avail)})"
-            if strict:
-                raise DeviceMismatchError(msg)
-            log.warning("%s; falling back to CPU", msg)
+            self.strict_or_warn(strict, msg, "falling back to CPU")
             dev = "cpu"
-        if precision not in _PRECISION_HINTS:
-            raise DeviceMismatchError(f"openvino backend: precision {precision!r} needs a quantised IR (not supported here)")
+        self.check_precision(precision)  # int8 needs a quantised IR (not supported here)
         try:
             model = core.read_model(str(path))
         except RuntimeError as exc:
@@ -149,8 +144,5 @@ class OpenVINOBackend(Backend):
             hint = _PRECISION_HINTS[precision]
         real = _precision_name(hint)
         if real != precision:
-            msg = f"asked OpenVINO {dev} for {precision} but it runs {real}"
-            if strict:
-                raise DeviceMismatchError(msg)
-            log.warning(msg)
+            self.strict_or_warn(strict, f"asked OpenVINO {dev} for {precision} but it runs {real}")
         return OpenVINOSession(compiled, model, dev, real)

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from facesdk.backend import Artifact, Availability, Backend, Session, TensorSpec
-from facesdk.errors import BackendError, BackendUnavailableError, DeviceMismatchError, ModelFormatError, ModelNotFoundError
+from facesdk.errors import BackendError, BackendUnavailableError, DeviceMismatchError, ModelFormatError
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +117,7 @@ class TensorRTSession(Session):
         return ptr
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        if self._ctx is None:
-            raise BackendError("session is closed")
+        self.check_open()
         cudart = self._cudart
         x = np.ascontiguousarray(batch, dtype=self.inputs[0].dtype)
         name = self._in[0]
@@ -141,9 +140,7 @@ class TensorRTSession(Session):
         _check(cudart.cudaStreamSynchronize(self._stream))
         return outs
 
-    def close(self) -> None:
-        if self._ctx is None:
-            return
+    def release(self) -> None:
         for ptr, _ in self._bufs.values():
             self._cudart.cudaFree(ptr)
         self._bufs.clear()
@@ -157,6 +154,8 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
     formats = ("trt-engine",)
     description = "NVIDIA TensorRT (GPU); engines built from ONNX"
+    aliases = ("trt",)
+    priority = 30
 
     def available(self) -> Availability:
         try:
@@ -226,10 +225,7 @@ class TensorRTBackend(Backend):
         **options: Any,
     ) -> Session:
         """Load a facesdk engine file on ``cuda[:N]``."""
-        if artifact.format != "trt-engine":
-            raise ModelFormatError(f"the tensorrt backend runs engines, not {artifact.format!r}; use compile()")
-        if not artifact.path.exists():
-            raise ModelNotFoundError(f"engine file not found: {artifact.path}")
+        self.check_artifact(artifact)  # an ONNX model needs compile() first
         meta, blob = read_engine_file(artifact.path)
         trt = _import_trt()
         cudart = _import_cudart()
@@ -245,8 +241,9 @@ class TensorRTBackend(Backend):
                 f"{artifact.path.name} was built by TensorRT {meta.get('tensorrt')}, this is {trt.__version__}; rebuild it"
             )
         real = meta.get("precision", "fp32")
-        if strict and real != precision:
-            raise DeviceMismatchError(f"engine {artifact.path.name} is {real}, asked for {precision}")
+        if real != precision:
+            self.strict_or_warn(strict, f"engine {artifact.path.name} is {real}, asked for {precision}",
+                                f"running {real}")
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         engine = runtime.deserialize_cuda_engine(blob)
         if engine is None:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from facesdk.backend import Artifact, Availability, Backend, Session, TensorSpec
-from facesdk.errors import BackendError, BackendUnavailableError, DeviceMismatchError, ModelFormatError, ModelNotFoundError
+from facesdk.errors import BackendError, BackendUnavailableError, DeviceMismatchError, ModelFormatError
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,7 @@ class TFLiteSession(Session):
         return y
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        if self._interp is None:
-            raise BackendError("session is closed")
+        self.check_open()
         n = batch.shape[0]
         if self._dynamic_batch and n != self._batch:
             shape = list(self._in["shape"])
@@ -115,7 +114,7 @@ class TFLiteSession(Session):
         except ValueError as exc:
             raise BackendError(f"tflite failed to run the model: {exc}") from None
 
-    def close(self) -> None:
+    def release(self) -> None:
         self._interp = None
 
 
@@ -125,6 +124,9 @@ class TFLiteBackend(Backend):
     name = "tflite"
     formats = ("tflite",)
     description = "TFLite/LiteRT (ai-edge-litert); Coral Edge TPU delegate"
+    aliases = ("litert",)
+    priority = 40
+    precisions = ("fp32", "int8")
 
     def available(self) -> Availability:
         try:
@@ -151,11 +153,7 @@ class TFLiteBackend(Backend):
     ) -> Session:
         """Load a .tflite file; ``device`` is ``cpu``, ``edgetpu`` or ``auto``."""
         interp_cls, load_delegate, _ = _import_interpreter()
-        if artifact.format != "tflite":
-            raise ModelFormatError(f"the tflite backend runs .tflite models, not {artifact.format!r}")
-        path = artifact.path
-        if not path.exists():
-            raise ModelNotFoundError(f"model file not found: {path}")
+        path = self.check_artifact(artifact)
         with open(path, "rb") as f:
             head = f.read(8)
         if head[4:8] != b"TFL3":
@@ -165,10 +163,8 @@ class TFLiteBackend(Backend):
         if dev == "edgetpu":
             try:
                 delegates.append(_edgetpu_delegate(load_delegate))
-            except DeviceMismatchError:
-                if strict:
-                    raise
-                log.warning("Edge TPU not available; falling back to CPU")
+            except DeviceMismatchError as exc:
+                self.strict_or_warn(strict, str(exc), "falling back to CPU")
                 dev = "cpu"
         elif dev != "cpu":
             raise DeviceMismatchError(f"the tflite backend has no device {device!r} (cpu, edgetpu)")
@@ -178,8 +174,8 @@ class TFLiteBackend(Backend):
         except (ValueError, RuntimeError) as exc:
             raise ModelFormatError(f"LiteRT cannot load {path.name}: {exc}") from None
         s = TFLiteSession(interp, dev, threads)
-        if strict and precision == "int8" and s.precision != "int8":
-            raise DeviceMismatchError(f"{path.name} is a float model; asked for int8")
-        if strict and precision not in ("fp32", "int8") and precision != s.precision:
-            raise DeviceMismatchError(f"the tflite backend cannot run {precision!r}")
+        if precision == "int8" and s.precision != "int8":
+            self.strict_or_warn(strict, f"{path.name} is a float model; asked for int8", "running it in fp32")
+        if precision not in ("fp32", "int8") and precision != s.precision:
+            self.strict_or_warn(strict, f"the tflite backend cannot run {precision!r}", f"running {s.precision}")
         return s
