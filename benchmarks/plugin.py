@@ -11,10 +11,12 @@ __all__ = ["facesdk_cli", "facesdk_datasets"]
 
 @hookimpl
 def facesdk_cli(subparsers: Any) -> None:
-    """Add ``facesdk bench``."""
+    """Add ``facesdk bench`` and ``facesdk calibrate``."""
+    from .calibrate import register as register_calibrate
     from .cli import register
 
     register(subparsers)
+    register_calibrate(subparsers)
 
 
 @hookimpl

@@ -49,6 +49,9 @@ class Match:
     name: str
     similarity: float
     top_k: list[tuple[str, float]] = field(default_factory=list)
+    #: the threshold the decision used and the operating point it came from
+    threshold: float | None = None
+    operating_point: str | None = None
 
     @property
     def known(self) -> bool:
@@ -59,6 +62,8 @@ class Match:
             "name": self.name,
             "similarity": round(float(self.similarity), 4),
             "top_k": [[n, round(float(s), 4)] for n, s in self.top_k],
+            **({"threshold": round(float(self.threshold), 4)} if self.threshold is not None else {}),
+            **({"operating_point": self.operating_point} if self.operating_point else {}),
         }
 
 
@@ -70,7 +75,11 @@ class Gallery:
         embedding_size: D.
         model_sha256: sha256 of the embedder artifact (recorded and checked).
         backend, precision: what produced the embeddings (recorded).
-        threshold: cosine similarity below which a match is ``Unknown``.
+        threshold: cosine similarity below which a match is ``Unknown`` (used when the
+            caller gives none; :class:`~facesdk.FaceRecognizer` passes its own unless
+            this one was set by the user, see ``threshold_source``).
+        threshold_source: ``"user"`` when the threshold was chosen explicitly (it then
+            wins over the recogniser's calibrated one), else where it came from.
     """
 
     def __init__(
@@ -82,9 +91,14 @@ class Gallery:
         backend: str | None = None,
         precision: str | None = None,
         threshold: float = 0.5,
+        threshold_source: str = "default",
     ) -> None:
         if embedding_size <= 0:
             raise ConfigError("embedding_size must be positive")
+        from .calibration import check_threshold
+
+        threshold = check_threshold(threshold, what="gallery threshold")
+        self.threshold_source = str(threshold_source)
         self.model_id = model_id
         self.embedding_size = int(embedding_size)
         self.model_sha256 = model_sha256
@@ -177,13 +191,16 @@ class Gallery:
         self, embeddings: np.ndarray, *, threshold: float | None = None, top_k: int = 5
     ) -> list[Match]:
         """Best identity per probe, or ``Unknown`` when below ``threshold``."""
-        thr = self.threshold if threshold is None else float(threshold)
+        from .calibration import check_threshold
+
+        thr = self.threshold if threshold is None else check_threshold(threshold)
+        src = f"gallery ({self.threshold_source})" if threshold is None else None
         out = []
         for cands in self.search(embeddings, top_k=top_k):
             if cands and cands[0][1] >= thr:
-                out.append(Match(cands[0][0], cands[0][1], cands))
+                out.append(Match(cands[0][0], cands[0][1], cands, thr, src))
             else:
-                out.append(Match(UNKNOWN, cands[0][1] if cands else -1.0, cands))
+                out.append(Match(UNKNOWN, cands[0][1] if cands else -1.0, cands, thr, src))
         return out
 
     # ------------------------------------------------------------------ provenance
@@ -198,6 +215,7 @@ class Gallery:
             "backend": self.backend,
             "precision": self.precision,
             "threshold": self.threshold,
+            "threshold_source": self.threshold_source,
             "identities": len(self._names),
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
@@ -248,6 +266,10 @@ class Gallery:
             raise GalleryError(f"{p} is not a facesdk gallery")
         if meta.get("version") != VERSION:
             raise GalleryError(f"{p}: unsupported gallery version {meta.get('version')!r}")
+        from .calibration import check_threshold
+
+        # a stored threshold outside the score range (e.g. edited to -1) would accept every stranger
+        thr = check_threshold(meta.get("threshold", 0.5), what=f"{p}: stored threshold", error=GalleryError)
         d = int(meta.get("embedding_size", -1))
         if sums.ndim != 2 or sums.shape != (len(names), d) or counts.shape != (len(names),):
             raise GalleryError(f"{p}: inconsistent gallery arrays")
@@ -259,7 +281,8 @@ class Gallery:
             model_sha256=meta.get("model_sha256"),
             backend=meta.get("backend"),
             precision=meta.get("precision"),
-            threshold=float(meta.get("threshold", 0.5)),
+            threshold=thr,
+            threshold_source=str(meta.get("threshold_source", "legacy")),
         )
         g._names, g._sums, g._counts = names, sums, counts
         return g

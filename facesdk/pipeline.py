@@ -24,7 +24,9 @@ from . import zoo
 from .align import align_face
 from .backend import Artifact, Backend, Session
 from .detect import Detection, FaceDetector, detector_class
-from .errors import ConfigError, GalleryError, ModelNotFoundError, NoFaceError
+from .enrollment import EnrollmentResult, PhotoReport, QualityPolicy, assess_face
+from .errors import ConfigError, GalleryError, ImageError, ModelNotFoundError, NoFaceError
+from .calibration import TEMPLATE_POLICIES, OperatingPoint, check_threshold, select_operating_point
 from .gallery import Gallery, Match, l2_normalize
 from .image import ImageInput, load_image, to_tensor
 from .plugins import backend_classes, backend_order, get_backend
@@ -75,13 +77,16 @@ class Verification:
 
     similarity: float
     threshold: float
+    #: where the threshold came from (see :class:`facesdk.calibration.OperatingPoint`)
+    operating_point: str = ""
 
     @property
     def same(self) -> bool:
         return self.similarity >= self.threshold
 
     def to_dict(self) -> dict[str, Any]:
-        return {"same": self.same, "similarity": round(self.similarity, 4), "threshold": self.threshold}
+        return {"same": self.same, "similarity": round(self.similarity, 4), "threshold": self.threshold,
+                "operating_point": self.operating_point}
 
 
 def _load_card(ref: str | ModelCard | os.PathLike) -> ModelCard:
@@ -158,8 +163,14 @@ class FaceRecognizer:
         device: device to run on (``"auto"``, ``"cpu"``, ``"cuda:0"`` …).
         precision: ``"fp32"``, ``"fp16"``, ``"int8"`` … as the artifact provides.
         strict: raise if the requested device/precision is not what runs.
-        threshold: cosine threshold for identification/verification
-            (default: the embedder card's calibrated value).
+        threshold: cosine threshold for both identification and verification; when
+            given it wins over every stored threshold (card, saved gallery). Default: the
+            embedder card's calibrated operating points — the open-set identification
+            threshold for :meth:`identify`, the verification threshold for :meth:`verify`
+            (see :attr:`identification_point`, :attr:`verification_point`).
+        template_policy: how an identity enrolled from several photos is scored:
+            ``"mean"`` (renormalised mean embedding, the default) — see
+            :mod:`facesdk.calibration`.
         detector_backend, embedder_backend: override ``backend`` per stage.
         landmarker: landmark model card that turns detections into the points the
             embedder's alignment needs (default: what the embedder card names for
@@ -187,6 +198,7 @@ class FaceRecognizer:
         embedder_backend: str | None = None,
         landmarker: str | ModelCard | None = None,
         tta: str | None = None,
+        template_policy: str | None = None,
         score_threshold: float | None = None,
         batch_size: int = 32,
         max_pixels: int | None = None,
@@ -240,17 +252,56 @@ class FaceRecognizer:
 
             self.landmarker_card = _load_card(lm_ref)
             self.landmarker = load_landmarker(self.landmarker_card)
-        ths = self.embedder_card.thresholds
-        key = f"{self.embedder_session.backend}:{self.embedder_session.precision}"
-        keys = [f"{key}:{self.tta}", key, f"default:{self.tta}", "default"] if self.tta != "none" else [key, "default"]
-        default_thr = next((ths[k] for k in keys if k in ths), 0.5)
-        self.threshold = float(threshold if threshold is not None else default_thr)
+        policy = template_policy or self.embedder_card.params.get("template_policy", "mean")
+        self.template_policy = str(policy)
+        if self.template_policy not in TEMPLATE_POLICIES:
+            raise ConfigError(f"template_policy must be one of {TEMPLATE_POLICIES}, not {policy!r}")
+        self._user_threshold = (
+            None if threshold is None else check_threshold(threshold, what="threshold")
+        )
+        self.verification_point = self._operating_point("verification")
+        self.identification_point = self._operating_point("identification")
+        #: the verification threshold (kept as ``threshold`` for compatibility)
+        self.threshold = self.verification_point.threshold
+        self.identification_threshold = self.identification_point.threshold
         self._gallery: Gallery | None = None
         log.info(
             "FaceRecognizer: detector %s on %s/%s, embedder %s on %s/%s/%s",
             self.detector_card.id, self.detector.session.backend, self.detector.session.device,
             self.embedder_card.id, self.embedder_session.backend, self.embedder_session.device,
             self.embedder_session.precision,
+        )
+
+    def _operating_point(self, task: str) -> OperatingPoint:
+        """The threshold for ``task`` and where it came from (explicit argument first, then the card)."""
+        sess = self.embedder_session
+        cfg = {"backend": sess.backend, "precision": sess.precision, "tta": self.tta,
+               "template": self.template_policy}
+        if self._user_threshold is not None:
+            return OperatingPoint.user(task, self._user_threshold, **cfg)
+        pt = select_operating_point(self.embedder_card.operating_points, task, **cfg)
+        if pt is not None:
+            return pt
+        # legacy flat [thresholds] table: best-accuracy verification thresholds
+        ths = self.embedder_card.thresholds
+        key = f"{sess.backend}:{sess.precision}"
+        keys = [key, "default"]
+        if self.tta != "none":
+            keys = [f"{key}:{self.tta}", key, f"default:{self.tta}", "default"]
+        k = next((k for k in keys if k in ths), None)
+        thr = float(ths[k]) if k is not None else 0.5
+        note = f"card [thresholds] {k!r}" if k is not None else "no calibrated threshold on the card; 0.5"
+        if task == "identification":
+            log.warning(
+                "embedder %s has no calibrated open-set identification threshold for %s/%s tta=%s "
+                "template=%s; "
+                "using its verification threshold %.3f (1:N false accepts grow with the gallery): run "
+                "`facesdk calibrate`", self.embedder_card.id, sess.backend, sess.precision, self.tta,
+                self.template_policy, thr,
+            )
+        return OperatingPoint(
+            task=task, threshold=thr, target="uncalibrated" if task == "identification" else "best-accuracy",
+            data=note, **cfg,
         )
 
     # ------------------------------------------------------------------ info
@@ -274,6 +325,11 @@ class FaceRecognizer:
             "tta": self.tta,
             "embedder": {"model": self.embedder_card.id, **self.embedder_session.describe()},
             "threshold": self.threshold,
+            "template_policy": self.template_policy,
+            "operating_points": {
+                "verification": self.verification_point.to_dict(),
+                "identification": self.identification_point.to_dict(),
+            },
         }
 
     # ------------------------------------------------------------------ stages
@@ -374,7 +430,8 @@ class FaceRecognizer:
         return Gallery(
             self.model_id, self.embedding_size, model_sha256=self.model_sha256,
             backend=self.embedder_session.backend, precision=self.embedder_session.precision,
-            threshold=self.threshold,
+            threshold=self.identification_threshold,
+            threshold_source="user" if self._user_threshold is not None else "card",
         )
 
     def use_gallery(self, gallery: Gallery | str | os.PathLike) -> Gallery:
@@ -386,45 +443,115 @@ class FaceRecognizer:
 
     def enroll(
         self, name: str, images: ImageInput | Iterable[ImageInput], *, gallery: Gallery | None = None,
-        progress: bool = False,
-    ) -> int:
+        progress: bool = False, strict: bool = False, quality: QualityPolicy | None = None,
+    ) -> EnrollmentResult:
         """Enroll ``name`` from one or more photos (the largest face of each).
 
-        Returns the number of samples added. Raises NoFaceError if a photo has no face.
+        Every usable photo is enrolled; a photo without a detectable face, that cannot be
+        decoded, or whose face fails a quality check (too small, blurred, strongly turned:
+        see :class:`facesdk.enrollment.QualityPolicy`) is skipped, logged, and reported with
+        its reason in the returned :class:`~facesdk.enrollment.EnrollmentResult`.
+
+        Args:
+            strict: make any skipped photo fatal (nothing is enrolled then).
+            quality: quality thresholds (default :class:`QualityPolicy`; ``QualityPolicy.off()``
+                disables the checks).
+
+        Raises:
+            NoFaceError: no photo was usable (or, with ``strict``, one was not); nothing is enrolled.
+            ConfigError: no photos were given.
         """
         g = gallery if gallery is not None else self.gallery
         g.check_compatible(self.model_id, self.embedding_size, self.model_sha256)
         if isinstance(images, (str, os.PathLike, bytes, bytearray, np.ndarray)) or hasattr(images, "mode"):
             images = [images]  # type: ignore[list-item]
-        embs = []
-        for im in tqdm(list(images), desc=f"enroll {name}", disable=not progress, leave=False):
-            embs.append(self.embed_face(im, select="largest").embedding)
-        if not embs:
+        images = list(images)  # type: ignore[arg-type]
+        if not images:
             raise ConfigError(f"no images given to enroll {name!r}")
+        policy = quality if quality is not None else QualityPolicy()
+        reports: list[PhotoReport] = []
+        embs = []
+        for i, im in enumerate(tqdm(images, desc=f"enroll {name}", disable=not progress, leave=False)):
+            src = _describe(im)
+            try:
+                img = self.load(im)
+                dets = self.detector.detect(img)
+                if not dets:
+                    raise NoFaceError(f"no face found in {src}")
+                d = max(dets, key=lambda d: d.width * d.height)
+                crops = self.align(img, [d])
+                reason, q = assess_face(d.box, d.landmarks, crops[0], policy)
+                if reason is None:
+                    embs.append(self.embed_crops(crops)[0])
+                rep = PhotoReport(i, src, reason is None, reason, q)
+            except (NoFaceError, ImageError) as exc:
+                rep = PhotoReport(i, src, False, str(exc))
+            if not rep.enrolled:
+                log.warning("enroll %s: skipping photo %d (%s): %s", name, i, src, rep.reason)
+                if strict:
+                    raise NoFaceError(f"enroll {name!r}: photo {i} ({src}) not usable: {rep.reason}; "
+                                      "nothing enrolled (strict)")
+            reports.append(rep)
+        result = EnrollmentResult(name, reports)
+        if not embs:
+            why = "; ".join(f"{r.source}: {r.reason}" for r in reports)
+            raise NoFaceError(f"enroll {name!r}: none of the {len(reports)} photo(s) is usable ({why})")
         g.add(name, np.stack(embs))
-        return len(embs)
+        log.info("enrolled %s from %d of %d photo(s)", name, result.added, len(reports))
+        return result
+
+    def identification_threshold_for(
+        self, gallery: Gallery | None = None, threshold: float | None = None,
+    ) -> tuple[float, str]:
+        """The threshold :meth:`identify` uses, and the operating point it came from.
+
+        Precedence: the ``threshold`` argument, then ``FaceRecognizer(threshold=…)``, then a
+        threshold the user stored in the gallery (``threshold_source == "user"``), then the
+        card's calibrated open-set identification operating point. Galleries saved by older
+        versions stored the verification threshold, which is not used for 1:N search.
+        """
+        if threshold is not None:
+            t = check_threshold(threshold, what="threshold")
+            return t, OperatingPoint.user("identification", t).describe()
+        if self._user_threshold is not None:
+            return self._user_threshold, self.identification_point.describe()
+        g = gallery if gallery is not None else self._gallery
+        if g is not None and getattr(g, "threshold_source", None) == "user":
+            t = check_threshold(g.threshold, what="gallery threshold", error=GalleryError)
+            return t, f"open-set identification threshold {t:g} stored in the gallery by the user"
+        return self.identification_threshold, self.identification_point.describe()
 
     def identify(
         self, image: ImageInput, *, gallery: Gallery | None = None, top_k: int = 5, threshold: float | None = None,
     ) -> list[Face]:
-        """Every face in the image with its best identity (or ``Unknown``) and top-K."""
+        """Every face in the image with its best identity (or ``Unknown``) and top-K.
+
+        The decision uses the open-set identification threshold (see
+        :meth:`identification_threshold_for`); each match records it and its operating point.
+        """
         g = gallery if gallery is not None else self.gallery
         g.check_compatible(self.model_id, self.embedding_size, self.model_sha256)
         if len(g) == 0:
             raise GalleryError("the gallery is empty: enroll someone first")
+        thr, point = self.identification_threshold_for(g, threshold)
         faces = self.faces(image)
         if faces:
-            matches = g.identify(np.stack([f.embedding for f in faces]), threshold=threshold, top_k=top_k)  # type: ignore[misc]
+            embs = np.stack([f.embedding for f in faces])  # type: ignore[misc]
+            matches = g.identify(embs, threshold=thr, top_k=top_k)
             for f, m in zip(faces, matches):
+                m.operating_point = point
                 f.match = m
         return faces
 
     def verify(self, a: ImageInput, b: ImageInput, *, threshold: float | None = None) -> Verification:
-        """Are the largest faces of two images the same person?"""
+        """Are the largest faces of two images the same person? (verification threshold)"""
         ea = self.embed_face(a).embedding
         eb = self.embed_face(b).embedding
         sim = float(np.dot(ea, eb))  # type: ignore[arg-type]
-        return Verification(sim, self.threshold if threshold is None else float(threshold))
+        if threshold is not None:
+            t = check_threshold(threshold, what="threshold")
+            return Verification(sim, t, OperatingPoint.user("verification", t).describe())
+        return Verification(sim, self.threshold, self.verification_point.describe())
 
     def close(self) -> None:
         """Release backend sessions."""

@@ -123,6 +123,9 @@ class ModelCard:
     thresholds: Mapping[str, float] = field(default_factory=dict)
     homepage: str = ""
     commercial_use: bool | None = None
+    #: calibrated thresholds with their operating points (``[[operating_points]]`` in the TOML;
+    #: see :mod:`facesdk.calibration`)
+    operating_points: tuple[Any, ...] = ()
 
     @property
     def commercial_safe(self) -> bool:
@@ -190,6 +193,7 @@ class ModelCard:
                 thresholds=dict(d.get("thresholds", {})),
                 homepage=d.get("homepage", ""),
                 commercial_use=d.get("commercial_use"),
+                operating_points=_operating_points(d.get("operating_points", []), origin),
             )
         except KeyError as exc:
             raise ConfigError(f"model card {origin}: missing field {exc}") from None
@@ -205,6 +209,22 @@ class ModelCard:
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read model card {p}: {exc}") from None
         return cls.from_dict(data, origin=str(p))
+
+
+def _operating_points(items: Any, origin: str) -> tuple[Any, ...]:
+    from .calibration import OperatingPoint
+
+    if not isinstance(items, list):
+        raise ConfigError(f"model card {origin}: operating_points must be an array of tables")
+    out = []
+    for i, it in enumerate(items):
+        if not isinstance(it, dict):
+            raise ConfigError(f"model card {origin}: operating_points[{i}] is not a table")
+        try:
+            out.append(OperatingPoint.from_dict(it))
+        except ConfigError as exc:
+            raise ConfigError(f"model card {origin}: operating_points[{i}]: {exc}") from None
+    return tuple(out)
 
 
 # --------------------------------------------------------------------------- registry

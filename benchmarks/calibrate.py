@@ -1,0 +1,364 @@
+"""``facesdk calibrate``: thresholds from labelled data, for verification and open-set identification.
+
+The labelled data is a folder of ``person/`` sub-folders or LFW (optionally one
+identity subset, e.g. ``devtrain`` so that the LFW ``devtest`` protocol never sees
+a calibration identity). Images are embedded through the benchmark embedding cache
+(:class:`~facesdk_bench.protocols.ImageEmbedder`).
+
+* Verification: the k-fold cross-validated best-accuracy threshold (on LFW's
+  ``pairsDevTrain.txt`` when calibrating on LFW DevTrain, else on generated
+  balanced pairs), and the thresholds at each FAR from generated impostor pairs
+  (all cross-identity pairs are candidates; a seeded sample is drawn).
+* Open-set identification: per seeded trial, a gallery of ``gallery_size``
+  identities (one photo each: every person with >= 2 photos, topped up with
+  single-photo people as distractors while at least half of those remain),
+  mated probes = the enrolled people's other photos, non-mated probes = the
+  people not enrolled; top-1 scores of all trials are pooled and the threshold
+  at each FAR is taken on the non-mated ones (:func:`facesdk.calibration.threshold_at_far`).
+  Larger galleries raise the false-alarm rate at a fixed threshold (see
+  :mod:`facesdk.calibration`), so the point states the gallery size.
+
+Each point is stamped with the configuration it belongs to (model, detector,
+backend, precision, tta, template policy, score normalisation) and can be
+written into the embedder's card (``[[operating_points]]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facesdk.calibration import (
+    NORMALIZATIONS,
+    CohortNormalizer,
+    OperatingPoint,
+    calibrate_identification,
+    calibrate_verification,
+    identity_scores,
+    open_set_top1,
+)
+from facesdk.errors import ConfigError
+from facesdk.fileio import atomic_writer
+
+from .openset import identity_templates
+
+__all__ = ["calibration_split", "make_pairs", "calibrate_embeddings", "write_card_points", "register",
+           "cmd_calibrate"]
+
+log = logging.getLogger(__name__)
+
+MARKER = "# ---- operating points: written by `facesdk calibrate` (facesdk_bench.calibrate); keep last ----"
+
+
+def calibration_split(
+    identities: Mapping[str, Sequence[str]], gallery_size: int, seed: int,
+) -> tuple[dict[str, str], list[tuple[str, str]], list[tuple[str, str]]]:
+    """One calibration trial: ``(gallery {person: key}, mated [(key, person)], non-mated [(key, person)])``.
+    """
+    rng = np.random.default_rng(seed)
+    people = sorted(identities)
+    multi = [p for p in people if len(identities[p]) >= 2]
+    single = [p for p in people if len(identities[p]) == 1]
+    multi = [multi[i] for i in rng.permutation(len(multi))]
+    single = [single[i] for i in rng.permutation(len(single))]
+    if not single:  # no single-photo people: hold out half of the others as impostors
+        half = len(multi) // 2
+        enrolled, impostors = multi[:half][:gallery_size], multi[half:]
+    else:
+        enrolled = multi[:gallery_size]
+        extra = max(0, min(gallery_size - len(enrolled), len(single) // 2))
+        enrolled = enrolled + single[:extra]
+        impostors = single[extra:] + multi[gallery_size:]
+    if not enrolled or not impostors:
+        raise ConfigError("calibration needs people to enroll and people left out (add identities)")
+    gallery: dict[str, str] = {}
+    mated: list[tuple[str, str]] = []
+    for p in enrolled:
+        imgs = sorted(identities[p])
+        j = int(rng.integers(len(imgs)))
+        gallery[p] = imgs[j]
+        mated.extend((k, p) for i, k in enumerate(imgs) if i != j)
+    non_mated = [(k, p) for p in impostors for k in sorted(identities[p])]
+    return gallery, mated, non_mated
+
+
+def make_pairs(identities: Mapping[str, Sequence[str]], seed: int, *, per_person: int = 20,
+               impostors: int = 20000) -> tuple[list[str], list[str], np.ndarray]:
+    """Genuine pairs (at most ``per_person`` per identity) and ``impostors`` random cross-identity pairs."""
+    rng = np.random.default_rng(seed)
+    a: list[str] = []
+    b: list[str] = []
+    people = sorted(identities)
+    for p in people:
+        imgs = sorted(identities[p])
+        pairs = [(i, j) for i in range(len(imgs)) for j in range(i + 1, len(imgs))]
+        for t in rng.permutation(len(pairs))[:per_person]:
+            i, j = pairs[t]
+            a.append(imgs[i])
+            b.append(imgs[j])
+    n_gen = len(a)
+    if n_gen == 0 or len(people) < 2:
+        raise ConfigError("verification calibration needs people with >= 2 photos and >= 2 people")
+    owner = [p for p in people for _ in identities[p]]
+    keys = [k for p in people for k in sorted(identities[p])]
+    m = 0
+    while m < impostors:
+        i, j = rng.integers(len(keys), size=2)
+        if owner[i] != owner[j]:
+            a.append(keys[i])
+            b.append(keys[j])
+            m += 1
+    return a, b, np.r_[np.ones(n_gen, bool), np.zeros(impostors, bool)]
+
+
+def _cos(ea: np.ndarray, eb: np.ndarray) -> np.ndarray:
+    ea = ea / np.linalg.norm(ea, axis=1, keepdims=True)
+    eb = eb / np.linalg.norm(eb, axis=1, keepdims=True)
+    return np.einsum("ij,ij->i", ea, eb).astype(np.float64)
+
+
+def calibrate_embeddings(
+    emb: Mapping[str, np.ndarray], identities: Mapping[str, Sequence[str]], *,
+    fars: Sequence[float] = (0.01, 0.001), gallery_size: int = 1000, trials: int = 10, seed: int = 0,
+    normalizations: Sequence[str] = ("none",), cohort: Sequence[str] = (),
+    verification_pairs: tuple[list[str], list[str], np.ndarray] | None = None, k: int = 10,
+    data: str = "", config: Mapping[str, Any] | None = None,
+) -> list[OperatingPoint]:
+    """Operating points for verification and open-set identification from embedded labelled images.
+
+    Args:
+        emb: ``{image key: embedding}`` covering ``identities`` (and the cohort's first images).
+        identities: ``{person: [keys]}`` to calibrate on (the cohort's people are left out).
+        verification_pairs: ``(a, b, same)`` for the k-fold best-accuracy threshold (default: generated).
+        cohort: people whose first photo forms the AS-norm cohort (for ``as-norm``).
+        config: backend, precision, tta, detector … stamped on every point.
+    """
+    for n in normalizations:
+        if n not in NORMALIZATIONS:
+            raise ConfigError(f"normalization must be one of {NORMALIZATIONS}, not {n!r}")
+    cfg = dict(config or {})
+    excl = set(cohort)
+    ids = {p: list(v) for p, v in identities.items() if p not in excl and v}
+    n_img = sum(len(v) for v in ids.values())
+    points: list[OperatingPoint] = []
+    # verification
+    a, b, same = make_pairs(ids, seed)
+    s = _cos(np.stack([emb[x] for x in a]), np.stack([emb[x] for x in b]))
+    vp = calibrate_verification(s, same, fars=fars, k=k, seed=seed, data=data, template="mean",
+                                normalization="none",
+                                method=f"{len(a):,} generated pairs ({int(same.sum()):,} genuine), "
+                                f"{n_img:,} images of {len(ids):,} people", **cfg)
+    if verification_pairs is not None:
+        pa, pb, ps = verification_pairs
+        s2 = _cos(np.stack([emb[x] for x in pa]), np.stack([emb[x] for x in pb]))
+        best = calibrate_verification(s2, ps, fars=(), k=k, seed=seed, data=data, template="mean",
+                                      normalization="none", method=f"{k}-fold cross-validation on "
+                                      f"{len(pa):,} labelled pairs", **cfg)[0]
+        vp[0] = best
+    points += vp
+    # open-set identification
+    coh_keys = [min(identities[p]) for p in cohort if p in identities]
+    for norm in normalizations:
+        nz = None
+        if norm == "as-norm":
+            if not coh_keys:
+                raise ConfigError("as-norm calibration needs a cohort")
+            nz = CohortNormalizer(np.stack([emb[x] for x in coh_keys]))
+        top1s, mateds, corrects = [], [], []
+        g_size = 0
+        for t in range(trials):
+            gallery, mated, non_mated = calibration_split(ids, gallery_size, seed + t)
+            names = sorted(gallery)
+            g_size = len(names)
+            G = np.stack([emb[gallery[n]] for n in names])
+            probes = mated + non_mated
+            P = np.stack([emb[x] for x, _ in probes])
+            lab = np.arange(len(names))
+            sim = identity_scores(P, G, lab, len(names), "mean")
+            if nz is not None:
+                sim = nz.normalize(sim, nz.stats(P), nz.stats(identity_templates(G, lab, len(names))))
+            t1, m, c = open_set_top1(sim, [p for _, p in probes], names)
+            top1s.append(t1)
+            mateds.append(m)
+            corrects.append(c)
+        method = (f"held-out identities; {trials} seeded trials pooled, gallery of {g_size:,} identities "
+                  "x 1 photo"
+                  + (f", AS-norm cohort of {len(coh_keys)} people left out" if nz is not None else ""))
+        pts = calibrate_identification(
+            np.concatenate(top1s), np.concatenate(mateds), np.concatenate(corrects), fars=fars,
+            gallery_size=g_size, data=data, method=method, template="mean", normalization=norm, **cfg,
+        )
+        points += pts
+    return points
+
+
+# ---------------------------------------------------------------------- cards
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        return repr(round(float(v), 6))
+    if isinstance(v, Mapping):
+        return "{ " + ", ".join(f"{_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    return json.dumps(str(v), ensure_ascii=False)  # a JSON string is a valid TOML basic string
+
+
+def _key(k: str) -> str:
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
+
+
+def _same_slot(a: OperatingPoint, b: OperatingPoint) -> bool:
+    fields = ("task", "target", "far", "backend", "precision", "tta", "template", "normalization", "detector")
+    return all(getattr(a, f) == getattr(b, f) for f in fields)
+
+
+def write_card_points(card_path: str | Path, points: Sequence[OperatingPoint]) -> Path:
+    """Add (or replace, per configuration and target) operating points in a card TOML file, atomically."""
+    from facesdk.zoo import ModelCard
+
+    p = Path(card_path)
+    card = ModelCard.from_toml(p)
+    if card.task != "embed":
+        raise ConfigError(f"{p} is a {card.task} card; operating points belong on embedder cards")
+    keep = [o for o in card.operating_points if not any(_same_slot(o, n) for n in points)]
+    text = p.read_text(encoding="utf-8")
+    head = text.split(MARKER)[0].rstrip("\n")
+    if "[[operating_points]]" in head:
+        raise ConfigError(f"{p} has [[operating_points]] outside the calibrate section; "
+                          f"move them below {MARKER!r}")
+    lines = [head, "", MARKER]
+    for o in [*keep, *points]:
+        d = o.to_dict()
+        d.pop("description", None)
+        lines.append("")
+        lines.append(f"# {o.describe()}")
+        lines.append("[[operating_points]]")
+        for k, v in d.items():
+            if v is None or (isinstance(v, Mapping) and not v):
+                continue
+            lines.append(f"{k} = {_toml_value(v)}")
+    new = "\n".join(lines) + "\n"
+    with atomic_writer(p) as f:
+        f.write(new.encode("utf-8"))
+    ModelCard.from_toml(p)  # it must still parse
+    return p
+
+
+# ---------------------------------------------------------------------- command
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``facesdk calibrate``."""
+    p = subparsers.add_parser(
+        "calibrate", help="compute verification and open-set identification thresholds from labelled data",
+        description="Embed a labelled dataset (LFW or a folder of person/ sub-folders) and compute "
+                    "thresholds for verification (k-fold best accuracy, FARs) and open-set identification "
+                    "(FARs at a gallery size); print them, write JSON, and optionally store them on the "
+                    "embedder's card.",
+    )
+    p.add_argument("--dataset", default="folder", help="lfw or folder (default folder)")
+    p.add_argument("--root", required=True, help="dataset directory")
+    p.add_argument("--subset", default="all",
+                   help="LFW identities to use: devtrain (recommended: never in the devtest protocol) or all")
+    p.add_argument("--fars", default="0.01,0.001", help="comma-separated target FARs (default 0.01,0.001)")
+    p.add_argument("--gallery-size", type=int, default=1000, help="identities in the calibration gallery")
+    p.add_argument("--trials", type=int, default=10, help="seeded gallery draws pooled (default 10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--folds", type=int, default=10, help="k of the best-accuracy cross-validation")
+    p.add_argument("--normalizations", default="none", help="none and/or as-norm (needs an LFW cohort)")
+    p.add_argument("--cohort", type=int, default=300, help="AS-norm cohort size (LFW DevTrain singletons)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--cache", help="embedding cache directory (default $FACESDK_BENCH_CACHE)")
+    p.add_argument("--out", help="write the operating points as JSON here")
+    p.add_argument("--write-card", metavar="CARD.toml", help="store the points on this embedder card file")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_calibrate)
+    return p
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Handler of ``facesdk calibrate``."""
+    from facesdk.pipeline import FaceRecognizer
+
+    from .cache import default_cache_root
+    from .datasets import load_dataset
+    from .openset import cohort_people, lfw_people
+    from .protocols import ImageEmbedder
+
+    try:
+        fars = [float(f) for f in str(args.fars).split(",") if f.strip()]
+    except ValueError:
+        raise ConfigError(f"--fars must be comma-separated numbers, not {args.fars!r}") from None
+    norms = [n.strip() for n in str(args.normalizations).split(",") if n.strip()]
+    if args.gallery_size < 1 or args.trials < 1:
+        raise ConfigError("--gallery-size and --trials must be >= 1")
+    ds = load_dataset(args.dataset, args.root)
+    all_ids = ds.identities()
+    ids = dict(all_ids)
+    subset_people = lfw_people(args.root, args.subset) if args.dataset == "lfw" else None
+    if args.dataset != "lfw" and args.subset != "all":
+        raise ConfigError("--subset applies to --dataset lfw only")
+    if subset_people is not None:
+        ids = {p: v for p, v in ids.items() if p in subset_people}
+    cohort: list[str] = []
+    if "as-norm" in norms:
+        if args.dataset != "lfw":
+            raise ConfigError("as-norm calibration uses the LFW DevTrain cohort: --dataset lfw")
+        cohort = cohort_people(all_ids, args.root, args.cohort)
+    rec = FaceRecognizer(
+        detector=getattr(args, "detector", None), embedder=getattr(args, "embedder", None),
+        backend=getattr(args, "backend", "auto"), device=getattr(args, "device", "auto"),
+        precision=getattr(args, "precision", "fp32"), backend_options={"threads": args.threads},
+    )
+    emb_ = ImageEmbedder(rec, ds, Path(args.cache) if args.cache else default_cache_root(),
+                         progress=not args.no_progress)
+    keys = [k for v in ids.values() for k in v] + [min(all_ids[p]) for p in cohort]
+    recs = emb_.embed(keys)
+    emb = {k: r.emb for k, r in recs.items()}
+    pairs = None
+    if args.dataset == "lfw" and args.subset == "devtrain":
+        pl = ds.pairs("devtrain")
+        recs2 = emb_.embed(pl.images())
+        emb.update({k: r.emb for k, r in recs2.items()})
+        pairs = (pl.a, pl.b, pl.same)
+    n_img = sum(len(v) for p, v in ids.items() if p not in set(cohort))
+    what = f"LFW {args.subset} identities" if args.dataset == "lfw" else f"folder {args.root}"
+    data = f"{what} ({len(ids) - len(cohort):,} people, {n_img:,} images)"
+    sess = rec.embedder_session
+    cfg = {"backend": sess.backend, "precision": sess.precision, "tta": rec.tta,
+           "detector": rec.detector_card.id}
+    points = calibrate_embeddings(
+        emb, ids, fars=fars, gallery_size=args.gallery_size, trials=args.trials, seed=args.seed,
+        normalizations=norms, cohort=cohort, verification_pairs=pairs, k=args.folds, data=data, config=cfg,
+    )
+    fb = emb_.stats["high"].to_dict()["no_detection_fallback"] if "high" in emb_.stats else 0
+    out = {"model": rec.model_id, "detector": rec.detector_card.id, **cfg, "dataset": args.dataset,
+           "root": str(args.root), "subset": args.subset, "no_detection_fallback": fb,
+           "operating_points": [p.to_dict() for p in points]}
+    rec.close()
+    if args.out:
+        with atomic_writer(Path(args.out)) as f:
+            f.write((json.dumps(out, indent=2) + "\n").encode())
+    if args.write_card:
+        write_card_points(args.write_card, points)
+    if getattr(args, "json", False):
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+    else:
+        for p in points:
+            m = ", ".join(f"{k} {v:.4f}" for k, v in p.measured.items()
+                          if k in ("far", "frr", "dir", "cv_accuracy"))
+            sys.stdout.write(f"{p.task:<15} {p.threshold:.4f}  {p.describe()}  [{m}]\n")
+    return 0
+
+
+
