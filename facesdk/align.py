@@ -2,30 +2,42 @@
 
 Points are ordered: image-left eye, image-right eye, nose tip, image-left mouth
 corner, image-right mouth corner (``facesdk.detect.Detection.landmarks``).
+
+Templates are card data: an embedder card's ``[alignment]`` table (points and crop
+size, :class:`facesdk.zoo.AlignmentTemplate`) under the card's ``template`` name. Aligners
+that are algorithms rather than a template (dlib's face chip, the ai8x FaceID crop) come
+from the ``facesdk_aligners`` hook (:func:`facesdk.plugins.aligners`).
+
+Similarity transform: S. Umeyama, "Least-squares estimation of transformation parameters
+between two point patterns", IEEE TPAMI 13(4), 1991 (eqs. 34-43, with the reflection fix).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Union
 
 import numpy as np
 from PIL import Image
 
 from .errors import ConfigError
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .zoo import AlignmentTemplate
+
 __all__ = [
-    "TEMPLATES",
+    "ARCFACE_112",
     "estimate_similarity",
     "warp_affine",
     "warp_face",
-    "register_aligner",
     "get_aligner",
     "align_face",
     "template_points",
     "landmarks_from_box",
 ]
 
-#: ArcFace / InsightFace 112×112 five-point template (the common standard).
+#: ArcFace / InsightFace 112×112 five-point template: the canonical frame of the landmark bridge
+#: (:mod:`facesdk.landmarks`, whose fitted weights live in it). Embedders get their template from
+#: their card (``mobilefacenet-sirius`` carries these same points as ``arcface112``).
 ARCFACE_112 = np.array(
     [
         [38.2946, 51.6963],
@@ -37,42 +49,31 @@ ARCFACE_112 = np.array(
     dtype=np.float32,
 )
 
-#: Templates by name: (points in pixels, output size (w, h)).
-TEMPLATES: dict[str, tuple[np.ndarray, tuple[int, int]]] = {
-    "arcface112": (ARCFACE_112, (112, 112)),
-}
-
 #: A custom aligner: ``func(image_rgb, box[4], landmarks5 | None) -> crop``.
 Aligner = Callable[[np.ndarray, np.ndarray, "np.ndarray | None"], np.ndarray]
-_ALIGNERS: dict[str, Aligner] = {}
-#: Core modules that register aligners for these template names when imported.
-_ALIGNER_MODULES = {
-    "dlib150": "facesdk.dlib_crop",
-    "dlib150:dlib5": "facesdk.landmarks",
-    "ai8x-faceid": "facesdk.detect.tinierssd",
-    "ai8x-faceid-firmware": "facesdk.detect.tinierssd",
-}
-
-
-def register_aligner(name: str, func: Aligner) -> None:
-    """Register a custom aligner for a template name (e.g. dlib's crop, a firmware crop)."""
-    _ALIGNERS[name] = func
+#: A template by name (looked up in the model cards) or as card data.
+TemplateRef = Union[str, "AlignmentTemplate"]
 
 
 def get_aligner(name: str) -> Aligner | None:
-    """The custom aligner registered for ``name``, importing its core module if needed."""
-    if name not in _ALIGNERS and name in _ALIGNER_MODULES:
-        import importlib
+    """The aligner a plugin registered for ``name`` (``facesdk_aligners`` hook), if any."""
+    from .plugins import aligners
 
-        importlib.import_module(_ALIGNER_MODULES[name])
-    return _ALIGNERS.get(name)
+    return aligners().get(name)
 
 
-def template_points(name: str) -> tuple[np.ndarray, tuple[int, int]]:
-    """Points and output size of a named template."""
-    if name not in TEMPLATES:
-        raise ConfigError(f"unknown alignment template {name!r} (known: {', '.join(sorted(TEMPLATES))})")
-    return TEMPLATES[name]
+def template_points(template: TemplateRef) -> tuple[np.ndarray, tuple[int, int]]:
+    """Points ``(K, 2)`` and output size (w, h) of a template: card data, or a name looked up in the cards."""
+    from . import zoo
+
+    if isinstance(template, zoo.AlignmentTemplate):
+        return np.asarray(template.points, np.float32), template.size
+    known = {c.alignment.name: c.alignment for c in zoo.list_cards() if c.alignment is not None}
+    if template not in known:
+        names = ", ".join(sorted(known)) or "none"
+        raise ConfigError(f"unknown alignment template {template!r} (templates in cards: {names})")
+    t = known[template]
+    return np.asarray(t.points, np.float32), t.size
 
 
 def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -117,14 +118,14 @@ def warp_affine(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) ->
     return np.asarray(out)
 
 
-def warp_face(image: np.ndarray, landmarks: np.ndarray, template: str = "arcface112") -> np.ndarray:
+def warp_face(image: np.ndarray, landmarks: np.ndarray, template: TemplateRef = "arcface112") -> np.ndarray:
     """Align one face: similarity transform of its 5 landmarks onto ``template``, then warp."""
     pts, size = template_points(template)
     m = estimate_similarity(landmarks, pts)
     return warp_affine(image, m, size)
 
 
-def landmarks_from_box(box: np.ndarray, template: str = "arcface112") -> np.ndarray:
+def landmarks_from_box(box: np.ndarray, template: TemplateRef = "arcface112") -> np.ndarray:
     """Approximate 5 landmarks for a box-only detector by placing the template in the box.
 
     Crude (no pose information); used only when the detector gives no landmarks.
@@ -138,16 +139,17 @@ def landmarks_from_box(box: np.ndarray, template: str = "arcface112") -> np.ndar
 
 
 def align_face(
-    image: np.ndarray, box: np.ndarray, landmarks: np.ndarray | None, template: str = "arcface112"
+    image: np.ndarray, box: np.ndarray, landmarks: np.ndarray | None, template: TemplateRef = "arcface112"
 ) -> np.ndarray:
     """Crop one face for an embedder: a registered aligner for ``template``, else a 5-point warp.
 
     Box-only detections get template landmarks placed in the box (:func:`landmarks_from_box`).
     """
-    custom = get_aligner(template)
-    if custom is not None:
-        return custom(image, box, landmarks)
-    if ":" in template:
+    if isinstance(template, str):
+        custom = get_aligner(template)
+        if custom is not None:
+            return custom(image, box, landmarks)
+    if isinstance(template, str) and ":" in template:
         raise ConfigError(f"no aligner for {template!r} (template:point-set)")
     if landmarks is None:
         landmarks = landmarks_from_box(box, template)

@@ -29,11 +29,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import ConfigError
 from .shape_predictor import DLIB5_PARTS, similarity_transform
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .shape_predictor import ShapePredictor
 
 __all__ = [
     "DLIB5_TEMPLATE",
@@ -47,7 +51,9 @@ __all__ = [
     "dlib_face_crop",
     "pyramid_down2",
     "dlib_box_from_core5",
+    "dlib_predictor_rect",
     "dlib150_aligner",
+    "dlib5_aligner",
 ]
 
 #: dlib's 5-point crop template (unpadded, unit square), in dlib's part order.
@@ -254,6 +260,18 @@ def dlib_box_from_core5(landmarks5_core: np.ndarray, mean_shape: np.ndarray) -> 
     return int(left), int(top), int(left + side), int(top + side)
 
 
+def dlib_predictor_rect(
+    predictor: "ShapePredictor", box: np.ndarray, landmarks5: np.ndarray | None
+) -> tuple[float, float, float, float]:
+    """The dlib rectangle the shape predictor runs in: placed from the core's eye centres
+    (:func:`dlib_box_from_core5`) when there are landmarks, else the detector box
+    ``(x1, y1, x2, y2)`` as dlib's inclusive rectangle."""
+    if landmarks5 is not None:
+        return dlib_box_from_core5(landmarks5, predictor.initial_shape)
+    b = np.asarray(box, np.float64).reshape(4)
+    return (b[0], b[1], b[2] - 1, b[3] - 1)
+
+
 def dlib150_aligner(image_rgb: np.ndarray, box: np.ndarray, landmarks5: np.ndarray | None) -> np.ndarray:
     """Aligner for template ``dlib150``: dlib's shape predictor in a dlib-style box, then dlib's crop.
 
@@ -263,19 +281,12 @@ def dlib150_aligner(image_rgb: np.ndarray, box: np.ndarray, landmarks5: np.ndarr
     from .shape_predictor import load_default
 
     sp = load_default()
-    if landmarks5 is not None:
-        rect = dlib_box_from_core5(landmarks5, sp.initial_shape)
-    else:
-        b = np.asarray(box, np.float64).reshape(4)
-        rect = (b[0], b[1], b[2] - 1, b[3] - 1)
-    shape = sp.predict(image_rgb, rect)
+    shape = sp.predict(image_rgb, dlib_predictor_rect(sp, box, landmarks5))
     return dlib_face_crop(image_rgb, shape, 150, 0.25)
 
 
-def _register() -> None:
-    from .align import register_aligner
-
-    register_aligner("dlib150", dlib150_aligner)
-
-
-_register()
+def dlib5_aligner(image_rgb: np.ndarray, box: np.ndarray, landmarks: np.ndarray | None) -> np.ndarray:
+    """Aligner ``dlib150:dlib5``: dlib's 150×150 crop straight from dlib-order 5 points (a landmarker's)."""
+    if landmarks is None:
+        raise ConfigError("dlib crops need 5 landmarks")
+    return dlib_face_crop(image_rgb, landmarks, 150, 0.25)

@@ -10,16 +10,17 @@ corners. A *landmarker* (model card task ``landmarks``) closes the gap:
   (``params.weights`` [10 × 11]) fitted on LFW DevTrain identities only
   (``model_zoo/landmark_bridge.py``).
 * ``dlib-sp5``: dlib's 5-point shape predictor (regression trees) in numpy,
-  run in a box derived from the detection.
+  run in a box derived from the detection (:class:`ShapePredictorLandmarker`).
 
-Landmarkers run on the host (they are tiny); they are not backend models.
+Landmarkers run on the host (they are tiny); they are not backend models. Families are
+found through the ``facesdk_landmarkers`` hook (:func:`facesdk.plugins.landmarker_families`),
+so a plugin adds one the way the core adds these two (:mod:`facesdk.builtin`).
 """
 
 from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from typing import Callable
 
 import numpy as np
 
@@ -27,31 +28,20 @@ from .align import ARCFACE_112, estimate_similarity
 from .errors import ConfigError
 from .zoo import ModelCard
 
-__all__ = ["Landmarker", "BridgeLandmarker", "register_landmarker_family", "load_landmarker", "canonical_frame"]
+__all__ = ["Landmarker", "BridgeLandmarker", "ShapePredictorLandmarker", "load_landmarker", "canonical_frame"]
 
 log = logging.getLogger(__name__)
-
-_FAMILIES: dict[str, Callable[[ModelCard], "Landmarker"]] = {}
-#: Core modules that register landmarker families on import.
-_FAMILY_MODULES = {"dlib-sp5": "facesdk.shape_predictor"}
-
-
-def register_landmarker_family(name: str, factory: Callable[[ModelCard], "Landmarker"]) -> None:
-    """Register ``factory(card) -> Landmarker`` for a card family."""
-    _FAMILIES[name] = factory
-
 
 def load_landmarker(card: ModelCard) -> "Landmarker":
     """Instantiate the landmarker a card describes."""
     if card.task != "landmarks":
         raise ConfigError(f"{card.id!r} is a {card.task} model, not a landmark model")
-    if card.family not in _FAMILIES and card.family in _FAMILY_MODULES:
-        import importlib
+    from .plugins import landmarker_families
 
-        importlib.import_module(_FAMILY_MODULES[card.family])
-    if card.family not in _FAMILIES:
-        raise ConfigError(f"no landmark model family {card.family!r}")
-    return _FAMILIES[card.family](card)
+    known = landmarker_families()
+    if card.family not in known:
+        raise ConfigError(f"no landmark model family {card.family!r} (known: {', '.join(sorted(known))})")
+    return known[card.family](card)
 
 
 class Landmarker(ABC):
@@ -106,22 +96,23 @@ class BridgeLandmarker(Landmarker):
         return _apply(back, pts).astype(np.float32)
 
 
-register_landmarker_family("bridge", BridgeLandmarker)
+class ShapePredictorLandmarker(Landmarker):
+    """dlib's 5-point shape predictor (``dlib-sp5`` cards) in a dlib-style box placed from the
+    detector's eye centres (:func:`facesdk.dlib_crop.dlib_box_from_core5`), or in the detector's
+    box when it gives no landmarks: dlib's part order (``"dlib5"``)."""
 
+    output = "dlib5"
 
-def _dlib5_crop(image: np.ndarray, box: np.ndarray, landmarks: np.ndarray | None) -> np.ndarray:
-    """dlib's 150×150 crop straight from dlib-order 5 points (from a landmarker)."""
-    from .dlib_crop import dlib_face_crop
+    def __init__(self, card: ModelCard) -> None:
+        from . import zoo
+        from .shape_predictor import ShapePredictor, load_default
 
-    if landmarks is None:
-        raise ConfigError("dlib crops need 5 landmarks")
-    return dlib_face_crop(image, landmarks, 150, 0.25)
+        if card.id == "dlib-shape-predictor-5":
+            self.predictor = load_default()  # shared, loaded once
+        else:
+            self.predictor = ShapePredictor.load(zoo.fetch(card, card.formats[0]))
 
+    def __call__(self, image: np.ndarray, box: np.ndarray, landmarks: np.ndarray | None) -> np.ndarray:
+        from .dlib_crop import dlib_predictor_rect
 
-def _register_aligners() -> None:
-    from .align import register_aligner
-
-    register_aligner("dlib150:dlib5", _dlib5_crop)
-
-
-_register_aligners()
+        return self.predictor.predict(image, dlib_predictor_rect(self.predictor, box, landmarks))

@@ -30,7 +30,7 @@ from .calibration import TEMPLATE_POLICIES, OperatingPoint, check_threshold, sel
 from .gallery import Gallery, Match, l2_normalize
 from .image import ImageInput, load_image, to_tensor
 from .plugins import backend_classes, backend_order, get_backend
-from .zoo import ModelCard
+from .zoo import AlignmentTemplate, ModelCard
 
 __all__ = ["FaceRecognizer", "Face", "Verification", "DEFAULT_DETECTOR", "DEFAULT_EMBEDDER"]
 
@@ -347,7 +347,7 @@ class FaceRecognizer:
         crops = []
         for d in detections:
             lm = d.landmarks
-            template = self.template
+            template: str | AlignmentTemplate = self.embedder_card.alignment or self.template
             if self.landmarker is not None:
                 lm = self.landmarker(image, d.box, d.landmarks)
                 template = f"{self.template}:{self.landmarker.output}"

@@ -15,12 +15,20 @@ where ``my_package/facesdk_plugin.py`` contains::
     @hookimpl
     def facesdk_backends():
         return [MyBackend]
+
+Every extension point is such a hook: backends, detector families (decoders), aligners,
+landmarkers, model cards (which also carry alignment templates), conversion recipes,
+datasets, gallery stores and CLI commands. The core's own detector families, aligners and
+landmarkers are hook implementations too (:mod:`facesdk.builtin`, registered first, so an
+installed plugin may replace one by name); there are no tables of module names to import.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -29,6 +37,7 @@ from .errors import BackendUnavailableError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .backend import Availability, Backend
+    from .detect.base import FaceDetector
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -39,6 +48,9 @@ __all__ = [
     "get_backend",
     "backend_classes",
     "backend_order",
+    "detector_families",
+    "aligners",
+    "landmarker_families",
     "list_backends",
     "BackendInfo",
 ]
@@ -56,6 +68,27 @@ class FaceSDKSpec:
     @hookspec
     def facesdk_backends(self) -> list[type["Backend"]]:  # type: ignore[empty-body]
         """Return Backend classes this plugin provides."""
+
+    @hookspec
+    def facesdk_detector_families(self) -> list[type["FaceDetector"]]:  # type: ignore[empty-body]
+        """Return detector decoder classes (:class:`facesdk.detect.FaceDetector` subclasses).
+
+        Each class names its family in the ``family`` class attribute; a model card whose
+        ``family`` matches is decoded by it.
+        """
+
+    @hookspec
+    def facesdk_aligners(self) -> dict[str, Any]:  # type: ignore[empty-body]
+        """Return aligners by template name: ``func(image_rgb, box[4], landmarks | None) -> crop``.
+
+        Names ``"<template>:<point set>"`` align the points of a landmarker whose ``output``
+        is ``<point set>``. Plain 5-point templates need no aligner: they are card data
+        (``[alignment]`` points and size in an embedder card).
+        """
+
+    @hookspec
+    def facesdk_landmarkers(self) -> dict[str, Any]:  # type: ignore[empty-body]
+        """Return landmarker families: ``factory(card) -> facesdk.landmarks.Landmarker``."""
 
     @hookspec
     def facesdk_model_cards(self) -> list[Any]:  # type: ignore[empty-body]
@@ -79,6 +112,10 @@ class FaceSDKSpec:
 
 
 _lock = threading.Lock()
+#: Name under which the core's own hook implementations (:mod:`facesdk.builtin`) are registered.
+BUILTIN_PLUGIN = "facesdk-core"
+#: Merged results of the extension-point hooks, per hook name (cleared when plugins change).
+_collected: dict[str, dict[str, Any]] = {}
 #: Entry points that failed to load: name -> reason (shown by ``list_plugin_errors``).
 _failed: dict[str, str] = {}
 
@@ -112,8 +149,12 @@ def get_plugin_manager() -> pluggy.PluginManager:
         if _pm is None:
             pm = pluggy.PluginManager("facesdk")
             pm.add_hookspecs(FaceSDKSpec)
+            from . import builtin
+
+            pm.register(builtin, name=BUILTIN_PLUGIN)
             _load_entry_points(pm)
             _pm = pm
+            _collected.clear()
         return _pm
 
 
@@ -122,6 +163,7 @@ def reset_plugin_manager() -> None:
     global _pm
     with _lock:
         _pm = None
+        _collected.clear()
     from . import zoo
 
     zoo.reload_cards()
@@ -133,6 +175,7 @@ def register_plugin(plugin: object, name: str | None = None) -> None:
     if name is not None and pm.get_plugin(name) is not None:
         pm.unregister(name=name)
     pm.register(plugin, name=name)
+    _collected.clear()
 
 
 def unregister_plugin(name: str) -> None:
@@ -140,6 +183,7 @@ def unregister_plugin(name: str) -> None:
     pm = get_plugin_manager()
     if pm.get_plugin(name) is not None:
         pm.unregister(name=name)
+    _collected.clear()
 
 
 def backend_classes() -> dict[str, type["Backend"]]:
@@ -149,6 +193,42 @@ def backend_classes() -> dict[str, type["Backend"]]:
         for cls in group or ():
             out[cls.name] = cls
     return out
+
+
+def _collect(hook: str) -> dict[str, Any]:
+    """Merge a name-keyed hook's results; plugins registered later override earlier ones.
+
+    pluggy calls the most recently registered implementation first, so the results are
+    merged in reverse: the core's built-ins first, then installed plugins, then run-time ones.
+    """
+    pm = get_plugin_manager()
+    with _lock:
+        got = _collected.get(hook)
+    if got is None:
+        got = {}
+        for part in reversed(getattr(pm.hook, hook)()):
+            if isinstance(part, dict):
+                got.update(part)
+            else:  # a list of classes that name themselves (``family``)
+                got.update({cls.family: cls for cls in part or ()})
+        with _lock:
+            _collected[hook] = got
+    return got
+
+
+def detector_families() -> Mapping[str, type["FaceDetector"]]:
+    """Every detector family (``facesdk_detector_families`` hook): family name → decoder class."""
+    return MappingProxyType(_collect("facesdk_detector_families"))
+
+
+def aligners() -> Mapping[str, Any]:
+    """Every registered aligner (``facesdk_aligners`` hook): template name → function."""
+    return MappingProxyType(_collect("facesdk_aligners"))
+
+
+def landmarker_families() -> Mapping[str, Any]:
+    """Every landmarker family (``facesdk_landmarkers`` hook): family name → factory(card)."""
+    return MappingProxyType(_collect("facesdk_landmarkers"))
 
 
 def backend_order() -> list[str]:

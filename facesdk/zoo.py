@@ -45,6 +45,7 @@ __all__ = [
     "Source",
     "ArtifactSpec",
     "ModelCard",
+    "AlignmentTemplate",
     "cache_dir",
     "sha256_file",
     "list_cards",
@@ -106,6 +107,36 @@ class ArtifactSpec:
 
 
 @dataclass(frozen=True)
+class AlignmentTemplate:
+    """A 5-point alignment template as card data: where the landmarks land in the crop.
+
+    ``points`` are (x, y) crop pixels in the core's landmark order (eye with the smaller x,
+    other eye, nose tip, mouth corners); ``size`` is the crop's (width, height). Read from an
+    embedder card's ``[alignment]`` table; ``name`` is the card's ``template``.
+    """
+
+    name: str
+    points: tuple[tuple[float, float], ...]
+    size: tuple[int, int]
+
+    @classmethod
+    def from_dict(cls, name: str, d: Mapping[str, Any], origin: str = "<dict>") -> "AlignmentTemplate":
+        """Parse and check ``{"points": [[x, y], ...], "size": [w, h]}``."""
+        try:
+            pts = tuple((float(p[0]), float(p[1])) for p in d["points"])
+            size = (int(d["size"][0]), int(d["size"][1]))
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"model card {origin}: [alignment] needs points [[x, y], ...] and size [w, h] ({exc})"
+            ) from None
+        import math
+
+        if len(pts) < 2 or not all(math.isfinite(v) for p in pts for v in p) or min(size) <= 0:
+            raise ConfigError(f"model card {origin}: [alignment] needs >= 2 finite points, a positive size")
+        return cls(name, pts, size)
+
+
+@dataclass(frozen=True)
 class ModelCard:
     """A model described as data."""
 
@@ -126,6 +157,8 @@ class ModelCard:
     #: calibrated thresholds with their operating points (``[[operating_points]]`` in the TOML;
     #: see :mod:`facesdk.calibration`)
     operating_points: tuple[Any, ...] = ()
+    #: The 5-point template named by ``template``, when the card carries it as data.
+    alignment: AlignmentTemplate | None = None
 
     @property
     def commercial_safe(self) -> bool:
@@ -194,6 +227,10 @@ class ModelCard:
                 homepage=d.get("homepage", ""),
                 commercial_use=d.get("commercial_use"),
                 operating_points=_operating_points(d.get("operating_points", []), origin),
+                alignment=(
+                    AlignmentTemplate.from_dict(str(d.get("template") or d["id"]), d["alignment"], origin)
+                    if "alignment" in d else None
+                ),
             )
         except KeyError as exc:
             raise ConfigError(f"model card {origin}: missing field {exc}") from None

@@ -310,3 +310,18 @@ def test_dlib150_aligner_registered_and_end_to_end(ref, shared: Path) -> None:
         assert face.embedding.shape == (128,)
         cos.append(float(_cos(face.embedding, ref["descriptors"][i])))
     assert min(cos) >= 0.99
+
+
+def test_shape_predictor_landmarker_matches_the_dlib150_aligner(shared: Path) -> None:
+    """The ``dlib-sp5`` landmarker family (a hook of the core) + aligner ``dlib150:dlib5`` give
+    exactly the crops of the one-step ``dlib150`` aligner."""
+    from facesdk import FaceRecognizer
+    from facesdk.image import load_image
+
+    img = load_image(shared / "data" / "photos" / "two_people.jpg")
+    one = FaceRecognizer(detector="yunet-2023mar", embedder="dlib-resnet-v1", backend="onnxruntime")
+    two = FaceRecognizer(detector="yunet-2023mar", embedder="dlib-resnet-v1", backend="onnxruntime",
+                         landmarker="dlib-shape-predictor-5")
+    assert two.describe()["landmarker"] == "dlib-shape-predictor-5"
+    dets = one.detect(img)
+    assert len(dets) == 2 and np.array_equal(one.align(img, dets), two.align(img, dets))

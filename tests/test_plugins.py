@@ -15,6 +15,7 @@ import facesdk
 from facesdk import zoo
 from facesdk.backend import Artifact
 from facesdk.errors import BackendUnavailableError, DeviceMismatchError
+from facesdk.image import load_image
 from facesdk.plugins import get_backend, list_backends, reset_plugin_manager
 
 FIXTURE = Path(__file__).with_name("plugin_fixture")
@@ -170,3 +171,67 @@ def test_backend_contract_checks(tmp_path: Path, caplog: pytest.LogCaptureFixtur
     with caplog.at_level(logging.WARNING):
         be.strict_or_warn(False, "asked for nowhere", "running somewhere")
     assert "asked for nowhere; running somewhere" in caplog.text
+
+
+def test_third_party_detector_family_landmarker_and_aligner(toy_plugin: None, shared: Path) -> None:
+    """A separate distribution adds a detector family, a landmarker family and an aligner through
+    hooks; the pipeline uses each, and the core holds no table of them."""
+    import dataclasses
+
+    import facesdk_toy  # the fixture's module, loaded by its entry point
+
+    from facesdk.detect import families
+    from facesdk.plugins import aligners, landmarker_families
+
+    assert "toy-centre" in families() and "yunet" in families()
+    assert "toy-identity5" in landmarker_families() and "arcface112:toy5" in aligners()
+    img = load_image(shared / "data/photos/two_people.jpg")
+    ref = facesdk.FaceRecognizer(detector="yunet-2023mar", embedder="mobilefacenet-sirius",
+                                 backend="onnxruntime")
+    everyone = ref.detect(img)
+    assert len(everyone) == 2
+    centre = dataclasses.replace(zoo.get_card("yunet-2023mar"), id="toy-centre-yunet", family="toy-centre")
+    rec = facesdk.FaceRecognizer(detector=centre, embedder="mobilefacenet-sirius", backend="onnxruntime")
+    got = rec.detect(img)
+    cx = img.shape[1] / 2
+    want = min(everyone, key=lambda d: abs((d.box[0] + d.box[2]) / 2 - cx))
+    assert len(got) == 1 and facesdk_toy.CALLS["detector"] == 1 and np.allclose(got[0].box, want.box)
+
+    lm_card = zoo.ModelCard.from_dict({
+        "id": "toy-identity", "task": "landmarks", "family": "toy-identity5", "license": "MIT",
+        "input": {"size": [112, 112]},
+    })
+    rec2 = facesdk.FaceRecognizer(
+        detector="yunet-2023mar", embedder="mobilefacenet-sirius", backend="onnxruntime", landmarker=lm_card
+    )
+    e2 = np.stack([f.embedding for f in rec2.faces(img)])
+    assert facesdk_toy.CALLS["landmarker"] == 2 and facesdk_toy.CALLS["aligner"] == 2
+    e1 = np.stack([f.embedding for f in ref.faces(img)])  # the same points through the card's template
+    assert np.allclose(e1, e2, atol=1e-6) and rec2.describe()["landmarker"] == "toy-identity"
+
+
+def test_alignment_template_is_card_data(shared: Path) -> None:
+    """A 5-point template comes from a card's [alignment] table, not from code."""
+    from facesdk.align import ARCFACE_112, align_face, template_points
+    from facesdk.errors import ConfigError
+
+    pts, size = template_points("arcface112")  # carried by the mobilefacenet-sirius card
+    assert size == (112, 112) and np.allclose(pts, ARCFACE_112)
+    shifted = zoo.ModelCard.from_dict({
+        "id": "toy-shifted", "task": "embed", "family": "toy", "license": "MIT", "template": "toy-shifted",
+        "input": {"size": [120, 112]},
+        "alignment": {"points": (ARCFACE_112 + [8.0, 0.0]).tolist(), "size": [120, 112]},
+    })
+    assert shifted.alignment is not None and shifted.alignment.name == "toy-shifted"
+    img = load_image(shared / "data/photos/two_people.jpg")
+    d = facesdk.FaceRecognizer(detector="yunet-2023mar", embedder="mobilefacenet-sirius",
+                               backend="onnxruntime").detect(img)[0]
+    a = align_face(img, d.box, d.landmarks, "arcface112")
+    b = align_face(img, d.box, d.landmarks, shifted.alignment)
+    assert b.shape == (112, 120, 3)
+    assert np.abs(b[:, 8:120].astype(int) - a.astype(int)).mean() < 1.0  # the same face, 8 px to the right
+    with pytest.raises(ConfigError, match="alignment"):
+        zoo.ModelCard.from_dict({"id": "bad", "task": "embed", "family": "x", "license": "MIT",
+                                 "input": {"size": [1, 1]}, "alignment": {"points": [[0, 0]], "size": [9, 9]}})
+    with pytest.raises(ConfigError, match="unknown alignment template"):
+        template_points("no-such-template")

@@ -1,8 +1,11 @@
-"""Detector base class and the family registry.
+"""Detector base class; families are found through the ``facesdk_detector_families`` hook.
 
 A detector family turns an image into :class:`Detection` objects using one or
 more backend sessions. Single-network families implement :meth:`preprocess`
 and :meth:`decode`; multi-network families (cascades) override :meth:`detect`.
+A family is a :class:`FaceDetector` subclass with a ``family`` class attribute,
+returned by a plugin's ``facesdk_detector_families`` hook (the core's own families
+come from :mod:`facesdk.builtin`), so a third party adds one without touching the core.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import logging
 from abc import ABC
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -18,7 +21,7 @@ from ..backend import Artifact, Backend, Session
 from ..errors import ConfigError
 from ..zoo import ModelCard
 
-__all__ = ["Detection", "FaceDetector", "register_family", "detector_class", "families"]
+__all__ = ["Detection", "FaceDetector", "detector_class", "families"]
 
 log = logging.getLogger(__name__)
 
@@ -54,42 +57,21 @@ class Detection:
         return d
 
 
-_FAMILIES: dict[str, type["FaceDetector"]] = {}
-
-
-def register_family(name: str) -> Callable[[type["FaceDetector"]], type["FaceDetector"]]:
-    """Class decorator registering a detector family under ``name``."""
-
-    def deco(cls: type[FaceDetector]) -> type[FaceDetector]:
-        cls.family = name
-        _FAMILIES[name] = cls
-        return cls
-
-    return deco
-
-
 def families() -> list[str]:
     """Names of the registered detector families."""
-    _import_builtin()
-    return sorted(_FAMILIES)
+    from ..plugins import detector_families
 
-
-def _import_builtin() -> None:
-    from . import ultraface, yunet  # noqa: F401  (registration side effect)
-
-    for mod in ("ssd", "tinierssd", "blazeface", "mtcnn"):
-        try:
-            __import__(f"{__package__}.{mod}")
-        except ImportError:
-            pass
+    return sorted(detector_families())
 
 
 def detector_class(family: str) -> type["FaceDetector"]:
     """The detector class of a family (raises ConfigError if unknown)."""
-    _import_builtin()
-    if family not in _FAMILIES:
-        raise ConfigError(f"no detector decoder for family {family!r} (known: {', '.join(sorted(_FAMILIES))})")
-    return _FAMILIES[family]
+    from ..plugins import detector_families
+
+    known = detector_families()
+    if family not in known:
+        raise ConfigError(f"no detector decoder for family {family!r} (known: {', '.join(sorted(known))})")
+    return known[family]
 
 
 class FaceDetector(ABC):
@@ -103,6 +85,7 @@ class FaceDetector(ABC):
         load_options: passed to ``Backend.load`` (device, precision, strict, threads …).
     """
 
+    #: The card ``family`` this class decodes (set by every subclass).
     family: ClassVar[str] = ""
 
     def __init__(

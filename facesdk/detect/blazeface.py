@@ -37,7 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..image import letterbox, to_tensor
-from .base import Detection, FaceDetector, register_family
+from .base import Detection, FaceDetector
 from .nms import iou, nms
 
 __all__ = ["BlazeFaceDetector", "ssd_anchors", "weighted_nms", "five_points"]
@@ -139,9 +139,10 @@ def _layout_of(session: Any, default: str) -> str:
     return default
 
 
-@register_family("blazeface")
 class BlazeFaceDetector(FaceDetector):
     """MediaPipe BlazeFace (short- or full-range): SSD anchors, 6 keypoints, weighted NMS."""
+
+    family = "blazeface"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -39,7 +39,7 @@ import numpy as np
 
 from ..errors import ConfigError, ModelFormatError
 from ..image import resize, to_tensor
-from .base import Detection, FaceDetector, register_family
+from .base import Detection, FaceDetector
 from .nms import nms
 
 __all__ = ["MTCNNDetector", "nms_min", "square"]
@@ -96,9 +96,10 @@ def _by_width(outs: list[np.ndarray], widths: tuple[int, ...], what: str) -> lis
     return [found[w] for w in widths]
 
 
-@register_family("mtcnn")
 class MTCNNDetector(FaceDetector):
     """Three-stage MTCNN cascade (P-Net, R-Net, O-Net) with five landmarks."""
+
+    family = "mtcnn"
 
     ROLES = ("pnet", "rnet", "onet")
 

@@ -10,15 +10,16 @@ from typing import Any
 
 import numpy as np
 
-from .base import Detection, FaceDetector, register_family
+from .base import Detection, FaceDetector
 from .nms import nms
 
 __all__ = ["SSDDetectionOutputDetector"]
 
 
-@register_family("ssd-detection-output")
 class SSDDetectionOutputDetector(FaceDetector):
     """Boxes from a DetectionOutput layer; no landmarks."""
+
+    family = "ssd-detection-output"
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
         return self.resize_preprocess(image)

@@ -15,9 +15,10 @@ per cell). As in ai8x-training (``train.py`` divides 8-bit outputs by 128;
 Prior index = (i·W + j)·n_boxes + box; head channel = box·4 + coordinate (locations) or
 box·n_classes + class (scores).
 
-Also registers the aligner ``ai8x-faceid``: a host approximation of the FaceID crop — the
-detected box widened to the network's 3:4 aspect (so the face is not stretched), resized
-bilinearly to 120×160, RGB888; the card's ``dtype = "int8"`` then gives pixel − 128.
+Also the aligner ``ai8x-faceid`` (registered by :mod:`facesdk.builtin`): a host
+approximation of the FaceID crop — the detected box widened to the network's 3:4 aspect (so
+the face is not stretched), resized bilinearly to 120×160, RGB888; the card's ``dtype =
+"int8"`` then gives pixel − 128.
 
 **Firmware-exact path** (``firmware_exact``; read from msdk's MAX78000 ``facial_recognition``
 demo of the 160×120 ``ai85-faceid`` era: ``facedetection.c``, ``post_process.c``, ``faceID.c``):
@@ -46,10 +47,9 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from ..align import register_aligner
 from ..errors import ConfigError, ModelFormatError
 from ..image import resize, to_tensor
-from .base import Detection, FaceDetector, register_family
+from .base import Detection, FaceDetector
 from .nms import nms
 
 __all__ = [
@@ -164,7 +164,6 @@ def load_detection_params(path: str | Path) -> dict[str, float]:
         raise ModelFormatError(f"{path}: malformed nms section") from None
 
 
-@register_family("tinierssd")
 class TinierSSDDetector(FaceDetector):
     """TinierSSD on an ai8x backend (``max78000``/``max78002``): boxes only, no landmarks.
 
@@ -172,6 +171,8 @@ class TinierSSDDetector(FaceDetector):
     ``score_threshold``, ``nms_threshold``, ``top_k``; the session's outputs are the four
     heads in YAML order: location heads first, then score heads.
     """
+
+    family = "tinierssd"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -340,9 +341,3 @@ def ai8x_faceid_crop_firmware(
     firmware's integer frame box, :func:`firmware_faceid_crop`."""
     h, w = image.shape[:2]
     return firmware_faceid_crop(firmware_frame(image), firmware_box(box, (w, h)), size)
-
-
-register_aligner("ai8x-faceid", lambda image, box, landmarks: ai8x_faceid_crop(image, box, landmarks))
-register_aligner(
-    "ai8x-faceid-firmware", lambda image, box, landmarks: ai8x_faceid_crop_firmware(image, box, landmarks)
-)

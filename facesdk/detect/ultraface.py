@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Detection, FaceDetector, register_family
+from .base import Detection, FaceDetector
 from .nms import nms
 
 __all__ = ["UltraFaceDetector", "ultraface_priors"]
@@ -34,9 +34,10 @@ def ultraface_priors(width: int, height: int) -> np.ndarray:
     return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
 
 
-@register_family("ultraface")
 class UltraFaceDetector(FaceDetector):
     """UltraFace RFB-320 / slim: boxes only."""
+
+    family = "ultraface"
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
         return self.resize_preprocess(image)

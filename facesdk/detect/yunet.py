@@ -14,15 +14,16 @@ from typing import Any
 import numpy as np
 
 from ..image import letterbox, to_tensor
-from .base import Detection, FaceDetector, register_family
+from .base import Detection, FaceDetector
 from .nms import nms
 
 __all__ = ["YuNetDetector"]
 
 
-@register_family("yunet")
 class YuNetDetector(FaceDetector):
     """YuNet: anchor-free, five landmarks."""
+
+    family = "yunet"
 
     def input_size(self, image: np.ndarray) -> tuple[int, int]:
         if self.card.input.dynamic_size:
