@@ -33,7 +33,7 @@ def test_plugin_discovery_imports_neither_emulator_nor_yaml():
 
 
 def test_three_parts_and_one_cli_module():
-    for mod in ("accel.emulator", "accel.fit", "accel.network", "accel.checkpoint",
+    for mod in ("accel.emulator", "accel.fit", "accel.network", "accel.checkpoint", "accel.cproject",
                 "firmware.weights_h", "firmware.embeddings_h", "firmware.flash", "firmware.matching",
                 "board.protocol", "board.driver", "board.simulator", "board.uart", "chips", "cli"):
         assert importlib.util.find_spec(f"facesdk_backends.max7800x.{mod}") is not None, mod

@@ -31,7 +31,8 @@ from typing import Any
 
 __all__ = [
     "load_checkpoint", "load_state_dict", "Model", "load_model", "CHIPS", "ChipSpec", "FitReport",
-    "check_fit", "chip_spec", "Layer", "Network", "parse_network",
+    "check_fit", "chip_spec", "Layer", "Network", "parse_network", "import_c_project",
+    "save_network", "load_network",
 ]
 
 _LAZY = {
@@ -47,6 +48,9 @@ _LAZY = {
     "Layer": ".accel.network",
     "Network": ".accel.network",
     "parse_network": ".accel.network",
+    "save_network": ".accel.network",
+    "load_network": ".accel.network",
+    "import_c_project": ".accel.cproject",
 }
 
 

@@ -49,7 +49,7 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
 
 
 def _looks_like_path(ref: str) -> bool:
-    return "/" in ref or "\\" in ref or ref.endswith((".tar", ".pth", ".pt"))
+    return "/" in ref or "\\" in ref or ref.endswith((".tar", ".pth", ".pt", ".npz"))
 
 
 def _load(args: argparse.Namespace) -> Any:
@@ -65,6 +65,11 @@ def _load(args: argparse.Namespace) -> Any:
     p = Path(ref)
     if not p.is_file() and (p.exists() or _looks_like_path(ref)):
         raise ModelNotFoundError(f"checkpoint not found: {ref}" + (" (a directory)" if p.is_dir() else ""))
+    if p.is_file() and p.suffix.lower() == ".npz":  # a network saved by import-c --out
+        from .accel.emulator import Model
+        from .accel.network import load_network
+
+        return Model(load_network(p), chip=args.chip)
     if p.is_file():
         art = Artifact(path=p, format="ai8x")
         if not args.yaml:
@@ -182,11 +187,40 @@ def register(subparsers: Any) -> None:
     add_commands(sub)
 
 
+def cmd_import_c(args: argparse.Namespace) -> int:
+    """Import an ai8x-synthesis C project; ``--check`` runs its known-answer test (exit 0 only when every
+    output word of ``sampleoutput.h`` matches); ``--out`` saves the network for ``run``."""
+    from .accel.cproject import import_c_project, known_answer_test
+    from .accel.network import save_network
+
+    proj = import_c_project(args.directory)
+    data: dict[str, Any] = {"arch": proj.network.arch, "chip": proj.chip, "layers": len(proj.network.layers),
+                            "input_shape": list(proj.network.input_shape)}
+    lines = [f"{proj.network.arch}: {len(proj.network.layers)} layers, input {proj.network.input_shape}, "
+             f"{proj.chip}"]
+    rc = 0
+    if args.check:
+        kat = known_answer_test(proj)
+        data["known_answer_test"] = kat.to_dict()
+        lines.append(f"known-answer test: {kat.words - kat.differing}/{kat.words} output words match "
+                     f"({'PASS' if kat.passed else 'FAIL'})")
+        lines += ["  " + m for m in kat.to_dict()["first_mismatches"]]
+        rc = 0 if kat.passed else 1
+    if args.out:
+        if args.check and rc:
+            lines.append("not saved: the known-answer test failed")
+        else:
+            data["saved"] = str(save_network(proj.network, args.out))
+            lines.append(f"saved to {args.out} (facesdk max7800x run {args.out} --input X.npy)")
+    _emit(args, data, "\n".join(lines))
+    return rc
+
+
 def add_commands(sub: Any) -> None:
     """Add every ``max7800x`` sub-command to the sub-parsers ``sub``."""
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("model", help="ai8x checkpoint (.pth.tar) or model card id")
+        p.add_argument("model", help="ai8x checkpoint (.pth.tar), network saved by import-c (.npz) or card id")
         p.add_argument("--yaml", help="ai8x-synthesis network YAML (default: from the card)")
         p.add_argument("--chip", default="max78000", metavar="{max78000,max78002}")
         p.add_argument("--input-shape", type=_shape, help="CxHxW when the architecture is not known")
@@ -202,6 +236,13 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--out", help="save outputs to this .npz")
     p.add_argument("--all-layers", action="store_true", help="save every layer's output")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("import-c", help="import an ai8x-synthesis C project (cnn.c, weights.h) and test it")
+    p.add_argument("directory", help="folder with cnn.c, weights.h (sampledata.h, sampleoutput.h for --check)")
+    p.add_argument("--check", action="store_true", help="run the known-answer test; exit 1 unless all words match")
+    p.add_argument("--out", help="save the network (.npz, no pickles) for 'facesdk max7800x run'")
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
+    p.set_defaults(func=cmd_import_c)
 
     p = sub.add_parser("export-db", help="export a gallery as MAX7800x FaceID firmware database files")
     p.add_argument("gallery", help="facesdk gallery (.npz) of 64-d embeddings")

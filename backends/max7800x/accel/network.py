@@ -29,7 +29,7 @@ from facesdk.errors import ConfigError, ModelFormatError, ModelNotFoundError
 
 from .checkpoint import load_state_dict
 
-__all__ = ["Layer", "Network", "parse_network", "ARCH_INPUT_SHAPES", "OPS"]
+__all__ = ["Layer", "Network", "parse_network", "ARCH_INPUT_SHAPES", "OPS", "save_network", "load_network"]
 
 log = logging.getLogger(__name__)
 
@@ -369,3 +369,91 @@ def parse_network(
             + (f" with C={first.in_channels}" if first else "")
         )
     return Network(arch=arch, layers=layers, input_shape=shape, meta={k: v for k, v in meta.items() if k in ("arch", "epoch", "extras")})
+
+
+# ---------------------------------------------------------------------------- network files
+_NET_FORMAT = "facesdk-ai8x-network-1"
+_LAYER_FIELDS = ("index", "op", "name", "in_sequences", "eltwise", "kernel_size", "pad", "stride", "groups",
+                 "pool", "pool_size", "pool_stride", "activation", "flatten", "output_width", "output",
+                 "streaming", "data_format", "processors", "output_processors", "weight_bits", "output_shift")
+
+
+def save_network(net: Network, path: str | Path) -> Path:
+    """Write ``net`` as a ``.npz`` without pickles: ``network.json`` (layers, shapes, provenance) and
+    one int array per layer's weights/bias. Byte-identical for the same network (fixed zip dates),
+    written atomically (:mod:`facesdk.fileio`)."""
+    import io
+    import json
+    import zipfile
+
+    from facesdk.fileio import atomic_write_bytes
+
+    meta = {"format": _NET_FORMAT, "arch": net.arch, "input_shape": list(net.input_shape),
+            "meta": {k: v for k, v in net.meta.items() if isinstance(v, (str, int, float, bool))},
+            "layers": []}
+    arrays: dict[str, np.ndarray] = {}
+    for l in net.layers:
+        d = {}
+        for f in _LAYER_FIELDS:
+            v = getattr(l, f)
+            d[f] = list(v) if isinstance(v, tuple) else v
+        meta["layers"].append(d)
+        if l.weights is not None:
+            arrays[f"w{l.index:03d}"] = np.asarray(l.weights, np.int16)
+        if l.bias is not None:
+            arrays[f"b{l.index:03d}"] = np.asarray(l.bias, np.int32)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        def put(name: str, data: bytes) -> None:
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(info, data)
+        put("network.json", json.dumps(meta, sort_keys=True).encode())
+        for k in sorted(arrays):
+            b = io.BytesIO()
+            np.lib.format.write_array(b, arrays[k], allow_pickle=False)
+            put(k + ".npy", b.getvalue())
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def load_network(path: str | Path) -> Network:
+    """Read a network written by :func:`save_network` (no pickles; ModelFormatError if malformed)."""
+    import io
+    import json
+    import zipfile
+
+    p = Path(path)
+    if not p.is_file():
+        raise ModelNotFoundError(f"network file not found: {p}")
+    try:
+        with zipfile.ZipFile(p) as z:
+            names = set(z.namelist())
+            if "network.json" not in names:
+                raise ModelFormatError(f"{p}: not a facesdk ai8x network file (no network.json)")
+            for info in z.infolist():
+                if info.file_size > 256 << 20:
+                    raise ModelFormatError(f"{p}: member {info.filename} is implausibly large")
+            meta = json.loads(z.read("network.json"))
+            if meta.get("format") != _NET_FORMAT:
+                raise ModelFormatError(f"{p}: unknown network format {meta.get('format')!r}")
+            layers = []
+            for d in meta["layers"]:
+                kw = {f: d[f] for f in _LAYER_FIELDS if f in d}
+                for f in ("kernel_size", "pad", "stride", "pool_size", "pool_stride"):
+                    if f in kw:
+                        kw[f] = tuple(int(v) for v in kw[f])
+                l = Layer(**kw)
+                i = l.index
+                if f"w{i:03d}.npy" in names:
+                    l.weights = np.lib.format.read_array(io.BytesIO(z.read(f"w{i:03d}.npy")),
+                                                         allow_pickle=False).astype(np.int64)
+                if f"b{i:03d}.npy" in names:
+                    l.bias = np.lib.format.read_array(io.BytesIO(z.read(f"b{i:03d}.npy")),
+                                                      allow_pickle=False).astype(np.int64)
+                layers.append(l)
+            return Network(arch=str(meta["arch"]), layers=layers,
+                           input_shape=tuple(int(v) for v in meta["input_shape"]), meta=dict(meta.get("meta", {})))
+    except ModelFormatError:
+        raise
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelFormatError(f"{p}: not a readable network file ({type(exc).__name__}: {exc})") from None

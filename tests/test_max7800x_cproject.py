@@ -1,0 +1,126 @@
+"""Importer of ai8x-synthesis C projects: msdk's faceid_112 known-answer test, word for word."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facesdk.errors import ModelFormatError, ModelNotFoundError
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
+F112 = SHARED / "ai8x" / "msdk" / "faceid_112"
+pytestmark = pytest.mark.skipif(
+    not (F112 / "cnn.c").is_file(), reason="msdk faceid_112 project not available"
+)
+
+
+@pytest.fixture(scope="module")
+def proj():
+    from facesdk_backends.max7800x.accel.cproject import import_c_project
+
+    return import_c_project(F112)
+
+
+def test_faceid_112_known_answer_test_matches_every_word(proj):
+    from facesdk_backends.max7800x.accel.cproject import known_answer_test
+
+    net = proj.network
+    assert len(net.layers) == 18 and net.input_shape == (3, 112, 112)
+    # the layer summary of cnn.c (facts: its comments), recovered from the registers
+    assert [l.weight_bits for l in net.layers if l.weights is not None] == [
+        8,
+        8,
+        4,
+        4,
+        4,
+        2,
+        4,
+        2,
+        4,
+        4,
+        4,
+        2,
+        4,
+        4,
+        2,
+        8,
+    ]
+    assert net.layers[9].eltwise == "add" and net.layers[9].in_sequences == [7, 8]
+    assert net.layers[8].in_sequences == [5]
+    assert net.layers[16].pool == "avg" and net.layers[16].pool_size == (7, 7)
+    assert net.layers[17].weights.shape == (64, 128)
+    kat = known_answer_test(proj)
+    assert (kat.words, kat.differing) == (16, 0)
+    # sample input = ../samples/sample_vggface2_faceid.npy (msdk/README.md)
+    ref = np.load(SHARED / "ai8x" / "samples" / "sample_vggface2_faceid.npy")
+    assert np.array_equal(proj.sample_input, ref.reshape(proj.sample_input.shape))
+
+
+def test_known_answer_test_can_fail(tmp_path):
+    """One changed kernel byte in weights.h (or one bias) makes output words differ."""
+    from facesdk_backends.max7800x.accel.cproject import import_c_project, known_answer_test
+
+    for f in ("cnn.c", "sampledata.h", "sampleoutput.h"):
+        shutil.copy(F112 / f, tmp_path / f)
+    text = (F112 / "weights.h").read_text()
+    i = text.index("0x50180000, 0x000000df, ") + len("0x50180000, 0x000000df, ")
+    word = int(text[i : i + 10], 16)
+    (tmp_path / "weights.h").write_text(text[:i] + f"0x{word ^ 0x7F000000:08x}" + text[i + 10 :])
+    kat = known_answer_test(import_c_project(tmp_path))
+    assert kat.differing > 0 and not kat.passed
+
+
+def test_cli_import_c_check_and_run(tmp_path, capsys):
+    from facesdk.cli import main
+
+    out = tmp_path / "f112.npz"
+    assert main(["max7800x", "import-c", str(F112), "--check", "--out", str(out), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["known_answer_test"]["differing"] == 0 and d["known_answer_test"]["words"] == 16
+    x = tmp_path / "x.npy"
+    from facesdk_backends.max7800x.accel.cproject import import_c_project
+
+    np.save(x, import_c_project(F112).sample_input.astype(np.int8))
+    assert (
+        main(["max7800x", "run", str(out), "--input", str(x), "--out", str(tmp_path / "o.npz"), "--json"])
+        == 0
+    )
+    capsys.readouterr()
+    got = np.load(tmp_path / "o.npz")["L17"].reshape(-1)
+    want = [int(v, 16) for v in re.findall(r"0x[0-9a-f]{8}", (F112 / "sampleoutput.h").read_text())]
+    words = [want[i + 3] for i in range(0, 64, 4)]  # (address, mask, count, word) records
+    bytes_ = np.array([(w >> (8 * k)) & 0xFF for w in words for k in range(4)], np.int64)
+    assert np.array_equal(got.astype(np.int64) & 0xFF, bytes_)
+    # the saved file is deterministic (card sha256) and carries no pickle
+    from facesdk_backends.max7800x.accel.network import save_network
+
+    assert (
+        save_network(import_c_project(F112).network, tmp_path / "again.npz").read_bytes() == out.read_bytes()
+    )
+
+
+def test_import_c_bad_input_is_typed(tmp_path, capsys):
+    from facesdk_backends.max7800x.accel.cproject import import_c_project
+    from facesdk_backends.max7800x.accel.network import load_network
+
+    from facesdk.cli import main
+
+    with pytest.raises(ModelNotFoundError):
+        import_c_project(tmp_path / "none")
+    (tmp_path / "cnn.c").write_text("int main(void) { return 0; }\n")
+    (tmp_path / "weights.h").write_text("#define KERNELS { 0 }\n")
+    with pytest.raises(ModelFormatError, match="cnn_configure"):
+        import_c_project(tmp_path)
+    shutil.copy(F112 / "cnn.c", tmp_path / "cnn.c")
+    with pytest.raises(ModelFormatError, match="kernels not found"):
+        import_c_project(tmp_path)
+    assert main(["max7800x", "import-c", str(tmp_path), "--check"]) == 5
+    assert "kernels not found" in capsys.readouterr().err
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04garbage")
+    with pytest.raises(ModelFormatError):
+        load_network(tmp_path / "bad.npz")
