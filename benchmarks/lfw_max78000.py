@@ -9,6 +9,7 @@ that maximises accuracy on the other nine folds.
 Run::
 
     FACESDK_AI8X_DIR=../shared/ai8x python -m facesdk_bench.lfw_max78000 [--limit-folds N] [--firmware-exact]
+        [--embedder ai85-faceid-112]
 
 ``--firmware-exact`` runs the msdk demo firmware's steps instead (``facesdk.detect.tinierssd``):
 RGB565 168×224 frame, one box decoded as ``post_process.c``, integer box, nearest-neighbour
@@ -59,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit-folds", type=int, default=10)
     ap.add_argument("--backend", default="max78000")
     ap.add_argument("--firmware-exact", action="store_true", help="the demo firmware's decode and crop")
+    ap.add_argument("--embedder", default="ai85-faceid",
+                    help="ai85-faceid (512-d, 120x160) or ai85-faceid-112 (64-d, msdk C project)")
     args = ap.parse_args(argv)
     shared = Path(args.shared)
     os.environ.setdefault("FACESDK_AI8X_DIR", str(shared / "ai8x"))
@@ -67,11 +70,14 @@ def main(argv: list[str] | None = None) -> int:
 
     lfw = shared / "data" / "lfw"
     pairs = read_pairs(lfw / "pairs.txt")[: 600 * args.limit_folds]
-    rec = facesdk.FaceRecognizer(detector="ai85-facedet-tinierssd", embedder="ai85-faceid", backend=args.backend)
+    rec = facesdk.FaceRecognizer(detector="ai85-facedet-tinierssd", embedder=args.embedder,
+                                 backend=args.backend)
     template = rec.template
     if args.firmware_exact:
         rec.detector.firmware_exact = True
-        template = "ai8x-faceid-firmware"
+        template = "ai8x-faceid-112-firmware" if args.embedder.endswith("112") else "ai8x-faceid-firmware"
+    elif args.embedder.endswith("112"):
+        template = "ai8x-faceid-112"
     emb: dict[str, np.ndarray] = {}
     fallback = 0
     for f in tqdm(sorted({p for a, b, _ in pairs for p in (a, b)}), desc="embed LFW"):
@@ -91,10 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     sims = np.array([float(emb[a] @ emb[b]) for a, b, _ in pairs])
     same = np.array([s for _, _, s in pairs])
     mean, std, th = ten_fold(sims, same, args.limit_folds)
-    res = {"pipeline": "ai85-facedet-tinierssd + ai85-faceid on " + args.backend + " (emulator)"
+    res = {"pipeline": f"ai85-facedet-tinierssd + {args.embedder} on " + args.backend + " (emulator)"
            + (", firmware-exact decode/crop" if args.firmware_exact else ""),
            "pairs": len(pairs), "accuracy": round(mean, 4), "std": round(std, 4), "mean_threshold": round(th, 4),
-           "images": len(emb), "no_detection_fallback": fallback}
+           "images": len(emb), "no_detection_fallback": fallback, "template": template,
+           "embedding_size": int(next(iter(emb.values())).shape[0])}
     print(json.dumps(res, indent=2))
     return 0
 

@@ -38,7 +38,12 @@ def facesdk_detector_families() -> list[type]:
 @hookimpl
 def facesdk_aligners() -> dict[str, Any]:
     """Aligners that are algorithms rather than a 5-point template (templates are card data)."""
-    from .detect.tinierssd import ai8x_faceid_crop, ai8x_faceid_crop_firmware
+    from .detect.tinierssd import (
+        ai8x_faceid112_crop,
+        ai8x_faceid112_crop_firmware,
+        ai8x_faceid_crop,
+        ai8x_faceid_crop_firmware,
+    )
     from .dlib_crop import dlib5_aligner, dlib150_aligner
 
     return {
@@ -46,6 +51,8 @@ def facesdk_aligners() -> dict[str, Any]:
         "dlib150:dlib5": dlib5_aligner,
         "ai8x-faceid": ai8x_faceid_crop,
         "ai8x-faceid-firmware": ai8x_faceid_crop_firmware,
+        "ai8x-faceid-112": ai8x_faceid112_crop,
+        "ai8x-faceid-112-firmware": ai8x_faceid112_crop_firmware,
     }
 
 

@@ -124,3 +124,33 @@ def test_import_c_bad_input_is_typed(tmp_path, capsys):
     (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04garbage")
     with pytest.raises(ModelFormatError):
         load_network(tmp_path / "bad.npz")
+
+
+def test_faceid_112_card_through_face_recognizer(tmp_path, monkeypatch):
+    """The card: recipe imports the C project (KAT must pass), the backend runs the .npz network."""
+    import facesdk
+    from facesdk import zoo
+    from facesdk.image import load_image
+
+    monkeypatch.setenv("FACESDK_AI8X_DIR", str(SHARED / "ai8x"))
+    monkeypatch.setenv("FACESDK_CACHE", str(tmp_path / "cache"))
+    card = zoo.get_card("ai85-faceid-112")
+    assert card.embedding_size == 64 and card.template == "ai8x-faceid-112-firmware"
+    rec = facesdk.FaceRecognizer(backend="max78000", embedder="ai85-faceid-112")
+    d = rec.describe()["embedder"]
+    got = (d["model"], d["backend"], d["device"], d["precision"])
+    assert got == ("ai85-faceid-112", "max78000", "emulator", "ai8x")
+    assert d["arch"] == "faceid_112" and d["fits"]
+    photos = SHARED / "data" / "photos" / "knn_examples" / "train"
+
+    def frame(path):  # the camera's 3:4 framing, which TinierSSD (firmware framing) expects
+        img = load_image(path)
+        h, w = img.shape[:2]
+        cw, ch = min(w, round(h * 3 / 4)), min(h, round(w * 4 / 3))
+        y0, x0 = (h - ch) // 2, (w - cw) // 2
+        return np.ascontiguousarray(img[y0 : y0 + ch, x0 : x0 + cw])
+
+    rec.enroll("obama", frame(photos / "obama" / "obama.jpg"))
+    rec.enroll("biden", frame(photos / "biden" / "biden2.jpg"))
+    (m,) = rec.identify(frame(SHARED / "data" / "photos" / "obama-240p.jpg"))
+    assert m.match.name == "obama"

@@ -42,7 +42,13 @@ from facesdk_backends.max7800x.board.uart import (  # noqa: E402
     encode_str_frame,
 )
 
-from facesdk.errors import ConfigError, DeviceLinkError, FrameError, LinkTimeoutError  # noqa: E402
+from facesdk.errors import (  # noqa: E402
+    ConfigError,
+    DeviceLinkError,
+    FrameError,
+    IncompatibleGalleryError,
+    LinkTimeoutError,
+)
 
 FAST = dict(timeout=0.12, retries=8)
 
@@ -379,7 +385,7 @@ def _camera_frame(path, size=(180, 240)) -> np.ndarray:
 def face_pipeline(shared):
     from facesdk_backends.max7800x.board.simulator import FacePipelineCompute
 
-    return FacePipelineCompute.from_dir(shared / "ai8x", "max78000")
+    return FacePipelineCompute.from_dir(shared / "ai8x", "max78000", generation="faceid")
 
 
 def _iou(a, b) -> float:
@@ -427,6 +433,42 @@ def test_run_image_detects_embeds_and_identifies_on_the_emulated_pipeline(shared
                                         {"main": Artifact(zoo.fetch(card, "onnx"), "onnx", card)}, threads=1)
     (yd,) = yunet.detect(probe)
     assert _iou(r.detections[0].box, yd.box) > 0.5
+
+
+def test_simulator_runs_the_current_msdk_generation_end_to_end(shared):
+    """faceid_112 generation: TinierSSD + faceid_112 (from msdk's C project) + the 64-d database."""
+    from facesdk_backends.max7800x.board.simulator import FacePipelineCompute
+
+    from facesdk.detect.tinierssd import firmware_box, firmware_faceid_crop, firmware_frame
+    from facesdk.gallery import Gallery
+
+    comp = FacePipelineCompute.from_dir(shared / "ai8x", "max78000")
+    assert comp.generation == "faceid_112" and comp.input_size == (112, 112) and comp.embedding_size == 64
+    photos = shared / "data" / "photos"
+    probe = _camera_frame(photos / "obama-240p.jpg", (168, 224))
+    people = {"obama": photos / "knn_examples" / "train" / "obama" / "obama.jpg",
+              "biden": photos / "knn_examples" / "train" / "biden" / "biden2.jpg",
+              "rose": photos / "knn_examples" / "train" / "rose_leslie" / "img1.jpg"}
+    (det,) = comp.detect(probe)
+    crop = firmware_faceid_crop(firmware_frame(probe), firmware_box(det.box, (168, 224)), (112, 112))
+    want = comp.embed(crop)
+    with DeviceSimulator(comp) as sim, Max7800xDevice(sim.port, timeout=2.0, retries=2) as dev:
+        assert dev.info().embedding_size == 64
+        for name, path in people.items():
+            dev.enrol_image(name, _camera_frame(path))
+        names, rows = dev.read_database()
+        r = dev.run_image(probe)
+    assert names == list(people) and rows.shape == (3, 64)
+    assert np.array_equal(r.embedding, want) and r.embedding.shape == (64,)
+    assert r.name == "obama" and r.score > 70
+    # the device's rows are what the firmware database export writes for the same model's gallery
+    g = Gallery("ai85-faceid-112", 64)
+    for n, row in zip(names, rows):
+        g.add(n, row.astype(np.float32))
+    db = dbexport.DotProductDB.from_gallery(g)
+    assert np.array_equal(db.weights, rows)
+    with pytest.raises(IncompatibleGalleryError, match="ai85-faceid-112"):
+        dbexport.DotProductDB.from_gallery(Gallery("ai85-faceid", 64))
 
 
 def test_face_pipeline_compute_host_mode_and_errors(shared, face_pipeline):
@@ -556,3 +598,33 @@ def test_backend_session_over_serial_runs_on_the_board(shared, faceid_compute):
         assert out.shape == (2, 512, 1, 1) and out.dtype == np.int8
         assert np.array_equal(out[1].reshape(-1), np.load(ai8x / "reference" / "faceid_sample_embedding512.npy"))
         assert sim.requests_executed["RUN_TENSOR"] == 2
+
+
+def test_cli_simulate_serves_a_pty_that_serial_info_reaches(shared):
+    """`facesdk max7800x simulate` as a process: its port answers `serial-info`; bad input is one line."""
+    import json as _json
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, FACESDK_AI8X_DIR=str(shared / "ai8x"))
+    cmd = [sys.executable, "-m", "facesdk", "--json", "max7800x", "simulate", "--duration", "60"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        buf = ""
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and "}" not in buf:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            buf += line
+        info = _json.loads(buf)
+        assert info["embedding_size"] == 64 and info["generation"] == "faceid_112"
+        with Max7800xDevice(info["port"], timeout=2.0, retries=2) as dev:
+            assert dev.info().embedding_size == 64
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    r = subprocess.run([sys.executable, "-m", "facesdk", "max7800x", "simulate", "--chip", "max78001",
+                        "--duration", "0"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and "max78001" in r.stderr and "Traceback" not in r.stderr

@@ -141,17 +141,27 @@ class _Max7800xBackend(Backend):
                 raise DeviceMismatchError(f"{self.name}: device 'serial' needs a port (device='serial:/dev/ttyUSB0')")
         elif dev not in ("auto", "emulator", "cpu"):
             raise DeviceMismatchError(f"{self.name} runs on 'emulator' or 'serial:<port>', not {device!r}")
-        from .accel.emulator import load_model
+        from .accel.emulator import Model, load_model
         from .accel.fit import check_fit
 
-        yaml_path = find_yaml(artifact, options.pop("yaml", None))
-        shape = options.pop("input_shape", None)
-        if shape is None and artifact.card is not None and artifact.card.params.get("input_shape"):
-            shape = tuple(int(v) for v in artifact.card.params["input_shape"])
-        model = load_model(
-            artifact.path, yaml_path, chip=self.chip, input_shape=shape,
-            avg_pool_rounding=bool(options.pop("avg_pool_rounding", False)), threads=options.pop("threads", 1),
-        )
+        if Path(artifact.path).suffix.lower() == ".npz":  # a network imported from a synthesized C project
+            from .accel.network import load_network
+
+            options.pop("yaml", None)
+            options.pop("input_shape", None)
+            model = Model(load_network(artifact.path), chip=self.chip,
+                          avg_pool_rounding=bool(options.pop("avg_pool_rounding", False)),
+                          threads=options.pop("threads", 1))
+        else:
+            yaml_path = find_yaml(artifact, options.pop("yaml", None))
+            shape = options.pop("input_shape", None)
+            if shape is None and artifact.card is not None and artifact.card.params.get("input_shape"):
+                shape = tuple(int(v) for v in artifact.card.params["input_shape"])
+            model = load_model(
+                artifact.path, yaml_path, chip=self.chip, input_shape=shape,
+                avg_pool_rounding=bool(options.pop("avg_pool_rounding", False)),
+                threads=options.pop("threads", 1),
+            )
         fit = check_fit(model)
         if not fit.fits:
             msg = f"{model.arch} does not fit {fit.chip.name}: " + "; ".join(fit.problems[:3])

@@ -5,6 +5,9 @@
 * ``import-db OUT_GALLERY --weights W --embeddings E`` and/or ``--flash F`` — back to a gallery.
 * ``serial-info PORT`` — ask a facesdk-firmware board who it is (clear error on a silent or foreign port).
 * ``uart-capture PORT OUT_DIR`` — save ``*STR*`` frames and FaceID results from a stock msdk demo.
+* ``import-c DIR [--check] [--out NET.npz]`` — an ai8x-synthesis C project as an emulator network.
+* ``simulate`` — a pty device speaking ``PROTOCOL.md`` on the emulator (a real board needs firmware
+  that speaks that protocol; this repository does not contain it).
 """
 
 from __future__ import annotations
@@ -129,8 +132,10 @@ def _export_db(args: argparse.Namespace) -> int:
     args.profile = check_chip(args.profile, "profile")
     g = Gallery.load(args.gallery)
     files = export_firmware_db(g, args.out_dir, args.profile, capacity=args.capacity,
-                               threshold=args.score_threshold, flash=args.flash, weights_bin=args.bin)
-    db = DotProductDB.from_gallery(g, args.profile, capacity=args.capacity, threshold=args.score_threshold)
+                               threshold=args.score_threshold, flash=args.flash, weights_bin=args.bin,
+                               allow_other_model=args.allow_other_model)
+    db = DotProductDB.from_gallery(g, args.profile, capacity=args.capacity, threshold=args.score_threshold,
+                                   allow_other_model=args.allow_other_model)
     data = {"identities": len(db), "names": db.names, "profile": db.profile.name,
             "capacity": db.profile.capacity, "threshold": db.threshold,
             "files": {k: str(v) for k, v in files.items()}}
@@ -216,6 +221,47 @@ def cmd_import_c(args: argparse.Namespace) -> int:
     return rc
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Start the pty device simulator (facesdk protocol, emulated msdk demo pipeline) and serve until
+    interrupted (or ``--duration`` seconds). Prints the port to open, e.g. ``serial-info PORT``."""
+    import os
+    import time
+
+    from .board.simulator import DeviceSimulator, FacePipelineCompute
+
+    args.chip = check_chip(args.chip)
+    root = args.ai8x_dir or os.environ.get("FACESDK_AI8X_DIR")
+    if not root:
+        raise ConfigError("pass --ai8x-dir (trained/, networks/, msdk/) or set FACESDK_AI8X_DIR")
+    if not Path(root).is_dir():
+        from facesdk.errors import ModelNotFoundError
+
+        raise ModelNotFoundError(f"ai8x directory not found: {root}")
+    if args.duration is not None and args.duration < 0:
+        raise ConfigError("--duration must be >= 0")
+    comp = FacePipelineCompute.from_dir(root, args.chip, firmware_exact=not args.host_mode,
+                                        generation=args.generation)
+    label = args.chip.upper() + " (simulated)"
+    sim = DeviceSimulator(comp, threshold=args.threshold, device=label).start()
+    info = {"port": sim.port, "chip": args.chip, "generation": args.generation,
+            "embedding_size": comp.embedding_size, "firmware_exact": not args.host_mode,
+            "note": "a pty speaking PROTOCOL.md on the bit-exact emulator, not a board"}
+    _emit(args, info, f"simulated {label} ({args.generation}, {comp.embedding_size}-d) on {sim.port}\n"
+                      f"try: facesdk max7800x serial-info {sim.port}   (Ctrl-C stops)")
+    sys.stdout.flush()
+    try:
+        if args.duration is None:
+            while True:
+                time.sleep(3600)
+        else:
+            time.sleep(args.duration)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.stop()
+    return 0
+
+
 def add_commands(sub: Any) -> None:
     """Add every ``max7800x`` sub-command to the sub-parsers ``sub``."""
 
@@ -244,6 +290,17 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
     p.set_defaults(func=cmd_import_c)
 
+    p = sub.add_parser("simulate", help="start a pty device that speaks PROTOCOL.md on the emulator")
+    p.add_argument("--chip", default="max78000", metavar="{max78000,max78002}")
+    p.add_argument("--generation", default="faceid_112", choices=["faceid_112", "faceid"],
+                   help="msdk demo generation: faceid_112 (64-d, current) or faceid (512-d, original)")
+    p.add_argument("--ai8x-dir", default=None, help="ai8x folder (default $FACESDK_AI8X_DIR)")
+    p.add_argument("--threshold", type=int, default=70, help="firmware score threshold (MAX78000 demo: 70)")
+    p.add_argument("--host-mode", action="store_true", help="host decode/crop instead of the firmware's")
+    p.add_argument("--duration", type=float, default=None, help="serve this many seconds, then exit")
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
+    p.set_defaults(func=cmd_simulate)
+
     p = sub.add_parser("export-db", help="export a gallery as MAX7800x FaceID firmware database files")
     p.add_argument("gallery", help="facesdk gallery (.npz) of 64-d embeddings")
     p.add_argument("out_dir", help="folder for weights_3.h, embeddings.h (and weights_3.bin, facedb_flash.hex)")
@@ -253,6 +310,8 @@ def add_commands(sub: Any) -> None:
                    help="int8 score threshold (default: the demo's, 70 / 64)")
     p.add_argument("--flash", action="store_true", help="also write the MAX78002 record-mode flash image (.hex)")
     p.add_argument("--bin", action="store_true", help="also write weights_3.bin")
+    p.add_argument("--allow-other-model", action="store_true",
+                   help="export a gallery not enrolled with ai85-faceid-112 (the firmware's FaceID network)")
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
     p.set_defaults(func=_export_db)
 
@@ -263,7 +322,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--flash", default=None, help="record-mode flash image (.hex or raw .bin from 0x10268000)")
     p.add_argument("--profile", default=None, metavar="{max78000,max78002}")
     p.add_argument("--capacity", type=int, default=None)
-    p.add_argument("--model-id", default="ai85-faceid_112", help="model id recorded in the gallery")
+    p.add_argument("--model-id", default="ai85-faceid-112", help="model id recorded in the gallery")
     p.add_argument("--gallery-threshold", type=float, default=0.5, help="cosine threshold stored in the gallery")
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
     p.set_defaults(func=_import_db)

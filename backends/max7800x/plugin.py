@@ -23,6 +23,6 @@ def facesdk_cli(subparsers: Any) -> None:
 
 @hookimpl
 def facesdk_recipes() -> dict[str, Any]:
-    from .zoo_source import copy_from_ai8x_dir
+    from .zoo_source import copy_from_ai8x_dir, import_from_c_project
 
-    return {"ai8x-dir": copy_from_ai8x_dir}
+    return {"ai8x-dir": copy_from_ai8x_dir, "ai8x-cproject": import_from_c_project}

@@ -36,6 +36,10 @@ demo of the 160×120 ``ai85-faceid`` era: ``facedetection.c``, ``post_process.c`
   ``row = y1 + min(round(i/160·h), h−1)``, ``col = x1 + min(round(j/120·w), w−1)`` in float32
   with C ``round`` (half away from zero), nearest neighbour, from the same RGB565 frame
   (:func:`firmware_faceid_crop`; aligner ``ai8x-faceid-firmware``).
+* faceid_112 (the current demo; msdk ``facial_recognition/include/faceID.h``: ``WIDTH_ID`` =
+  ``HEIGHT_ID`` = 112, ``USE_BOX_ONLY``; ``src/faceID.c`` ``run_cnn_2``): the same loop to 112×112
+  (aligner ``ai8x-faceid-112-firmware``; host variant ``ai8x-faceid-112``: box widened to a square,
+  bilinear 112×112).
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ __all__ = [
     "heads_to_priors",
     "load_detection_params",
     "ai8x_faceid_crop",
+    "ai8x_faceid112_crop",
+    "ai8x_faceid112_crop_firmware",
     "DEFAULT_FMAPS",
     "FIRMWARE_FRAME",
     "rgb565_quantize",
@@ -341,3 +347,16 @@ def ai8x_faceid_crop_firmware(
     firmware's integer frame box, :func:`firmware_faceid_crop`."""
     h, w = image.shape[:2]
     return firmware_faceid_crop(firmware_frame(image), firmware_box(box, (w, h)), size)
+
+
+def ai8x_faceid112_crop(image: np.ndarray, box: np.ndarray, landmarks: np.ndarray | None = None) -> np.ndarray:
+    """Aligner ``ai8x-faceid-112``: :func:`ai8x_faceid_crop` to 112×112 (box widened to a square)."""
+    return ai8x_faceid_crop(image, box, landmarks, size=(112, 112))
+
+
+def ai8x_faceid112_crop_firmware(
+    image: np.ndarray, box: np.ndarray, landmarks: np.ndarray | None = None
+) -> np.ndarray:
+    """Aligner ``ai8x-faceid-112-firmware``: the faceid_112 demo's crop (faceID.c with
+    ``WIDTH_ID`` = ``HEIGHT_ID`` = 112): :func:`ai8x_faceid_crop_firmware` to 112×112."""
+    return ai8x_faceid_crop_firmware(image, box, landmarks, size=(112, 112))

@@ -130,11 +130,12 @@ class FacePipelineCompute(EmulatorCompute):
 
     With ``firmware_exact`` (default) it follows the msdk demo firmware step by step
     (:mod:`facesdk.detect.tinierssd`: 168×224 RGB565 frame, one box decoded as ``post_process.c``
-    does, integer box, nearest-neighbour stretch to 120×160); otherwise the host decoding (all
-    boxes after NMS) and the host crop (``ai8x-faceid`` aligner).
+    does, integer box, nearest-neighbour stretch to the FaceID input: 112×112 for faceid_112, 120×160
+    for the original network); otherwise the host decoding (all boxes after NMS) and the host crop
+    (``ai8x-faceid`` aligner).
 
     Args:
-        faceid: emulator ``Model`` of the FaceID network (input ``(3, 160, 120)``).
+        faceid: emulator ``Model`` of the FaceID network (input ``(3, 112, 112)`` or ``(3, 160, 120)``).
         facedet: emulator ``Model`` of TinierSSD (input ``(3, 224, 168)``; 2 location heads, then 2
             score heads).
         nms: ``min_score``, ``max_overlap``, ``top_k`` for the host decoding.
@@ -155,27 +156,53 @@ class FacePipelineCompute(EmulatorCompute):
         self.firmware_exact = bool(firmware_exact)
         self.nms = dict(nms or {"min_score": 0.5, "max_overlap": 0.3, "top_k": 20})
 
+    #: msdk demo generations :meth:`from_dir` can load: FaceID network source and embedding size.
+    GENERATIONS = {
+        "faceid_112": "msdk/faceid_112 (synthesized C project, 112x112 -> 64-d; current msdk demo)",
+        "faceid": "trained/ai85-faceid-qat8-q.pth.tar (120x160 -> 512-d; the original demo)",
+    }
+
     @classmethod
     def from_dir(cls, ai8x_dir: str | os.PathLike, chip: str = "max78000", *, firmware_exact: bool = True,
-                 threads: int | None = 1) -> "FacePipelineCompute":
-        """Load the checkpoints of an ai8x folder laid out as ``../shared/ai8x``: ``trained/`` and
-        ``networks/`` (TinierSSD ai85/ai87 by ``chip``, the ai85 FaceID network on both)."""
+                 threads: int | None = 1, generation: str = "faceid_112") -> "FacePipelineCompute":
+        """Load one msdk demo generation from an ai8x folder laid out as ``../shared/ai8x``.
+
+        ``generation="faceid_112"`` (default, the current demo): TinierSSD + faceid_112 imported from
+        ``msdk/faceid_112`` (its known-answer test must pass) — 64-d embeddings, consistent with the
+        64-d dot-product database the simulator keeps. ``"faceid"``: TinierSSD + the original 512-d
+        ai85 FaceID checkpoint (the database then holds 512-d rows, which no firmware uses).
+        TinierSSD is the ai85/ai87 checkpoint by ``chip``.
+        """
         from pathlib import Path
 
         from facesdk.detect.tinierssd import load_detection_params
 
-        from ..accel.emulator import load_model
-        from ..chips import chip_prefix
+        from ..accel.emulator import Model, load_model
+        from ..chips import chip_key, chip_prefix
 
+        if generation not in cls.GENERATIONS:
+            raise ConfigError(f"unknown generation {generation!r}; use one of {sorted(cls.GENERATIONS)}")
         d = Path(ai8x_dir)
         pre = chip_prefix(chip)
         det = load_model(d / "trained" / f"{pre}-facedet-tinierssd-qat8-q.pth.tar",
                          d / "networks" / f"{pre}-facedet-tinierssd.yaml", chip, threads=threads)
-        fid = load_model(d / "trained" / "ai85-faceid-qat8-q.pth.tar", d / "networks" / "faceid.yaml", chip,
-                         threads=threads)
+        if generation == "faceid_112":
+            from ..accel.cproject import import_c_project, known_answer_test
+
+            proj = import_c_project(d / "msdk" / "faceid_112")
+            fid = Model(proj.network, chip=chip_key(chip), threads=threads)
+            kat = known_answer_test(proj, fid)
+            if not kat.passed:
+                raise ConfigError(
+                    f"faceid_112 known-answer test failed: {kat.differing}/{kat.words} words differ")
+        else:
+            fid = load_model(d / "trained" / "ai85-faceid-qat8-q.pth.tar", d / "networks" / "faceid.yaml",
+                             chip, threads=threads)
         params = d / "networks" / "obj_detection_params_facedet.yaml"
         nms = load_detection_params(params) if params.is_file() else None
-        return cls(fid, det, firmware_exact=firmware_exact, nms=nms)
+        out = cls(fid, det, firmware_exact=firmware_exact, nms=nms)
+        out.generation = generation
+        return out
 
     def frame(self, image: np.ndarray) -> np.ndarray:
         """The detector's input image (168×224; RGB565 depth when firmware-exact)."""

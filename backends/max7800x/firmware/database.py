@@ -11,7 +11,16 @@ import numpy as np
 from facesdk.errors import ConfigError, GalleryError, IncompatibleGalleryError
 
 from .matching import dot_product_scores, firmware_decision, quantize_db_embeddings, quantize_probe
-from .profiles import DB_SCALE, NAME_LEN, PROFILES, UNKNOWN, DotProductProfile, get_profile
+from .profiles import (
+    DB_SCALE,
+    FIRMWARE_MODEL_ALIASES,
+    FIRMWARE_MODEL_ID,
+    NAME_LEN,
+    PROFILES,
+    UNKNOWN,
+    DotProductProfile,
+    get_profile,
+)
 
 __all__ = ['DotProductDB', 'MatchResult', 'firmware_name']
 
@@ -92,17 +101,26 @@ class DotProductDB:
     @classmethod
     def from_gallery(cls, gallery, profile: str | DotProductProfile = "max78000", *,
                      capacity: int | None = None, threshold: int | None = None,
-                     truncate_names: bool = True) -> "DotProductDB":
+                     truncate_names: bool = True, allow_other_model: bool = False) -> "DotProductDB":
         """One slot per identity: its normalised template, quantised as db_gen does.
 
         Names are cut to the firmware's 6 characters; two identities whose cut names collide
-        raise :class:`ConfigError` (the firmware could not tell them apart).
+        raise :class:`ConfigError` (the firmware could not tell them apart). The rows must come from
+        the firmware's FaceID network (``ai85-faceid-112``): a gallery of another model raises
+        :class:`IncompatibleGalleryError` (its embeddings would be compared with faceid_112 probes)
+        unless ``allow_other_model``.
         """
         prof = get_profile(profile, capacity)
         if gallery.embedding_size != prof.embedding_size:
             raise IncompatibleGalleryError(
                 f"the {prof.name} FaceID dot-product layer takes {prof.embedding_size}-d embeddings "
                 f"(faceid_112); the gallery holds {gallery.embedding_size}-d embeddings of {gallery.model_id!r}"
+            )
+        if not allow_other_model and gallery.model_id not in FIRMWARE_MODEL_ALIASES:
+            raise IncompatibleGalleryError(
+                f"the gallery holds embeddings of {gallery.model_id!r}; the firmware compares probes of its "
+                f"FaceID network ({FIRMWARE_MODEL_ID}, faceid_112), so its database must be enrolled with "
+                f"embedder={FIRMWARE_MODEL_ID!r}"
             )
         if len(gallery) > prof.capacity:
             raise ConfigError(f"{len(gallery)} identities exceed the layer's {prof.capacity} slots")
@@ -118,7 +136,7 @@ class DotProductDB:
         w = quantize_db_embeddings(gallery.templates) if len(gallery) else np.zeros((0, prof.embedding_size), np.int8)
         return cls(names, w, prof, threshold)
 
-    def to_gallery(self, model_id: str = "ai85-faceid_112", **kw):
+    def to_gallery(self, model_id: str = FIRMWARE_MODEL_ID, **kw):
         """A core Gallery: each slot dequantised (÷256) and enrolled under its name (slots of one
         name are averaged, as ``Gallery.add`` does)."""
         from facesdk.gallery import Gallery

@@ -26,10 +26,12 @@ __all__ = ['export_firmware_db', 'import_firmware_db', 'load_dot_checkpoint']
 
 def export_firmware_db(gallery, out_dir: str | os.PathLike, profile: str = "max78000", *,
                        capacity: int | None = None, threshold: int | None = None,
-                       flash: bool = False, weights_bin: bool = False) -> dict[str, Path]:
+                       flash: bool = False, weights_bin: bool = False,
+                       allow_other_model: bool = False) -> dict[str, Path]:
     """Export a gallery as ``weights_3.h`` + ``embeddings.h`` (and optionally ``weights_3.bin`` and
     the MAX78002 record-mode flash image ``facedb_flash.hex``) into ``out_dir``."""
-    db = DotProductDB.from_gallery(gallery, profile, capacity=capacity, threshold=threshold)
+    db = DotProductDB.from_gallery(gallery, profile, capacity=capacity, threshold=threshold,
+                                   allow_other_model=allow_other_model)
     out = Path(out_dir)
     files = {
         "weights_h": write_weights_h(db, out / "weights_3.h"),

@@ -15,10 +15,16 @@ from facesdk.errors import ConfigError
 from ..chips import chip_key
 
 __all__ = [
-    "DotProductProfile", "PROFILES", "get_profile", "UNKNOWN", "NAME_LEN", "DB_SCALE", "PROBE_SCALE",
+    "DotProductProfile", "PROFILES", "get_profile", "FIRMWARE_MODEL_ID", "FIRMWARE_MODEL_ALIASES", "UNKNOWN",
+    "NAME_LEN", "DB_SCALE", "PROBE_SCALE",
     "FLASH_BASE", "FLASH_PAGE", "FLASH_SIZE", "DB_ADDRESS", "STATUS_ADDRESS", "DB_PAGES", "MAGIC",
     "MAX_PERSON_ID", "MAX_RECORD_COUNT",
 ]
+
+#: The model whose 64-d embeddings the firmware's rows are (card ``ai85-faceid-112``: msdk's faceid_112).
+FIRMWARE_MODEL_ID = "ai85-faceid-112"
+#: Other names galleries may carry for that same model.
+FIRMWARE_MODEL_ALIASES = frozenset({"ai85-faceid-112", "ai85-faceid_112", "faceid_112"})
 
 UNKNOWN = "Unknown"
 NAME_LEN = 6  # char names[...][7] in the firmware, NUL included
