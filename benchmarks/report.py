@@ -180,6 +180,10 @@ def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> s
                 lines.append(f"- **{p.get('peer')}**: " + ("available" if p.get("available") else
                                                           f"not run ({p.get('reason')})"))
         lines.append("")
+    if r.get("precision_study"):
+        from .precision import render as _render_precision
+
+        lines += _render_precision(r["precision_study"])
     if r.get("skipped"):
         lines += ["## Not run", ""]
         lines += [f"- {s['backend']}/{s['precision']}: {s['reason']}" for s in r["skipped"]]

@@ -7,7 +7,8 @@ Config keys (all optional; see ``benchmarks/configs/*.yaml``)::
     limit, folds, fars, tiers, degradation {face_width, jpeg_quality, blur_sigma, brightness, seed},
     identify {gallery_per_id, enrolled_every, max_probes_per_id, include_singletons, top_k},
     latency {enabled, images, batch_sizes, threads, warmup, repeats, gallery_size},
-    parity {enabled, images, backends (extra, parity/latency only)}, peers {opencv, dlib, dlib_descriptors}, cache, out
+    parity {enabled, images, backends (extra, parity/latency only)}, peers {opencv, dlib, dlib_descriptors}, cache, out,
+    precision_study {enabled, only, embedders, configs, detector, latency {batch_sizes, images, repeats}}
 
 Relative paths in a config file are resolved against the current directory
 first, then against the config file's directory. ``${VAR}`` is expanded.
@@ -62,6 +63,7 @@ DEFAULTS: dict[str, Any] = {
     "latency": {"enabled": False},
     "parity": {"enabled": False},
     "peers": {},
+    "precision_study": {},
     "cache": None,
     "out": None,
     "progress": True,
@@ -290,7 +292,12 @@ def run_benchmark(cfg: dict[str, Any], argv: list[str] | None = None) -> dict[st
     }
     recs: dict[str, Any] = {}
     threads = _threads(cfg)
-    for backend in cfg["backends"]:
+    study = dict(cfg.get("precision_study") or {})
+    if study.get("enabled") and pairs is not None:
+        from .precision import run_precision_study
+
+        report["precision_study"] = run_precision_study(cfg, ds, pairs, cache_root, progress)
+    for backend in ([] if study.get("only") else cfg["backends"]):
         for precision in cfg["precision"]:
             label = f"{backend}/{precision}"
             try:

@@ -35,7 +35,7 @@ __all__ = ["TensorSpec", "Availability", "Artifact", "Backend", "Session", "PREC
 log = logging.getLogger(__name__)
 
 #: Precisions a backend may report.
-PRECISIONS = ("fp32", "fp16", "int8", "ai8x")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "ai8x")
 
 
 @dataclass(frozen=True)
@@ -204,6 +204,17 @@ class Backend(ABC):
             log.warning("%s: %s; %s", self.name, message, fallback)
         else:
             log.warning("%s: %s", self.name, message)
+
+    def precision_that_runs(self, requested: str, running: str, strict: bool, what: str = "") -> str:
+        """Compare the asked precision with what the loaded artifact/engine computes in; return the latter.
+
+        A difference goes through :meth:`strict_or_warn`: DeviceMismatchError in strict mode, else one
+        warning, and the session then reports ``running`` (never the asked-for label).
+        """
+        if requested != running:
+            where = f"{what}: " if what else ""
+            self.strict_or_warn(strict, f"{where}asked for {requested} but {running} runs", f"running {running}")
+        return running
 
     def check_artifact(self, artifact: Artifact) -> Path:
         """Format and file checks every ``load`` starts with; returns the artifact's path.

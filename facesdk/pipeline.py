@@ -126,8 +126,12 @@ def _artifact_for(card: ModelCard, backend: Backend, precision: str, role: str |
             f"backend {backend.name!r} runs {', '.join(backend.formats)}, "
             f"but model {card.id!r} comes as {', '.join(card.formats)}"
         )
-    exact = [a for a in fmts if a.precision == precision]
-    spec = (exact or fmts)[0]
+    # The artifact of the asked precision, in the backend's preferred format (OpenVINO: its int8 IR before
+    # an ONNX QDQ file); without one, the first artifact, whose real precision the backend then checks.
+    exact = sorted(
+        (a for a in fmts if a.precision == precision), key=lambda a: backend.formats.index(a.format)
+    )
+    spec = (exact or [a for a in fmts if a.precision == "fp32"] or fmts)[0]
     # Fetch this very file: a multi-network card (MTCNN) holds several artifacts of one format.
     own = card if card.artifact(spec.format, spec.precision) is spec else replace(card, artifacts=(spec,))
     path = zoo.fetch(own, spec.format, spec.precision)
@@ -161,8 +165,12 @@ class FaceRecognizer:
         backend: backend name (``"onnxruntime"``, ``"openvino"``, ``"max78000"``…)
             or ``"auto"`` for the best available one per model.
         device: device to run on (``"auto"``, ``"cpu"``, ``"cuda:0"`` …).
-        precision: ``"fp32"``, ``"fp16"``, ``"int8"`` … as the artifact provides.
-        strict: raise if the requested device/precision is not what runs.
+        precision: the embedder's precision: ``"fp32"``, ``"int8"``, ``"bf16"`` (OpenVINO) … The card's
+            artifact of that precision is used (built by its zoo recipe on first use, e.g. a calibrated
+            int8 model); ``embedder_session.precision`` reports what really runs.
+        detector_precision: the detector's precision (default ``"fp32"``).
+        strict: raise if the requested device/precision is not what runs (otherwise one warning and
+            the session reports what runs).
         threshold: cosine threshold for both identification and verification; when
             given it wins over every stored threshold (card, saved gallery). Default: the
             embedder card's calibrated operating points — the open-set identification
@@ -192,6 +200,7 @@ class FaceRecognizer:
         backend: str = "auto",
         device: str = "auto",
         precision: str = "fp32",
+        detector_precision: str = "fp32",
         strict: bool = True,
         threshold: float | None = None,
         detector_backend: str | None = None,
@@ -217,17 +226,19 @@ class FaceRecognizer:
         self.batch_size = int(batch_size)
         self.max_pixels = max_pixels
         opts: dict[str, Any] = dict(device=device, precision=precision, strict=strict, **(backend_options or {}))
+        det_opts = {**opts, "precision": detector_precision}
 
         det_backend = _choose_backend(det_be, self.detector_card)
         det_cls = detector_class(self.detector_card.family)
-        det_arts = {"main": _artifact_for(self.detector_card, det_backend, precision)}
+        det_arts = {"main": _artifact_for(self.detector_card, det_backend, detector_precision)}
         extra_roles = self.detector_card.params.get("roles")
         if extra_roles:  # multi-network detectors: one artifact per role, matched by file name
             det_arts = {
-                r: _artifact_for(self.detector_card, det_backend, precision, role=str(f)) for r, f in extra_roles.items()
+                r: _artifact_for(self.detector_card, det_backend, detector_precision, role=str(f))
+                for r, f in extra_roles.items()
             }
         self.detector: FaceDetector = det_cls(
-            self.detector_card, det_backend, det_arts, score_threshold=score_threshold, **opts
+            self.detector_card, det_backend, det_arts, score_threshold=score_threshold, **det_opts
         )
 
         emb_backend = _choose_backend(emb_be, self.embedder_card)

@@ -468,13 +468,22 @@ def _resolve(card: ModelCard, art: ArtifactSpec, src: Source) -> Path | None:
         return _download(src.location, dest, art.sha256, what)
     if src.kind == "recipe":
         dest = _cached_path(card, art)
-        if dest.exists():
-            return dest
         func = _recipe(src.location)
+        keyfn = getattr(func, "cache_key", None)
+        if keyfn is None and dest.exists():
+            return dest
         inputs: dict[str, Path] = {}
         for key, ref in dict(src.options.get("inputs", {})).items():
             ref_card, _, ref_fmt = str(ref).partition(":")
             inputs[key] = fetch(ref_card, ref_fmt or None)
+        if keyfn is not None:
+            # Recipes whose output depends on more than the card (tool version, calibration data) name a
+            # cache key; each key gets its own folder, so a changed input never reuses a stale file.
+            key = str(keyfn(card, art, inputs, src.options))
+            sub = "".join(c if c.isalnum() or c in "._+-" else "_" for c in key)
+            dest = dest.parent / sub.strip(".")[:200] / dest.name
+            if dest.exists():
+                return dest
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmpname = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
         os.close(fd)

@@ -15,6 +15,7 @@ import numpy as np
 
 from facesdk.backend import Artifact, Availability, Backend, Session, TensorSpec
 from facesdk.errors import BackendError, BackendUnavailableError, DeviceMismatchError, ModelFormatError
+from facesdk.precision import normalize_precision, onnx_precision
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,7 @@ class OnnxRuntimeBackend(Backend):
         """
         ort = _import_ort()
         path = self.check_artifact(artifact)
+        precision = normalize_precision(precision)
         self.check_precision(precision)
         avail = ort.get_available_providers()
         dev_name, _, dev_idx = device.partition(":")
@@ -169,5 +171,7 @@ class OnnxRuntimeBackend(Backend):
         real_dev = _PROVIDER_DEVICES.get(running, running)
         if dev_idx and real_dev != "cpu":
             real_dev = f"{real_dev}:{dev_idx}"
-        # fp16 weights with fp32 I/O are fine; the precision reported is the artifact's (from its card).
-        return OnnxRuntimeSession(sess, real_dev, precision)
+        # The precision is what the graph computes in (QDQ/integer ops → int8, float16 weights → fp16),
+        # never what was asked for: an fp32 file asked to run "int8" is a mismatch, not a relabel.
+        real_prec = self.precision_that_runs(precision, onnx_precision(path), strict, path.name)
+        return OnnxRuntimeSession(sess, real_dev, real_prec)

@@ -2,7 +2,8 @@
 
 Precision is an inference hint (``fp32`` → f32, ``fp16`` → f16, ``bf16``);
 the session reports the precision OpenVINO says it uses, and strict mode raises
-when that differs from the request.
+when that differs from the request. ``int8`` needs a quantised model (NNCF IR
+with FakeQuantize nodes, or an ONNX QDQ model); such a model reports ``int8``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 
 from facesdk.backend import Artifact, Availability, Backend, Session, TensorSpec
 from facesdk.errors import BackendError, BackendUnavailableError, ModelFormatError
+from facesdk.precision import normalize_precision
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,11 @@ def _precision_name(hint: Any) -> str:
     if "f32" in text or "float32" in text:
         return "fp32"
     return _HINT_PRECISIONS.get(text, text)
+
+
+def _is_quantised(model: Any) -> bool:
+    """True when the model holds FakeQuantize nodes (NNCF PTQ / POT IR, or ONNX QDQ as read by OpenVINO)."""
+    return any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
 
 
 def _import_ov() -> Any:
@@ -85,7 +92,7 @@ class OpenVINOBackend(Backend):
     description = "OpenVINO (CPU, GPU, NPU); reads IR and ONNX"
     aliases = ("ov",)
     priority = 20
-    precisions = tuple(_PRECISION_HINTS)
+    precisions = (*_PRECISION_HINTS, "int8")
 
     def available(self) -> Availability:
         try:
@@ -118,11 +125,24 @@ class OpenVINOBackend(Backend):
             msg = f"OpenVINO device {device!r} is not available (have: {', '.join(avail)})"
             self.strict_or_warn(strict, msg, "falling back to CPU")
             dev = "cpu"
-        self.check_precision(precision)  # int8 needs a quantised IR (not supported here)
+        precision = normalize_precision(precision)
+        self.check_precision(precision)  # int8 needs a quantised model (FakeQuantize nodes)
         try:
             model = core.read_model(str(path))
         except RuntimeError as exc:
             raise ModelFormatError(f"openvino cannot read {path.name}: {exc}") from None
+        quantised = _is_quantised(model)
+        # A quantised model (FakeQuantize from NNCF, or ONNX QDQ) runs int8 whatever the hint; the hint then
+        # only chooses the precision of the layers left in float, pinned to f32 for reproducible numbers.
+        if quantised:
+            want_hint = "f32"
+            real_base = "int8"
+            precision = self.precision_that_runs(precision, "int8", strict, path.name)
+        elif precision == "int8":
+            self.precision_that_runs(precision, "fp32", strict, f"{path.name} (not quantised)")
+            precision, want_hint, real_base = "fp32", "f32", ""
+        else:
+            want_hint, real_base = _PRECISION_HINTS[precision], ""
         if dynamic_batch and len(model.inputs) == 1:
             ps = model.inputs[0].get_partial_shape()
             if ps.rank.is_static and len(ps) == 4 and ps[0].is_static:
@@ -131,7 +151,8 @@ class OpenVINOBackend(Backend):
                     model.reshape({model.inputs[0]: new})
                 except RuntimeError:
                     log.debug("model %s keeps its fixed batch", path.name)
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": _PRECISION_HINTS[precision]}
+        # "fp32" pins f32: OpenVINO would otherwise run bf16 silently on CPUs that have it.
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": want_hint}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         try:
@@ -141,8 +162,8 @@ class OpenVINOBackend(Backend):
         try:
             hint = compiled.get_property("INFERENCE_PRECISION_HINT")
         except RuntimeError:
-            hint = _PRECISION_HINTS[precision]
-        real = _precision_name(hint)
+            hint = want_hint
+        real = real_base or _precision_name(hint)
         if real != precision:
             self.strict_or_warn(strict, f"asked OpenVINO {dev} for {precision} but it runs {real}")
         return OpenVINOSession(compiled, model, dev, real)

@@ -1,7 +1,7 @@
 """TensorRT backend (NVIDIA GPUs).
 
-* ``compile(onnx)`` builds a serialized engine (FP32 or FP16; dynamic batch via
-  an optimisation profile) and writes it with a small facesdk header:
+* ``compile(onnx)`` builds a serialized engine (FP32, FP16, or INT8 with an entropy calibrator;
+  dynamic batch via an optimisation profile) and writes it with a small facesdk header:
   ``b"FSDKTRT1"`` + uint32 little-endian JSON length + JSON metadata (source
   sha256, precision, TensorRT version, batch range) + the engine bytes. Engines
   are specific to a GPU and TensorRT version; the header lets us refuse a
@@ -81,6 +81,49 @@ def write_engine_file(path: Path, meta: dict[str, Any], engine: bytes) -> None:
     """Write an engine with its facesdk header."""
     head = json.dumps(meta, sort_keys=True).encode()
     path.write_bytes(MAGIC + struct.pack("<I", len(head)) + head + engine)
+
+
+def _entropy_calibrator(trt: Any, cudart: Any, batches: list[np.ndarray]) -> Any:
+    """An ``IInt8EntropyCalibrator2`` feeding ``batches`` (float32, equal batch size) from one device buffer.
+
+    Defined inside a function so importing this module never needs tensorrt.
+    """
+    if not batches:
+        raise DeviceMismatchError("TensorRT int8 calibration needs at least one batch")
+    arrs = [np.ascontiguousarray(b, np.float32) for b in batches]
+    n = arrs[0].shape[0]
+    arrs = [a for a in arrs if a.shape[0] == n]
+
+    class _Calibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self._i = 0
+            self._ptr = _check(cudart.cudaMalloc(max(a.nbytes for a in arrs)))
+
+        def get_batch_size(self) -> int:
+            return int(n)
+
+        def get_batch(self, names: list[str]) -> list[int] | None:
+            if self._i >= len(arrs):
+                return None
+            a = arrs[self._i]
+            self._i += 1
+            kind = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+            _check(cudart.cudaMemcpy(self._ptr, a.ctypes.data, a.nbytes, kind))
+            return [int(self._ptr)]
+
+        def read_calibration_cache(self) -> bytes | None:
+            return None  # always calibrate from the given set: the zoo caches the finished engine instead
+
+        def write_calibration_cache(self, cache: Any) -> None:
+            return None
+
+        def free(self) -> None:
+            if self._ptr:
+                cudart.cudaFree(self._ptr)
+                self._ptr = 0
+
+    return _Calibrator()
 
 
 class TensorRTSession(Session):
@@ -177,10 +220,17 @@ class TensorRTBackend(Backend):
         out_dir: Path | None = None,
         max_batch: int = 32,
     ) -> Artifact:
-        """Build an engine from an ONNX file (FP32/FP16; dynamic batch 1..max_batch)."""
+        """Build an engine from an ONNX file (FP32, FP16 or INT8; dynamic batch 1..max_batch).
+
+        INT8 uses TensorRT's entropy calibrator (``IInt8EntropyCalibrator2``) over ``calibration``: float
+        input batches, e.g. the zoo's calibration faces (:func:`facesdk_zoo.quantize.calibration_tensors`);
+        layers without an int8 kernel may run FP16. Untested here: this project has no GPU.
+        """
         trt = _import_trt()
-        if precision not in ("fp32", "fp16"):
-            raise DeviceMismatchError(f"TensorRT compile supports fp32 and fp16 here, not {precision!r}")
+        if precision not in ("fp32", "fp16", "int8"):
+            raise DeviceMismatchError(f"TensorRT compile supports fp32, fp16 and int8, not {precision!r}")
+        if precision == "int8" and not calibration:
+            raise DeviceMismatchError("TensorRT int8 needs calibration batches (calibration=[...])")
         data = onnx_model.path.read_bytes()
         logger = trt.Logger(trt.Logger.WARNING)
         builder = trt.Builder(logger)
@@ -190,8 +240,13 @@ class TensorRTBackend(Backend):
             errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
             raise ModelFormatError(f"TensorRT cannot parse {onnx_model.path.name}: {errs}")
         config = builder.create_builder_config()
-        if precision == "fp16":
+        if precision in ("fp16", "int8"):
             config.set_flag(trt.BuilderFlag.FP16)
+        calib = None
+        if precision == "int8":
+            config.set_flag(trt.BuilderFlag.INT8)
+            calib = _entropy_calibrator(trt, _import_cudart(), list(calibration or ()))
+            config.int8_calibrator = calib
         inp = network.get_input(0)
         shape = list(inp.shape)
         batch_range = [1, 1]
@@ -200,8 +255,14 @@ class TensorRTBackend(Backend):
             rest = shape[1:]
             prof.set_shape(inp.name, [1, *rest], [max(1, max_batch // 2), *rest], [max_batch, *rest])
             config.add_optimization_profile(prof)
+            if calib is not None:
+                config.set_calibration_profile(prof)
             batch_range = [1, max_batch]
-        engine = builder.build_serialized_network(network, config)
+        try:
+            engine = builder.build_serialized_network(network, config)
+        finally:
+            if calib is not None:
+                calib.free()
         if engine is None:
             raise BackendError(f"TensorRT failed to build an engine for {onnx_model.path.name}")
         meta = {

@@ -21,6 +21,7 @@ import numpy as np
 
 from facesdk.backend import Artifact, Availability, Backend, Session, TensorSpec
 from facesdk.errors import BackendError, BackendUnavailableError, DeviceMismatchError, ModelFormatError
+from facesdk.tflite_check import EDGETPU_CUSTOM_OP, validate_tflite
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,26 @@ def _edgetpu_delegate(load_delegate: Any) -> Any:
     try:
         ctypes.CDLL(lib)  # probe first: a failed load_delegate leaves a half-built Delegate behind
     except OSError as exc:
-        raise DeviceMismatchError(f"Edge TPU runtime {lib} is not installed: {exc}") from None
+        raise DeviceMismatchError(
+            f"Edge TPU runtime {lib} is not installed ({exc}); install libedgetpu1-std from the Coral apt "
+            "repository and plug in a Coral device, or set FACESDK_EDGETPU_LIB to the library's path"
+        ) from None
     try:
         return load_delegate(lib)
     except (ValueError, OSError) as exc:
         raise DeviceMismatchError(f"Edge TPU delegate {_EDGETPU_LIB} cannot be loaded: {exc}") from None
+
+
+def _tflite_precision(interp: Any) -> str:
+    """``int8`` when the graph holds quantised int8/uint8 tensors, else ``fp32``.
+
+    float16 weights (stored half, DEQUANTIZE'd at load) still compute in fp32 on the CPU.
+    """
+    for d in interp.get_tensor_details():
+        q = d.get("quantization") or (0.0, 0)
+        if np.dtype(d["dtype"]) in (np.int8, np.uint8) and q[0]:
+            return "int8"
+    return "fp32"
 
 
 class TFLiteSession(Session):
@@ -72,8 +88,7 @@ class TFLiteSession(Session):
         self._outs = out
         self.inputs = [TensorSpec(d["name"], tuple(int(x) for x in d["shape"]), np.dtype(d["dtype"]).name) for d in inp]
         self.outputs = [TensorSpec(d["name"], tuple(int(x) for x in d["shape"]), np.dtype(d["dtype"]).name) for d in out]
-        quant = np.dtype(self._in["dtype"]) in (np.int8, np.uint8)
-        self.precision = "int8" if quant else "fp32"
+        self.precision = _tflite_precision(interp)
         sig = self._in.get("shape_signature")
         self._dynamic_batch = sig is not None and len(sig) > 0 and int(sig[0]) == -1
         self.max_batch = None if self._dynamic_batch else int(self._in["shape"][0])
@@ -154,18 +169,29 @@ class TFLiteBackend(Backend):
         """Load a .tflite file; ``device`` is ``cpu``, ``edgetpu`` or ``auto``."""
         interp_cls, load_delegate, _ = _import_interpreter()
         path = self.check_artifact(artifact)
-        with open(path, "rb") as f:
-            head = f.read(8)
-        if head[4:8] != b"TFL3":
-            raise ModelFormatError(f"{path.name} is not a TFLite flatbuffer")
+        # Walk the whole flatbuffer first: a corrupt file must raise ModelFormatError, never crash LiteRT.
+        info = validate_tflite(path)
         delegates = []
         dev = "cpu" if device in ("auto", "cpu") else device
+        if info.edgetpu_compiled and device == "auto":
+            dev = "edgetpu"
         if dev == "edgetpu":
             try:
                 delegates.append(_edgetpu_delegate(load_delegate))
             except DeviceMismatchError as exc:
+                if info.edgetpu_compiled:
+                    raise DeviceMismatchError(
+                        f"{path.name} was compiled by edgetpu_compiler ({EDGETPU_CUSTOM_OP}) and runs "
+                        f"only with the Edge TPU delegate, which cannot load here: {exc}. Use the "
+                        "uncompiled int8 .tflite on the CPU instead"
+                    ) from None
                 self.strict_or_warn(strict, str(exc), "falling back to CPU")
                 dev = "cpu"
+        elif info.edgetpu_compiled:
+            raise DeviceMismatchError(
+                f"{path.name} was compiled by edgetpu_compiler ({EDGETPU_CUSTOM_OP}); it runs only on "
+                "device='edgetpu' with libedgetpu installed, not on the CPU"
+            )
         elif dev != "cpu":
             raise DeviceMismatchError(f"the tflite backend has no device {device!r} (cpu, edgetpu)")
         try:
@@ -174,8 +200,5 @@ class TFLiteBackend(Backend):
         except (ValueError, RuntimeError) as exc:
             raise ModelFormatError(f"LiteRT cannot load {path.name}: {exc}") from None
         s = TFLiteSession(interp, dev, threads)
-        if precision == "int8" and s.precision != "int8":
-            self.strict_or_warn(strict, f"{path.name} is a float model; asked for int8", "running it in fp32")
-        if precision not in ("fp32", "int8") and precision != s.precision:
-            self.strict_or_warn(strict, f"the tflite backend cannot run {precision!r}", f"running {s.precision}")
+        s.precision = self.precision_that_runs(precision, s.precision, strict, path.name)
         return s

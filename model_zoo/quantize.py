@@ -1,0 +1,377 @@
+"""Zoo recipes that build quantised artifacts from a card's fp32 ONNX model.
+
+* ``onnx_int8_qdq``: ONNX Runtime static quantisation in QDQ format
+  (``onnxruntime.quantization.quantize_static``; per-channel symmetric int8 weights, uint8 activations
+  calibrated with min/max over the calibration set — the U8S8 form the ONNX Runtime quantisation guide
+  recommends for x86-64, https://onnxruntime.ai/docs/performance/model-optimizations/quantization.html).
+* ``openvino_int8_nncf``: OpenVINO IR quantised by NNCF post-training quantisation
+  (``nncf.quantize``, MIXED preset: symmetric weights, asymmetric activations as PReLU outputs are
+  signed; OpenVINO docs, "Basic Quantization Flow", model-optimization-guide/quantizing-models-post-training),
+  written with ``openvino.save_model`` as ``.xml`` + ``.bin``.
+
+Both calibrate on the same set (:mod:`facesdk_zoo.calibration`: real aligned LFW DevTrain faces whose
+identities are in no evaluated pair). Each artifact is cached under a key made of the source model's
+sha256, the quantisation tool's version with this recipe's version, and the calibration set's sha256
+(``cache_key``), so changing any of them builds a new file instead of reusing a stale one. The card
+metadata travels inside the artifact: ONNX ``metadata_props`` / OpenVINO ``rt_info`` under ``facesdk``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facesdk.errors import BackendUnavailableError, ConversionError
+from facesdk.image import to_tensor
+
+from .calibration import DEFAULT_COUNT, calibration_crops, crops_sha256
+
+__all__ = [
+    "RECIPE_VERSION",
+    "artifact_metadata",
+    "calibration_tensors",
+    "onnx_int8_qdq",
+    "openvino_int8_nncf",
+]
+
+log = logging.getLogger(__name__)
+
+#: Bumped whenever a recipe's settings change (part of every cache key).
+RECIPE_VERSION = "4"
+
+
+def _options(art: Any) -> dict[str, Any]:
+    for s in art.sources:
+        if s.kind == "recipe":
+            return dict(s.options)
+    return {}
+
+
+def calibration_tensors(card: Any, art: Any) -> tuple[np.ndarray, str]:
+    """The calibration crops of ``card`` as its float input tensor ``[N, …]``, and the set's sha256."""
+    opts = _options(art)
+    crops = calibration_crops(card.id, int(opts.get("calibration", DEFAULT_COUNT)), opts.get("detector"))
+    spec = card.input
+    x = to_tensor(crops, layout=spec.layout, color=spec.color, mean=spec.mean, std=spec.std, dtype=spec.dtype)
+    return x, crops_sha256(crops)
+
+
+def artifact_metadata(
+    card: Any, art: Any, source: Path, tool: str, calib_sha: str, count: int
+) -> dict[str, str]:
+    """The card facts stored inside a quantised artifact."""
+    from facesdk.zoo import sha256_file
+
+    return {
+        "facesdk.model_id": card.id,
+        "facesdk.precision": art.precision,
+        "facesdk.source_sha256": sha256_file(source),
+        "facesdk.tool": tool,
+        "facesdk.recipe_version": RECIPE_VERSION,
+        "facesdk.calibration": f"LFW DevTrain identities in no evaluated pair, {count} aligned faces",
+        "facesdk.calibration_sha256": calib_sha,
+        "facesdk.input_mean": ",".join(f"{v:g}" for v in card.input.mean),
+        "facesdk.input_std": ",".join(f"{v:g}" for v in card.input.std),
+        "facesdk.template": str(card.template or ""),
+    }
+
+
+def _key(source: Path, tool: str, card: Any, art: Any) -> str:
+    from facesdk.zoo import sha256_file
+
+    _, calib = calibration_tensors(card, art)
+    return f"src-{sha256_file(source)[:12]}_{tool}_r{RECIPE_VERSION}_cal-{calib[:12]}"
+
+
+# --------------------------------------------------------------------------- ONNX Runtime
+
+
+def _ort_version() -> str:
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            "onnxruntime is needed to quantise (pip install 'facesdk[onnxruntime]')"
+        ) from exc
+    return f"onnxruntime-{ort.__version__}"
+
+
+class _Reader:
+    """``onnxruntime.quantization.CalibrationDataReader`` over a tensor, in batches."""
+
+    def __init__(self, name: str, x: np.ndarray, batch: int) -> None:
+        self.name, self.x, self.batch = name, x, batch
+        self._it: Iterator[dict[str, np.ndarray]] = self._gen()
+
+    def _gen(self) -> Iterator[dict[str, np.ndarray]]:
+        for i in range(0, len(self.x), self.batch):
+            yield {self.name: self.x[i : i + self.batch]}
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = self._gen()
+
+
+def _flush_every(n_batches: int) -> int:
+    return next((m for m in range(5, n_batches + 2) if n_batches % m), n_batches + 1)
+
+
+def fuse_prelu(model: Any) -> int:
+    """Rewrite ``relu(y) + a·(y − |y|)`` as ``PRelu(y, 2a)`` in place (exact); return how many were fused.
+
+    TensorFlow exports of MobileFaceNet spell PReLU with five element-wise ops; quantised one by one they
+    lose most of the int8 accuracy, while a PRelu node stays one operator (kept in float or quantised as a
+    unit by the tools).
+    """
+    from onnx import helper, numpy_helper
+
+    from .tflite_writer import _prelu
+
+    g = model.graph
+    consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    for n in g.node:
+        if n.op_type == "Reshape" and n.input[0] in consts and n.input[1] in consts:
+            consts[n.output[0]] = consts[n.input[0]].reshape([int(v) for v in consts[n.input[1]].reshape(-1)])
+    consumers: dict[str, list[Any]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    drop: set[int] = set()
+    new_nodes: dict[int, Any] = {}
+    fused = 0
+    for n in g.node:
+        if n.op_type != "Relu":
+            continue
+        m = _prelu(n, consumers, consts)
+        if m is None:
+            continue
+        alpha, members, add = m
+        name = f"{add.output[0]}_prelu_slope"
+        slope = (2.0 * np.asarray(alpha, np.float32)).reshape(-1, 1, 1)
+        g.initializer.append(numpy_helper.from_array(slope, name))
+        new_nodes[id(n)] = helper.make_node(
+            "PRelu", [n.input[0], name], [add.output[0]], name=f"{add.output[0]}_prelu"
+        )
+        drop.update(id(x) for x in members)
+        fused += 1
+    kept = []
+    for n in g.node:
+        if id(n) in new_nodes:
+            kept.append(new_nodes[id(n)])
+        elif id(n) not in drop:
+            kept.append(n)
+    used = {i for n in kept for i in n.input} | {o.name for o in g.output}
+    kept = [n for n in kept if n.op_type != "Reshape" or any(o in used for o in n.output)]
+    del g.node[:]
+    g.node.extend(kept)
+    return fused
+
+
+def onnx_int8_qdq(card: Any, art: Any, inputs: dict[str, Path], out: Path) -> None:
+    """Recipe: static QDQ int8 ONNX (per-channel int8 weights, calibrated uint8 activations)."""
+    tool = _ort_version()
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    src = inputs["model"]
+    x, calib_sha = calibration_tensors(card, art)
+    sess = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+    in0 = sess.get_inputs()[0]
+    batch = 16 if not isinstance(in0.shape[0], int) else int(in0.shape[0])
+    del sess
+    log.info("quantising %s to int8 QDQ with %d calibration faces", src.name, len(x))
+    with tempfile.TemporaryDirectory(prefix="facesdk-q-", dir=out.parent) as td:
+        tmp = Path(td) / "q.onnx"
+        base = src
+        m0 = onnx.load(str(src))
+        if fuse_prelu(m0):
+            base = Path(td) / "prelu.onnx"
+            onnx.save(m0, str(base))
+        opset = max(
+            (
+                o.version
+                for o in onnx.load(str(src), load_external_data=False).opset_import
+                if o.domain in ("", "ai.onnx")
+            ),
+            default=13,
+        )
+        if opset < 13:  # per-channel QuantizeLinear/DequantizeLinear (the axis attribute) needs opset 13
+            from onnx import version_converter
+
+            conv = Path(td) / "opset13.onnx"
+            onnx.save(version_converter.convert_version(onnx.load(str(base)), 13), str(conv))
+            base = conv
+        # ONNX Runtime's recommended pre-processing: shape inference and graph optimisation, which folds the
+        # per-channel Mul/Add after each Conv (dlib's affine layers) into the Conv before quantisation, so the
+        # int8 graph becomes QLinearConv+Relu instead of separate int8 Mul/Add (slow and less accurate).
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        pre = Path(td) / "pre.onnx"
+        try:
+            quant_pre_process(str(base), str(pre), skip_symbolic_shape=True)
+            base = pre
+        except Exception as exc:  # noqa: BLE001 - optional step; quantise the model as it is
+            log.warning("quantisation pre-processing of %s failed (%s); quantising without it", src.name, exc)
+        try:
+            quantize_static(
+                str(base),
+                str(tmp),
+                _Reader(in0.name, x, batch),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                # bounded memory: min/max are folded every few batches. onnxruntime raises "No data is
+                # collected" when the batch count is a multiple of this number, so pick one that is not.
+                extra_options={"CalibMaxIntermediateOutputs": _flush_every(-(-len(x) // batch))},
+            )
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises many kinds
+            raise ConversionError(f"onnxruntime could not quantise {src.name}: {exc}") from None
+        model = onnx.load(str(tmp))
+        meta = artifact_metadata(card, art, src, tool, calib_sha, len(x))
+        keep = {p.key: p.value for p in model.metadata_props if p.key not in meta}
+        del model.metadata_props[:]
+        for k, v in {**keep, **meta}.items():
+            model.metadata_props.add(key=k, value=v)
+        onnx.save(model, str(out))
+
+
+def _onnx_key(card: Any, art: Any, inputs: dict[str, Path], options: dict[str, Any]) -> str:
+    return _key(inputs["model"], _ort_version(), card, art)
+
+
+onnx_int8_qdq.cache_key = _onnx_key  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------- OpenVINO + NNCF
+
+
+def _nncf_version() -> str:
+    try:
+        import nncf
+        import openvino as ov
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            "OpenVINO int8 needs nncf and openvino (pip install 'facesdk[openvino]')"
+        ) from exc
+    return f"nncf-{nncf.__version__}+openvino-{ov.__version__.split('-')[0]}"
+
+
+def openvino_int8_nncf(card: Any, art: Any, inputs: dict[str, Path], out: Path) -> None:
+    """Recipe: NNCF post-training int8 quantisation of the ONNX model, saved as OpenVINO IR.
+
+    The ``.bin`` is written beside ``out`` under the name the card's ``companions`` gives it.
+    """
+    tool = _nncf_version()
+    import nncf
+    import openvino as ov
+
+    src = inputs["model"]
+    x, calib_sha = calibration_tensors(card, art)
+    import onnx
+
+    m0 = onnx.load(str(src))
+    with tempfile.TemporaryDirectory(prefix="facesdk-q-", dir=out.parent) as td0:
+        if fuse_prelu(m0):
+            fused = Path(td0) / "prelu.onnx"
+            onnx.save(m0, str(fused))
+            model = ov.Core().read_model(str(fused))
+        else:
+            model = ov.Core().read_model(str(src))
+    data = nncf.Dataset([x[i : i + 1] for i in range(len(x))])
+    log.info("quantising %s to int8 with NNCF on %d calibration faces", src.name, len(x))
+    try:
+        q = nncf.quantize(model, data, subset_size=len(x), preset=nncf.QuantizationPreset.MIXED)
+    except Exception as exc:  # noqa: BLE001 - nncf raises many kinds
+        raise ConversionError(f"NNCF could not quantise {src.name}: {exc}") from None
+    for k, v in artifact_metadata(card, art, src, tool, calib_sha, len(x)).items():
+        q.set_rt_info(v, ["facesdk", k.removeprefix("facesdk.")])
+    bin_name = Path(art.file).with_suffix(".bin").name
+    with tempfile.TemporaryDirectory(prefix="facesdk-q-", dir=out.parent) as td:
+        xml = Path(td) / "q.xml"
+        ov.save_model(q, str(xml), compress_to_fp16=False)
+        shutil.move(str(xml.with_suffix(".bin")), str(out.parent / bin_name))
+        shutil.move(str(xml), str(out))
+
+
+def _ov_key(card: Any, art: Any, inputs: dict[str, Path], options: dict[str, Any]) -> str:
+    return _key(inputs["model"], _nncf_version(), card, art)
+
+
+openvino_int8_nncf.cache_key = _ov_key  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------- TFLite (our writer)
+
+
+def _tflite_tool() -> str:
+    from .tflite_writer import WRITER_VERSION
+
+    try:
+        import ai_edge_litert
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            "the TFLite recipes need ai-edge-litert (pip install 'facesdk[tflite]')"
+        ) from exc
+    return f"facesdk-tflite-writer-{WRITER_VERSION}+litert-{getattr(ai_edge_litert, '__version__', 'x')}"
+
+
+def onnx_to_tflite(card: Any, art: Any, inputs: dict[str, Path], out: Path) -> None:
+    """Recipe: fp32 TFLite (NHWC) written by :mod:`facesdk_zoo.tflite_writer` from the card's ONNX model."""
+    from facesdk.zoo import sha256_file
+
+    from .tflite_writer import convert_onnx
+
+    src = inputs["model"]
+    meta = {
+        "facesdk.model_id": card.id,
+        "facesdk.source_sha256": sha256_file(src),
+        "facesdk.tool": _tflite_tool(),
+        "facesdk.template": str(card.template or ""),
+    }
+    convert_onnx(src, out, metadata=meta)
+
+
+def _tflite_fp32_key(card: Any, art: Any, inputs: dict[str, Path], options: dict[str, Any]) -> str:
+    from facesdk.zoo import sha256_file
+
+    return f"src-{sha256_file(inputs['model'])[:12]}_{_tflite_tool()}"
+
+
+onnx_to_tflite.cache_key = _tflite_fp32_key  # type: ignore[attr-defined]
+
+
+def onnx_to_tflite_int8(card: Any, art: Any, inputs: dict[str, Path], out: Path) -> None:
+    """Recipe: full-integer int8 TFLite (int8 in/out, per-channel int8 weights), calibrated.
+
+    Source option ``percentile`` (e.g. 99.99) takes activation ranges from per-batch percentiles instead
+    of min/max (MobileFaceNet: cosine to fp32 0.958 → 0.986 in our check; dlib ResNet: min/max is better).
+    """
+    from .tflite_writer import convert_onnx
+
+    tool = _tflite_tool()
+    src = inputs["model"]
+    x, calib_sha = calibration_tensors(card, art)
+    pct = _options(art).get("percentile")
+    meta = artifact_metadata(card, art, src, tool, calib_sha, len(x))
+    meta["facesdk.activation_ranges"] = f"percentile {pct}" if pct else "min/max"
+    log.info("writing full-int8 TFLite of %s calibrated on %d faces", src.name, len(x))
+    convert_onnx(src, out, int8=True, calibration=x, metadata=meta, percentile=float(pct) if pct else None)
+
+
+def _tflite_int8_key(card: Any, art: Any, inputs: dict[str, Path], options: dict[str, Any]) -> str:
+    pct = options.get("percentile")
+    return _key(inputs["model"], _tflite_tool() + (f"_p{pct}" if pct else ""), card, art)
+
+
+onnx_to_tflite_int8.cache_key = _tflite_int8_key  # type: ignore[attr-defined]

@@ -1,0 +1,176 @@
+"""Precision is real: strict mismatches raise, lenient ones warn once and report what runs; int8 artifacts
+built by the zoo recipes (ORT QDQ, OpenVINO NNCF) agree with fp32 on real aligned faces."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import facesdk
+from facesdk import zoo
+from facesdk.backend import Artifact
+from facesdk.errors import ConfigError, DeviceMismatchError
+from facesdk.plugins import get_backend
+from facesdk.precision import normalize_precision, onnx_precision
+
+MFN = "mobilefacenet-sirius"
+DLIB = "dlib-resnet-v1"
+#: calibration faces for the test copies of the recipes (the shipped cards use 500)
+CALIB = 48
+
+
+def test_precision_names() -> None:
+    assert normalize_precision("F32") == "fp32" and normalize_precision("bfloat16") == "bf16"
+    with pytest.raises(ConfigError):
+        normalize_precision("int3")
+    with pytest.raises(DeviceMismatchError):
+        get_backend("onnxruntime").precision_that_runs("int8", "fp32", True, "x")
+    assert get_backend("onnxruntime").precision_that_runs("int8", "fp32", False, "x") == "fp32"
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+@pytest.mark.parametrize("asked", ["int8", "fp16"])
+def test_strict_mismatch_raises_lenient_warns_once(
+    backend: str, asked: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    art = Artifact.from_path(zoo.fetch(MFN, "onnx"))
+    b = get_backend(backend)
+    if backend == "openvino" and asked == "fp16":
+        import openvino as ov
+
+        if "FP16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            pytest.skip("this CPU runs f16: no mismatch to provoke")
+    with pytest.raises(DeviceMismatchError):
+        b.load(art, precision=asked)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        s = b.load(art, precision=asked, strict=False)
+    assert s.precision != asked and s.precision in ("fp32", "bf16")
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+
+
+def test_tflite_float_model_is_not_int8() -> None:
+    art = Artifact.from_path(zoo.fetch(MFN, "tflite"), "tflite")
+    b = get_backend("tflite")
+    with pytest.raises(DeviceMismatchError):
+        b.load(art, precision="int8")
+    assert b.load(art, precision="int8", strict=False).precision == "fp32"
+
+
+def test_recognizer_int8_without_artifact_is_refused(caplog: pytest.LogCaptureFixture) -> None:
+    # A card without an int8 artifact: precision="int8" cannot silently run the fp32 file in strict mode.
+    card = zoo.get_card(MFN)
+    fp32_only = dataclasses.replace(card, artifacts=tuple(a for a in card.artifacts if a.precision == "fp32"))
+    with pytest.raises(DeviceMismatchError):
+        facesdk.FaceRecognizer(embedder=fp32_only, backend="onnxruntime", precision="int8")
+    with caplog.at_level(logging.WARNING):
+        rec = facesdk.FaceRecognizer(
+            embedder=fp32_only, backend="onnxruntime", precision="int8", strict=False
+        )
+    assert rec.describe()["embedder"]["precision"] == "fp32"
+    assert rec.describe()["detector"]["precision"] == "fp32"
+
+
+def test_openvino_fp32_pins_f32_and_bf16_is_real() -> None:
+    import openvino as ov
+
+    art = Artifact.from_path(zoo.fetch(MFN, "onnx"))
+    b = get_backend("openvino")
+    s = b.load(art, precision="fp32")
+    assert s.precision == "fp32"
+    from facesdk_backends.openvino.backend import _precision_name
+
+    assert _precision_name(s._compiled.get_property("INFERENCE_PRECISION_HINT")) == "fp32"
+    has_bf16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    if has_bf16:
+        assert b.load(art, precision="bf16").precision == "bf16"
+    else:
+        with pytest.raises(DeviceMismatchError):
+            b.load(art, precision="bf16")
+
+
+@pytest.fixture(scope="module")
+def small_calib_card() -> zoo.ModelCard:
+    """The dlib ResNet card with its int8 recipes calibrated on fewer faces (test speed)."""
+    card = zoo.get_card(DLIB)
+    arts = []
+    for a in card.artifacts:
+        if a.precision == "int8":
+            srcs = tuple(
+                dataclasses.replace(s, options={**s.options, "calibration": CALIB}) for s in a.sources
+            )
+            a = dataclasses.replace(a, sources=srcs)
+        arts.append(a)
+    test_card = dataclasses.replace(card, artifacts=tuple(arts))
+    return test_card
+
+
+@pytest.fixture(scope="module")
+def real_crops(shared: Path) -> np.ndarray:
+    """Aligned faces of the knn_examples photos (not LFW: never in the calibration set)."""
+    rec = facesdk.FaceRecognizer(embedder=DLIB, backend="onnxruntime")
+    out = []
+    for p in sorted((shared / "data/photos/knn_examples").rglob("*.jp*g"))[:8]:
+        img = rec.load(p)
+        dets = rec.detect(img)
+        if dets:
+            out.append(rec.align(img, dets))
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_int8_parity_on_real_crops(
+    backend: str, small_calib_card: zoo.ModelCard, real_crops: np.ndarray
+) -> None:
+    ref = facesdk.FaceRecognizer(embedder=DLIB, backend="onnxruntime", tta="none")
+    q = facesdk.FaceRecognizer(
+        embedder=small_calib_card,
+        embedder_backend=backend,
+        detector_backend="onnxruntime",
+        precision="int8",
+        tta="none",
+    )
+    d = q.describe()["embedder"]
+    assert d["precision"] == "int8" and d["backend"] == backend
+    a, b = ref.embed_crops(real_crops), q.embed_crops(real_crops)
+    cos = (a * b).sum(1)
+    assert len(real_crops) >= 8
+    assert cos.mean() >= 0.99 and cos.min() >= 0.97, (cos.mean(), cos.min())
+    # same/different decisions at the recogniser's threshold: at most one of all face pairs flips
+    iu = np.triu_indices(len(a), 1)
+    flips = ((a @ a.T)[iu] >= ref.threshold) != ((b @ b.T)[iu] >= ref.threshold)
+    assert flips.sum() <= 1, flips.sum()
+
+
+def test_int8_artifact_is_cached_by_key_and_carries_its_card(small_calib_card: zoo.ModelCard) -> None:
+    import onnx
+
+    p = zoo.fetch(small_calib_card, "onnx", "int8")
+    assert onnx_precision(p) == "int8"
+    mtime = p.stat().st_mtime_ns
+    assert zoo.fetch(small_calib_card, "onnx", "int8") == p and p.stat().st_mtime_ns == mtime  # reused
+    # key = (source sha256, tool version, calibration-set sha256)
+    src_sha = zoo.sha256_file(zoo.fetch(DLIB, "onnx"))
+    meta = {m.key: m.value for m in onnx.load(str(p), load_external_data=False).metadata_props}
+    assert meta["facesdk.source_sha256"] == src_sha and meta["facesdk.precision"] == "int8"
+    assert meta["facesdk.calibration_sha256"][:12] in p.parent.name and src_sha[:12] in p.parent.name
+    assert meta["facesdk.tool"] in p.parent.name and meta["facesdk.model_id"] == DLIB
+    # the fp32 file is never relabelled: asking it for fp32 works, the int8 one refuses fp32 in strict mode
+    with pytest.raises(DeviceMismatchError):
+        get_backend("onnxruntime").load(Artifact.from_path(p), precision="fp32")
+
+
+def test_tensorrt_int8_build_is_import_safe() -> None:
+    import importlib.util
+
+    from facesdk.errors import BackendUnavailableError
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("tensorrt is installed: the GPU tests cover engine builds")
+    art = Artifact.from_path(zoo.fetch(MFN, "onnx"))
+    with pytest.raises(BackendUnavailableError):
+        get_backend("tensorrt").compile(art, precision="int8", calibration=[np.zeros((1, 3, 112, 112), np.float32)])
