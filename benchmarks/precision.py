@@ -332,3 +332,46 @@ def render(study: dict[str, Any]) -> list[str]:
     for s in study.get("skipped", []):
         out.append(f"- not run: {s['model']} {s['config']}: {s['reason']}")
     return out + [""]
+
+
+def operating_points_toml(report: dict[str, Any], model: str) -> str:
+    """``[[operating_points]]`` TOML for ``model``: k-fold best-accuracy thresholds per (backend, precision).
+
+    Each point is the mean of the ten fold thresholds of the study (each chosen on the other nine
+    folds), i.e. the bench's cross-validated threshold, with the accuracy it measured.
+    """
+    st = report.get("precision_study") or {}
+    ds = report.get("dataset") or {}
+    day = str(report.get("created", ""))[:10]
+    out = []
+    for r in st.get("rows", []):
+        if r["model"] != model:
+            continue
+        out += [
+            "[[operating_points]]",
+            'task = "verification"',
+            'target = "best-accuracy"',
+            f"threshold = {r['mean_fold_threshold']:.4f}",
+            f'backend = "{r["backend"]}"',
+            f'precision = "{r["precision"]}"',
+            f'tta = "{r["tta"]}"',
+            f'detector = "{r["detector"]}"',
+            f'data = "LFW View 2 pairs.txt, {r["pairs"]} pairs'
+            + (f" (limit {ds.get('limit')})" if ds.get("limit") else "")
+            + ', faces detected once by the detector above, aligned per the card"',
+            (
+                'method = "10-fold cross-validation (mean of the fold thresholds, each chosen on the '
+                'other folds)"'
+            ),
+            f"measured = {{ accuracy = {r['mean_accuracy']:.4f}, accuracy_std = {r['std_accuracy']:.4f} }}",
+            f'date = "{day}"',
+            "",
+        ]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":  # python -m facesdk_bench.precision REPORT.json MODEL
+    import json
+    import sys
+
+    sys.stdout.write(operating_points_toml(json.loads(Path(sys.argv[1]).read_text()), sys.argv[2]))

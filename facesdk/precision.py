@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import ConfigError, ModelFormatError
 
-__all__ = ["KNOWN_PRECISIONS", "check_precision", "normalize_precision", "onnx_precision"]
+__all__ = ["KNOWN_PRECISIONS", "normalize_precision", "onnx_precision"]
 
 log = logging.getLogger(__name__)
 
