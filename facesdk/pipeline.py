@@ -331,7 +331,9 @@ class FaceRecognizer:
     def describe(self) -> dict[str, Any]:
         """What runs: models, backends, devices, precisions."""
         return {
-            "detector": {"model": self.detector_card.id, **self.detector.session.describe()},
+            "detector": {"model": self.detector_card.id, **self.detector.session.describe(),
+                         **({"mode": self.detector.describe_mode()} if hasattr(self.detector, "describe_mode")
+                            else {})},
             "landmarker": self.landmarker_card.id if self.landmarker_card else None,
             "tta": self.tta,
             "embedder": {"model": self.embedder_card.id, **self.embedder_session.describe()},

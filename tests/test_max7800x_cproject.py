@@ -154,3 +154,26 @@ def test_faceid_112_card_through_face_recognizer(tmp_path, monkeypatch):
     rec.enroll("biden", frame(photos / "biden" / "biden2.jpg"))
     (m,) = rec.identify(frame(SHARED / "data" / "photos" / "obama-240p.jpg"))
     assert m.match.name == "obama"
+
+
+def test_photo_mode_finds_faces_the_firmware_framing_misses(tmp_path, monkeypatch):
+    """Photo mode: 3:4 windows at TinierSSD's scale; firmware framing: the photo stretched to 168x224."""
+    import facesdk
+    from facesdk.image import load_image, resize
+
+    monkeypatch.setenv("FACESDK_AI8X_DIR", str(SHARED / "ai8x"))
+    monkeypatch.setenv("FACESDK_CACHE", str(tmp_path / "cache"))
+    rec = facesdk.FaceRecognizer(backend="max78000", embedder="ai85-faceid-112")
+    det = rec.detector
+    img = resize(load_image(SHARED / "data" / "photos" / "two_people.jpg"), (400, 235))
+    assert "firmware framing" in rec.describe()["detector"]["mode"]
+    fw = det.detect(img)
+    det.photo_mode, det.photo_min_window = True, 0.5
+    assert "photo mode" in rec.describe()["detector"]["mode"]
+    wins = det.windows(400, 235)
+    assert all(0 <= x and 0 <= y and x + w <= 401 and y + h <= 236 for x, y, w, h in wins)
+    ph = det.detect(img)
+    # the two faces (YuNet: centres near x = 110 and x = 305 at this size)
+    centres = sorted((d.box[0] + d.box[2]) / 2 for d in ph)
+    assert any(80 < c < 140 for c in centres) and any(270 < c < 340 for c in centres)
+    assert len(ph) > len(fw)

@@ -27,7 +27,7 @@ class ChipSpec:
         key: the canonical lower-case name (``max78000``).
         prefix: ai8x's device prefix (``ai85`` / ``ai87``), used in checkpoint file names.
         processors: CNN processors (64).
-        kernel_rows: 72-bit kernel-memory rows per processor (see ``kernel_rows_of``).
+        kernel_rows: 72-bit kernel-memory rows of most processors (see :meth:`kernel_rows_of`).
         bias_bytes: total bias memory.
         data_bytes: total data memory.
         max_layers: hardware layers.
@@ -46,10 +46,17 @@ class ChipSpec:
     max_channels: int = 1024
     max_pool: int = 16
     supports_binary: bool = False
+    kernel_rows_large: int = 0  # rows of processors 0/16/32/48 (0: same as kernel_rows)
+    bias_bank_bytes: int = 512  # bias memory of one quadrant; a layer's biases sit in one bank
+    max_dim: int = 1023  # largest row/column count (izer MAX_ROW_COL - 1)
+
+    def kernel_rows_of(self, proc: int) -> int:
+        """72-bit kernel rows of processor ``proc`` (izer ``Dev.mask_width``: large on ``proc % 16 == 0``)."""
+        return (self.kernel_rows_large or self.kernel_rows) if proc % 16 == 0 else self.kernel_rows
 
     @property
     def weight_bytes(self) -> int:
-        return self.processors * self.kernel_rows * 9
+        return sum(self.kernel_rows_of(p) for p in range(self.processors)) * 9
 
     @property
     def data_words(self) -> int:
@@ -58,9 +65,13 @@ class ChipSpec:
 
 
 CHIPS: dict[str, ChipSpec] = {
-    "max78000": ChipSpec("MAX78000", "max78000", "ai85", 64, 768, 2048, 512 * 1024, 32, depthwise=False),
-    "max78002": ChipSpec("MAX78002", "max78002", "ai87", 64, 4160, 8192, 1280 * 1024, 128, depthwise=True,
-                         supports_binary=True),
+    # izer tornadocnn.py DevAI85: MASK_WIDTH_SMALL = MASK_WIDTH_LARGE = 768, BIAS_SIZE = 512, MAX_ROW_COL 1024
+    "max78000": ChipSpec("MAX78000", "max78000", "ai85", 64, 768, 2048, 512 * 1024, 32, depthwise=False,
+                         kernel_rows_large=768, bias_bank_bytes=512, max_dim=1023),
+    # DevAI87: MASK_WIDTH_SMALL = 4 * 1024 = 4,096, MASK_WIDTH_LARGE = 4,096 + 4 * 256 = 5,120 (processors
+    # 0/16/32/48), BIAS_SIZE = 2048, MAX_ROW_COL 2048
+    "max78002": ChipSpec("MAX78002", "max78002", "ai87", 64, 4096, 8192, 1280 * 1024, 128, depthwise=True,
+                         supports_binary=True, kernel_rows_large=5120, bias_bank_bytes=2048, max_dim=2047),
 }
 
 #: Canonical chip names, in order.

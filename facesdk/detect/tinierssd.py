@@ -189,6 +189,90 @@ class TinierSSDDetector(FaceDetector):
         self.top_k = int(self.params.get("top_k", 20))
         #: decode and quantise like the msdk demo firmware (one box, RGB565 frame, integer box).
         self.firmware_exact = bool(self.params.get("firmware_exact", False))
+        #: photo mode: 3:4 windows of the photo at several scales, each fed to TinierSSD at its own
+        #: 168x224 scale (no stretching), boxes merged by NMS; off = the firmware's framing (whole image
+        #: stretched to 168x224, as the board's camera sees it).
+        self.photo_mode = bool(self.params.get("photo_mode", False))
+        #: smallest window height in photo mode, as a fraction of the photo's shorter side (and >= 64 px).
+        self.photo_min_window = float(self.params.get("photo_min_window", 0.125))
+        #: score a photo-mode box must reach (ai8x-training obj_detection_params_facedet.yaml: 0.75)
+        self.photo_min_score = float(self.params.get("photo_min_score", 0.75))
+
+    def describe_mode(self) -> str:
+        """Which framing runs: what TinierSSD sees (for ``describe()``)."""
+        if self.photo_mode:
+            return ("photo mode: 3:4 windows at scales 1.8x apart (50 % overlap, smallest "
+                    f"{self.photo_min_window:g} of the shorter side) each run through TinierSSD at 168x224, "
+                    f"score >= {self.photo_min_score:g}, boxes merged by NMS on the host (tiling and merging "
+                    "run on the host; every window runs on the accelerator)")
+        if self.firmware_exact:
+            return ("firmware framing, firmware-exact: whole image as a 168x224 RGB565 frame, one box "
+                    "(post_process.c)")
+        return "firmware framing: whole image stretched to 168x224 (the board camera's view)"
+
+    def windows(self, w: int, h: int) -> list[tuple[int, int, int, int]]:
+        """Photo-mode windows ``(x0, y0, ww, wh)`` (3:4, clipped to the photo, at least one)."""
+        fw, fh = self.card.input.size
+        aspect = fw / fh
+        wh = min(h, w / aspect)
+        smallest = max(64.0, self.photo_min_window * min(w, h))
+        out: list[tuple[int, int, int, int]] = []
+        while True:
+            ww = wh * aspect
+            nx = max(1, int(np.ceil((w - ww) / (ww / 2))) + 1)
+            ny = max(1, int(np.ceil((h - wh) / (wh / 2))) + 1)
+            xs = np.linspace(0, max(0.0, w - ww), nx)
+            ys = np.linspace(0, max(0.0, h - wh), ny)
+            out += [(int(round(x)), int(round(y)), max(1, int(round(ww))), max(1, int(round(wh))))
+                    for y in ys for x in xs]
+            wh /= 1.8
+            if wh < smallest:
+                break
+        return out
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """Faces in an RGB image: the firmware framing, or photo mode (:attr:`photo_mode`)."""
+        if not self.photo_mode:
+            return super().detect(image)
+        spec = self.card.input
+        h, w = image.shape[:2]
+        wins = self.windows(w, h)
+        boxes, scores = [], []
+        for k in range(0, len(wins), 16):
+            chunk = wins[k : k + 16]
+            frames = np.stack([resize(image[y : y + wh, x : x + ww], tuple(spec.size))
+                               for x, y, ww, wh in chunk])
+            t = to_tensor(frames, layout="NCHW", color=spec.color, dtype=spec.dtype or "int8")
+            out = self.run_main(t)
+            for i, (x, y, ww, wh) in enumerate(chunk):
+                heads = [np.asarray(v)[i] for v in out.values()]
+                n = len(self.fmaps)
+                locs, sc = heads_to_priors(heads[:n], heads[n:], self.n_classes)
+                bx, bs = decode_tinierssd(locs, sc, self.priors, min_score=self.photo_min_score,
+                                          max_overlap=self.nms_threshold, top_k=self.top_k)
+                for b, s_ in zip(bx, bs):
+                    boxes.append([x + b[0] * ww, y + b[1] * wh, x + b[2] * ww, y + b[3] * wh])
+                    scores.append(float(s_))
+        if not boxes:
+            return []
+        b = np.asarray(boxes, np.float32)
+        sc = np.asarray(scores, np.float32)
+        keep = nms(b, sc, self.nms_threshold, top_k=max(self.top_k, 100))
+        # a small window sees part of a big face as a face: drop a box lying mostly (> 60 %) inside a
+        # kept box that is more than twice its area (keeps neighbouring faces, which overlap little)
+        area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+        out: list[int] = []
+        for i in sorted(keep, key=lambda j: -area[j]):
+            inside = False
+            for j in out:
+                ix = max(0.0, min(b[i, 2], b[j, 2]) - max(b[i, 0], b[j, 0]))
+                iy = max(0.0, min(b[i, 3], b[j, 3]) - max(b[i, 1], b[j, 1]))
+                if area[j] > 2 * area[i] and ix * iy > 0.6 * area[i]:
+                    inside = True
+                    break
+            if not inside:
+                out.append(i)
+        return self.finalize(image, [Detection(box=b[i], score=float(sc[i])) for i in out])
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
         spec = self.card.input

@@ -235,8 +235,8 @@ def _pool_nhwc(
         return win.max(axis=axes), None
     s = win.sum(axis=axes, dtype=np.int64)
     cnt = ph * pw
-    if round_avg:
-        q = np.round(s / cnt).astype(np.int64)
+    if round_avg:  # izer compute.pool2d(floor=False): ceil(avg - 0.5) below 0, floor(avg + 0.5) else
+        q = np.sign(s) * ((2 * np.abs(s) + cnt) // (2 * cnt))
     else:
         q = np.where(s >= 0, s // cnt, -((-s) // cnt))
     return np.clip(q, -128, 127).astype(np.int32), s
@@ -248,7 +248,8 @@ def pool2d(
     """Pool NCHW ``[N,C,H,W]``; returns (pooled, window sums for average pooling else None).
 
     The stride is applied even when there is no window (``size == (1,1)``), as on the chip.
-    Average pooling truncates toward zero (or rounds half to even with ``round_avg``).
+    Average pooling truncates toward zero (or, with ``round_avg``, rounds half away from zero as izer's
+    ``--avg-pool-rounding`` does: ``compute.pool2d(floor=False)``).
     """
     p, s = _pool_nhwc(np.asarray(x).transpose(0, 2, 3, 1), kind, size, stride, round_avg)
     return p.transpose(0, 3, 1, 2), None if s is None else s.transpose(0, 3, 1, 2)
@@ -337,11 +338,12 @@ class Model:
     # ------------------------------------------------------------------ input
     def _check_input(self, x: np.ndarray) -> tuple[np.ndarray, bool]:
         x = np.asarray(x)
+        given = tuple(x.shape)
         single = x.ndim == len(self.input_shape)
         if single:
             x = x[None]
         if x.ndim != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
-            raise ConfigError(f"input must be {self.input_shape} (or a batch of them), got {tuple(np.shape(x))}")
+            raise ConfigError(f"input must be {self.input_shape} (or a batch of them), got {given}")
         if x.dtype.kind == "f":
             if not np.all(np.round(x) == x):
                 raise ConfigError("accelerator input must be integers in -128..127")

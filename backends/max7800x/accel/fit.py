@@ -3,12 +3,16 @@
 Model of the accelerator (from ai8x-synthesis ``izer``: ``tornadocnn.py``, ``kernels.py``):
 
 * 64 processors in 4 quadrants of 16. Each processor has its own kernel (weight) memory of
-  72-bit rows: 768 rows on MAX78000 (64·768·9 B = 442,368 B), 4,160 on MAX78002
-  (2,396,160 B). A layer occupies, on every processor that receives one of its input
+  72-bit rows: 768 rows on MAX78000 (64·768·9 B = 442,368 B); on MAX78002 4,096 rows, 5,120 on
+  processors 0/16/32/48 (``MASK_WIDTH_SMALL``/``MASK_WIDTH_LARGE``; 2,396,160 B). A layer occupies,
+  on every processor that receives one of its input
   channels, ``ceil((kc·k·bits + pad) / 72)`` rows where ``kc`` = output channels ×
   input passes (or passes only, for depthwise), ``k`` = kernel taps, and narrow (1/2/4-bit)
   kernels are packed several to a row. Layers are stacked at row offsets rounded to 4.
-* Bias memory: one byte per output channel of layers with bias (2 KiB / 8 KiB).
+* Bias memory: 4 banks (one per quadrant) of 512 B (MAX78000) / 2,048 B (MAX78002); each layer's
+  biases (``out_channels + (first output processor % 4)·passes`` bytes, +1 for a streaming first
+  layer on MAX78000) sit in one bank, allocated first-fit-decreasing as ``kbias.py`` does.
+* Dimensions: rows/columns ≤ 1,023 / 2,047; ``flatten`` needs pooled H·W ≤ 256 (``izer.py``).
 * Data memory: 16 SRAM instances, each shared by 4 processors (one byte per channel in a
   32-bit word): 8,192 words each on MAX78000 (512 KiB), 20,480 on MAX78002 (1,280 KiB). In
   HWC format a ``C×H×W`` tensor needs ``H·W·ceil(C/64)`` words per instance; CHW
@@ -19,8 +23,10 @@ Model of the accelerator (from ai8x-synthesis ``izer``: ``tornadocnn.py``, ``ker
   (1×1 or 3×3 in 2-D, 1–9 in 1-D), pooling windows ≤ 16, depthwise convolution
   (MAX78002 only).
 
-This is an estimate of izer's allocator (it packs the same way but may place layers more
-cleverly); a report that says "fits" with a wide margin will synthesise.
+Kernel row placement (the ``rows``/``@row`` columns and the row total) is **an estimate** of
+izer's allocator, which searches for free rows per processor and may end a few rows higher or
+lower (e.g. 313 here vs 316 for izer on one network); a report that says "fits" with a wide
+margin will synthesise.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from ..chips import CHIPS, ChipSpec, chip_spec
 from .emulator import Model
@@ -80,7 +88,9 @@ class FitReport:
             "weights": {
                 "bytes": self.weight_bytes,
                 "kernel_rows_used": self.kernel_rows_used,
+                "kernel_rows_are_estimate": True,  # this module's placement, not izer's allocator
                 "kernel_rows_per_processor": c.kernel_rows,
+                "kernel_rows_processors_0_16_32_48": c.kernel_rows_large or c.kernel_rows,
                 "memory_bytes": c.weight_bytes,
             },
             "bias": {"bytes": self.bias_bytes, "limit": c.bias_bytes},
@@ -104,8 +114,11 @@ class FitReport:
         lines = [
             f"{self.arch} on {c.name}: {'FITS' if self.fits else 'DOES NOT FIT'}",
             f"  layers        {len(self.layers):>10} / {c.max_layers}",
-            f"  weights       {self.weight_bytes:>10,} B  (kernel rows used {self.kernel_rows_used} / {c.kernel_rows} "
-            f"per processor, {c.weight_bytes:,} B memory)",
+            f"  weights       {self.weight_bytes:>10,} B  (kernel rows used ~{self.kernel_rows_used} "
+            f"(estimate of izer's placement) / {c.kernel_rows}"
+            + (f" ({c.kernel_rows_large} on 0/16/32/48)"
+               if c.kernel_rows_large not in (0, c.kernel_rows) else "")
+            + f" per processor, {c.weight_bytes:,} B memory)",
             f"  bias          {self.bias_bytes:>10,} B / {c.bias_bytes:,} B",
             f"  data          {self.max_data_words:>10,} words / {c.data_words:,} per instance "
             f"({c.data_bytes // 1024} KiB)",
@@ -196,12 +209,22 @@ def check_fit(model: Model, chip: str | ChipSpec | None = None) -> FitReport:
             for p in procs:
                 rows_top[p] = offs + rows
             lf.kernel_rows, lf.kernel_offset, lf.processors = rows, offs, len(procs)
-            if offs + rows > spec.kernel_rows:
-                lf.problems.append(f"kernel memory: rows {offs}..{offs + rows} > {spec.kernel_rows}")
+            over = [p for p in procs if offs + rows > spec.kernel_rows_of(p)]
+            if over:
+                lf.problems.append(f"kernel memory exhausted at processor {over[-1]}: rows {offs}.."
+                                   f"{offs + rows} > {spec.kernel_rows_of(over[-1])} "
+                                   f"(processors {_ranges(over)})")
             if l.bias is not None:
                 lf.bias_bytes = int(l.bias.size)
             total_w += lf.weight_bytes
             total_b += lf.bias_bytes
+        for dims, what in ((in_shape[1:], "input"), (tuple(lout)[1:], "output")):
+            if max(dims) > spec.max_dim:
+                lf.problems.append(f"{what} dimension {max(dims)} > {spec.max_dim}")
+        if l.flatten:
+            ph, pw = _pooled(in_shape[1:], l)
+            if ph * pw > 256:
+                lf.problems.append(f"flatten of {ph}x{pw} = {ph * pw} pixels > 256")
         # data memory
         fmt = l.data_format if l.index == 0 else "HWC"
         nxt = layers[l.index + 1] if l.index + 1 < len(layers) else None
@@ -217,13 +240,56 @@ def check_fit(model: Model, chip: str | ChipSpec | None = None) -> FitReport:
                 + ("" if l.streaming else " (streaming could help)")
             )
         fits.append(lf)
-    if total_b > spec.bias_bytes:
-        problems.append(f"bias memory: {total_b:,} B > {spec.bias_bytes:,} B")
+    problems += _bias_banks(model, spec, fits)
     if total_w > spec.weight_bytes:
         problems.append(f"weights: {total_w:,} B > {spec.weight_bytes:,} B")
     for lf in fits:
         problems += [f"layer {lf.index}: {p}" for p in lf.problems]
     return FitReport(spec, model.arch, fits, total_w, max(rows_top), total_b, max_words, problems)
+
+
+def _ranges(ps: list[int]) -> str:
+    out, start = [], ps[0]
+    for a, b in zip(ps, ps[1:] + [None]):
+        if b != a + 1:
+            out.append(f"{start}" if start == a else f"{start}-{a}")
+            start = b
+    return ", ".join(out)
+
+
+def _pooled(hw: tuple[int, ...], l: Layer) -> tuple[int, int]:
+    h, w = (hw + (1,))[:2]
+    if not l.pool:
+        return h, w
+    (ph, pw), (sh, sw) = l.pool_size, l.pool_stride
+    return (h - ph) // sh + 1, (w - pw) // sw + 1
+
+
+def _bias_banks(model: Model, spec: ChipSpec, fits: list[LayerFit]) -> list[str]:
+    """Place each layer's biases in one quadrant's bank as izer ``kbias.py`` does (first fit decreasing:
+    flattened layers first on MAX78000, then by size, ties in layer order; each into the emptiest bank)."""
+    entries = []
+    for l, lf in zip(model.layers, fits):
+        if l.bias is None or not np.any(l.bias) or l.groups > 1:
+            continue
+        first = (l.output_processors & -l.output_processors).bit_length() - 1 if l.output_processors else 0
+        cout = int(l.bias.size)
+        out_exp = math.ceil(cout / spec.processors)
+        # MAX78000 streaming layer 0 keeps a zero first byte (SUPPORT_STREAM_BIAS false)
+        workaround = 1 if l.index == 0 and l.streaming and spec.key == "max78000" else 0
+        blen = cout + (first % 4) * out_exp + workaround
+        flat_first = spec.key == "max78000" and l.flatten
+        entries.append((l.index, blen, flat_first))
+    order = sorted(entries, key=lambda e: -1 if e[2] else spec.bias_bank_bytes - e[1])
+    used = [0, 0, 0, 0]
+    problems = []
+    for idx, blen, _ in order:
+        g = int(np.argmin(used))
+        if used[g] + blen > spec.bias_bank_bytes:
+            problems.append(f"layer {idx}: bias memory capacity exhausted: needs {blen} B in one bank, "
+                            f"banks used {used} of {spec.bias_bank_bytes} B")
+        used[g] += blen
+    return problems
 
 
 def _sources_shapes(model: Model, l: Layer) -> list[tuple[int, ...]]:

@@ -149,10 +149,12 @@ def _mask(v: Any) -> int | None:
         return None
     if isinstance(v, int):
         return v
+    # izer yamlcfg.py: int(pmap.replace('.', '').replace('_', ''), 16) -- strings are hex, dots/underscores
+    # group digits (upstream's own YAMLs write 0xffff.ffff.ffff.ffff)
     try:
-        return int(str(v).replace("_", ""), 0)
+        return int(str(v).replace(".", "").replace("_", ""), 16)
     except ValueError:
-        raise ConfigError(f"bad processor mask {v!r}") from None
+        raise ModelFormatError(f"bad processor mask {v!r}") from None
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -173,28 +175,48 @@ def _parse_layer(i: int, d: dict[str, Any]) -> Layer:
     if not isinstance(d, dict):
         raise ModelFormatError(f"layer {i}: expected a mapping, got {type(d).__name__}")
     d = {str(k).lower(): v for k, v in d.items()}
-    raw_op = d.get("operation", d.get("op", "conv2d"))
+    _refuse_unsupported(i, d)
+    # izer yamlcfg.py: the operation is one of convolution / operation / operator / op (only one)
+    keys = [k for k in ("convolution", "operation", "operator", "op") if k in d]
+    if len(keys) > 1:
+        raise ModelFormatError(f"layer {i}: duplicate operation keys {keys}")
+    raw_op = d[keys[0]] if keys else "conv2d"
     op_key = "none" if raw_op is None else str(raw_op).lower().replace("_", "")
     if op_key in ("convtranspose2d",):
         raise ModelFormatError(f"layer {i}: {raw_op} is not supported by this emulator")
+    shorthand = _ELTWISE_OPS.get(op_key)  # operation: add|sub|or|xor = no convolution, 2 operands
+    if shorthand is not None:
+        if d.get("eltwise") is not None and str(d["eltwise"]).lower() != shorthand:
+            raise ModelFormatError(f"layer {i}: operation {raw_op!r} and eltwise {d['eltwise']!r} disagree")
+        d["eltwise"] = shorthand
+        op_key = "none"
     if op_key not in _OP_ALIASES:
         raise ModelFormatError(f"layer {i}: unknown operation {raw_op!r}")
     op = _OP_ALIASES[op_key]
+    if "conv_groups" in d and "groups" in d:
+        raise ModelFormatError(f"layer {i}: duplicate key conv_groups/groups")
+    groups = d.get("conv_groups", d.get("groups", 1))
     act = d.get("activate", d.get("activation"))
     act = None if act is None or str(act).lower() == "none" else str(act).lower()
     if act not in (None, "relu", "abs"):
         raise ModelFormatError(f"layer {i}: unknown activation {act!r}")
     kdefault = (1, 1) if op in ("linear", "passthrough", "none") else (3, 3)
+    # izer yamlcfg.py defaults: conv2d kernel 3x3, conv1d kernel 9 (DEFAULT_1D_KERNEL); padding 1 for
+    # conv1d/conv2d (padding = [[1, 1]] * MAX_LAYERS), 0 for linear and no-convolution layers
+    pdefault = 0 if op in ("linear", "passthrough", "none") else 1
     if op == "conv1d":
-        ks = d.get("kernel_size", 3)
+        ks = d.get("kernel_size", 9)
         k = (int(str(ks).split("x")[0]), 1)
     else:
         k = _pair(d.get("kernel_size"), "kernel_size", kdefault)
     if op == "conv1d":
-        p = int(d.get("pad", (k[0] - 1) // 2))
+        p = int(d.get("pad", pdefault))
         pad = (p, 0)
     else:
-        pad = _pair(d.get("pad"), "pad", ((k[0] - 1) // 2, (k[1] - 1) // 2))
+        pad = _pair(d.get("pad"), "pad", (pdefault, pdefault))
+    if min(pad) < 0 or max(pad) > 2:
+        # izer izer.py: "does not support `pad` >= 3" (SUPPORT_ARBITRARY_PADDING is false on both chips)
+        raise ModelFormatError(f"layer {i}: pad {pad} outside 0..2 (the accelerator pads at most 2)")
     pool, psize = None, (1, 1)
     if d.get("max_pool") is not None and d.get("avg_pool") is not None:
         raise ModelFormatError(f"layer {i}: both max_pool and avg_pool")
@@ -211,20 +233,73 @@ def _parse_layer(i: int, d: dict[str, Any]) -> Layer:
         pool = None
     elt = d.get("eltwise")
     elt = None if elt is None else str(elt).lower()
+    if elt == "mul":
+        raise ModelFormatError(f"layer {i}: eltwise 'mul' is refused by ai8x-synthesis (add, sub, or, xor)")
     if elt is not None and elt not in _ELTWISE:
         raise ModelFormatError(f"layer {i}: unknown eltwise {elt!r}")
+    if pool and op != "conv1d" and pstride[0] != pstride[1]:
+        raise ModelFormatError(f"layer {i}: non-square pool_stride {pstride} (izer: not supported)")
+    stride = _pair(d.get("stride"), "stride", (1, 1))
+    if stride != (1, 1):
+        raise ModelFormatError(f"layer {i}: {op} stride {stride}; izer supports stride 1 only (use pooling)")
     ow = int(d.get("output_width", 8))
     if ow not in (8, 32):
         raise ModelFormatError(f"layer {i}: output_width must be 8 or 32")
+    if ow == 32 and act is not None:
+        raise ModelFormatError(f"layer {i}: activation {act!r} on a 32-bit output (the accelerator returns "
+                               "the raw accumulator; izer refuses the combination)")
+    q = d.get("quantization")
+    if q is not None:
+        qs = str(q).lower()
+        if qs in ("bin", "binary"):
+            d["quantization"] = -1
+        elif qs in ("1", "2", "4", "8"):
+            d["quantization"] = int(qs)
+        else:
+            raise ModelFormatError(f"layer {i}: quantization must be 1, 2, 4, 8 or bin/binary, not {q!r}")
     return Layer(
         index=i, op=op, name=d.get("name"), eltwise=elt, kernel_size=k, pad=pad,
-        stride=_pair(d.get("stride"), "stride", (1, 1)), groups=int(d.get("groups", 1)),
+        stride=stride, groups=int(groups),
         pool=pool, pool_size=psize, pool_stride=pstride, activation=act,
         flatten=bool(d.get("flatten", False)), output_width=ow, output=bool(d.get("output", False)),
         streaming=bool(d.get("streaming", False)), data_format=str(d.get("data_format", "HWC")).upper(),
         processors=_mask(d.get("processors")), output_processors=_mask(d.get("output_processors")),
         yaml=d,
     )
+
+
+#: izer's ``operation:`` shorthands for element-wise layers (yamlcfg.py).
+_ELTWISE_OPS = {"add": "add", "sub": "sub", "or": "or", "bitwiseor": "or", "xor": "xor", "bitwisexor": "xor"}
+
+#: YAML keys that change values and that this emulator does not implement: refused, never ignored.
+#: (key, value that is harmless) -- izer yamlcfg.py accepts them all.
+_REFUSED_KEYS = {
+    "dilation": 1, "pool_dilation": 1, "in_dim": None, "in_crop": None, "in_skip": 0, "read_gap": 0,
+    "bypass": False, "weight_source": None, "sequence": None, "buffer_shift": None, "buffer_insert": None,
+    "output_pad": None, "in_channels": None,
+}
+
+
+def _refuse_unsupported(i: int, d: dict[str, Any]) -> None:
+    """Refuse value-changing options the emulator does not implement (ModelFormatError, not a wrong
+    number)."""
+    for key, harmless in _REFUSED_KEYS.items():
+        if key not in d:
+            continue
+        v = d[key]
+        if harmless is not None and (v == harmless or v == [harmless, harmless]):
+            continue
+        raise ModelFormatError(f"layer {i}: `{key}: {v}` changes the result and is not implemented by this "
+                               "emulator (refused rather than ignored)")
+    if "pool_first" in d and not bool(d["pool_first"]):
+        raise ModelFormatError(f"layer {i}: `pool_first: false` (element-wise before pooling) is not "
+                               "implemented by this emulator (refused rather than ignored)")
+    if "operands" in d:
+        n = d["operands"]
+        seq = d.get("in_sequences")
+        if not isinstance(seq, list) or len(seq) != int(n):
+            raise ModelFormatError(f"layer {i}: `operands: {n}` without {n} in_sequences is not implemented "
+                                   "by this emulator (interleaved operands from one buffer)")
 
 
 def _resolve_sources(layers: list[Layer]) -> None:
@@ -260,6 +335,19 @@ def _infer_bits(w: np.ndarray) -> int:
         if w.min() >= -(2 ** (b - 1)) and w.max() < 2 ** (b - 1):
             return b
     raise ModelFormatError("weights exceed the 8-bit range; is this a quantised (-q) checkpoint?")
+
+
+def izer_weight_bits(w: np.ndarray, yaml_bits: Any = None, ckpt_bits: Any = None) -> int:
+    """A layer's weight width as izer ``checkpoint.py`` decides it: the YAML ``quantization``, else 1
+    for all-zero weights, else the checkpoint's ``weight_bits`` (0 means 8), else 8 -- never guessed
+    from the values (a checkpoint without ``weight_bits`` is 8-bit)."""
+    if yaml_bits is not None:
+        return int(yaml_bits)
+    if not np.any(w):
+        return 1
+    if ckpt_bits is not None:
+        return int(np.asarray(ckpt_bits).ravel()[0]) or 8
+    return 8
 
 
 def _modules(sd: dict[str, np.ndarray]) -> list[tuple[str, str]]:
@@ -334,12 +422,7 @@ def parse_network(
             )
         ybits = l.yaml.get("quantization", l.yaml.get("weight_bits"))
         ckbits = sd.get(f"{prefix}.weight_bits")
-        if ybits is not None:
-            bits = int(ybits)
-        elif ckbits is not None and int(ckbits.ravel()[0]) != 0:
-            bits = int(ckbits.ravel()[0])
-        else:
-            bits = _infer_bits(w)
+        bits = izer_weight_bits(w, ybits, ckbits)
         if bits not in (-1, 1, 2, 4, 8):
             raise ModelFormatError(f"layer {l.index}: weight_bits {bits} not in 1/2/4/8")
         if bits == -1:
@@ -381,12 +464,12 @@ _LAYER_FIELDS = ("index", "op", "name", "in_sequences", "eltwise", "kernel_size"
 def save_network(net: Network, path: str | Path) -> Path:
     """Write ``net`` as a ``.npz`` without pickles: ``network.json`` (layers, shapes, provenance) and
     one int array per layer's weights/bias. Byte-identical for the same network (fixed zip dates),
-    written atomically (:mod:`facesdk.fileio`)."""
+    written atomically (:mod:`facesdk.fileio`), permissions per umask."""
     import io
     import json
     import zipfile
 
-    from facesdk.fileio import atomic_write_bytes
+    from ..firmware.cfiles import atomic_write
 
     meta = {"format": _NET_FORMAT, "arch": net.arch, "input_shape": list(net.input_shape),
             "meta": {k: v for k, v in net.meta.items() if isinstance(v, (str, int, float, bool))},
@@ -413,7 +496,7 @@ def save_network(net: Network, path: str | Path) -> Path:
             b = io.BytesIO()
             np.lib.format.write_array(b, arrays[k], allow_pickle=False)
             put(k + ".npy", b.getvalue())
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_write(path, buf.getvalue())
 
 
 def load_network(path: str | Path) -> Network:

@@ -22,9 +22,18 @@ def read_file(path: str | os.PathLike, text: bool = False) -> str | bytes:
         raise GalleryError(f"cannot read firmware database file {path}: {exc.strerror or exc}") from None
 
 
+def _umask() -> int:
+    um = os.umask(0o022)  # read the process umask (os has no getter); restored at once
+    os.umask(um)
+    return um
+
+
 def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
-    """Write a database file atomically (:mod:`facesdk.fileio`)."""
-    return atomic_write_bytes(path, data)
+    """Write a file atomically (:mod:`facesdk.fileio`) with the permissions a plain ``open()`` would give:
+    ``0o666`` less the umask (the temporary file of ``mkstemp`` is ``0o600``)."""
+    p = atomic_write_bytes(path, data)
+    os.chmod(p, 0o666 & ~_umask())
+    return p
 
 
 def c_words(tokens: Sequence[str], per_line: int = 8) -> str:
