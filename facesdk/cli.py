@@ -124,12 +124,9 @@ def _images_in(folder: Path) -> list[Path]:
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
-    from .gallery import Gallery
-
     rec = _recognizer(args)
     gpath = Path(args.gallery)
-    if gpath.exists():
-        rec.use_gallery(Gallery.load(gpath))
+    rec.open_gallery(gpath)  # bound to the file: the save below merges concurrent enrolments
     plan: list[tuple[str, list[Path], bool]] = []  # (name, images, strict)
     if args.name:
         imgs: list[Path] = []
@@ -166,7 +163,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
             rec.gallery.add(name, np.stack(embs))
             summary["enrolled"][name] = len(embs)
-    rec.gallery.save(gpath)
+    rec.gallery.save()
     summary["identities"] = len(rec.gallery)
     lines = [f"enrolled {n} ({k} photo(s))" for n, k in summary["enrolled"].items()]
     lines += [f"skipped {s['image']}: {s['reason']}" for s in summary["skipped"]]

@@ -23,6 +23,8 @@ __all__ = [
     "DeviceMismatchError",
     "GalleryError",
     "IncompatibleGalleryError",
+    "GalleryConflictError",
+    "GalleryLockedError",
     "ConfigError",
     "DeviceLinkError",
     "LinkTimeoutError",
@@ -111,6 +113,15 @@ class GalleryError(FaceSDKError):
 
 class IncompatibleGalleryError(GalleryError):
     """The gallery's embeddings come from another model (or size) than the recogniser's."""
+
+
+class GalleryConflictError(GalleryError):
+    """Another process changed the gallery in a way this one's pending changes cannot be merged into
+    (e.g. both renamed the same identity); nothing was written."""
+
+
+class GalleryLockedError(GalleryError):
+    """The gallery file stayed locked by another process longer than the lock timeout."""
 
 
 class DeviceLinkError(FaceSDKError):

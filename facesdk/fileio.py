@@ -1,6 +1,14 @@
-"""Atomic file writes: a temp file in the same folder, fsync, then rename over the target.
+"""Atomic file writes and inter-process file locks.
 
+Atomic write: a temp file in the same folder, fsync, rename over the target, then fsync of the
+folder so the rename itself is durable (POSIX ``rename(2)`` is atomic; the folder fsync makes the
+new directory entry survive a power loss, see the Linux ``fsync(2)`` manual: "Calling fsync() does
+not necessarily ensure that the entry in the directory containing the file has also reached disk.
+For that an explicit fsync() on a file descriptor for the directory is also needed.").
 A crash or a full disk leaves either the old file or the new one, never a torn file.
+
+File lock: an advisory whole-file lock on ``<target>.lock`` (``flock(2)`` on POSIX, ``msvcrt.locking``
+on Windows); the kernel drops it when the holder dies, so a killed process never leaves a stale lock.
 """
 
 from __future__ import annotations
@@ -8,10 +16,26 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
-__all__ = ["atomic_writer", "atomic_write_bytes"]
+__all__ = ["atomic_write_bytes", "atomic_writer", "file_lock", "fsync_dir", "stale_temps"]
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """fsync a folder so a rename inside it is durable (no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(os.fspath(folder), os.O_RDONLY)
+    except OSError:  # Windows: folders cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -26,6 +50,7 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)
+        fsync_dir(p.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -37,3 +62,64 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_writer(path) as f:
         f.write(data)
     return Path(path)
+
+
+def stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Temp files :func:`atomic_writer` may have left for ``path`` (a writer killed mid-write).
+
+    Only call while holding :func:`file_lock` on ``path``: then no live writer owns them.
+    """
+    p = Path(path)
+    if not p.parent.is_dir():
+        return []
+    return sorted(q for q in p.parent.glob(p.name + ".*.tmp") if q.is_file())
+
+
+class LockTimeout(TimeoutError):
+    """:func:`file_lock` could not take the lock in time."""
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike, timeout: float = 30.0, poll: float = 0.01) -> Iterator[Path]:
+    """Hold an exclusive inter-process lock on ``<path>.lock`` (raises :class:`LockTimeout`)."""
+    p = Path(path)
+    lp = p.with_name(p.name + ".lock")
+    lp.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lp, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + max(float(timeout), 0.0)
+    try:
+        while True:
+            try:
+                _lock(fd)
+                break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(f"{lp} is locked by another process") from None
+                time.sleep(poll)
+        try:
+            yield lp
+        finally:
+            _unlock(fd)
+    finally:
+        os.close(fd)
+
+
+if os.name == "nt":  # pragma: no cover - exercised on Windows only
+    import msvcrt
+
+    def _lock(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+
+    def _unlock(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+else:
+    import fcntl
+
+    def _lock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)

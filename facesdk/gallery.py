@@ -1,38 +1,58 @@
-"""Enrolled identities, exact cosine search, and a provenance-recording file format.
+"""Enrolled identities over a pluggable store, exact cosine search, and provenance.
 
-Enrollment is weight imprinting: each identity's template is the mean of its
-L2-normalised sample embeddings, renormalised. The gallery keeps the running
-sum and count so more photos can be added later.
+A :class:`Gallery` is the public face of a :class:`GalleryStore`. The embedded file store
+(:mod:`facesdk.gallery_file`) is the default; other stores (e.g. Milvus) come from plugins through
+the ``facesdk_gallery_stores`` hook and are picked by name or by a ``name:`` URI prefix
+(:func:`open_store`).
 
-File format (``.npz``, no pickles): arrays ``names`` (unicode), ``sums``
-(float32 [K,D]), ``counts`` (int64 [K]) and ``meta`` (a JSON string) with the
-format version, model id and sha256, embedding size, backend and precision
-that produced the embeddings. Writes are atomic (temp file, fsync, rename).
+Templates. Every enrolled photo is kept as a per-image template (its L2-normalised embedding, with
+an image id). The identity template is weight imprinting: the mean of the identity's normalised
+image embeddings, renormalised (Qi, Brown & Lowe, "Low-Shot Learning with Imprinted Weights",
+CVPR 2018, §3.1). ``search(..., templates="identity")`` scores probes against identity templates;
+``templates="image"`` scores against every photo and keeps each identity's best photo. Cosine
+similarity of unit vectors is their inner product.
+
+Provenance. A gallery records which model made its embeddings (card id + sha256 of the artifact),
+the embedding size, the backend and precision that ran, and an optional calibration record; it
+refuses embeddings from another model (:meth:`Gallery.check_compatible`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import time
-import zipfile
-from dataclasses import dataclass, field
+import re
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .errors import ConfigError, GalleryError, IncompatibleGalleryError
-from .fileio import atomic_writer
 
-__all__ = ["Gallery", "Match", "UNKNOWN", "l2_normalize"]
+__all__ = [
+    "TEMPLATE_LEVELS",
+    "UNKNOWN",
+    "Gallery",
+    "GalleryStore",
+    "Hit",
+    "Match",
+    "Provenance",
+    "gallery_store_factories",
+    "l2_normalize",
+    "new_image_id",
+    "open_store",
+]
 
 log = logging.getLogger(__name__)
 
 UNKNOWN = "Unknown"
-FORMAT = "facesdk-gallery"
-VERSION = 1
+TEMPLATE_LEVELS = ("identity", "image")
+#: Longest identity name accepted (characters).
+MAX_NAME = 256
 
 
 def l2_normalize(x: np.ndarray, axis: int = -1, eps: float = 1e-12) -> np.ndarray:
@@ -40,6 +60,29 @@ def l2_normalize(x: np.ndarray, axis: int = -1, eps: float = 1e-12) -> np.ndarra
     x = np.asarray(x, dtype=np.float32)
     n = np.linalg.norm(x, axis=axis, keepdims=True)
     return x / np.maximum(n, eps)
+
+
+def new_image_id() -> str:
+    """A fresh, globally unique image id (random UUID4 hex), so merges across processes never clash."""
+    return uuid.uuid4().hex
+
+
+def check_name(name: object) -> str:
+    """Validate an identity name (non-empty text, not ``Unknown``, no control characters)."""
+    if (
+        not isinstance(name, str) or not name.strip() or name == UNKNOWN or len(name) > MAX_NAME
+        or any(ord(c) < 32 or ord(c) == 127 for c in name)
+    ):
+        raise ConfigError(f"invalid identity name {name!r}")
+    return name
+
+
+class Hit(NamedTuple):
+    """One candidate identity: its score and the enrolled photo that matched best."""
+
+    name: str
+    similarity: float
+    image_id: str | None = None
 
 
 @dataclass
@@ -52,173 +95,81 @@ class Match:
     #: the threshold the decision used and the operating point it came from
     threshold: float | None = None
     operating_point: str | None = None
+    #: the enrolled photo that matched best (per-image templates)
+    image_id: str | None = None
 
     @property
     def known(self) -> bool:
         return self.name != UNKNOWN
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "name": self.name,
             "similarity": round(float(self.similarity), 4),
             "top_k": [[n, round(float(s), 4)] for n, s in self.top_k],
             **({"threshold": round(float(self.threshold), 4)} if self.threshold is not None else {}),
             **({"operating_point": self.operating_point} if self.operating_point else {}),
         }
+        if self.image_id is not None:
+            d["image_id"] = self.image_id
+        return d
 
 
-class Gallery:
-    """In-memory gallery of enrolled identities for one embedding model.
+@dataclass
+class Provenance:
+    """What produced a gallery's embeddings (stored with it, checked on use)."""
 
-    Args:
-        model_id: card id of the embedder that made the embeddings.
-        embedding_size: D.
-        model_sha256: sha256 of the embedder artifact (recorded and checked).
-        backend, precision: what produced the embeddings (recorded).
-        threshold: cosine similarity below which a match is ``Unknown`` (used when the
-            caller gives none; :class:`~facesdk.FaceRecognizer` passes its own unless
-            this one was set by the user, see ``threshold_source``).
-        threshold_source: ``"user"`` when the threshold was chosen explicitly (it then
-            wins over the recogniser's calibrated one), else where it came from.
-    """
+    model_id: str
+    embedding_size: int
+    model_sha256: str | None = None
+    backend: str | None = None
+    precision: str | None = None
+    threshold: float = 0.5
+    calibration: dict[str, Any] | None = None
+    #: ``"user"`` when the threshold was chosen explicitly (it then wins over the recogniser's
+    #: calibrated one), else where it came from (``"card"``, ``"default"``, ``"legacy"``)
+    threshold_source: str = "default"
 
-    def __init__(
-        self,
-        model_id: str,
-        embedding_size: int,
-        *,
-        model_sha256: str | None = None,
-        backend: str | None = None,
-        precision: str | None = None,
-        threshold: float = 0.5,
-        threshold_source: str = "default",
-    ) -> None:
-        if embedding_size <= 0:
-            raise ConfigError("embedding_size must be positive")
+    def __post_init__(self) -> None:
+        if not isinstance(self.model_id, str) or not self.model_id:
+            raise ConfigError(f"invalid model id {self.model_id!r}")
+        try:
+            self.embedding_size = int(self.embedding_size)
+            self.threshold = float(self.threshold)
+        except (TypeError, ValueError):
+            raise ConfigError("embedding_size and threshold must be numbers") from None
+        if not 0 < self.embedding_size <= 65536:
+            raise ConfigError("embedding_size must be positive (at most 65536)")
         from .calibration import check_threshold
 
-        threshold = check_threshold(threshold, what="gallery threshold")
-        self.threshold_source = str(threshold_source)
-        self.model_id = model_id
-        self.embedding_size = int(embedding_size)
-        self.model_sha256 = model_sha256
-        self.backend = backend
-        self.precision = precision
-        self.threshold = float(threshold)
-        self._names: list[str] = []
-        self._sums = np.zeros((0, self.embedding_size), np.float32)
-        self._counts = np.zeros((0,), np.int64)
-        self._templates: np.ndarray | None = None
+        self.threshold = check_threshold(self.threshold, what="gallery threshold")
+        self.threshold_source = str(self.threshold_source)
+        if self.model_sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", str(self.model_sha256)):
+            raise ConfigError(f"model_sha256 must be 64 hex digits, got {self.model_sha256!r}")
+        if self.calibration is not None and not isinstance(self.calibration, dict):
+            raise ConfigError("calibration must be a dict (a JSON object)")
 
-    # ------------------------------------------------------------------ content
-    def __len__(self) -> int:
-        return len(self._names)
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._names
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, default_source: str = "legacy") -> Provenance:
+        """Build from a stored record; raises GalleryError when it is malformed (including a stored
+        threshold outside the score range, e.g. edited to -1, which would accept every stranger)."""
+        if not isinstance(d, dict):
+            raise GalleryError("gallery provenance is not an object")
+        from .calibration import check_threshold
 
-    @property
-    def names(self) -> list[str]:
-        """Enrolled identity names, in insertion order."""
-        return list(self._names)
-
-    def counts(self) -> dict[str, int]:
-        """Number of samples enrolled per identity."""
-        return {n: int(c) for n, c in zip(self._names, self._counts)}
-
-    @property
-    def templates(self) -> np.ndarray:
-        """``[K, D]`` L2-normalised identity templates."""
-        if self._templates is None:
-            self._templates = l2_normalize(self._sums) if len(self._names) else self._sums.copy()
-        return self._templates
-
-    def _check_embeddings(self, emb: np.ndarray) -> np.ndarray:
-        e = np.asarray(emb, dtype=np.float32)
-        if e.ndim == 1:
-            e = e[None]
-        if e.ndim != 2 or e.shape[1] != self.embedding_size:
-            raise IncompatibleGalleryError(
-                f"embeddings of shape {e.shape} do not fit this gallery "
-                f"(model {self.model_id!r}, size {self.embedding_size})"
+        thr = check_threshold(d.get("threshold", 0.5), what="stored threshold", error=GalleryError)
+        try:
+            return cls(
+                model_id=d["model_id"], embedding_size=d["embedding_size"],
+                model_sha256=d.get("model_sha256"), backend=d.get("backend"), precision=d.get("precision"),
+                threshold=thr, calibration=d.get("calibration"),
+                threshold_source=str(d.get("threshold_source") or default_source),
             )
-        if not np.isfinite(e).all():
-            raise GalleryError("embeddings contain NaN or infinite values")
-        return e
-
-    def add(self, name: str, embeddings: np.ndarray) -> None:
-        """Enroll (or extend) ``name`` with one or more embeddings (weight imprinting)."""
-        if not isinstance(name, str) or not name.strip() or name == UNKNOWN:
-            raise ConfigError(f"invalid identity name {name!r}")
-        e = l2_normalize(self._check_embeddings(embeddings))
-        if name in self._names:
-            i = self._names.index(name)
-            self._sums[i] += e.sum(0)
-            self._counts[i] += len(e)
-        else:
-            self._names.append(name)
-            self._sums = np.vstack([self._sums, e.sum(0, keepdims=True)])
-            self._counts = np.append(self._counts, len(e))
-        self._templates = None
-
-    def remove(self, name: str) -> None:
-        """Remove an identity."""
-        if name not in self._names:
-            raise GalleryError(f"{name!r} is not enrolled")
-        i = self._names.index(name)
-        del self._names[i]
-        self._sums = np.delete(self._sums, i, axis=0)
-        self._counts = np.delete(self._counts, i)
-        self._templates = None
-
-    # ------------------------------------------------------------------ search
-    def similarities(self, embeddings: np.ndarray) -> np.ndarray:
-        """Cosine similarity ``[N, K]`` of probes to every identity."""
-        e = l2_normalize(self._check_embeddings(embeddings))
-        return e @ self.templates.T
-
-    def search(self, embeddings: np.ndarray, top_k: int = 5) -> list[list[tuple[str, float]]]:
-        """Top-K (name, cosine) per probe, best first."""
-        if not self._names:
-            e = self._check_embeddings(embeddings)
-            return [[] for _ in range(len(e))]
-        sims = self.similarities(embeddings)
-        k = min(top_k, sims.shape[1])
-        idx = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-        return [[(self._names[j], float(sims[i, j])) for j in idx[i]] for i in range(len(sims))]
-
-    def identify(
-        self, embeddings: np.ndarray, *, threshold: float | None = None, top_k: int = 5
-    ) -> list[Match]:
-        """Best identity per probe, or ``Unknown`` when below ``threshold``."""
-        from .calibration import check_threshold
-
-        thr = self.threshold if threshold is None else check_threshold(threshold)
-        src = f"gallery ({self.threshold_source})" if threshold is None else None
-        out = []
-        for cands in self.search(embeddings, top_k=top_k):
-            if cands and cands[0][1] >= thr:
-                out.append(Match(cands[0][0], cands[0][1], cands, thr, src))
-            else:
-                out.append(Match(UNKNOWN, cands[0][1] if cands else -1.0, cands, thr, src))
-        return out
-
-    # ------------------------------------------------------------------ provenance
-    def metadata(self) -> dict[str, Any]:
-        """The provenance record stored with the gallery."""
-        return {
-            "format": FORMAT,
-            "version": VERSION,
-            "model_id": self.model_id,
-            "model_sha256": self.model_sha256,
-            "embedding_size": self.embedding_size,
-            "backend": self.backend,
-            "precision": self.precision,
-            "threshold": self.threshold,
-            "threshold_source": self.threshold_source,
-            "identities": len(self._names),
-            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
+        except (KeyError, ConfigError) as exc:
+            raise GalleryError(f"malformed gallery provenance: {exc}") from None
 
     def check_compatible(self, model_id: str, embedding_size: int, model_sha256: str | None = None) -> None:
         """Raise IncompatibleGalleryError unless embeddings of this model may be mixed in."""
@@ -233,67 +184,507 @@ class Gallery:
                 f"but the loaded model file has sha256 {model_sha256[:12]}…"
             )
 
-    # ------------------------------------------------------------------ files
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the gallery atomically to ``path`` (.npz)."""
-        p = Path(path)
-        with atomic_writer(p) as f:
-            np.savez(
-                f,
-                names=np.array(self._names, dtype=np.str_) if self._names else np.zeros((0,), "<U1"),
-                sums=self._sums.astype(np.float32),
-                counts=self._counts.astype(np.int64),
-                meta=np.array(json.dumps(self.metadata())),
+
+@dataclass
+class ImageRecord:
+    """One enrolled photo: id, identity, metadata, whether its face crop was kept."""
+
+    image_id: str
+    name: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    has_crop: bool = False
+
+
+class GalleryStore(ABC):
+    """Where a gallery's templates live. Embeddings handed to a store are already validated,
+    L2-normalised float32 ``[m, D]``; names are validated. Stores must be thread-safe.
+
+    A third-party store is a factory returned by the ``facesdk_gallery_stores`` hook::
+
+        @hookimpl
+        def facesdk_gallery_stores():
+            return {"milvus": MilvusStore.open}
+
+    called as ``factory(uri, provenance=Provenance | None, create=bool, **options)``.
+    """
+
+    #: Store kind, e.g. ``"file"`` or ``"milvus"``.
+    kind: str = "?"
+    provenance: Provenance
+
+    # -- writes
+    @abstractmethod
+    def add(
+        self, name: str, embeddings: np.ndarray, image_ids: Sequence[str],
+        metas: Sequence[dict[str, Any]] | None = None, crops: np.ndarray | None = None,
+    ) -> None:
+        """Add per-image templates to ``name`` (creating the identity)."""
+
+    @abstractmethod
+    def remove(self, name: str) -> int:
+        """Remove an identity and all its images; returns the number of images removed."""
+
+    @abstractmethod
+    def remove_images(self, image_ids: Sequence[str]) -> int:
+        """Remove photos by id (an identity left without photos is removed); returns how many."""
+
+    @abstractmethod
+    def rename(self, old: str, new: str) -> None:
+        """Rename an identity (``new`` must not exist)."""
+
+    @abstractmethod
+    def set_identity_meta(self, name: str, meta: dict[str, Any]) -> None:
+        """Replace an identity's metadata (a JSON object)."""
+
+    def set_provenance(self, prov: Provenance) -> None:
+        """Replace the stored provenance (same model only; e.g. a new calibration record)."""
+        self.provenance.check_compatible(prov.model_id, prov.embedding_size, prov.model_sha256)
+        self.provenance = prov
+
+    # -- reads
+    @abstractmethod
+    def names(self) -> list[str]:
+        """Identity names in enrollment order."""
+
+    @abstractmethod
+    def counts(self) -> dict[str, int]:
+        """Samples per identity."""
+
+    @abstractmethod
+    def identity_meta(self, name: str) -> dict[str, Any]:
+        """An identity's metadata."""
+
+    @abstractmethod
+    def identity_templates(self) -> tuple[list[str], np.ndarray]:
+        """``(names, [K, D])`` L2-normalised identity templates."""
+
+    @abstractmethod
+    def image_templates(self, name: str | None = None) -> tuple[list[str], list[str], np.ndarray]:
+        """``(image_ids, names, [N, D])`` per-image templates (of one identity, or all)."""
+
+    @abstractmethod
+    def images(self, name: str | None = None) -> list[ImageRecord]:
+        """Records of the enrolled photos (of one identity, or all)."""
+
+    def n_images(self) -> int:
+        """Number of enrolled photos."""
+        return len(self.images())
+
+    def crops(self, image_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Kept face crops by image id (stores that keep none return ``{}``)."""
+        return {}
+
+    @abstractmethod
+    def search(self, queries: np.ndarray, top_k: int, templates: str = "identity") -> list[list[Hit]]:
+        """Top-K identities per (normalised) query, best first."""
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names()
+
+    # -- persistence
+    def save(self, path: str | os.PathLike | None = None) -> Path | None:
+        """Persist (file stores) or flush (database stores); returns the file written, if any."""
+        return None
+
+    def close(self) -> None:
+        """Release resources."""
+
+    def describe(self) -> dict[str, Any]:
+        """Where and what this store is (JSON-able)."""
+        return {"store": self.kind}
+
+
+def gallery_store_factories() -> dict[str, Callable[..., GalleryStore]]:
+    """Store factories by name: the built-in ``file`` store plus every ``facesdk_gallery_stores`` hook."""
+    from .gallery_file import EmbeddedStore
+    from .plugins import get_plugin_manager
+
+    out: dict[str, Callable[..., GalleryStore]] = {"file": EmbeddedStore.open}
+    for group in reversed(get_plugin_manager().hook.facesdk_gallery_stores()):
+        for name, factory in (group or {}).items():
+            out[str(name)] = factory
+    return out
+
+
+def _split_uri(uri: str, store: str | None, factories: dict[str, Any]) -> tuple[str, str]:
+    if store:
+        if store not in factories:
+            raise ConfigError(f"unknown gallery store {store!r} (installed: {', '.join(sorted(factories))})")
+        prefix = store + ":"
+        return store, uri.removeprefix(prefix)
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]+):(.*)$", uri)  # two letters at least: not a drive letter
+    if m:
+        name = m.group(1).lower()
+        if name in factories:
+            return name, m.group(2)
+        if m.group(2).startswith("//") and name not in ("file",):
+            raise ConfigError(
+                f"no gallery store handles {name!r} URIs (installed: {', '.join(sorted(factories))})"
             )
-        log.info("saved gallery with %d identities to %s", len(self), p)
-        return p
+    return "file", uri.removeprefix("file:")
+
+
+def open_store(
+    uri: str | os.PathLike, *, store: str | None = None, provenance: Provenance | None = None,
+    create: bool = True, **options: Any,
+) -> GalleryStore:
+    """Open (or create) a gallery store by URI: ``people.npz`` / ``file:people.npz`` (embedded file
+    store), ``milvus:galleries.db`` or ``milvus:http://host:19530`` (the Milvus plugin), …"""
+    factories = gallery_store_factories()
+    name, rest = _split_uri(os.fspath(uri), store, factories)
+    st = factories[name](rest, provenance=provenance, create=create, **options)
+    if not isinstance(st, GalleryStore):
+        raise ConfigError(f"gallery store {name!r} returned {type(st).__name__}, not a GalleryStore")
+    return st
+
+
+class Gallery:
+    """Enrolled identities of one embedding model, over a store (embedded in memory/file by default).
+
+    Args:
+        model_id: card id of the embedder that made the embeddings.
+        embedding_size: D.
+        model_sha256: sha256 of the embedder artifact (recorded and checked).
+        backend, precision: what produced the embeddings (recorded).
+        threshold: cosine similarity below which a match is ``Unknown`` (used when the
+            caller gives none; :class:`~facesdk.FaceRecognizer` passes its own unless
+            this one was set by the user, see ``threshold_source``).
+        threshold_source: ``"user"`` when the threshold was chosen explicitly (it then
+            wins over the recogniser's calibrated one), else where it came from.
+        calibration: where the threshold came from (a JSON object; see the calibration tools).
+        store: a :class:`GalleryStore` to use instead of a new in-memory embedded store.
+        storage: scan copy of the embedded store: ``fp32`` (default), ``fp16`` or ``int8``
+            (compressed scan, exact fp32 re-ranking).
+        keep_crops: keep enrolled face crops (needed to re-embed with another model later).
+    """
+
+    def __init__(
+        self,
+        model_id: str,
+        embedding_size: int,
+        *,
+        model_sha256: str | None = None,
+        backend: str | None = None,
+        precision: str | None = None,
+        threshold: float = 0.5,
+        threshold_source: str = "default",
+        calibration: dict[str, Any] | None = None,
+        store: GalleryStore | None = None,
+        storage: str = "fp32",
+        keep_crops: bool = False,
+    ) -> None:
+        if store is None:
+            from .gallery_file import EmbeddedStore
+
+            prov = Provenance(model_id, embedding_size, model_sha256, backend, precision, threshold, calibration,
+                              threshold_source)
+            store = EmbeddedStore(prov, storage=storage, keep_crops=keep_crops)
+        self._store = store
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Gallery":
-        """Read a gallery file, validating its format and contents."""
-        p = Path(path)
-        if not p.is_file():
-            raise GalleryError(f"gallery file not found: {p}")
+    def from_store(cls, store: GalleryStore) -> Gallery:
+        """Wrap an opened store."""
+        g = cls.__new__(cls)
+        g._store = store
+        return g
+
+    @classmethod
+    def open(
+        cls, uri: str | os.PathLike, *, model_id: str | None = None, embedding_size: int | None = None,
+        model_sha256: str | None = None, backend: str | None = None, precision: str | None = None,
+        threshold: float = 0.5, calibration: dict[str, Any] | None = None, create: bool = True,
+        store: str | None = None, threshold_source: str = "default", **options: Any,
+    ) -> Gallery:
+        """Open a gallery by path/URI, creating it (with this provenance) when missing.
+
+        Opening a file binds the gallery to it: :meth:`save` then takes the file lock, merges
+        changes another process saved meanwhile, and writes atomically. When ``model_id`` is given,
+        an existing gallery of another model is refused (IncompatibleGalleryError).
+        """
+        prov = None
+        if model_id is not None:
+            if embedding_size is None:
+                raise ConfigError("embedding_size is required with model_id")
+            prov = Provenance(model_id, embedding_size, model_sha256, backend, precision, threshold, calibration,
+                              threshold_source)
+        st = open_store(uri, store=store, provenance=prov, create=create, **options)
+        if prov is not None:
+            st.provenance.check_compatible(prov.model_id, prov.embedding_size, prov.model_sha256)
+        return cls.from_store(st)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, **options: Any) -> Gallery:
+        """Read an existing gallery file (validated; bounded memory; never unpickles)."""
+        from .gallery_file import EmbeddedStore
+
+        return cls.from_store(EmbeddedStore.open(path, provenance=None, create=False, **options))
+
+    # ------------------------------------------------------------------ provenance
+    @property
+    def store(self) -> GalleryStore:
+        return self._store
+
+    @property
+    def provenance(self) -> Provenance:
+        return self._store.provenance
+
+    @property
+    def model_id(self) -> str:
+        return self._store.provenance.model_id
+
+    @property
+    def embedding_size(self) -> int:
+        return self._store.provenance.embedding_size
+
+    @property
+    def model_sha256(self) -> str | None:
+        return self._store.provenance.model_sha256
+
+    @property
+    def backend(self) -> str | None:
+        return self._store.provenance.backend
+
+    @property
+    def precision(self) -> str | None:
+        return self._store.provenance.precision
+
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        return self._store.provenance.calibration
+
+    @property
+    def threshold(self) -> float:
+        return self._store.provenance.threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        prov = Provenance(**{**self.provenance.to_dict(), "threshold": value, "threshold_source": "user"})
+        self._store.set_provenance(prov)
+
+    @property
+    def threshold_source(self) -> str:
+        return self._store.provenance.threshold_source
+
+    @threshold_source.setter
+    def threshold_source(self, value: str) -> None:
+        self._store.set_provenance(Provenance(**{**self.provenance.to_dict(), "threshold_source": str(value)}))
+
+    def set_calibration(self, calibration: dict[str, Any] | None, threshold: float | None = None) -> None:
+        """Record a calibration (and optionally its threshold) in the provenance."""
+        d = self.provenance.to_dict()
+        d["calibration"] = calibration
+        if threshold is not None:
+            d["threshold"] = threshold
+        self._store.set_provenance(Provenance(**d))
+
+    def metadata(self) -> dict[str, Any]:
+        """The provenance record plus counts and where the gallery lives."""
+        return {
+            "format": "facesdk-gallery",
+            **self.provenance.to_dict(),
+            "identities": len(self),
+            "images": self._store.n_images(),
+            **self._store.describe(),
+        }
+
+    def check_compatible(self, model_id: str, embedding_size: int, model_sha256: str | None = None) -> None:
+        """Raise IncompatibleGalleryError unless embeddings of this model may be mixed in."""
+        self.provenance.check_compatible(model_id, embedding_size, model_sha256)
+
+    # ------------------------------------------------------------------ content
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._store
+
+    @property
+    def names(self) -> list[str]:
+        """Enrolled identity names, in enrollment order."""
+        return self._store.names()
+
+    def counts(self) -> dict[str, int]:
+        """Number of samples enrolled per identity."""
+        return self._store.counts()
+
+    @property
+    def templates(self) -> np.ndarray:
+        """``[K, D]`` L2-normalised identity templates (in :attr:`names` order)."""
+        return self._store.identity_templates()[1]
+
+    def image_templates(self, name: str | None = None) -> tuple[list[str], list[str], np.ndarray]:
+        """``(image_ids, names, [N, D])`` per-image templates."""
+        return self._store.image_templates(name)
+
+    def images(self, name: str | None = None) -> list[ImageRecord]:
+        """Enrolled photo records (id, identity, metadata, crop kept?)."""
+        return self._store.images(name)
+
+    def identity_meta(self, name: str) -> dict[str, Any]:
+        return self._store.identity_meta(name)
+
+    def set_identity_meta(self, name: str, meta: dict[str, Any]) -> None:
+        """Replace an identity's metadata (a JSON-serialisable object)."""
+        _check_json(meta)
+        self._store.set_identity_meta(name, dict(meta))
+
+    def _check_embeddings(self, emb: np.ndarray) -> np.ndarray:
         try:
-            with np.load(p, allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"]))
-                names = [str(n) for n in z["names"]]
-                sums = np.asarray(z["sums"], np.float32)
-                counts = np.asarray(z["counts"], np.int64)
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, json.JSONDecodeError) as exc:
-            raise GalleryError(f"{p} is not a readable facesdk gallery: {exc}") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise GalleryError(f"{p} is not a facesdk gallery")
-        if meta.get("version") != VERSION:
-            raise GalleryError(f"{p}: unsupported gallery version {meta.get('version')!r}")
+            e = np.asarray(emb, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise GalleryError("embeddings must be numeric arrays") from None
+        if e.ndim == 1:
+            e = e[None]
+        if e.ndim != 2 or e.shape[1] != self.embedding_size:
+            raise IncompatibleGalleryError(
+                f"embeddings of shape {e.shape} do not fit this gallery "
+                f"(model {self.model_id!r}, size {self.embedding_size})"
+            )
+        if not np.isfinite(e).all():
+            raise GalleryError("embeddings contain NaN or infinite values")
+        return e
+
+    # ------------------------------------------------------------------ writes
+    def add(
+        self, name: str, embeddings: np.ndarray, *, image_ids: Sequence[str] | None = None,
+        meta: dict[str, Any] | Sequence[dict[str, Any]] | None = None, crops: np.ndarray | None = None,
+    ) -> list[str]:
+        """Enroll (or extend) ``name`` with one or more photos' embeddings; returns their image ids.
+
+        Args:
+            meta: one metadata object for every photo, or one per photo (e.g. ``{"source": path}``).
+            crops: ``[m, h, w, 3]`` uint8 aligned face crops to keep (stores that keep crops).
+        """
+        check_name(name)
+        e = self._check_embeddings(embeddings)
+        if len(e) == 0:
+            raise ConfigError(f"no embeddings given for {name!r}")
+        if np.any(np.linalg.norm(e, axis=1) < 1e-6):
+            raise GalleryError("an embedding is all zeros")
+        e = l2_normalize(e)
+        ids = [new_image_id() for _ in range(len(e))] if image_ids is None else [str(i) for i in image_ids]
+        if len(ids) != len(e) or len(set(ids)) != len(ids) or not all(re.fullmatch(r"[\w.:-]{1,128}", i) for i in ids):
+            raise ConfigError("image_ids must be unique short ids ([A-Za-z0-9_.:-]), one per embedding")
+        metas: list[dict[str, Any]] | None
+        if meta is None:
+            metas = None
+        elif isinstance(meta, dict):
+            metas = [dict(meta) for _ in ids]
+        else:
+            metas = [dict(m) for m in meta]
+            if len(metas) != len(ids):
+                raise ConfigError("give one metadata object per embedding")
+        if metas is not None:
+            _check_json(metas)
+        if crops is not None:
+            crops = np.asarray(crops)
+            if crops.dtype != np.uint8 or crops.ndim != 4 or len(crops) != len(e) or crops.shape[3] != 3:
+                raise ConfigError(f"crops must be [{len(e)}, h, w, 3] uint8, got {crops.dtype} {crops.shape}")
+        self._store.add(name, e, ids, metas, crops)
+        return ids
+
+    enroll = add
+
+    def remove(self, name: str) -> int:
+        """Remove an identity (GalleryError if it is not enrolled); returns images removed."""
+        return self._store.remove(name)
+
+    def remove_images(self, image_ids: Iterable[str]) -> int:
+        """Remove single photos by image id."""
+        return self._store.remove_images(list(image_ids))
+
+    def rename(self, old: str, new: str) -> None:
+        """Rename an identity."""
+        check_name(new)
+        self._store.rename(old, new)
+
+    # ------------------------------------------------------------------ search
+    def similarities(self, embeddings: np.ndarray, templates: str = "identity") -> np.ndarray:
+        """Cosine similarity ``[N, K]`` of probes to every identity (columns in :attr:`names` order)."""
+        e = l2_normalize(self._check_embeddings(embeddings))
+        if templates == "identity":
+            return e @ self.templates.T
+        _ids, names, mat = self.image_templates()
+        s = e @ mat.T
+        order = {n: i for i, n in enumerate(self.names)}
+        out = np.full((len(e), len(order)), -np.inf, np.float32)
+        col = np.array([order[n] for n in names], np.int64)
+        np.maximum.at(out, (slice(None), col), s) if len(col) else None
+        return out
+
+    def search_hits(self, embeddings: np.ndarray, top_k: int = 5, templates: str = "identity") -> list[list[Hit]]:
+        """Top-K :class:`Hit` (name, cosine, best-matching image id) per probe, best first."""
+        if templates not in TEMPLATE_LEVELS:
+            raise ConfigError(f"templates must be one of {TEMPLATE_LEVELS}")
+        if not isinstance(top_k, (int, np.integer)) or top_k < 1:
+            raise ConfigError("top_k must be a positive integer")
+        e = l2_normalize(self._check_embeddings(embeddings))
+        if len(self) == 0:
+            return [[] for _ in range(len(e))]
+        return self._store.search(e, int(top_k), templates)
+
+    def search(
+        self, embeddings: np.ndarray, top_k: int = 5, templates: str = "identity"
+    ) -> list[list[tuple[str, float]]]:
+        """Top-K (name, cosine) per probe, best first."""
+        return [[(h.name, h.similarity) for h in hs] for hs in self.search_hits(embeddings, top_k, templates)]
+
+    def identify(
+        self, embeddings: np.ndarray, *, threshold: float | None = None, top_k: int = 5,
+        templates: str = "identity",
+    ) -> list[Match]:
+        """Best identity per probe, or ``Unknown`` when below ``threshold``."""
         from .calibration import check_threshold
 
-        # a stored threshold outside the score range (e.g. edited to -1) would accept every stranger
-        thr = check_threshold(meta.get("threshold", 0.5), what=f"{p}: stored threshold", error=GalleryError)
-        d = int(meta.get("embedding_size", -1))
-        if sums.ndim != 2 or sums.shape != (len(names), d) or counts.shape != (len(names),):
-            raise GalleryError(f"{p}: inconsistent gallery arrays")
-        if len(set(names)) != len(names):
-            raise GalleryError(f"{p}: duplicate identity names")
-        g = cls(
-            meta["model_id"],
-            d,
-            model_sha256=meta.get("model_sha256"),
-            backend=meta.get("backend"),
-            precision=meta.get("precision"),
-            threshold=thr,
-            threshold_source=str(meta.get("threshold_source", "legacy")),
-        )
-        g._names, g._sums, g._counts = names, sums, counts
-        return g
+        thr = self.threshold if threshold is None else check_threshold(threshold)
+        src = f"gallery ({self.threshold_source})" if threshold is None else None
+        out = []
+        for hits in self.search_hits(embeddings, top_k=top_k, templates=templates):
+            cands = [(h.name, h.similarity) for h in hits]
+            if hits and hits[0].similarity >= thr:
+                out.append(Match(hits[0].name, hits[0].similarity, cands, thr, src, hits[0].image_id))
+            else:
+                out.append(Match(UNKNOWN, hits[0].similarity if hits else -1.0, cands, thr, src))
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike | None = None) -> Path | None:
+        """Persist: for a file gallery, lock, merge what other processes saved meanwhile, write atomically.
+
+        ``path`` defaults to the file the gallery was opened from; a new path is a save-as.
+        """
+        return self._store.save(path)
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __enter__(self) -> Gallery:  # noqa: PYI034
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @classmethod
     def from_templates(
         cls, names: Iterable[str], embeddings: np.ndarray, model_id: str, **kw: Any
-    ) -> "Gallery":
+    ) -> Gallery:
         """Build a gallery with one embedding per name."""
         e = np.asarray(embeddings, np.float32)
         g = cls(model_id, e.shape[1], **kw)
         for n, v in zip(names, e):
             g.add(n, v)
         return g
+
+
+def _check_json(obj: Any) -> None:
+    import json
+
+    try:
+        s = json.dumps(obj, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"metadata must be JSON-serialisable: {exc}") from None
+    if len(s) > 1 << 20:
+        raise ConfigError("metadata larger than 1 MiB")

@@ -447,6 +447,19 @@ class FaceRecognizer:
             threshold_source="user" if self._user_threshold is not None else "card",
         )
 
+    def open_gallery(self, uri: str | os.PathLike, *, create: bool = True, **options: Any) -> Gallery:
+        """Open (or create) the gallery at a path/URI with this recogniser's provenance, and attach it.
+
+        A file gallery opened this way is bound to its file: ``gallery.save()`` locks the file and
+        merges what other processes saved meanwhile (see :mod:`facesdk.gallery_file`).
+        """
+        g = Gallery.open(
+            uri, model_id=self.model_id, embedding_size=self.embedding_size, model_sha256=self.model_sha256,
+            backend=self.embedder_session.backend, precision=self.embedder_session.precision,
+            threshold=self.threshold, create=create, **options,
+        )
+        return self.use_gallery(g)
+
     def use_gallery(self, gallery: Gallery | str | os.PathLike) -> Gallery:
         """Attach a gallery (object or file), refusing one made by another model."""
         g = gallery if isinstance(gallery, Gallery) else Gallery.load(gallery)

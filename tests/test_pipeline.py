@@ -99,7 +99,8 @@ def test_weight_imprinting_is_mean_of_normalised(rec: facesdk.FaceRecognizer) ->
 
 def test_gallery_roundtrip_and_provenance(rec: facesdk.FaceRecognizer, enrolled: Gallery, tmp_path: Path) -> None:
     p = enrolled.save(tmp_path / "g.npz")
-    assert [f.name for f in tmp_path.iterdir()] == ["g.npz"]  # no temp files left behind
+    # no temp files left behind (the empty ``.lock`` beside it is the inter-process save lock)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["g.npz", "g.npz.lock"]
     g = Gallery.load(p)
     assert g.names == enrolled.names and np.allclose(g.templates, enrolled.templates)
     meta = g.metadata()
