@@ -127,7 +127,7 @@ class EmbeddedStore(GalleryStore):
         self._names: list[str] = []
         self._pos: dict[str, int] = {}
         self._imeta: list[dict[str, Any]] = []
-        self._sums = np.zeros((16, d), np.float64)
+        self._sums = np.zeros((16, d), np.float32)
         self._counts = _Grow(np.int64)
         self._tindex = ExactIndex(d, storage=self.storage)
         self._iindex = ExactIndex(d, storage=self.storage)
@@ -322,7 +322,7 @@ class EmbeddedStore(GalleryStore):
         if new:
             i = len(self._names)
             if i >= len(self._sums):
-                s = np.zeros((2 * len(self._sums), d), np.float64)
+                s = np.zeros((2 * len(self._sums), d), np.float32)
                 s[:i] = self._sums[:i]
                 self._sums = s
             self._sums[i] = 0.0
@@ -330,7 +330,7 @@ class EmbeddedStore(GalleryStore):
             self._pos[name] = i
             self._imeta.append({})
             self._counts.extend([0])
-        self._sums[i] += (emb.astype(np.float64) * weights[:, None]).sum(0)
+        self._sums[i] += (emb.astype(np.float64) * weights[:, None]).sum(0).astype(np.float32)
         self._counts.a[i] += int(samples.sum())
         t = l2_normalize(self._sums[i])
         if new:
@@ -581,8 +581,11 @@ class EmbeddedStore(GalleryStore):
         self._names = list(names)
         self._pos = {x: i for i, x in enumerate(names)}
         self._imeta = list(imeta)
-        sums = np.zeros((max(16, k), d), np.float64)
-        np.add.at(sums, ident, emb.astype(np.float64) * w[:, None].astype(np.float64))
+        sums = np.zeros((max(16, k), d), np.float32)
+        if len(ident) == k and np.array_equal(ident, np.arange(k)):  # one photo per identity
+            sums[:k] = emb * w[:, None]
+        else:
+            np.add.at(sums, ident, emb * w[:, None])
         self._sums = sums
         cnt = np.zeros(k, np.int64)
         np.add.at(cnt, ident, samples)
