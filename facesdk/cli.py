@@ -126,7 +126,7 @@ def _images_in(folder: Path) -> list[Path]:
 def cmd_enroll(args: argparse.Namespace) -> int:
     rec = _recognizer(args)
     gpath = Path(args.gallery)
-    rec.open_gallery(gpath)  # bound to the file: the save below merges concurrent enrolments
+    rec.open_gallery(gpath)  # bound to the file: the save below merges concurrent enrollments
     plan: list[tuple[str, list[Path], bool]] = []  # (name, images, strict)
     if args.name:
         imgs: list[Path] = []
