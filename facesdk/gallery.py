@@ -220,6 +220,13 @@ class GalleryStore(ABC):
     ) -> None:
         """Add per-image templates to ``name`` (creating the identity)."""
 
+    def add_many(self, groups: Sequence[tuple[str, np.ndarray, Sequence[str], Sequence[dict[str, Any]] | None,
+                                             np.ndarray | None]]) -> None:
+        """Add several identities' photos at once: ``(name, embeddings, image_ids, metas, crops)`` each.
+        Stores with per-call overhead (databases) override this with one batched write."""
+        for name, e, ids, metas, crops in groups:
+            self.add(name, e, ids, metas, crops)
+
     @abstractmethod
     def remove(self, name: str) -> int:
         """Remove an identity and all its images; returns the number of images removed."""
@@ -566,8 +573,7 @@ class Gallery:
             raise GalleryError("an embedding is all zeros")
         e = l2_normalize(e)
         ids = [new_image_id() for _ in range(len(e))] if image_ids is None else [str(i) for i in image_ids]
-        if len(ids) != len(e) or len(set(ids)) != len(ids) or not all(re.fullmatch(r"[\w.:-]{1,128}", i) for i in ids):
-            raise ConfigError("image_ids must be unique short ids ([A-Za-z0-9_.:-]), one per embedding")
+        _check_ids(ids, len(e))
         metas: list[dict[str, Any]] | None
         if meta is None:
             metas = None
@@ -587,6 +593,45 @@ class Gallery:
         return ids
 
     enroll = add
+
+    def add_many(
+        self, names: Sequence[str], embeddings: np.ndarray, *, metas: Sequence[dict[str, Any]] | None = None,
+        crops: np.ndarray | None = None, image_ids: Sequence[str] | None = None,
+    ) -> list[str]:
+        """Enroll many photos at once: ``names[i]`` is the identity of ``embeddings[i]``; returns image ids.
+
+        Same result as calling :meth:`add` per photo, in one batched store write.
+        """
+        e = self._check_embeddings(embeddings)
+        names = list(names)
+        if len(names) != len(e):
+            raise ConfigError("give one name per embedding")
+        for n in set(names):
+            check_name(n)
+        if len(e) and np.any(np.linalg.norm(e, axis=1) < 1e-6):
+            raise GalleryError("an embedding is all zeros")
+        e = l2_normalize(e)
+        if metas is not None:
+            metas = [dict(m) for m in metas]
+            if len(metas) != len(e):
+                raise ConfigError("give one metadata object per embedding")
+            _check_json(metas)
+        if crops is not None:
+            crops = np.asarray(crops)
+            if crops.dtype != np.uint8 or crops.ndim != 4 or len(crops) != len(e) or crops.shape[3] != 3:
+                raise ConfigError(f"crops must be [{len(e)}, h, w, 3] uint8")
+        ids = [new_image_id() for _ in range(len(e))] if image_ids is None else [str(i) for i in image_ids]
+        _check_ids(ids, len(e))
+        order: dict[str, list[int]] = {}
+        for i, n in enumerate(names):
+            order.setdefault(n, []).append(i)
+        groups = [
+            (n, e[rows], [ids[i] for i in rows], [metas[i] for i in rows] if metas is not None else None,
+             crops[rows] if crops is not None else None)
+            for n, rows in order.items()
+        ]
+        self._store.add_many(groups)
+        return ids
 
     def remove(self, name: str) -> int:
         """Remove an identity (GalleryError if it is not enrolled); returns images removed."""
@@ -677,6 +722,11 @@ class Gallery:
         for n, v in zip(names, e):
             g.add(n, v)
         return g
+
+
+def _check_ids(ids: list[str], n: int) -> None:
+    if len(ids) != n or len(set(ids)) != len(ids) or not all(re.fullmatch(r"[\w.:-]{1,128}", i) for i in ids):
+        raise ConfigError("image_ids must be unique short ids ([A-Za-z0-9_.:-]), one per embedding")
 
 
 def _check_json(obj: Any) -> None:

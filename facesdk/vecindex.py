@@ -27,8 +27,8 @@ from .errors import ConfigError
 __all__ = ["STORAGES", "ExactIndex", "TopK"]
 
 STORAGES = ("fp32", "fp16", "int8")
-#: Score-block budget (elements of the ``[Q, rows]`` block) per matrix product: 8 M floats = 32 MiB.
-BLOCK_ELEMENTS = 8 << 20
+#: Score-block budget (elements of the ``[Q, rows]`` block) per matrix product: 4 M floats = 16 MiB.
+BLOCK_ELEMENTS = 4 << 20
 
 
 class TopK(NamedTuple):
@@ -206,28 +206,49 @@ class ExactIndex:
             return TopK(np.zeros((nq, 0), np.int64), np.zeros((nq, 0), np.float32))
         short = k if comp is None else min(n, k + self.rerank)
         block = max(1024, BLOCK_ELEMENTS // max(nq, 1))
-        cand_idx: list[np.ndarray] = []
-        cand_val: list[np.ndarray] = []
+        best_v = np.full((nq, short), -np.inf, np.float32)
+        best_i = np.full((nq, short), -1, np.int64)
+        out = np.empty((nq, min(block, n)), np.float32)  # reused: no page faults per block
         for start in range(0, n, block):
             stop = min(n, start + block)
             if comp is None:
-                s = q @ mat[start:stop].T
+                s = np.matmul(q, mat[start:stop].T, out=out[:, : stop - start])
             elif scale is None:  # fp16: widen the block, one sgemm
                 s = q @ comp[start:stop].astype(np.float32).T
             else:  # int8: widen, sgemm, per-row scale
                 s = (q @ comp[start:stop].astype(np.float32).T) * scale[start:stop]
-            idx, val = _topk_rows(s, min(short, stop - start))
-            cand_idx.append(idx + start)
-            cand_val.append(val)
-        idx = np.concatenate(cand_idx, axis=1)
-        val = np.concatenate(cand_val, axis=1)
-        if idx.shape[1] > short:
-            sel, val = _topk_rows(val, short)
-            idx = np.take_along_axis(idx, sel, axis=1)
+            best_v, best_i = _merge_block(s, start, best_v, best_i)
+        idx, val = best_i, best_v
         if comp is not None:  # exact fp32 re-ranking of the short list
             val = np.einsum("qd,qkd->qk", q, mat[idx])
         # best first; ties by row index for determinism
-        order = np.lexsort((idx, -val), axis=1)[:, :k] if nq else idx[:, :k]
+        order = np.lexsort((idx, -val), axis=1)[:, :k]
         idx = np.take_along_axis(idx, order, axis=1)
         val = np.take_along_axis(val, order, axis=1)
         return TopK(idx.astype(np.int64), val.astype(np.float32))
+
+
+def _merge_block(
+    s: np.ndarray, start: int, best_v: np.ndarray, best_i: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merge a score block ``[Q, B]`` into the running top-``k`` (``best_v``/``best_i``, ``[Q, k]``).
+
+    Only scores at least the current k-th best can enter. Before any block, the k-th best of the
+    block's first 4,096 columns is a valid lower bound of the final k-th best (it is the k-th best
+    of a subset), so one vectorised comparison per row leaves a few candidates and partial
+    selection runs on those alone instead of on the whole block.
+    """
+    nq, k = best_v.shape
+    thr = best_v.min(axis=1)
+    if not np.isfinite(thr).all() and s.shape[1] >= k:
+        sub = s[:, : max(k, 4096)]
+        thr = np.maximum(thr, np.partition(sub, sub.shape[1] - k, axis=1)[:, sub.shape[1] - k])
+    for i in range(nq):  # per row: 2-D nonzero is far slower than a loop of 1-D ones
+        c = np.flatnonzero(s[i] >= thr[i])
+        if not len(c):
+            continue
+        v = np.concatenate([best_v[i], s[i, c]])
+        ix = np.concatenate([best_i[i], c + start])
+        sel = np.argpartition(v, len(v) - k)[len(v) - k:]
+        best_v[i], best_i[i] = v[sel], ix[sel]
+    return best_v, best_i

@@ -1,0 +1,1 @@
+"""Milvus gallery store for facesdk (``Gallery.open("milvus:galleries.db")``); see :mod:`.store`."""
