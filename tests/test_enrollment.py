@@ -79,10 +79,11 @@ def _edit_meta(path: Path, **changes: object) -> None:
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     meta = json.loads(str(arrays["meta"]))
-    meta.update(changes)
+    target = meta.get("provenance", meta)  # gallery format 2 keeps these in its provenance record
+    target.update(changes)
     for k, v in changes.items():
         if v is None:
-            meta.pop(k)
+            target.pop(k)
     arrays["meta"] = np.array(json.dumps(meta))
     with open(path, "wb") as f:
         np.savez(f, **arrays)
