@@ -497,6 +497,9 @@ class FaceRecognizer:
         policy = quality if quality is not None else QualityPolicy()
         reports: list[PhotoReport] = []
         embs = []
+        metas: list[dict[str, Any]] = []
+        loose: list[np.ndarray] = []
+        keep_crops = bool(getattr(g.store, "keep_crops", False))  # the store keeps crops for re-embedding
         for i, im in enumerate(tqdm(images, desc=f"enroll {name}", disable=not progress, leave=False)):
             src = _describe(im)
             try:
@@ -509,6 +512,13 @@ class FaceRecognizer:
                 reason, q = assess_face(d.box, d.landmarks, crops[0], policy)
                 if reason is None:
                     embs.append(self.embed_crops(crops)[0])
+                    metas.append({"source": src})
+                    if keep_crops:
+                        from .gallery_tools import loose_crop
+
+                        c, cmeta = loose_crop(img, d.box, d.landmarks)
+                        loose.append(c)
+                        metas[-1].update(cmeta)
                 rep = PhotoReport(i, src, reason is None, reason, q)
             except (NoFaceError, ImageError) as exc:
                 rep = PhotoReport(i, src, False, str(exc))
@@ -522,7 +532,7 @@ class FaceRecognizer:
         if not embs:
             why = "; ".join(f"{r.source}: {r.reason}" for r in reports)
             raise NoFaceError(f"enroll {name!r}: none of the {len(reports)} photo(s) is usable ({why})")
-        g.add(name, np.stack(embs))
+        g.add(name, np.stack(embs), meta=metas, crops=np.stack(loose) if keep_crops else None)
         log.info("enrolled %s from %d of %d photo(s)", name, result.added, len(reports))
         return result
 

@@ -11,11 +11,11 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-import facesdk  # noqa: E402
-from facesdk.cli import main  # noqa: E402
-from facesdk.collect import collect, head_pose, kdistance_eps, sharpness  # noqa: E402
-from facesdk.errors import ConfigError, GalleryError  # noqa: E402
-from facesdk.gallery import Gallery  # noqa: E402
+import facesdk
+from facesdk.cli import main
+from facesdk.collect import collect, head_pose, kdistance_eps, sharpness
+from facesdk.errors import ConfigError, GalleryError
+from facesdk.gallery import Gallery
 
 PEOPLE = ["Ariel_Sharon", "Hugo_Chavez", "Junichiro_Koizumi", "Serena_Williams", "Vladimir_Putin"]
 PER_PERSON = 9
@@ -51,7 +51,7 @@ def sequence(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
     return out, truth
 
 
-def _truth_of(face, truth: dict[str, str]) -> str:  # noqa: ANN001
+def _truth_of(face, truth: dict[str, str]) -> str:
     # LFW photos are centred on their person: a face whose box holds the centre is that person,
     # any other face in the frame is a background face
     cx = (face.box[0] + face.box[2]) / 2
@@ -60,7 +60,7 @@ def _truth_of(face, truth: dict[str, str]) -> str:  # noqa: ANN001
     return truth[face.source] if central else "background"
 
 
-def test_collect_some_in_one_recovers_people_with_purity(rec, sequence, tmp_path: Path) -> None:  # noqa: ANN001
+def test_collect_some_in_one_recovers_people_with_purity(rec, sequence, tmp_path: Path) -> None:
     folder, truth = sequence
     g = rec.open_gallery(tmp_path / "collected.npz", keep_crops=True)
     res = collect(rec, folder, g, mode="some", min_faces=5, keep_crops=True)
@@ -153,7 +153,7 @@ def test_gallery_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert code == GalleryError.exit_code and "crop" in out  # nothing kept to re-embed
 
 
-def test_collect_cli_then_migrate_crops_to_another_model(rec, shared: Path, tmp_path: Path,  # noqa: ANN001
+def test_collect_cli_then_migrate_crops_to_another_model(rec, shared: Path, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     root = shared / "data/lfw/images"
     folder = tmp_path / "frames"
@@ -181,3 +181,12 @@ def test_collect_cli_then_migrate_crops_to_another_model(rec, shared: Path, tmp_
     r2.use_gallery(m)
     faces = r2.identify(root / PEOPLE[1] / f"{PEOPLE[1]}_0010.jpg")
     assert any(f.match is not None and f.match.name == "Chavez" for f in faces)
+
+
+def test_enroll_keeps_sources_and_crops_when_the_store_does(rec, shared: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    knn = shared / "data/photos/knn_examples/train/obama"
+    g = rec.open_gallery(tmp_path / "k.npz", keep_crops=True)
+    rec.enroll("obama", sorted(knn.iterdir()), gallery=g)
+    g.save()
+    imgs = Gallery.load(tmp_path / "k.npz").images("obama")
+    assert imgs and all(r.has_crop and r.meta["source"].endswith(".jpg") and "crop_box" in r.meta for r in imgs)

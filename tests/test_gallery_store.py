@@ -13,6 +13,7 @@ import threading
 import time
 import zipfile
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -201,9 +202,8 @@ def test_locked_file_gives_typed_error(tmp_path: Path) -> None:
     path = tmp_path / "l.npz"
     g = Gallery.open(path, model_id="m", embedding_size=D, lock_timeout=0.2)
     g.add("x", np.ones(D, np.float32))
-    with file_lock(path):
-        with pytest.raises(GalleryLockedError):
-            g.save()
+    with file_lock(path), pytest.raises(GalleryLockedError):
+        g.save()
     g.save()
     assert Gallery.load(path).names == ["x"]
 
@@ -338,7 +338,7 @@ def test_version_1_files_still_load_and_migrate(tmp_path: Path) -> None:
 class _MemStores:
     """A third-party store plugin: records that the hook was asked and what it opened."""
 
-    opened: list[str] = []
+    opened: ClassVar[list[str]] = []
 
     @hookimpl
     def facesdk_gallery_stores(self) -> dict[str, object]:

@@ -14,8 +14,8 @@ import pytest
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
 
-from facesdk.errors import ConfigError, GalleryError, IncompatibleGalleryError  # noqa: E402
-from facesdk.gallery import Gallery, gallery_store_factories  # noqa: E402
+from facesdk.errors import ConfigError, GalleryError, IncompatibleGalleryError
+from facesdk.gallery import Gallery, gallery_store_factories
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_plugin_registered_by_entry_point() -> None:
     assert "milvus" in gallery_store_factories()
 
 
-def test_milvus_lite_agrees_with_embedded_store(tmp_path: Path, lfw) -> None:  # noqa: ANN001
+def test_milvus_lite_agrees_with_embedded_store(tmp_path: Path, lfw) -> None:
     names, gal, probe_names, probes = lfw
     db = tmp_path / "faces.db"
     kw = {"model_id": "dlib-resnet-v1", "embedding_size": 128, "model_sha256": "cd" * 32}
@@ -91,7 +91,7 @@ def test_milvus_lite_agrees_with_embedded_store(tmp_path: Path, lfw) -> None:  #
                      model_sha256="ef" * 32)
 
 
-def test_milvus_index_choice_and_bad_options(tmp_path: Path, lfw) -> None:  # noqa: ANN001
+def test_milvus_index_choice_and_bad_options(tmp_path: Path, lfw) -> None:
     names, gal, _, _ = lfw
     g = Gallery.open(f"milvus:{tmp_path / 'h.db'}", collection="hnsw", index="HNSW", model_id="m",
                      embedding_size=128)
