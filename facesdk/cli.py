@@ -176,7 +176,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
     from .gallery import Gallery
 
     rec = _recognizer(args)
-    rec.use_gallery(Gallery.load(args.gallery))
+    rec.use_gallery(Gallery.open(args.gallery, create=False))  # a path or a store URI
     results, lines = [], []
     for img in args.images:
         faces = rec.identify(img, top_k=args.top_k)

@@ -462,7 +462,7 @@ class FaceRecognizer:
 
     def use_gallery(self, gallery: Gallery | str | os.PathLike) -> Gallery:
         """Attach a gallery (object or file), refusing one made by another model."""
-        g = gallery if isinstance(gallery, Gallery) else Gallery.load(gallery)
+        g = gallery if isinstance(gallery, Gallery) else Gallery.open(gallery, create=False)
         g.check_compatible(self.model_id, self.embedding_size, self.model_sha256)
         self._gallery = g
         return g

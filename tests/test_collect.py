@@ -170,6 +170,15 @@ def test_collect_cli_then_migrate_crops_to_another_model(rec, shared: Path, tmp_
     assert code == 0, out
     res = json.loads(out)
     assert sorted(res["enrolled"]) == ["Chavez", "Sharon"]
+    # the collected gallery served from Milvus Lite to `facesdk identify -g milvus:…`
+    mdb = tmp_path / "c.db"
+    code, out = _run(capsys, "gallery", "export", str(gal), f"milvus:{mdb}")
+    assert code == 0, out
+    code, out = _run(capsys, "identify", "-g", f"milvus:{mdb}", str(root / PEOPLE[1] / f"{PEOPLE[1]}_0010.jpg"),
+                     "--detector", "yunet-2023mar", "--embedder", "mobilefacenet-sirius", "--backend",
+                     "onnxruntime", "--json")
+    assert code == 0, out
+    assert json.loads(out)[0]["faces"][0]["top_k"][0][0] == "Chavez"
     new = tmp_path / "dlib.npz"
     code, out = _run(capsys, "gallery", "migrate", str(gal), str(new), "--embedder", "dlib-resnet-v1",
                      "--detector", "yunet-2023mar", "--backend", "onnxruntime", "--json")
