@@ -134,12 +134,38 @@ def bench_add(n: int, d: int) -> dict[str, Any]:
     }
 
 
+def markdown(res: dict[str, Any]) -> str:
+    """The RESULTS.md tables of one run."""
+    lines = [
+        "| N | D | queries | faiss default ms | faiss blas ms | facesdk fp32 ms | fp32 ratio | fp16 ratio "
+        "| int8 ratio | top-1 = faiss |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in res["search"]:
+        agree = min(r.get(f"top1 agree {s}", 1.0) for s in ("fp32", "fp16", "int8"))
+        lines.append(
+            f"| {r['n']:,} | {r['d']} | {r['queries']} | {r['ms faiss default']:.1f} | {r['ms faiss blas']:.1f} "
+            f"| {r['ms facesdk fp32']:.1f} | {r.get('ratio fp32', float('nan')):.2f} "
+            f"| {r.get('ratio fp16', float('nan')):.2f} | {r.get('ratio int8', float('nan')):.2f} | {agree:.0%} |"
+        )
+    if res.get("add"):
+        lines += ["", "| N | D | Gallery.add (1 call each) | ExactIndex.append (1 row each) |", "|---|---|---|---|"]
+        for a in res["add"]:
+            lines.append(f"| {a['n']:,} | {a['d']} | {a['gallery.add per s']:,}/s ({a['gallery.add total s']} s) "
+                         f"| {a['ExactIndex.append per s']:,}/s ({a['ExactIndex.append total s']} s) |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", type=Path, default=Path(__file__).parent / "configs" / "gallery.yaml")
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--quick", action="store_true", help="only the smallest size (smoke test)")
+    ap.add_argument("--table", type=Path, help="print the markdown tables of a saved --json result and exit")
     args = ap.parse_args(argv)
+    if args.table:
+        sys.stdout.write(markdown(json.loads(args.table.read_text())) + "\n")
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = yaml.safe_load(args.config.read_text())
     try:
