@@ -137,8 +137,8 @@ def bench_add(n: int, d: int) -> dict[str, Any]:
 def markdown(res: dict[str, Any]) -> str:
     """The RESULTS.md tables of one run."""
     lines = [
-        "| N | D | queries | faiss default ms | faiss blas ms | facesdk fp32 ms | fp32 ratio | fp16 ratio "
-        "| int8 ratio | top-1 = faiss |",
+        ("| N | D | queries | faiss default ms | faiss blas ms | facesdk fp32 ms | fp32 ratio | fp16 ratio "
+         "| int8 ratio | top-1 = faiss |"),
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res["search"]:
