@@ -32,8 +32,12 @@ def _baseline_package(commit: str, repo: Path, dest: Path) -> object:
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     for f in ("emulator.py", "network.py", "checkpoint.py"):
-        src = subprocess.run(["git", "-C", str(repo), "show", f"{commit}:backends/max7800x/{f}"],
-                             capture_output=True, text=True, check=True).stdout
+        src = subprocess.run(
+            ["git", "-C", str(repo), "show", f"{commit}:backends/max7800x/{f}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         (pkg / f).write_text(src)
     sys.path.insert(0, str(dest))
     return importlib.import_module("max7800x_baseline.emulator")
@@ -41,8 +45,10 @@ def _baseline_package(commit: str, repo: Path, dest: Path) -> object:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", default=os.environ.get("FACESDK_SHARED",
-                                                       str(Path(__file__).resolve().parents[2] / "shared")))
+    ap.add_argument(
+        "--shared",
+        default=os.environ.get("FACESDK_SHARED", str(Path(__file__).resolve().parents[2] / "shared")),
+    )
     ap.add_argument("--images", type=int, default=30)
     ap.add_argument("--baseline", default="bbf210e")
     args = ap.parse_args(argv)
@@ -56,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         old = _baseline_package(args.baseline, repo, Path(tmp))
-        det_args = (ai8x / "trained" / "ai85-facedet-tinierssd-qat8-q.pth.tar",
-                    ai8x / "networks" / "ai85-facedet-tinierssd.yaml")
+        det_args = (
+            ai8x / "trained" / "ai85-facedet-tinierssd-qat8-q.pth.tar",
+            ai8x / "networks" / "ai85-facedet-tinierssd.yaml",
+        )
         fid_args = (ai8x / "trained" / "ai85-faceid-qat8-q.pth.tar", ai8x / "networks" / "faceid.yaml")
         models = {
             "baseline": (old.load_model(*det_args, threads=1), old.load_model(*fid_args, threads=1)),
@@ -69,8 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         xs = [fr.astype(np.int16).transpose(2, 0, 1) - 128 for fr in frames]
         crops = [firmware_faceid_crop(fr, np.array([40, 50, 128, 170])) for fr in frames]
         cs = [c.astype(np.int16).transpose(2, 0, 1) - 128 for c in crops]
-        c112 = [firmware_faceid_crop(fr, np.array([40, 50, 128, 170]), (112, 112)).astype(np.int16)
-                .transpose(2, 0, 1) - 128 for fr in frames]
+        c112 = [
+            firmware_faceid_crop(fr, np.array([40, 50, 128, 170]), (112, 112))
+            .astype(np.int16)
+            .transpose(2, 0, 1)
+            - 128
+            for fr in frames
+        ]
         for det, fid in models.values():  # warm-up: weight caches, BLAS start-up
             det.run(xs[0])
             fid.run(cs[0])
@@ -87,18 +100,25 @@ def main(argv: list[str] | None = None) -> int:
                 emb = fid.run(c)
                 t[name] += time.perf_counter() - t0
                 outs[name] = (heads, emb)
-            equal &= all(np.array_equal(a, b) for a, b in zip(outs["baseline"][0] + outs["baseline"][1],
-                                                             outs["current"][0] + outs["current"][1]))
+            equal &= all(
+                np.array_equal(a, b)
+                for a, b in zip(
+                    outs["baseline"][0] + outs["baseline"][1], outs["current"][0] + outs["current"][1]
+                )
+            )
             t0 = time.perf_counter()
             models["current"][0].run(x)
             f112.run(c112[i])
             t["current_faceid_112"] += time.perf_counter() - t0
         n = len(xs)
-        res = {"images": n, "baseline_commit": args.baseline,
-               "faces_per_s": {k: round(n / v, 2) for k, v in t.items()},
-               "ratio_current_vs_baseline": round(t["baseline"] / t["current"], 3),
-               "outputs_identical": bool(equal),
-               "note": "detect (TinierSSD) + embed per face, emulator, 1 BLAS thread, same inputs, interleaved"}
+        res = {
+            "images": n,
+            "baseline_commit": args.baseline,
+            "faces_per_s": {k: round(n / v, 2) for k, v in t.items()},
+            "ratio_current_vs_baseline": round(t["baseline"] / t["current"], 3),
+            "outputs_identical": bool(equal),
+            "note": "detect (TinierSSD) + embed per face, emulator, 1 BLAS thread, same inputs, interleaved",
+        }
     print(json.dumps(res, indent=2))
     return 0
 

@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", default=os.environ.get("FACESDK_SHARED",
                                                        str(Path(__file__).resolve().parents[2] / "shared")))
-    ap.add_argument("--lfw", type=int, default=0, help="also this many LFW images (first of pairs.txt, sorted)")
+    ap.add_argument("--lfw", type=int, default=0,
+                    help="also this many LFW images (first of pairs.txt, sorted)")
     args = ap.parse_args(argv)
     shared = Path(args.shared)
     os.environ.setdefault("FACESDK_AI8X_DIR", str(shared / "ai8x"))
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     sets = {"photos": photos}
     if args.lfw:
         lines = (shared / "data" / "lfw" / "pairs.txt").read_text().splitlines()[1:]
-        names = sorted({f"{p[0]}/{p[0]}_{int(p[1]):04d}.jpg" for p in (ln.split() for ln in lines) if len(p) == 3})
+        names = sorted({f"{p[0]}/{p[0]}_{int(p[1]):04d}.jpg"
+                        for p in (ln.split() for ln in lines) if len(p) == 3})
         sets["lfw"] = [shared / "data" / "lfw" / "images" / n for n in names[: args.lfw]]
     res: dict = {"pipeline": "ai85-facedet-tinierssd on max78000 (emulator) vs yunet-2023mar (onnxruntime)",
                  "photo_mode": None}

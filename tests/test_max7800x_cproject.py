@@ -32,7 +32,7 @@ def test_faceid_112_known_answer_test_matches_every_word(proj):
     net = proj.network
     assert len(net.layers) == 18 and net.input_shape == (3, 112, 112)
     # the layer summary of cnn.c (facts: its comments), recovered from the registers
-    assert [l.weight_bits for l in net.layers if l.weights is not None] == [
+    assert [layer.weight_bits for layer in net.layers if layer.weights is not None] == [
         8,
         8,
         4,

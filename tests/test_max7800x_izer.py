@@ -56,26 +56,48 @@ def test_yaml_dialect_of_upstream():
     assert _parse_layer(0, {"op": "mlp"}).pad == (0, 0)
 
 
-@pytest.mark.parametrize("extra,match", [
-    ({"dilation": 2}, "dilation"), ({"pool_dilation": [2, 2]}, "pool_dilation"), ({"in_dim": [4, 4]}, "in_dim"),
-    ({"in_crop": [1, 1]}, "in_crop"), ({"in_skip": 1}, "in_skip"), ({"read_gap": 1}, "read_gap"),
-    ({"bypass": True}, "bypass"), ({"weight_source": 2}, "weight_source"), ({"sequence": 5}, "sequence"),
-    ({"buffer_shift": 1}, "buffer_shift"), ({"pool_first": False, "max_pool": 2}, "pool_first"),
-    ({"operands": 2}, "operands"),
-])
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        ({"dilation": 2}, "dilation"),
+        ({"pool_dilation": [2, 2]}, "pool_dilation"),
+        ({"in_dim": [4, 4]}, "in_dim"),
+        ({"in_crop": [1, 1]}, "in_crop"),
+        ({"in_skip": 1}, "in_skip"),
+        ({"read_gap": 1}, "read_gap"),
+        ({"bypass": True}, "bypass"),
+        ({"weight_source": 2}, "weight_source"),
+        ({"sequence": 5}, "sequence"),
+        ({"buffer_shift": 1}, "buffer_shift"),
+        ({"pool_first": False, "max_pool": 2}, "pool_first"),
+        ({"operands": 2}, "operands"),
+    ],
+)
 def test_value_changing_options_are_refused_not_ignored(extra, match):
     with pytest.raises(ModelFormatError, match=match):
         _parse_layer(1, {"op": "conv2d", **extra})
     assert _parse_layer(1, {"op": "conv2d", "dilation": 1, "pool_first": True}).op == "conv2d"  # harmless
 
 
-@pytest.mark.parametrize("layer,match", [
-    ({"op": "conv2d", "output_width": 32, "activate": "ReLU"}, "32-bit"),  # raw accumulator: no activation
-    ({"op": "none", "eltwise": "mul", "in_sequences": [0, 1]}, "mul"),  # yamlcfg.py: add, or, sub, xor only
-    ({"op": "conv2d", "stride": 2}, "stride"),  # izer.py: "does not support stride other than 1"
-    ({"op": "conv2d", "max_pool": 2, "pool_stride": [2, 1]}, "non-square"),  # izer.py: non-square pooling stride
-    ({"op": "conv2d", "pad": 3}, "pad"),  # izer.py: "does not support `pad` >= 3"
-])
+@pytest.mark.parametrize(
+    "layer,match",
+    [
+        (
+            {"op": "conv2d", "output_width": 32, "activate": "ReLU"},
+            "32-bit",
+        ),  # raw accumulator: no activation
+        (
+            {"op": "none", "eltwise": "mul", "in_sequences": [0, 1]},
+            "mul",
+        ),  # yamlcfg.py: add, or, sub, xor only
+        ({"op": "conv2d", "stride": 2}, "stride"),  # izer.py: "does not support stride other than 1"
+        (
+            {"op": "conv2d", "max_pool": 2, "pool_stride": [2, 1]},
+            "non-square",
+        ),  # izer.py: non-square pooling stride
+        ({"op": "conv2d", "pad": 3}, "pad"),  # izer.py: "does not support `pad` >= 3"
+    ],
+)
 def test_izer_refusals(layer, match):
     with pytest.raises(ModelFormatError, match=match):
         _parse_layer(2, layer)
@@ -99,9 +121,18 @@ def _model(layers_spec, chip, input_shape):
     layers = []
     for i, (cin, cout, k, bias) in enumerate(layers_spec):
         w = np.ones((cout, cin, k, k), np.int64)
-        layers.append(Layer(index=i, op="conv2d", in_sequences=[i - 1], kernel_size=(k, k),
-                            pad=((k - 1) // 2,) * 2, weights=w, bias=np.ones(cout, np.int64) if bias else None,
-                            processors=(1 << 64) - 1 if cin >= 64 else (1 << cin) - 1))
+        layers.append(
+            Layer(
+                index=i,
+                op="conv2d",
+                in_sequences=[i - 1],
+                kernel_size=(k, k),
+                pad=((k - 1) // 2,) * 2,
+                weights=w,
+                bias=np.ones(cout, np.int64) if bias else None,
+                processors=(1 << 64) - 1 if cin >= 64 else (1 << cin) - 1,
+            )
+        )
     return Model(Network("synthetic", layers, input_shape), chip=chip)
 
 
@@ -111,18 +142,38 @@ def test_max78002_kernel_memory_per_processor():
 
     spec = chip_spec("max78002")
     # izer tornadocnn.py DevAI87: MASK_WIDTH_SMALL 4,096; MASK_WIDTH_LARGE 5,120 (mask_large: proc % 16 == 0)
-    assert [spec.kernel_rows_of(p) for p in (0, 1, 15, 16, 32, 48, 63)] == [5120, 4096, 4096, 5120, 5120, 5120, 4096]
+    assert [spec.kernel_rows_of(p) for p in (0, 1, 15, 16, 32, 48, 63)] == [
+        5120,
+        4096,
+        4096,
+        5120,
+        5120,
+        5120,
+        4096,
+    ]
     assert spec.weight_bytes == 2_396_160 and chip_spec("max78000").weight_bytes == 442_368
     # 4 x 1,024 + 64 = 4,160 rows on every processor: izer "Kernel memory exhausted at processor 63"
-    m = _model([(64, 1024, 3, False), (1024, 64, 3, False), (64, 1024, 3, False), (1024, 64, 3, False),
-                (64, 64, 3, False)], "max78002", (64, 4, 4))
+    m = _model(
+        [
+            (64, 1024, 3, False),
+            (1024, 64, 3, False),
+            (64, 1024, 3, False),
+            (1024, 64, 3, False),
+            (64, 64, 3, False),
+        ],
+        "max78002",
+        (64, 4, 4),
+    )
     rep = check_fit(m)
     assert rep.kernel_rows_used == 4160 and not rep.fits
     assert any("exhausted at processor 63" in p for p in rep.problems)
     assert rep.to_dict()["weights"]["kernel_rows_are_estimate"] is True
     # the same net with 4,096 rows fits
-    ok = _model([(64, 1024, 3, False), (1024, 64, 3, False), (64, 1024, 3, False), (1024, 64, 3, False)],
-                "max78002", (64, 4, 4))
+    ok = _model(
+        [(64, 1024, 3, False), (1024, 64, 3, False), (64, 1024, 3, False), (1024, 64, 3, False)],
+        "max78002",
+        (64, 4, 4),
+    )
     assert check_fit(ok).fits
 
 
@@ -145,10 +196,13 @@ def test_max_dimension_and_flatten_limits():
     from facesdk_backends.max7800x.accel.fit import check_fit
 
     # izer tornadocnn.py MAX_ROW_COL: 1,024 (AI85) / 2,048 (AI87) -> largest dimension 1,023 / 2,047
-    assert any("dimension 1100 > 1023" in p for p in check_fit(_model([(3, 8, 3, False)], "max78000",
-                                                                      (3, 1100, 8))).problems)
-    assert not any("dimension" in p for p in check_fit(_model([(3, 8, 3, False)], "max78002",
-                                                              (3, 1100, 8))).problems)
+    assert any(
+        "dimension 1100 > 1023" in p
+        for p in check_fit(_model([(3, 8, 3, False)], "max78000", (3, 1100, 8))).problems
+    )
+    assert not any(
+        "dimension" in p for p in check_fit(_model([(3, 8, 3, False)], "max78002", (3, 1100, 8))).problems
+    )
     # izer.py: "`flatten` exceeds supported input dimensions (H * W > 256)"
     m = _model([(3, 8, 1, False)], "max78000", (3, 17, 16))
     m.layers[0].flatten = True
@@ -169,8 +223,9 @@ def test_exported_files_follow_the_umask(tmp_path):
     old = os.umask(0o027)
     try:
         files = export_firmware_db(g, tmp_path / "fw", flash=True, weights_bin=True)
-        net = save_network(Network("n", [Layer(index=0, op="passthrough", in_sequences=[-1])], (3, 2, 2)),
-                           tmp_path / "n.npz")
+        net = save_network(
+            Network("n", [Layer(index=0, op="passthrough", in_sequences=[-1])], (3, 2, 2)), tmp_path / "n.npz"
+        )
     finally:
         os.umask(old)
     for p in [*files.values(), net]:

@@ -22,7 +22,7 @@ from .profiles import (
     get_profile,
 )
 
-__all__ = ['DotProductDB', 'MatchResult', 'firmware_name']
+__all__ = ["DotProductDB", "MatchResult", "firmware_name"]
 
 
 @dataclass
@@ -61,10 +61,13 @@ class DotProductDB:
         if len(self.names) != len(self.weights):
             raise ConfigError(f"{len(self.names)} names for {len(self.weights)} slots")
         if len(self.weights) > self.profile.capacity:
-            raise ConfigError(f"{len(self.weights)} slots exceed the layer's capacity of {self.profile.capacity}")
+            raise ConfigError(
+                f"{len(self.weights)} slots exceed the layer's capacity of {self.profile.capacity}"
+            )
         if len(self.weights) and self.weights.shape[1] != self.profile.embedding_size:
             raise IncompatibleGalleryError(
-                f"the {self.profile.name} dot-product layer takes {self.profile.embedding_size}-d embeddings, "
+                f"the {self.profile.name} dot-product layer takes {self.profile.embedding_size}-d "
+                "embeddings, "
                 f"got {self.weights.shape[1]}-d"
             )
         if self.threshold is None:
@@ -86,8 +89,9 @@ class DotProductDB:
         q = np.atleast_2d(probes) if quantized else np.atleast_2d(quantize_probe(probes))
         return dot_product_scores(q, self.full_weights, self.profile.output_shift)
 
-    def identify(self, probes: np.ndarray, *, quantized: bool = False,
-                 threshold: int | None = None) -> list[MatchResult]:
+    def identify(
+        self, probes: np.ndarray, *, quantized: bool = False, threshold: int | None = None
+    ) -> list[MatchResult]:
         """Emulate the firmware on each probe: name of the best slot, or ``Unknown``."""
         thr = self.threshold if threshold is None else int(threshold)
         slot, mx, known = firmware_decision(self.scores(probes, quantized=quantized), thr)
@@ -99,9 +103,16 @@ class DotProductDB:
 
     # ------------------------------------------------------------------ gallery interop
     @classmethod
-    def from_gallery(cls, gallery, profile: str | DotProductProfile = "max78000", *,
-                     capacity: int | None = None, threshold: int | None = None,
-                     truncate_names: bool = True, allow_other_model: bool = False) -> "DotProductDB":
+    def from_gallery(
+        cls,
+        gallery,
+        profile: str | DotProductProfile = "max78000",
+        *,
+        capacity: int | None = None,
+        threshold: int | None = None,
+        truncate_names: bool = True,
+        allow_other_model: bool = False,
+    ) -> "DotProductDB":
         """One slot per identity: its normalised template, quantised as db_gen does.
 
         Names are cut to the firmware's 6 characters; two identities whose cut names collide
@@ -114,7 +125,8 @@ class DotProductDB:
         if gallery.embedding_size != prof.embedding_size:
             raise IncompatibleGalleryError(
                 f"the {prof.name} FaceID dot-product layer takes {prof.embedding_size}-d embeddings "
-                f"(faceid_112); the gallery holds {gallery.embedding_size}-d embeddings of {gallery.model_id!r}"
+                f"(faceid_112); the gallery holds {gallery.embedding_size}-d embeddings of "
+                f"{gallery.model_id!r}"
             )
         if not allow_other_model and gallery.model_id not in FIRMWARE_MODEL_ALIASES:
             raise IncompatibleGalleryError(
@@ -133,7 +145,11 @@ class DotProductDB:
                     f"{NAME_LEN}-character names; rename one"
                 )
             seen[short] = full
-        w = quantize_db_embeddings(gallery.templates) if len(gallery) else np.zeros((0, prof.embedding_size), np.int8)
+        w = (
+            quantize_db_embeddings(gallery.templates)
+            if len(gallery)
+            else np.zeros((0, prof.embedding_size), np.int8)
+        )
         return cls(names, w, prof, threshold)
 
     def to_gallery(self, model_id: str = FIRMWARE_MODEL_ID, **kw):
@@ -155,7 +171,9 @@ class DotProductDB:
 
 def firmware_name(name: str, truncate: bool = True) -> str:
     if not name or not all(32 <= ord(c) < 127 for c in name) or '"' in name or "\\" in name:
-        raise ConfigError(f"name {name!r}: the firmware stores printable ASCII names without quotes or backslashes")
+        raise ConfigError(
+            f"name {name!r}: the firmware stores printable ASCII names without quotes or backslashes"
+        )
     if len(name) > NAME_LEN:
         if not truncate:
             raise ConfigError(f"name {name!r} is longer than the firmware's {NAME_LEN} characters")

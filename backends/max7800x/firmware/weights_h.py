@@ -15,7 +15,7 @@ from .cfiles import HEX, atomic_write, c_words, define_body, read_file
 from .database import DotProductDB
 from .profiles import PROFILES, DotProductProfile, get_profile
 
-__all__ = ['write_weights_h', 'read_weights_h', 'write_weights_bin', 'read_weights_bin']
+__all__ = ["write_weights_h", "read_weights_h", "write_weights_bin", "read_weights_bin"]
 
 
 def _slot_bytes(weights_u8_col: np.ndarray, capacity: int, nbytes: int) -> np.ndarray:
@@ -73,8 +73,9 @@ def _detect_profile(addr: int) -> DotProductProfile:
     raise GalleryError(f"kernel address 0x{addr:08x} belongs to no known MAX7800x dot-product layout")
 
 
-def read_weights_h(path: str | os.PathLike, *, capacity: int | None = None,
-                   profile: str | DotProductProfile | None = None) -> tuple[np.ndarray, DotProductProfile]:
+def read_weights_h(
+    path: str | os.PathLike, *, capacity: int | None = None, profile: str | DotProductProfile | None = None
+) -> tuple[np.ndarray, DotProductProfile]:
     """Parse ``weights_3.h`` → (int8 ``[capacity, 64]`` slot rows, profile).
 
     The profile is recognised from the kernel addresses unless given; ``capacity`` defaults to the
@@ -89,7 +90,9 @@ def read_weights_h(path: str | os.PathLike, *, capacity: int | None = None,
             raise GalleryError(f"{path}: truncated KERNELS_3 (address without length)")
         addr, n = words[i], words[i + 1]
         if i + 2 + n > len(words):
-            raise GalleryError(f"{path}: KERNELS_3 block at 0x{addr:08x} announces {n} words, file is shorter")
+            raise GalleryError(
+                f"{path}: KERNELS_3 block at 0x{addr:08x} announces {n} words, file is shorter"
+            )
         blocks.append((addr, words[i + 2 : i + 2 + n]))
         i += 2 + n
     if not blocks:
@@ -121,14 +124,17 @@ def read_weights_h(path: str | os.PathLike, *, capacity: int | None = None,
     return out.view(np.int8), prof
 
 
-def read_weights_bin(path: str | os.PathLike, profile: str | DotProductProfile = "max78000",
-                     capacity: int | None = None) -> np.ndarray:
+def read_weights_bin(
+    path: str | os.PathLike, profile: str | DotProductProfile = "max78000", capacity: int | None = None
+) -> np.ndarray:
     """Parse the ``.bin`` variant → int8 ``[capacity, 64]``."""
     prof = get_profile(profile, capacity)
     data = np.frombuffer(read_file(path), "<u4")
     if data.size != prof.embedding_size * prof.words_per_processor:
-        raise GalleryError(f"{path}: {data.size * 4} bytes, expected "
-                           f"{prof.embedding_size * prof.words_per_processor * 4} for {prof.capacity} slots")
+        raise GalleryError(
+            f"{path}: {data.size * 4} bytes, expected "
+            f"{prof.embedding_size * prof.words_per_processor * 4} for {prof.capacity} slots"
+        )
     out = np.zeros((prof.capacity, prof.embedding_size), np.uint8)
     for d, raw in enumerate(data.reshape(prof.embedding_size, -1)):
         b = np.stack([(raw >> s) & 0xFF for s in (24, 16, 8, 0)], 1).astype(np.uint8).ravel()
