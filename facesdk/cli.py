@@ -101,22 +101,73 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stream_results(args: argparse.Namespace, rec: Any, gallery: Any = None) -> int:
+    """Run detect/identify over every input through the streaming pipeline; print per-item results.
+
+    A bad input is reported on stderr and the others go on; the exit code is the first error's.
+    """
+    annotate = Path(args.annotate) if getattr(args, "annotate", None) else None
+    opts: dict[str, Any] = {"every": args.every, "max_frames": args.max_frames, "keep_images": bool(annotate)}
+    if args.workers is not None:
+        opts["workers"] = args.workers
+    if gallery is not None:
+        stream = rec.identify_many(args.images, gallery=gallery, top_k=args.top_k, **opts)
+    else:
+        stream = rec.faces_many(args.images, embed=False, **opts)
+    writers: dict[str, Any] = {}
+    used: set[str] = set()
+    results, lines = [], []
+    code = 0
+    try:
+        for r in stream:
+            if r.error is not None:
+                sys.stderr.write(f"facesdk: error: {r.error}\n")
+                code = code or getattr(r.error, "exit_code", 1)
+                results.append(r.to_dict())
+                continue
+            d = r.to_dict()
+            d["image"] = r.source if r.frame is None else r.source.rsplit("#", 1)[0]
+            results.append(d)
+            where = r.source if r.frame is None else f"{d['image']} frame {r.frame} t={r.timestamp:.3f}s"
+            lines.append(f"{where}: {len(r.faces)} face(s)")
+            for f in r.faces:
+                b = ", ".join(f"{v:.0f}" for v in f.box)
+                if f.match is not None:
+                    lines.append(f"  {f.match.name:<20} similarity={f.match.similarity:.3f} box=({b})")
+                else:
+                    lines.append(f"  box=({b}) score={f.score:.3f}")
+            if annotate is not None and r.image is not None:
+                _annotate(annotate, r, writers, used, args.every)
+    finally:
+        for w in writers.values():
+            w.close()
+    _out(args, results, "\n".join(lines))
+    return code
+
+
+def _annotate(folder: Path, r: Any, writers: dict[str, Any], used: set[str], every: int) -> None:
+    from .draw import draw_faces, save_image
+
+    img = draw_faces(r.image, r.faces)
+    if r.frame is not None:
+        video = r.source.rsplit("#", 1)[0]
+        if video not in writers:
+            from .video import VideoWriter, video_info
+
+            fps = video_info(video)["fps"] or 25.0
+            writers[video] = VideoWriter(folder / f"{Path(video).stem}.annotated.mp4", fps / max(every, 1))
+        writers[video].write(img)
+        return
+    stem = Path(r.source).stem if not r.source.startswith("<") else f"image{r.index}"
+    name = f"{stem}.jpg" if f"{stem}.jpg" not in used else f"{stem}_{r.index}.jpg"
+    used.add(name)
+    save_image(img, folder / name)
+
+
 def cmd_detect(args: argparse.Namespace) -> int:
     from .detect import detector_class  # noqa: F401  (fail early on a bad family)
-    from .pipeline import FaceRecognizer
 
-    rec: FaceRecognizer = _recognizer(args)
-    results = []
-    lines = []
-    for img in args.images:
-        dets = rec.detect(img)
-        results.append({"image": str(img), "faces": [d.to_dict() for d in dets]})
-        lines.append(f"{img}: {len(dets)} face(s)")
-        for d in dets:
-            b = ", ".join(f"{v:.0f}" for v in d.box)
-            lines.append(f"  box=({b}) score={d.score:.3f}")
-    _out(args, results, "\n".join(lines))
-    return 0
+    return _stream_results(args, _recognizer(args))
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -176,17 +227,8 @@ def cmd_identify(args: argparse.Namespace) -> int:
     from .gallery import Gallery
 
     rec = _recognizer(args)
-    rec.use_gallery(Gallery.open(args.gallery, create=False))  # a path or a store URI
-    results, lines = [], []
-    for img in args.images:
-        faces = rec.identify(img, top_k=args.top_k)
-        results.append({"image": str(img), "faces": [f.to_dict() for f in faces]})
-        lines.append(f"{img}: {len(faces)} face(s)")
-        for f in faces:
-            b = ", ".join(f"{v:.0f}" for v in f.box)
-            lines.append(f"  {f.match.name:<20} similarity={f.match.similarity:.3f} box=({b})")
-    _out(args, results, "\n".join(lines))
-    return 0
+    g = rec.use_gallery(Gallery.open(args.gallery, create=False))  # a path or a store URI
+    return _stream_results(args, rec, gallery=g)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -198,6 +240,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- parser
+
+def _add_stream_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--every", type=int, default=1, help="video: use every N-th frame (default 1)")
+    p.add_argument("--max-frames", type=int, default=None, help="video: stop after this many used frames")
+    p.add_argument("--annotate", metavar="DIR", help="write images (and videos) with boxes and names to DIR")
+    p.add_argument("--workers", type=int, default=None, help="decode/detect threads (default: up to 4)")
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, including commands added by plugins."""
@@ -216,8 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--commercial-safe", action="store_true", help="only models whose licence permits commercial use")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("detect", parents=[common], help="detect faces in images")
-    p.add_argument("images", nargs="+")
+    p = sub.add_parser("detect", parents=[common], help="detect faces in images, folders or videos")
+    p.add_argument("images", nargs="+", help="image files, folders of images, or video files")
+    _add_stream_args(p)
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("enroll", aliases=["enroll"], parents=[common], help="enroll people into a gallery file")
@@ -229,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("identify", parents=[common], help="name the faces in images")
     p.add_argument("--gallery", "-g", required=True)
     p.add_argument("--top-k", type=int, default=3)
-    p.add_argument("images", nargs="+")
+    p.add_argument("images", nargs="+", help="image files, folders of images, or video files")
+    _add_stream_args(p)
     p.set_defaults(func=cmd_identify)
 
     p = sub.add_parser("verify", parents=[common], help="are two photos the same person?")

@@ -15,7 +15,7 @@ import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -31,6 +31,9 @@ from .gallery import Gallery, Match, l2_normalize
 from .image import ImageInput, load_image, to_tensor
 from .plugins import backend_classes, backend_order, get_backend
 from .zoo import AlignmentTemplate, ModelCard
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .stream import ImageResult
 
 __all__ = ["FaceRecognizer", "Face", "Verification", "DEFAULT_DETECTOR", "DEFAULT_EMBEDDER"]
 
@@ -370,8 +373,12 @@ class FaceRecognizer:
             return np.zeros((0, h, w, 3), np.uint8)
         return np.stack(crops)
 
-    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
-        """Embed aligned crops ``[N,h,w,3]`` → ``[N,D]`` L2-normalised float32 (batched)."""
+    def embed_crops(self, crops: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
+        """Embed aligned crops ``[N,h,w,3]`` → ``[N,D]`` L2-normalised float32 (batched).
+
+        With flip TTA the mirrored crops go into the same engine call as the crops
+        (``2 × batch_size`` tensors per call) and the two descriptors are summed.
+        """
         crops = np.asarray(crops)
         if crops.ndim == 3:
             crops = crops[None]
@@ -379,19 +386,19 @@ class FaceRecognizer:
         w, h = spec.size
         if crops.ndim != 4 or crops.shape[1:3] != (h, w) or crops.shape[3] != 3:
             raise ConfigError(f"crops must be [N,{h},{w},3] uint8 for {self.model_id!r}, got {crops.shape}")
+        bs = int(batch_size or self.batch_size)
         out = []
-        for start in range(0, len(crops), self.batch_size):
+        for start in range(0, len(crops), bs):
+            part = crops[start : start + bs]
+            k = len(part)
+            if self.tta == "flip":
+                part = np.concatenate([part, part[:, :, ::-1]])
             t = to_tensor(
-                crops[start : start + self.batch_size], layout=self.embed_layout, color=spec.color,
-                mean=spec.mean, std=spec.std, dtype=spec.dtype,
+                part, layout=self.embed_layout, color=spec.color, mean=spec.mean, std=spec.std, dtype=spec.dtype,
             )
             y = np.asarray(self.embedder_session.run_batched(t)[0], np.float32).reshape(len(t), -1)
             if self.tta == "flip":
-                tf = to_tensor(
-                    crops[start : start + self.batch_size, :, ::-1], layout=self.embed_layout, color=spec.color,
-                    mean=spec.mean, std=spec.std, dtype=spec.dtype,
-                )
-                y = y + np.asarray(self.embedder_session.run_batched(tf)[0], np.float32).reshape(len(t), -1)
+                y = y[:k] + y[k:]
             out.append(y)
         if not out:
             return np.zeros((0, self.embedding_size), np.float32)
@@ -399,15 +406,45 @@ class FaceRecognizer:
 
     # ------------------------------------------------------------------ faces
     def faces(self, image: ImageInput, *, max_faces: int | None = None) -> list[Face]:
-        """Detect, align and embed every face in an image."""
-        img = self.load(image)
-        dets = self.detector.detect(img)[: max_faces or None]
-        faces = [Face.from_detection(d) for d in dets]
-        if faces:
-            emb = self.embed_crops(self.align(img, dets))
-            for f, e in zip(faces, emb):
-                f.embedding = e
-        return faces
+        """Detect, align and embed every face in an image (the one-item case of :meth:`faces_many`)."""
+        from .stream import StreamItem, first_result
+
+        item = StreamItem(_describe(image), image)
+        return first_result(self.faces_many(item, max_faces=max_faces, workers=0)).faces
+
+    def faces_many(self, inputs: Any, **options: Any) -> Iterator["ImageResult"]:
+        """Stream many inputs through detect → align → embed; one ``ImageResult`` per input, in order.
+
+        ``inputs``: paths, arrays, PIL images, bytes, an image folder, a video file (one item per
+        ``every``-th frame), or any iterable/generator of these. Decoding, detection and alignment
+        run in a small thread pool, the embedder runs full batches across images (flip TTA folded
+        in), memory is bounded by ``window`` inputs, and an input that fails yields a result with
+        ``error`` set instead of ending the stream. Options: see :func:`facesdk.stream.stream_faces`
+        (``select``, ``max_faces``, ``workers``, ``window``, ``batch_size``, ``keep_images``,
+        ``every``, ``max_frames``, ``stats`` …).
+        """
+        from .stream import stream_faces
+
+        return stream_faces(self, inputs, **options)
+
+    def identify_many(
+        self, inputs: Any, *, gallery: Gallery | None = None, top_k: int = 5, threshold: float | None = None,
+        **options: Any,
+    ) -> Iterator["ImageResult"]:
+        """:meth:`faces_many` plus a gallery match for every face (one search per embedder batch).
+
+        Matches use the open-set identification threshold, as :meth:`identify` does.
+        """
+        g = self._ready_gallery(gallery)
+        thr, point = self.identification_threshold_for(g, threshold)
+        return _with_operating_point(self.faces_many(inputs, gallery=g, top_k=top_k, threshold=thr, **options), point)
+
+    def _ready_gallery(self, gallery: Gallery | None) -> Gallery:
+        g = gallery if gallery is not None else self.gallery
+        g.check_compatible(self.model_id, self.embedding_size, self.model_sha256)
+        if len(g) == 0:
+            raise GalleryError("the gallery is empty: enroll someone first")
+        return g
 
     def embed_face(self, image: ImageInput, select: str = "largest") -> Face:
         """Embed the one face of interest: ``largest`` or the one nearest the ``center``.
@@ -564,19 +601,16 @@ class FaceRecognizer:
 
         The decision uses the open-set identification threshold (see
         :meth:`identification_threshold_for`); each match records it and its operating point.
+        The one-item case of :meth:`identify_many` (run in the calling thread).
         """
-        g = gallery if gallery is not None else self.gallery
-        g.check_compatible(self.model_id, self.embedding_size, self.model_sha256)
-        if len(g) == 0:
-            raise GalleryError("the gallery is empty: enroll someone first")
+        from .stream import StreamItem, first_result
+
+        g = self._ready_gallery(gallery)
         thr, point = self.identification_threshold_for(g, threshold)
-        faces = self.faces(image)
-        if faces:
-            embs = np.stack([f.embedding for f in faces])  # type: ignore[misc]
-            matches = g.identify(embs, threshold=thr, top_k=top_k)
-            for f, m in zip(faces, matches):
-                m.operating_point = point
-                f.match = m
+        item = StreamItem(_describe(image), image)
+        faces = first_result(self.faces_many(item, gallery=g, top_k=top_k, threshold=thr, workers=0)).faces
+        for f in faces:
+            f.match.operating_point = point  # type: ignore[union-attr]
         return faces
 
     def verify(self, a: ImageInput, b: ImageInput, *, threshold: float | None = None) -> Verification:
@@ -599,6 +633,15 @@ class FaceRecognizer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _with_operating_point(results: Iterator[ImageResult], point: Any) -> Iterator[ImageResult]:
+    """Stamp every match of a stream with the operating point its threshold came from."""
+    for r in results:
+        for f in r.faces:
+            if f.match is not None:
+                f.match.operating_point = point
+        yield r
 
 
 def _describe(image: ImageInput) -> str:

@@ -1,0 +1,411 @@
+"""The streaming, batched pipeline: many images (paths, arrays, a folder, a video) → results in input order.
+
+::
+
+    inputs ──► decode + detect + align (thread pool, bounded window) ──► embed (full batches
+    across images, flip TTA folded into the same batch) ──► match (one gallery search per batch)
+    ──► results, one per input, in input order
+
+Design (see ``ARCHITECTURE.md``, "The streaming pipeline"):
+
+* **Bounded memory.** At most ``window`` inputs are pulled from the input iterable ahead of
+  what has been yielded (decoded images are dropped right after alignment unless
+  ``keep_images``), so a generator of millions of paths is never materialised.
+* **Order.** Results come out in input order; an input whose faces wait for a full embedder
+  batch holds back only the inputs behind it, and a partial batch is flushed when the window
+  is full or the input ends.
+* **Per-item errors.** A failure while decoding, detecting or aligning one input (any
+  :class:`~facesdk.errors.FaceSDKError`) becomes that input's :class:`ImageResult` with
+  ``error`` set; the stream goes on. Errors of the embedder itself (a broken session) are not
+  per-item and end the stream.
+* **Threads.** Workers share the recogniser's sessions; every CPU backend's sessions are
+  thread-safe (see ``facesdk.backend.Session``). ``workers=0`` runs everything in the calling
+  thread (what :meth:`FaceRecognizer.faces` does for a single image).
+
+Timing: :class:`StreamStats` sums the seconds each stage spent (across threads) and the wall
+time, so ``pipeline / sum(engine-only)`` ratios can be formed by the benchmark.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .detect import Detection
+from .errors import ConfigError, FaceSDKError, ImageError
+from .image import load_image
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .gallery import Gallery
+    from .pipeline import Face, FaceRecognizer
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "VIDEO_SUFFIXES",
+    "ImageResult",
+    "StreamItem",
+    "StreamStats",
+    "first_result",
+    "iter_inputs",
+    "stream_faces",
+]
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
+
+@dataclass
+class StreamItem:
+    """One input of the stream: a label, something to decode (or a loader), and metadata.
+
+    ``image`` is anything :func:`facesdk.image.load_image` takes, or a zero-argument callable
+    returning one (called in a worker thread: lazy decoding, degradations …). ``frame`` and
+    ``timestamp`` are set for video frames.
+    """
+
+    source: str
+    image: Any
+    frame: int | None = None
+    timestamp: float | None = None
+
+
+@dataclass
+class ImageResult:
+    """What the pipeline found in one input (in input order)."""
+
+    index: int
+    source: str
+    faces: list[Face] = field(default_factory=list)
+    error: FaceSDKError | None = None
+    frame: int | None = None
+    timestamp: float | None = None
+    shape: tuple[int, ...] | None = None
+    #: The decoded RGB image, only when the stream was asked to keep it (annotation).
+    image: np.ndarray | None = None
+    #: True when no face was detected and ``fallback`` supplied the face.
+    fallback: bool = False
+    #: Number of detections before ``select`` picked one.
+    detections: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self, with_embedding: bool = False) -> dict[str, Any]:
+        d: dict[str, Any] = {"index": self.index, "source": self.source}
+        if self.frame is not None:
+            d["frame"] = self.frame
+        if self.timestamp is not None:
+            d["timestamp"] = round(float(self.timestamp), 3)
+        if self.error is not None:
+            d["error"] = {"type": type(self.error).__name__, "message": str(self.error)}
+        else:
+            d["faces"] = [f.to_dict(with_embedding=with_embedding) for f in self.faces]
+        return d
+
+
+@dataclass
+class StreamStats:
+    """Counts and summed stage seconds of a stream (stage seconds add up across threads)."""
+
+    images: int = 0
+    errors: int = 0
+    faces: int = 0
+    batches: int = 0
+    seconds: dict[str, float] = field(
+        default_factory=lambda: {"decode": 0.0, "detect": 0.0, "align": 0.0, "embed": 0.0, "match": 0.0}
+    )
+    wall: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "images": self.images, "errors": self.errors, "faces": self.faces, "batches": self.batches,
+            "seconds": {k: round(v, 4) for k, v in self.seconds.items()}, "wall_s": round(self.wall, 4),
+            "images_per_s": round(self.images / self.wall, 3) if self.wall > 0 else None,
+        }
+
+
+# ---------------------------------------------------------------------- inputs
+
+def _folder_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def iter_inputs(inputs: Any, *, every: int = 1, max_frames: int | None = None) -> Iterator[StreamItem]:
+    """Normalise what a user hands the stream into :class:`StreamItem` objects, lazily.
+
+    Accepted: one path (an image file, a folder — every image below it, sorted — or a video
+    file), one array / PIL image / bytes, a :class:`StreamItem`, or any iterable of these
+    (generators included; they are consumed as the stream advances). Video files yield one
+    item per ``every``-th frame (see :func:`facesdk.video.iter_frames`).
+    """
+    if isinstance(inputs, (str, os.PathLike, bytes, bytearray, memoryview, np.ndarray, StreamItem)) or hasattr(
+        inputs, "mode"
+    ):
+        inputs = [inputs]
+    for n, x in enumerate(inputs):
+        if isinstance(x, StreamItem):
+            yield x
+        elif isinstance(x, (str, os.PathLike)):
+            p = Path(x)
+            if p.is_dir():
+                for f in _folder_images(p):
+                    yield StreamItem(str(f), f)
+            elif p.suffix.lower() in VIDEO_SUFFIXES:
+                from .video import iter_frames
+
+                for fr in iter_frames(p, every=every, max_frames=max_frames):
+                    yield StreamItem(f"{p}#{fr.index}", fr.image, frame=fr.index, timestamp=fr.timestamp)
+            else:
+                yield StreamItem(str(p), p)
+        else:
+            yield StreamItem(f"<{type(x).__name__} #{n}>", x)
+
+
+# ---------------------------------------------------------------------- stages
+
+@dataclass
+class _Prepared:
+    index: int
+    item: StreamItem
+    faces: list[Face]
+    crops: np.ndarray | None
+    error: FaceSDKError | None = None
+    shape: tuple[int, ...] | None = None
+    image: np.ndarray | None = None
+    fallback: bool = False
+    detections: int = 0
+
+
+def _pick(dets: list[Detection], shape: tuple[int, ...], select: Any) -> list[Detection]:
+    if not dets or select is None:
+        return dets
+    if select == "largest":
+        return [max(dets, key=lambda d: d.width * d.height)]
+    if select == "center":
+        cy, cx = shape[0] / 2, shape[1] / 2
+        return [min(dets, key=lambda d: ((d.box[0] + d.box[2]) / 2 - cx) ** 2 + ((d.box[1] + d.box[3]) / 2 - cy) ** 2)]
+    if callable(select):
+        d = select(dets, shape)
+        return [] if d is None else [d]
+    raise ConfigError(f"select must be None, 'largest', 'center' or a callable, not {select!r}")
+
+
+class _Runner:
+    """Per-image work (decode → detect → select → align) and per-batch work (embed → match)."""
+
+    def __init__(self, rec: FaceRecognizer, *, select: Any, fallback: Callable[[np.ndarray], Detection] | None,
+                 max_faces: int | None, keep_images: bool, stats: StreamStats, color: str = "RGB",
+                 embed: bool = True) -> None:
+        self.rec = rec
+        self.select = select
+        self.fallback = fallback
+        self.max_faces = max_faces
+        self.keep_images = keep_images
+        self.stats = stats
+        self.color = color
+        self.do_embed = embed
+        self.batch_size = rec.batch_size
+        if select not in (None, "largest", "center") and not callable(select):
+            raise ConfigError(f"select must be None, 'largest', 'center' or a callable, not {select!r}")
+
+    def prepare(self, index: int, item: StreamItem) -> _Prepared:
+        from .pipeline import Face
+
+        rec = self.rec
+        try:
+            t0 = time.perf_counter()
+            src = item.image() if callable(item.image) else item.image
+            img = load_image(src, color=self.color, max_pixels=rec.max_pixels)
+            t1 = time.perf_counter()
+            self.stats.add("decode", t1 - t0)
+            dets = rec.detector.detect(img)
+            n_det = len(dets)
+            dets = _pick(dets, img.shape, self.select)[: self.max_faces or None]
+            fb = False
+            if not dets and self.fallback is not None:
+                dets, fb = [self.fallback(img)], True
+            t2 = time.perf_counter()
+            self.stats.add("detect", t2 - t1)
+            crops = rec.align(img, dets) if dets and self.do_embed else None
+            self.stats.add("align", time.perf_counter() - t2)
+            return _Prepared(index, item, [Face.from_detection(d) for d in dets], crops, shape=img.shape,
+                             image=img if self.keep_images else None, fallback=fb, detections=n_det)
+        except FaceSDKError as exc:
+            return _Prepared(index, item, [], None, error=exc)
+        except (MemoryError, RecursionError):
+            raise
+        except Exception as exc:  # an unexpected failure of one item must not end the stream
+            log.debug("item %s failed", item.source, exc_info=True)
+            err = ImageError(f"{item.source}: {type(exc).__name__}: {exc}")
+            return _Prepared(index, item, [], None, error=err)
+
+    def embed(self, batch: list[_Prepared], gallery: Gallery | None, top_k: int,
+              threshold: float | None) -> None:
+        """Embed (and match) the crops of every prepared item of ``batch`` in one go."""
+        crops = [p.crops for p in batch if p.crops is not None and len(p.crops)]
+        if not crops:
+            return
+        t0 = time.perf_counter()
+        emb = self.rec.embed_crops(np.concatenate(crops), batch_size=self.batch_size)
+        t1 = time.perf_counter()
+        self.stats.add("embed", t1 - t0)
+        self.stats.batches += 1
+        faces = [f for p in batch if p.crops is not None for f in p.faces]
+        for f, e in zip(faces, emb):
+            f.embedding = e
+        if gallery is not None and len(faces):
+            for f, m in zip(faces, gallery.identify(emb, threshold=threshold, top_k=top_k)):
+                f.match = m
+            self.stats.add("match", time.perf_counter() - t1)
+        for p in batch:
+            p.crops = None
+
+
+def _result(p: _Prepared) -> ImageResult:
+    return ImageResult(
+        index=p.index, source=p.item.source, faces=p.faces, error=p.error, frame=p.item.frame,
+        timestamp=p.item.timestamp, shape=p.shape, image=p.image, fallback=p.fallback, detections=p.detections,
+    )
+
+
+def stream_faces(
+    rec: FaceRecognizer,
+    inputs: Any,
+    *,
+    gallery: Gallery | None = None,
+    top_k: int = 5,
+    threshold: float | None = None,
+    select: Any = None,
+    max_faces: int | None = None,
+    fallback: Callable[[np.ndarray], Detection] | None = None,
+    workers: int | None = None,
+    window: int | None = None,
+    batch_size: int | None = None,
+    keep_images: bool = False,
+    every: int = 1,
+    max_frames: int | None = None,
+    color: str = "RGB",
+    embed: bool = True,
+    stats: StreamStats | None = None,
+) -> Iterator[ImageResult]:
+    """The streaming pipeline behind :meth:`FaceRecognizer.faces_many` (see the module docstring).
+
+    Args:
+        rec: the recogniser whose detector, aligner and embedder run.
+        inputs: see :func:`iter_inputs`.
+        gallery: when given, every face is matched (one search per embedder batch).
+        select: ``None`` (all faces), ``"largest"``, ``"center"`` or a callable picking one detection.
+        max_faces: keep at most this many faces per image (highest score first).
+        fallback: ``image -> Detection`` used when nothing is detected (benchmarks' fixed box).
+        workers: threads for decode/detect/align (default ``min(4, cpu_count)``; 0 = the calling thread).
+        window: most inputs in flight ahead of the consumer (default ``4 × max(workers, 1) + 4``).
+        batch_size: faces per embedder batch (default ``rec.batch_size``; flip TTA doubles the tensor).
+        keep_images: attach the decoded image to each result (for drawing).
+        every, max_frames: frame sampling for video inputs.
+        color: channel order of array inputs ("RGB" or "BGR").
+        embed: ``False`` stops after detection (no alignment, embedding or matching).
+        stats: a :class:`StreamStats` to fill.
+    """
+    if workers is None:
+        workers = min(4, os.cpu_count() or 1)
+    if workers < 0:
+        raise ConfigError("workers must be >= 0")
+    if window is None:
+        window = 4 * max(workers, 1) + 4
+    if window < 1:
+        raise ConfigError("window must be >= 1")
+    bs = int(batch_size or rec.batch_size)
+    if bs < 1:
+        raise ConfigError("batch_size must be >= 1")
+    if every < 1:
+        raise ConfigError("every must be >= 1")
+    st = stats if stats is not None else StreamStats()
+    runner = _Runner(rec, select=select, fallback=fallback, max_faces=max_faces, keep_images=keep_images,
+                     stats=st, color=color, embed=embed)
+    runner.batch_size = bs
+    items = iter_inputs(inputs, every=every, max_frames=max_frames)
+    return _generate(runner, items, workers, window, bs, gallery, top_k, threshold, st)
+
+
+def _generate(runner: _Runner, items: Iterator[StreamItem], workers: int, window: int, bs: int,
+              gallery: Gallery | None, top_k: int, threshold: float | None, st: StreamStats
+              ) -> Iterator[ImageResult]:
+    t_start = time.perf_counter()
+    pending: collections.deque[_Prepared] = collections.deque()  # prepared, waiting for the embedder
+    pending_faces = 0
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="facesdk-stream") if workers > 0 else None
+    inflight: collections.deque[Future[_Prepared] | _Prepared] = collections.deque()
+    counter = iter(range(1 << 62))
+    exhausted = False
+
+    def fill() -> None:
+        nonlocal exhausted
+        while not exhausted and len(inflight) + len(pending) < window:
+            try:
+                item = next(items)
+            except StopIteration:
+                exhausted = True
+                return
+            i = next(counter)
+            inflight.append(pool.submit(runner.prepare, i, item) if pool else runner.prepare(i, item))
+
+    def emit(flush: bool) -> Iterator[ImageResult]:
+        nonlocal pending_faces
+        if flush and pending_faces:
+            runner.embed(list(pending), gallery, top_k, threshold)
+            pending_faces = 0
+        while pending and (pending[0].crops is None):
+            p = pending.popleft()
+            st.images += 1
+            st.errors += p.error is not None
+            st.faces += len(p.faces)
+            yield _result(p)
+
+    try:
+        while True:
+            fill()
+            if not inflight:
+                break
+            head = inflight.popleft()
+            p = head.result() if isinstance(head, Future) else head
+            pending.append(p)
+            if p.crops is not None:
+                pending_faces += len(p.crops)
+            full = pending_faces >= bs or len(pending) >= window or (exhausted and not inflight)
+            yield from emit(flush=full)
+            st.wall = time.perf_counter() - t_start
+        yield from emit(flush=True)
+    finally:
+        st.wall = time.perf_counter() - t_start
+        if pool is not None:
+            for f in inflight:
+                if isinstance(f, Future):
+                    f.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def first_result(results: Iterable[ImageResult]) -> ImageResult:
+    """The single result of a one-item stream (raises its error)."""
+    for r in results:
+        if r.error is not None:
+            raise r.error
+        return r
+    raise ConfigError("the stream produced no result")
+
