@@ -103,6 +103,11 @@ class Session(ABC):
 
     Attributes report what *really* runs: ``device`` (e.g. ``"cpu"``,
     ``"cuda:0"``, ``"edgetpu"``), ``precision`` and ``backend`` name.
+
+    Thread safety (part of the contract): one session may be shared by several threads and
+    ``run`` may be called concurrently; a backend whose engine object is single-threaded
+    serialises runs itself or keeps one engine handle per concurrent caller (ONNX Runtime:
+    shared session; OpenVINO: a pool of infer requests; LiteRT and TensorRT: a lock).
     """
 
     backend: str

@@ -23,7 +23,7 @@ def rec() -> facesdk.FaceRecognizer:
 def lfw(shared: Path) -> list[Path]:
     root = shared / "data/lfw/images"
     people = ["Aaron_Eckhart", "Abdullah_Gul", "Colin_Powell", "George_W_Bush", "Serena_Williams", "Tony_Blair"]
-    return [sorted((root / p).glob("*.jpg"))[0] for p in people]
+    return [min((root / p).glob("*.jpg")) for p in people]
 
 
 def test_results_in_input_order_with_per_item_errors(rec: facesdk.FaceRecognizer, lfw: list[Path],

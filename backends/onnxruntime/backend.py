@@ -4,6 +4,9 @@ Devices map to execution providers: ``cpu`` → CPUExecutionProvider,
 ``cuda[:N]`` → CUDAExecutionProvider, ``tensorrt`` → TensorrtExecutionProvider,
 ``openvino`` → OpenVINOExecutionProvider, ``coreml``, ``dml``. ``auto`` picks the
 first accelerated provider available, else CPU.
+
+Threads: ``InferenceSession.run`` may be called from several threads at once (ONNX Runtime
+documents sessions as thread-safe for concurrent ``Run`` calls), so a session is shared as is.
 """
 
 from __future__ import annotations

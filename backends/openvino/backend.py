@@ -4,11 +4,16 @@ Precision is an inference hint (``fp32`` → f32, ``fp16`` → f16, ``bf16``);
 the session reports the precision OpenVINO says it uses, and strict mode raises
 when that differs from the request. ``int8`` needs a quantised model (NNCF IR
 with FakeQuantize nodes, or an ONNX QDQ model); such a model reports ``int8``.
+
+Threads: one compiled model serves any number of threads. An ``InferRequest`` runs one
+inference at a time ("Infer Request is busy" otherwise), so a session keeps a pool of
+requests: each ``run`` takes a free one (creating one when all are busy) and gives it back.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import numpy as np
@@ -63,7 +68,8 @@ class OpenVINOSession(Session):
 
     def __init__(self, compiled: Any, model: Any, device: str, precision: str) -> None:
         self._compiled = compiled
-        self._req = compiled.create_infer_request()
+        self._free = [compiled.create_infer_request()]  # idle infer requests (one per concurrent caller)
+        self._pool_lock = threading.Lock()
         self.device = device
         self.precision = precision
         self.inputs = [_spec(p, m) for p, m in zip(compiled.inputs, model.inputs)]
@@ -73,15 +79,24 @@ class OpenVINOSession(Session):
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         self.check_open()
+        compiled = self._compiled
+        with self._pool_lock:
+            req = self._free.pop() if self._free else None
+        if req is None:
+            req = compiled.create_infer_request()
         try:
-            res = self._req.infer({0: np.ascontiguousarray(batch, dtype=self.inputs[0].dtype)})
+            res = req.infer({0: np.ascontiguousarray(batch, dtype=self.inputs[0].dtype)})
+            return [np.asarray(res[p]).copy() for p in compiled.outputs]
         except RuntimeError as exc:
             raise BackendError(f"openvino failed to run the model: {exc}") from None
-        return [np.asarray(res[p]).copy() for p in self._compiled.outputs]
+        finally:
+            with self._pool_lock:
+                self._free.append(req)
 
     def release(self) -> None:
         self._compiled = None
-        self._req = None
+        with self._pool_lock:
+            self._free = []
 
 
 class OpenVINOBackend(Backend):

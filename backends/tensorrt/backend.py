@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import struct
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -134,6 +135,7 @@ class TensorRTSession(Session):
     def __init__(self, trt: Any, cudart: Any, engine: Any, device: str, precision: str) -> None:
         self._trt, self._cudart, self._engine = trt, cudart, engine
         self._ctx = engine.create_execution_context()
+        self._lock = threading.Lock()  # one execution context and its buffers: one run at a time
         self._stream = _check(cudart.cudaStreamCreate())
         self.device, self.precision = device, precision
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
@@ -160,6 +162,10 @@ class TensorRTSession(Session):
         return ptr
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        with self._lock:
+            return self._run(batch)
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
         self.check_open()
         cudart = self._cudart
         x = np.ascontiguousarray(batch, dtype=self.inputs[0].dtype)

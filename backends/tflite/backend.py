@@ -7,6 +7,10 @@ and ``edgetpu`` (Coral, via ``libedgetpu``; the model must be compiled with
 input tensor's scale/zero-point and outputs are dequantised, so the core always
 sees float tensors; the session reports precision ``int8`` for such models.
 L2 normalisation stays on the host (the Edge TPU cannot do it).
+
+Threads: a LiteRT ``Interpreter`` is not thread-safe (concurrent ``invoke`` calls fail or
+corrupt each other's tensors), so a session serialises its runs with a lock: one session
+shared by threads is correct, and runs one batch at a time (XNNPACK still uses ``threads``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import ctypes
 import logging
 import os
 import platform
+import threading
 from typing import Any
 
 import numpy as np
@@ -81,6 +86,7 @@ class TFLiteSession(Session):
 
     def __init__(self, interp: Any, device: str, threads: int | None) -> None:
         self._interp = interp
+        self._lock = threading.Lock()  # one interpreter: one run at a time
         self.device = device
         inp = interp.get_input_details()
         out = interp.get_output_details()
@@ -112,6 +118,10 @@ class TFLiteSession(Session):
         return y
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        with self._lock:
+            return self._run(batch)
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
         self.check_open()
         n = batch.shape[0]
         if self._dynamic_batch and n != self._batch:
@@ -126,7 +136,7 @@ class TFLiteSession(Session):
             self._interp.set_tensor(self._in["index"], self._quantize(batch))
             self._interp.invoke()
             return [self._dequantize(self._interp.get_tensor(d["index"]).copy(), d) for d in self._outs]
-        except ValueError as exc:
+        except (ValueError, RuntimeError) as exc:
             raise BackendError(f"tflite failed to run the model: {exc}") from None
 
     def release(self) -> None:

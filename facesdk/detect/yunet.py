@@ -4,7 +4,10 @@ Outputs per stride s in (8, 16, 32): ``cls_s`` [1,N,1], ``obj_s`` [1,N,1],
 ``bbox_s`` [1,N,4], ``kps_s`` [1,N,10] over a grid of (H/s)×(W/s) anchors
 (row-major). score = sqrt(cls·obj); centre = (col + dx, row + dy)·s;
 size = exp(dw, dh)·s; landmarks = (col + kx, row + ky)·s. Input: BGR float
-0–255, NCHW; the image is letterboxed into the model's size.
+0–255, NCHW; the image is letterboxed into the model's size. A card with a dynamic input
+(``input.dynamic_size``) runs at the image's own size, zero-padded right/bottom to a multiple
+of 32 (what OpenCV's ``FaceDetectorYN`` does), after an optional downscale to
+``params.max_input_side``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..image import letterbox, to_tensor
+from ..image import letterbox, resize, to_tensor
 from .base import Detection, FaceDetector
 from .nms import nms
 
@@ -32,10 +35,31 @@ class YuNetDetector(FaceDetector):
         return self.card.input.size
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+        spec = self.card.input
+        if spec.dynamic_size:
+            return self._native(image)
         size = self.input_size(image)
         boxed, scale = letterbox(image, size)
-        spec = self.card.input
         t = to_tensor(boxed[None], layout=self.layout, color=spec.color, mean=spec.mean, std=spec.std)
+        return t, {"scale": scale, "size": size}
+
+    def _native(self, image: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+        """Native-size input: optional downscale, then zero padding to a multiple of 32."""
+        spec = self.card.input
+        h, w = image.shape[:2]
+        scale = 1.0
+        cap = int(self.params.get("max_input_side", 0) or 0)
+        if cap and max(h, w) > cap:
+            scale = cap / max(h, w)
+            image = resize(image, (max(1, round(w * scale)), max(1, round(h * scale))))
+            h, w = image.shape[:2]
+        size = (int(np.ceil(w / 32) * 32), int(np.ceil(h / 32) * 32))
+        t = np.zeros((1, 3, size[1], size[0]) if self.layout == "NCHW" else (1, size[1], size[0], 3), np.float32)
+        x = to_tensor(image[None], layout=self.layout, color=spec.color, mean=spec.mean, std=spec.std)
+        if self.layout == "NCHW":
+            t[:, :, :h, :w] = x
+        else:
+            t[:, :h, :w, :] = x
         return t, {"scale": scale, "size": size}
 
     def decode(self, outputs: dict[str, np.ndarray], meta: dict[str, Any]) -> list[Detection]:

@@ -1,0 +1,70 @@
+"""Bulk jobs: the same per-chunk function on a local process pool and on a local Ray instance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facesdk.bulk import embed_bulk, enroll_folders
+from facesdk.errors import ConfigError
+from facesdk.gallery import Gallery
+
+REC = {"detector": "yunet-2023mar", "embedder": "mobilefacenet-sirius", "backend": "onnxruntime"}
+PEOPLE = ["Colin_Powell", "George_W_Bush", "Tony_Blair"]
+
+
+@pytest.fixture(scope="module")
+def images(shared: Path) -> list[Path]:
+    root = shared / "data/lfw/images"
+    return [f for p in PEOPLE for f in sorted((root / p).glob("*.jpg"))[:3]]
+
+
+def _load(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def test_process_pool_matches_inline_and_keeps_order(images: list[Path], tmp_path: Path) -> None:
+    inputs = [*images[:4], tmp_path / "missing.jpg", *images[4:]]
+    a = embed_bulk(inputs, tmp_path / "inline.npz", recognizer=REC, executor="inline", chunk_size=3)
+    b = embed_bulk(iter(inputs), tmp_path / "pool.npz", recognizer=REC, executor="process", workers=2, chunk_size=3)
+    assert a.images == b.images == len(inputs) and a.errors == b.errors == 1 and b.faces == len(images)
+    za, zb = _load(tmp_path / "inline.npz"), _load(tmp_path / "pool.npz")
+    assert list(zb["source"]) == [str(p) for p in inputs]
+    assert zb["error"][4].startswith("ImageError") and all(e == "" for i, e in enumerate(zb["error"]) if i != 4)
+    assert np.array_equal(za["face_image"], zb["face_image"]) and 4 not in zb["face_image"]
+    assert np.allclose(za["embedding"], zb["embedding"], atol=1e-5)
+    prov = json.loads(str(zb["provenance"]))
+    assert prov["model_id"] == "mobilefacenet-sirius" and prov["backend"] == "onnxruntime"
+    with pytest.raises(ConfigError):
+        embed_bulk(inputs, tmp_path / "x.csv", recognizer=REC)
+
+
+def test_ray_round_trip_two_workers(images: list[Path], tmp_path: Path) -> None:
+    import ray
+    people = tmp_path / "people"
+    for f in images:
+        if f.name.endswith("_0003.jpg"):
+            continue  # held out as the probe
+        d = people / f.parent.name
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f.name).symlink_to(f)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        res = enroll_folders(people, tmp_path / "g.npz", recognizer=REC, executor="ray", workers=2, chunk_size=2)
+        emb = embed_bulk(images, tmp_path / "ray.npz", recognizer=REC, executor="ray", workers=2, chunk_size=2)
+    finally:
+        ray.shutdown()
+    assert res.images == 6 and res.errors == 0 and emb.images == len(images)
+    g = Gallery.load(tmp_path / "g.npz")
+    assert sorted(g.names) == PEOPLE
+    z = _load(tmp_path / "ray.npz")
+    ref = embed_bulk(images, tmp_path / "inline.npz", recognizer=REC, executor="inline")
+    assert ref.faces == emb.faces
+    assert np.allclose(_load(tmp_path / "inline.npz")["embedding"], z["embedding"], atol=1e-5)
+    probes = [i for i, f in enumerate(images) if f.name.endswith("_0003.jpg")]
+    m = g.identify(z["embedding"][probes])
+    assert [x.name for x in m] == PEOPLE
