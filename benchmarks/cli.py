@@ -23,7 +23,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--config", help="benchmark config (YAML/TOML), e.g. benchmarks/configs/lfw.yaml")
     p.add_argument("--dataset", help="lfw, folder, or a plugin's dataset")
     p.add_argument("--root", help="dataset directory")
-    p.add_argument("--protocol", choices=["pairs", "devtest", "devtrain", "identify"])
+    p.add_argument("--protocol", choices=["pairs", "devtest", "devtrain", "identify", "throughput"],
+                   help="throughput: all of LFW through the streaming pipeline beside engine-only peers "
+                        "(benchmarks/throughput.py)")
+    p.add_argument("--peer-limit", type=int, help="throughput: run the detection peer on the first N images only")
     p.add_argument("--backends", help="comma-separated backends, e.g. ort,openvino")
     p.add_argument("--precision", dest="bench_precision", help="comma-separated precisions, e.g. fp32,int8")
     p.add_argument("--tiers", help="comma-separated quality tiers: high-high,low-high,low-low")
@@ -44,6 +47,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Handler of ``facesdk bench``."""
+    if args.protocol == "throughput":
+        return _cmd_throughput(args)
     from .report import to_jsonable, write_report
     from .runner import load_config, merge_overrides, run_benchmark
 
@@ -76,4 +81,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not report["rows"] and not (report.get("precision_study") or {}).get("rows"):
         sys.stderr.write("facesdk bench: no backend ran (see 'Not run')\n")
         return 6
+    return 0
+
+
+def _cmd_throughput(args: argparse.Namespace) -> int:
+    """``facesdk bench --protocol throughput``: see :mod:`facesdk_bench.throughput`."""
+    from pathlib import Path
+
+    from .throughput import DEFAULT_DETECTORS, render_markdown, run_throughput
+
+    det = getattr(args, "detector", None)
+    rep = run_throughput(
+        args.root or str(Path(__file__).resolve().parents[1].parent / "shared/data/lfw"),
+        detectors=det.split(",") if det else DEFAULT_DETECTORS, embedder=getattr(args, "embedder", None),
+        threads=args.threads, batch_size=args.batch_size or 16, limit=args.limit,
+        peer_limit=args.peer_limit, progress=not args.no_progress, argv=sys.argv[1:],
+    )
+    if args.out:
+        from facesdk.fileio import atomic_write_bytes
+
+        out = Path(args.out)
+        atomic_write_bytes(out / "throughput.json", json.dumps(rep, indent=2, default=float).encode())
+        atomic_write_bytes(out / "throughput.md", (render_markdown(rep) + "\n").encode())
+    if getattr(args, "json", False):
+        sys.stdout.write(json.dumps(rep, indent=2, default=float) + "\n")
+    else:
+        sys.stdout.write(render_markdown(rep) + "\n")
     return 0

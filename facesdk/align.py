@@ -14,6 +14,7 @@ between two point patterns", IEEE TPAMI 13(4), 1991 (eqs. 34-43, with the reflec
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Callable, Union
 
 import numpy as np
@@ -30,6 +31,7 @@ __all__ = [
     "warp_affine",
     "warp_face",
     "get_aligner",
+    "get_batch_aligner",
     "align_face",
     "template_points",
     "landmarks_from_box",
@@ -60,6 +62,18 @@ def get_aligner(name: str) -> Aligner | None:
     from .plugins import aligners
 
     return aligners().get(name)
+
+
+#: Optional batched form of an aligner, attached to it as ``aligner.many``:
+#: ``many(images, boxes [N,4], landmarks list) -> [N,h,w,3]`` with one image per face (the same
+#: array may repeat); it must give what N calls of the aligner give (the streaming pipeline uses it).
+BatchAligner = Callable[[Sequence[np.ndarray], np.ndarray, Sequence["np.ndarray | None"]], np.ndarray]
+
+
+def get_batch_aligner(name: str) -> BatchAligner | None:
+    """The batched form (``.many``) of the aligner registered for ``name``, if it has one."""
+    a = get_aligner(name)
+    return getattr(a, "many", None) if a is not None else None
 
 
 def template_points(template: TemplateRef) -> tuple[np.ndarray, tuple[int, int]]:

@@ -28,6 +28,7 @@ detector's box is used directly. See :func:`dlib_box_from_core5`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -53,6 +54,7 @@ __all__ = [
     "dlib_box_from_core5",
     "dlib_predictor_rect",
     "dlib150_aligner",
+    "dlib150_aligner_many",
     "dlib5_aligner",
 ]
 
@@ -290,3 +292,23 @@ def dlib5_aligner(image_rgb: np.ndarray, box: np.ndarray, landmarks: np.ndarray 
     if landmarks is None:
         raise ConfigError("dlib crops need 5 landmarks")
     return dlib_face_crop(image_rgb, landmarks, 150, 0.25)
+
+
+def dlib150_aligner_many(
+    images: Sequence[np.ndarray], boxes: np.ndarray, landmarks: Sequence[np.ndarray | None]
+) -> np.ndarray:
+    """:func:`dlib150_aligner` for many faces: one batched shape-predictor pass
+    (:meth:`ShapePredictor.predict_many`, bit-identical to per-face calls), then one crop per face."""
+    from .shape_predictor import load_default
+
+    sp = load_default()
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    rects = np.array([dlib_predictor_rect(sp, bx, lm) for bx, lm in zip(b, landmarks)], np.float64).reshape(-1, 4)
+    shapes = sp.predict_many(images, rects)
+    if not len(shapes):
+        return np.zeros((0, 150, 150, 3), np.uint8)
+    return np.stack([dlib_face_crop(im, s, 150, 0.25) for im, s in zip(images, shapes)])
+
+
+#: the batched form the streaming pipeline looks for (:func:`facesdk.align.get_batch_aligner`)
+dlib150_aligner.many = dlib150_aligner_many  # type: ignore[attr-defined]

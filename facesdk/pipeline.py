@@ -373,6 +373,25 @@ class FaceRecognizer:
             return np.zeros((0, h, w, 3), np.uint8)
         return np.stack(crops)
 
+    def align_many(self, images: Sequence[np.ndarray], detections: Sequence[Detection | Face]) -> np.ndarray:
+        """:meth:`align` for faces of many images at once (``images[i]`` is the image of face ``i``).
+
+        Uses the template's batched aligner when one is registered (dlib's shape predictor runs
+        all faces in one pass); the crops equal those of :meth:`align`.
+        """
+        from .align import get_batch_aligner
+
+        if len(images) != len(detections):
+            raise ConfigError("align_many needs one image per detection")
+        many = get_batch_aligner(self.template) if self.landmarker is None else None
+        if many is None or not detections:
+            parts = [self.align(im, [d]) for im, d in zip(images, detections)]
+            if not parts:
+                return self.align(np.zeros((1, 1, 3), np.uint8), [])
+            return np.concatenate(parts)
+        boxes = np.stack([np.asarray(d.box, np.float64) for d in detections])
+        return np.asarray(many(list(images), boxes, [d.landmarks for d in detections]))
+
     def embed_crops(self, crops: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
         """Embed aligned crops ``[N,h,w,3]`` → ``[N,D]`` L2-normalised float32 (batched).
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +65,29 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, 
     m = c * r
     return m, mt - m @ mf
 
+
+def _similarity_many(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The ``M`` of :func:`similarity_transform` for one ``src`` and a stack of ``dst`` ``[N,P,2]`` (float64)."""
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+    n = src.shape[0]
+    mf, mt = src.mean(0), dst.mean(1)
+    sf, st = src - mf, dst - mt[:, None, :]
+    sigma_from = float((sf**2).sum()) / n
+    cov = np.einsum("kpi,pj->kij", st, sf) / n
+    u, d, vt = np.linalg.svd(cov)
+    det = np.linalg.det(cov)
+    flip = (det < 0) | ((det == 0) & (np.linalg.det(u) * np.linalg.det(vt) < 0))
+    s = np.repeat(np.eye(2)[None], len(cov), axis=0)
+    second = flip & (d[:, 1] < d[:, 0])
+    s[second, 1, 1] = -1
+    s[flip & ~second, 0, 0] = -1
+    r = u @ s @ vt
+    if sigma_from == 0:
+        c = np.ones(len(cov))
+    else:
+        c = np.einsum("ki,kii->k", d, s) / sigma_from
+    return c[:, None, None] * r
 
 def _floats(m: np.ndarray, e: np.ndarray) -> np.ndarray:
     """Vectorised dlib floats from (mantissa, exponent) integer pairs."""
@@ -286,6 +310,67 @@ class ShapePredictor:
             cur = np.cumsum(acc, axis=0, dtype=np.float32)[-1].reshape(-1, 2)
         return np.floor(cur.astype(np.float64) * scale + origin + 0.5)
 
+
+    def predict_many(self, images: Sequence[np.ndarray], boxes: np.ndarray) -> np.ndarray:
+        """:meth:`predict` for many faces at once: ``[N, P, 2]``, identical to N calls of :meth:`predict`.
+
+        ``images[i]`` is the image of face ``i`` (the same array object may repeat: its grey
+        levels are computed once). Every cascade runs on all faces together: one similarity
+        transform per face (batched SVD), one gather of all feature pixels, one walk of all trees.
+        """
+        n = len(images)
+        b = np.asarray(boxes, np.float64).reshape(-1, 4)
+        if b.shape[0] != n or not np.all(np.isfinite(b)):
+            raise ConfigError(f"need one finite (left, top, right, bottom) box per image, got {b.shape}")
+        if n == 0:
+            return np.zeros((0, self.num_parts, 2), np.float64)
+        greys: dict[int, tuple[int, np.ndarray]] = {}
+        for im in images:
+            if id(im) not in greys:
+                greys[id(im)] = (len(greys), self.intensity(im))
+        flat_parts, offs, hw = [], [], []
+        off = 0
+        for _, g in greys.values():
+            flat_parts.append(g.ravel())
+            offs.append(off)
+            hw.append(g.shape)
+            off += g.size
+        flat = np.concatenate(flat_parts)
+        which = np.array([greys[id(im)][0] for im in images], np.int64)
+        base = np.asarray(offs, np.int64)[which]
+        h = np.array([s[0] for s in hw], np.int64)[which]
+        w = np.array([s[1] for s in hw], np.int64)[which]
+        r = np.floor(b + 0.5)
+        scale = np.stack([r[:, 2] - r[:, 0], r[:, 3] - r[:, 1]], axis=1)[:, None, :]  # [N,1,2]
+        origin = r[:, None, :2]
+        cur = np.repeat(self.initial_shape[None], n, axis=0)  # [N,P,2] float32
+        n_trees, n_splits = self.split_thresh.shape[1:]
+        depth = int(np.log2(n_splits + 1))
+        trees = np.arange(n_trees)
+        rows = np.arange(n)[:, None]
+        for c in range(self.split_idx.shape[0]):
+            m = _similarity_many(self.initial_shape, cur).astype(np.float32)  # [N,2,2]
+            d = self.deltas[c]
+            p = np.empty((n,) + d.shape, np.float32)
+            p[..., 0] = d[None, :, 0] * m[:, 0, 0, None] + d[None, :, 1] * m[:, 0, 1, None]
+            p[..., 1] = d[None, :, 0] * m[:, 1, 0, None] + d[None, :, 1] * m[:, 1, 1, None]
+            p += cur[:, self.anchor_idx[c]]
+            q = np.floor(p.astype(np.float64) * scale + origin + 0.5).astype(np.int64)
+            qx, qy = q[..., 0], q[..., 1]
+            inside = (qx >= 0) & (qx < w[:, None]) & (qy >= 0) & (qy < h[:, None])
+            lin = np.where(inside, base[:, None] + qy * w[:, None] + qx, 0)
+            feats = np.where(inside, flat[lin], 0).astype(np.float32)  # [N,F]
+            node = np.zeros((n, n_trees), np.int64)
+            idx, thr = self.split_idx[c], self.split_thresh[c]
+            for _ in range(depth):
+                i1 = idx[trees, node, 0]
+                i2 = idx[trees, node, 1]
+                go_left = (feats[rows, i1] - feats[rows, i2]) > thr[trees, node]
+                node = np.where(go_left, 2 * node + 1, 2 * node + 2)
+            leaf = self.leaves[c][trees, node - n_splits]  # [N,T,2P]
+            acc = np.concatenate([cur.reshape(n, 1, -1), leaf], axis=1)
+            cur = np.cumsum(acc, axis=1, dtype=np.float32)[:, -1].reshape(n, -1, 2)
+        return np.floor(cur.astype(np.float64) * scale + origin + 0.5)
 
 _default: ShapePredictor | None = None
 _default_lock = threading.Lock()

@@ -2,9 +2,10 @@
 
 ::
 
-    inputs ──► decode + detect + align (thread pool, bounded window) ──► embed (full batches
-    across images, flip TTA folded into the same batch) ──► match (one gallery search per batch)
-    ──► results, one per input, in input order
+    inputs ──► decode + detect (thread pool, bounded window) ──► align (per batch: a batched
+    aligner sees the faces of many images) ──► embed (full batches across images, flip TTA
+    folded into the same batch) ──► match (one gallery search per batch) ──► results, one per
+    input, in input order
 
 Design (see ``ARCHITECTURE.md``, "The streaming pipeline"):
 
@@ -185,10 +186,11 @@ class _Prepared:
     index: int
     item: StreamItem
     faces: list[Face]
-    crops: np.ndarray | None
+    dets: list[Detection] | None  # detections still waiting for align + embed (None: nothing to do)
     error: FaceSDKError | None = None
     shape: tuple[int, ...] | None = None
-    image: np.ndarray | None = None
+    image: np.ndarray | None = None  # kept for the caller (keep_images)
+    work: np.ndarray | None = None  # the decoded image, until its faces are aligned
     fallback: bool = False
     detections: int = 0
 
@@ -208,7 +210,11 @@ def _pick(dets: list[Detection], shape: tuple[int, ...], select: Any) -> list[De
 
 
 class _Runner:
-    """Per-image work (decode → detect → select → align) and per-batch work (embed → match)."""
+    """Per-image work (decode → detect → select) and per-batch work (align → embed → match).
+
+    Alignment runs per batch so that a batched aligner (dlib's shape predictor) sees the faces
+    of many images at once.
+    """
 
     def __init__(self, rec: FaceRecognizer, *, select: Any, fallback: Callable[[np.ndarray], Detection] | None,
                  max_faces: int | None, keep_images: bool, stats: StreamStats, color: str = "RGB",
@@ -241,12 +247,11 @@ class _Runner:
             fb = False
             if not dets and self.fallback is not None:
                 dets, fb = [self.fallback(img)], True
-            t2 = time.perf_counter()
-            self.stats.add("detect", t2 - t1)
-            crops = rec.align(img, dets) if dets and self.do_embed else None
-            self.stats.add("align", time.perf_counter() - t2)
-            return _Prepared(index, item, [Face.from_detection(d) for d in dets], crops, shape=img.shape,
-                             image=img if self.keep_images else None, fallback=fb, detections=n_det)
+            self.stats.add("detect", time.perf_counter() - t1)
+            todo = dets if dets and self.do_embed else None
+            return _Prepared(index, item, [Face.from_detection(d) for d in dets], todo, shape=img.shape,
+                             image=img if self.keep_images else None, work=img if todo else None, fallback=fb,
+                             detections=n_det)
         except FaceSDKError as exc:
             return _Prepared(index, item, [], None, error=exc)
         except (MemoryError, RecursionError):
@@ -256,26 +261,51 @@ class _Runner:
             err = ImageError(f"{item.source}: {type(exc).__name__}: {exc}")
             return _Prepared(index, item, [], None, error=err)
 
+    def align(self, items: list[_Prepared]) -> list[np.ndarray]:
+        """Crops of every waiting face (one batched call; per-item retry so one bad face fails one item)."""
+        rec = self.rec
+        t0 = time.perf_counter()
+        try:
+            flat = rec.align_many([p.work for p in items for _ in p.dets], [d for p in items for d in p.dets])
+            out, k = [], 0
+            for p in items:
+                out.append(flat[k : k + len(p.dets)])
+                k += len(p.dets)
+        except FaceSDKError:
+            out = []
+            for p in items:
+                try:
+                    out.append(rec.align(p.work, p.dets))
+                except FaceSDKError as exc:
+                    p.error, p.faces = exc, []
+                    out.append(np.zeros((0,), np.uint8))
+        self.stats.add("align", time.perf_counter() - t0)
+        return out
+
     def embed(self, batch: list[_Prepared], gallery: Gallery | None, top_k: int,
               threshold: float | None) -> None:
-        """Embed (and match) the crops of every prepared item of ``batch`` in one go."""
-        crops = [p.crops for p in batch if p.crops is not None and len(p.crops)]
-        if not crops:
+        """Align, embed (and match) the faces of every waiting item of ``batch`` in one go."""
+        items = [p for p in batch if p.dets]
+        if not items:
+            return
+        crops = self.align(items)
+        for p in items:
+            p.dets, p.work = None, None
+        ok = [(p, c) for p, c in zip(items, crops) if p.error is None and len(c)]
+        if not ok:
             return
         t0 = time.perf_counter()
-        emb = self.rec.embed_crops(np.concatenate(crops), batch_size=self.batch_size)
+        emb = self.rec.embed_crops(np.concatenate([c for _, c in ok]), batch_size=self.batch_size)
         t1 = time.perf_counter()
         self.stats.add("embed", t1 - t0)
         self.stats.batches += 1
-        faces = [f for p in batch if p.crops is not None for f in p.faces]
+        faces = [f for p, _ in ok for f in p.faces]
         for f, e in zip(faces, emb):
             f.embedding = e
         if gallery is not None and len(faces):
             for f, m in zip(faces, gallery.identify(emb, threshold=threshold, top_k=top_k)):
                 f.match = m
             self.stats.add("match", time.perf_counter() - t1)
-        for p in batch:
-            p.crops = None
 
 
 def _result(p: _Prepared) -> ImageResult:
@@ -371,7 +401,7 @@ def _generate(runner: _Runner, items: Iterator[StreamItem], workers: int, window
         if flush and pending_faces:
             runner.embed(list(pending), gallery, top_k, threshold)
             pending_faces = 0
-        while pending and (pending[0].crops is None):
+        while pending and not pending[0].dets:
             p = pending.popleft()
             st.images += 1
             st.errors += p.error is not None
@@ -386,8 +416,8 @@ def _generate(runner: _Runner, items: Iterator[StreamItem], workers: int, window
             head = inflight.popleft()
             p = head.result() if isinstance(head, Future) else head
             pending.append(p)
-            if p.crops is not None:
-                pending_faces += len(p.crops)
+            if p.dets:
+                pending_faces += len(p.dets)
             full = pending_faces >= bs or len(pending) >= window or (exhausted and not inflight)
             yield from emit(flush=full)
             st.wall = time.perf_counter() - t_start

@@ -142,3 +142,22 @@ def test_select_and_bad_options(rec: facesdk.FaceRecognizer, lfw: list[Path], sh
         rec.faces_many(lfw, select="smallest")
     with pytest.raises(ConfigError):
         rec.faces_many(lfw, window=0)
+
+
+def test_batched_dlib_alignment_equals_per_face(lfw: list[Path], shared: Path) -> None:
+    from facesdk.shape_predictor import load_default
+
+    rec = facesdk.FaceRecognizer(detector="yunet-2023mar-dynamic", backend="onnxruntime")  # dlib embedder
+    assert rec.template == "dlib150" and rec.landmarker is None
+    imgs, dets = [], []
+    for p in [*lfw[:4], shared / "data/photos/two_people.jpg"]:
+        img = rec.load(p)
+        for d in rec.detect(img):
+            imgs.append(img)
+            dets.append(d)
+    assert len(dets) >= 6
+    single = np.concatenate([rec.align(im, [d]) for im, d in zip(imgs, dets)])
+    assert np.array_equal(rec.align_many(imgs, dets), single)
+    sp = load_default()
+    boxes = np.array([[d.box[0], d.box[1], d.box[2] - 1, d.box[3] - 1] for d in dets])
+    assert np.array_equal(sp.predict_many(imgs, boxes), np.stack([sp.predict(i, b) for i, b in zip(imgs, boxes)]))
