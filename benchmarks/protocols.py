@@ -10,7 +10,6 @@ image, with the embedder template's landmarks placed in it) and counted as a
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,9 +17,11 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from facesdk.align import align_face, landmarks_from_box
+from facesdk.align import landmarks_from_box
+from facesdk.detect import Detection
 from facesdk.gallery import l2_normalize
 from facesdk.image import load_image
+from facesdk.stream import StreamItem, StreamStats
 
 from .cache import EmbeddingCache, FaceRecord, file_sha256
 from .datasets import Dataset, IdentificationSplit, PairList
@@ -49,6 +50,16 @@ def fallback_face(shape: tuple[int, ...], template: str) -> tuple[np.ndarray, np
     h, w = shape[:2]
     box = np.array([FALLBACK_BOX[0] * w, FALLBACK_BOX[1] * h, FALLBACK_BOX[2] * w, FALLBACK_BOX[3] * h], np.float32)
     return box, landmarks_from_box(box, template)
+
+
+def _points_template(rec: Any) -> str:
+    """A template whose points are the core's 5 (eye centres, nose, mouth corners) for placing landmarks.
+
+    Templates with a custom aligner (dlib's crop) have no such points; ArcFace's then stand in.
+    """
+    from facesdk.align import TEMPLATES
+
+    return rec.template if rec.template in TEMPLATES else "arcface112"
 
 
 def select_center(dets: Sequence[Any], shape: tuple[int, ...]) -> Any:
@@ -120,18 +131,10 @@ class ImageEmbedder:
             self._sha[key] = file_sha256(self.dataset.path(key))
         return self._sha[key]
 
-    def _face(self, img: np.ndarray, st: EmbedStats, key: str) -> tuple[np.ndarray, np.ndarray, float, bool, int]:
-        t0 = time.perf_counter()
-        dets = self.rec.detector.detect(img)
-        st.seconds["detect"] += time.perf_counter() - t0
-        if dets:
-            d = select_center(dets, img.shape)
-            lm = d.landmarks if d.landmarks is not None else landmarks_from_box(d.box, self.rec.template)
-            if len(dets) > 1:
-                st.multi_face += 1
-            return np.asarray(d.box, np.float32), np.asarray(lm, np.float32), float(d.score), False, len(dets)
-        box, lm = fallback_face(img.shape, self.rec.template)
-        return box, lm, 0.0, True, 0
+    def _fallback(self, img: np.ndarray) -> Detection:
+        """The fixed central face of an image without detections (see :func:`fallback_face`)."""
+        box, lm = fallback_face(img.shape, _points_template(self.rec))
+        return Detection(box=box, score=0.0, landmarks=lm)
 
     def embed(self, keys: Sequence[str], variant: str = "high") -> dict[str, FaceRecord]:
         """Records for ``keys`` (variant ``high`` = original, ``low`` = degraded), computing what is missing."""
@@ -143,40 +146,35 @@ class ImageEmbedder:
         todo = [k for k in keys if shas[k] not in cache]
         st.images += len(keys)
         st.cached += len(keys) - len(todo)
-        crops: list[np.ndarray] = []
-        pending: list[tuple[str, tuple[np.ndarray, np.ndarray, float, bool, int]]] = []
+        sst = StreamStats()
 
-        def flush_batch() -> None:
-            if not crops:
-                return
-            t0 = time.perf_counter()
-            emb = self.rec.embed_crops(np.stack(crops))
-            st.seconds["embed"] += time.perf_counter() - t0
-            for (k, (box, lm, score, fb, n)), e in zip(pending, emb):
-                cache.put(shas[k], FaceRecord(e, box, lm, score, fb, n))
-            crops.clear()
-            pending.clear()
+        def item(k: str) -> StreamItem:
+            # paths are looked up lazily, in the stream's worker, when the image's turn comes
+            if variant != "low":
+                return StreamItem(k, lambda: self.dataset.path(k))
+            hrec = high.get(shas[k]) if high is not None else None
+            box = hrec.box if hrec is not None and not hrec.fallback else None
+            return StreamItem(k, lambda: degrade(load_image(self.dataset.path(k)), box, shas[k], self.deg))
 
+        # the streaming pipeline: decode/detect in threads, align + embed in full batches across images
+        stream = self.rec.faces_many((item(k) for k in todo), select="center", fallback=self._fallback,
+                                     batch_size=self.batch_size, stats=sst)
         try:
-            for k in tqdm(todo, desc=f"embed {variant} ({self.rec.embedder_session.backend})",
+            for r in tqdm(stream, total=len(todo), desc=f"embed {variant} ({self.rec.embedder_session.backend})",
                           disable=not self.progress or not todo, unit="img"):
-                t0 = time.perf_counter()
-                img = load_image(self.dataset.path(k))
-                if variant == "low":
-                    hrec = high.get(shas[k]) if high is not None else None
-                    img = degrade(img, hrec.box if hrec is not None and not hrec.fallback else None,
-                                  shas[k], self.deg)
-                st.seconds["decode"] += time.perf_counter() - t0
-                face = self._face(img, st, k)
-                t0 = time.perf_counter()
-                crops.append(align_face(img, face[0], face[1], self.rec.template))
-                st.seconds["align"] += time.perf_counter() - t0
-                pending.append((k, face))
+                if r.error is not None:
+                    raise r.error
+                f = r.faces[0]
+                lm = f.landmarks if f.landmarks is not None else landmarks_from_box(f.box, _points_template(self.rec))
+                cache.put(shas[r.source], FaceRecord(f.embedding, np.asarray(f.box, np.float32),
+                                                     np.asarray(lm, np.float32), float(f.score), r.fallback,
+                                                     r.detections))
                 st.computed += 1
-                if len(crops) >= self.batch_size:
-                    flush_batch()
-            flush_batch()
+                st.multi_face += r.detections > 1
         finally:
+            stream.close()
+            for stage in ("decode", "detect", "align", "embed"):
+                st.seconds[stage] += sst.seconds.get(stage, 0.0)
             cache.flush()  # keep what was done, even when interrupted
         out = {}
         for k in keys:

@@ -61,7 +61,9 @@ DEFAULT_DETECTORS = ("mtcnn", "yunet-2023mar-dynamic")
 
 def _fallback(img: np.ndarray) -> Detection:
     h, w = img.shape[:2]
-    box = np.array([FALLBACK_BOX[0] * w, FALLBACK_BOX[1] * h, FALLBACK_BOX[2] * w, FALLBACK_BOX[3] * h], np.float32)
+    box = np.array(
+        [FALLBACK_BOX[0] * w, FALLBACK_BOX[1] * h, FALLBACK_BOX[2] * w, FALLBACK_BOX[3] * h], np.float32
+    )
     return Detection(box=box, score=0.0, landmarks=landmarks_from_box(box, "arcface112"))
 
 
@@ -95,13 +97,17 @@ class _EngineClock:
         self._undo.clear()
 
 
-def _images(root: Path, limit: int | None) -> list[Path]:
-    files = sorted(p for p in root.rglob("*.jpg") if p.is_file())
+def _images(ds: Any, limit: int | None, pairs_only: bool = False) -> list[Path]:
+    if pairs_only:  # the images of LFW pairs.txt (7,701), enough for the 10-fold accuracy
+        files = sorted({ds.path(k) for k in ds.pairs("pairs").images()})
+    else:
+        files = sorted(p for p in ds.image_root.rglob("*.jpg") if p.is_file())
     return files[:limit] if limit else files
 
 
-def _run_pipeline(rec: Any, paths: Sequence[Path], *, workers: int, batch_size: int, progress: bool,
-                  sample_crops: int = 32) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
+def _run_pipeline(
+    rec: Any, paths: Sequence[Path], *, workers: int, batch_size: int, progress: bool, sample_crops: int = 32
+) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
     from facesdk.stream import StreamStats
 
     rec.faces(paths[0])  # warm-up outside the clock: engine sessions, the shape predictor's first load
@@ -116,10 +122,21 @@ def _run_pipeline(rec: Any, paths: Sequence[Path], *, workers: int, batch_size: 
     load0 = os.getloadavg()
     t0 = time.perf_counter()
     try:
-        stream = rec.faces_many([str(p) for p in paths], select="center", fallback=_fallback, workers=workers,
-                                batch_size=batch_size, stats=st)
-        for r in tqdm(stream, total=len(paths), desc=f"throughput {rec.detector_card.id}", unit="img",
-                      disable=not progress):
+        stream = rec.faces_many(
+            [str(p) for p in paths],
+            select="center",
+            fallback=_fallback,
+            workers=workers,
+            batch_size=batch_size,
+            stats=st,
+        )
+        for r in tqdm(
+            stream,
+            total=len(paths),
+            desc=f"throughput {rec.detector_card.id}",
+            unit="img",
+            disable=not progress,
+        ):
             if r.error is not None:
                 errors += 1
                 continue
@@ -140,15 +157,29 @@ def _run_pipeline(rec: Any, paths: Sequence[Path], *, workers: int, batch_size: 
     det_engine = sum(v for k, v in clock.seconds.items() if k.startswith("detector:"))
     n = len(paths)
     row = {
-        "detector": rec.detector_card.id, "embedder": rec.embedder_card.id, "tta": rec.tta,
-        "backend": rec.embedder_session.backend, "device": rec.embedder_session.device,
-        "precision": rec.embedder_session.precision, "workers": workers, "batch_size": batch_size,
-        "images": n, "errors": errors, "no_detection_fallback": fallbacks, "multi_face_images": multi,
-        "wall_s": wall, "images_per_s": n / wall if wall > 0 else None,
-        "stage_s": dict(st.seconds), "engine_s": dict(clock.seconds), "engine_calls": dict(clock.calls),
-        "detector_engine_s": det_engine, "embedder_engine_s": clock.seconds.get("embedder", 0.0),
-        "embedder_tensors": st.faces * (2 if rec.tta == "flip" else 1), "embedder_batches": st.batches,
-        "loadavg_before": load0, "loadavg_after": os.getloadavg(),
+        "detector": rec.detector_card.id,
+        "embedder": rec.embedder_card.id,
+        "tta": rec.tta,
+        "backend": rec.embedder_session.backend,
+        "device": rec.embedder_session.device,
+        "precision": rec.embedder_session.precision,
+        "workers": workers,
+        "batch_size": batch_size,
+        "images": n,
+        "errors": errors,
+        "no_detection_fallback": fallbacks,
+        "multi_face_images": multi,
+        "wall_s": wall,
+        "images_per_s": n / wall if wall > 0 else None,
+        "stage_s": dict(st.seconds),
+        "engine_s": dict(clock.seconds),
+        "engine_calls": dict(clock.calls),
+        "detector_engine_s": det_engine,
+        "embedder_engine_s": clock.seconds.get("embedder", 0.0),
+        "embedder_tensors": st.faces * (2 if rec.tta == "flip" else 1),
+        "embedder_batches": st.batches,
+        "loadavg_before": load0,
+        "loadavg_after": os.getloadavg(),
     }
     return row, emb, np.stack(crops) if crops else np.zeros((0,), np.uint8)
 
@@ -157,7 +188,9 @@ def _raw_embedder(rec: Any, crops: np.ndarray, *, batch: int = 32, repeats: int 
     """Chips per second of the bare embedder session at ``batch`` (real crops, tiled to the batch)."""
     spec = rec.embedder_card.input
     x = np.concatenate([crops] * (batch // max(len(crops), 1) + 1))[:batch]
-    t = to_tensor(x, layout=rec.embed_layout, color=spec.color, mean=spec.mean, std=spec.std, dtype=spec.dtype)
+    t = to_tensor(
+        x, layout=rec.embed_layout, color=spec.color, mean=spec.mean, std=spec.std, dtype=spec.dtype
+    )
     s = rec.embedder_session
     s.run_batched(t)  # warm-up
     times = []
@@ -166,12 +199,18 @@ def _raw_embedder(rec: Any, crops: np.ndarray, *, batch: int = 32, repeats: int 
         s.run_batched(t)
         times.append(time.perf_counter() - t0)
     per = float(np.median(times)) / batch
-    return {"batch": batch, "repeats": repeats, "median_batch_s": float(np.median(times)),
-            "s_per_tensor": per, "tensors_per_s": 1.0 / per}
+    return {
+        "batch": batch,
+        "repeats": repeats,
+        "median_batch_s": float(np.median(times)),
+        "s_per_tensor": per,
+        "tensors_per_s": 1.0 / per,
+    }
 
 
-def _yunet_peer(paths: Sequence[Path], model: Path, rec_yunet: Any, *, threads: int, progress: bool
-                ) -> dict[str, Any]:
+def _yunet_peer(
+    paths: Sequence[Path], model: Path, rec_yunet: Any, *, threads: int, progress: bool
+) -> dict[str, Any]:
     """OpenCV FaceDetectorYN at native size vs facesdk's native-size YuNet, image by image."""
     try:
         import cv2
@@ -199,9 +238,17 @@ def _yunet_peer(paths: Sequence[Path], model: Path, rec_yunet: Any, *, threads: 
                 t0 = time.perf_counter()
                 n_fs += len(det.detect(img))
                 t_fs += time.perf_counter() - t0
-    return {"images": len(paths), "opencv_s": t_cv, "facesdk_s": t_fs, "ratio_facesdk_over_opencv": t_fs / t_cv,
-            "opencv_faces": n_cv, "facesdk_faces": n_fs, "opencv_version": cv2.__version__,
-            "loadavg_before": load0, "loadavg_after": os.getloadavg()}
+    return {
+        "images": len(paths),
+        "opencv_s": t_cv,
+        "facesdk_s": t_fs,
+        "ratio_facesdk_over_opencv": t_fs / t_cv,
+        "opencv_faces": n_cv,
+        "facesdk_faces": n_fs,
+        "opencv_version": cv2.__version__,
+        "loadavg_before": load0,
+        "loadavg_after": os.getloadavg(),
+    }
 
 
 def _accuracy(ds: Any, emb: dict[str, np.ndarray]) -> dict[str, Any] | None:
@@ -219,8 +266,10 @@ def _accuracy(ds: Any, emb: dict[str, np.ndarray]) -> dict[str, Any] | None:
     except FaceSDKError as exc:  # e.g. a --limit subset with pairs of one kind only
         return {"skipped": str(exc), "pairs": int(ok.sum())}
     keep = ("pairs", "mean_accuracy", "std_accuracy", "fold_accuracies", "eer", "auc")
-    return {"protocol": "lfw-pairs (10 folds)" if folds is not None else "lfw-pairs subset (stratified folds)",
-            **{k: summ[k] for k in keep if k in summ}}
+    return {
+        "protocol": "lfw-pairs (10 folds)" if folds is not None else "lfw-pairs subset (stratified folds)",
+        **{k: summ[k] for k in keep if k in summ},
+    }
 
 
 def run_throughput(
@@ -237,6 +286,7 @@ def run_throughput(
     peers: bool = True,
     peer_limit: int | None = None,
     accuracy: bool = True,
+    pairs_only: bool = False,
     progress: bool = True,
     argv: Sequence[str] | None = None,
 ) -> dict[str, Any]:
@@ -245,21 +295,36 @@ def run_throughput(
     from facesdk import zoo
 
     ds = load_dataset("lfw", root)
-    paths = _images(ds.image_root, limit)
+    paths = _images(ds, limit, pairs_only)
     thr = threads or len(os.sched_getaffinity(0))
     report: dict[str, Any] = {
-        "facesdk_bench": 1, "protocol": "throughput",
+        "facesdk_bench": 1,
+        "protocol": "throughput",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["facesdk", *(argv if argv is not None else sys.argv[1:])]),
-        "machine": machine_info(), "dataset": {"name": "lfw", "root": str(ds.root), "images": len(paths)},
-        "threads": thr, "rows": [], "peers": {},
+        "machine": machine_info(),
+        "dataset": {
+            "name": "lfw",
+            "root": str(ds.root),
+            "images": len(paths),
+            "selection": "pairs.txt images" if pairs_only else "all images",
+        },
+        "threads": thr,
+        "rows": [],
+        "peers": {},
     }
     opts = {"threads": thr}
     yunet_rec = None
     crops = None
     for det in detectors:
-        rec = facesdk.FaceRecognizer(detector=det, embedder=embedder, backend=backend, precision=precision,
-                                     batch_size=batch_size, backend_options=opts)
+        rec = facesdk.FaceRecognizer(
+            detector=det,
+            embedder=embedder,
+            backend=backend,
+            precision=precision,
+            batch_size=batch_size,
+            backend_options=opts,
+        )
         row, emb, c = _run_pipeline(rec, paths, workers=workers, batch_size=batch_size, progress=progress)
         if accuracy:
             row["lfw"] = _accuracy(ds, emb)
@@ -274,23 +339,32 @@ def run_throughput(
         if crops is not None:
             report["peers"]["raw_embedder_batch32"] = _raw_embedder(recs[0], crops, batch=32)
         if yunet_rec is None:
-            yunet_rec = facesdk.FaceRecognizer(detector="yunet-2023mar-dynamic", embedder=embedder, backend=backend,
-                                               backend_options=opts)
+            yunet_rec = facesdk.FaceRecognizer(
+                detector="yunet-2023mar-dynamic", embedder=embedder, backend=backend, backend_options=opts
+            )
         card = zoo.get_card(yunet_rec.detector_card.id)
         model = zoo.fetch(card, "onnx")
         pp = paths[:peer_limit] if peer_limit else paths
-        report["peers"]["opencv_yunet_native"] = _yunet_peer(pp, model, yunet_rec, threads=thr, progress=progress)
+        report["peers"]["opencv_yunet_native"] = _yunet_peer(
+            pp, model, yunet_rec, threads=thr, progress=progress
+        )
     raw = report["peers"].get("raw_embedder_batch32")
     yn = report["peers"].get("opencv_yunet_native")
     for row in report["rows"]:
         emb_only = raw["s_per_tensor"] * row["embedder_tensors"] if raw else None
         if row["detector"].startswith("yunet") and yn and "opencv_s" in yn:
             det_only = yn["opencv_s"] * len(paths) / yn["images"]
-            src = "OpenCV FaceDetectorYN, native size" + ("" if yn["images"] == len(paths) else " (scaled from a subset)")
+            src = "OpenCV FaceDetectorYN, native size" + (
+                "" if yn["images"] == len(paths) else " (scaled from a subset)"
+            )
         else:
             det_only, src = row["detector_engine_s"], "seconds inside the detector's own engine calls"
-        row["engine_only_s"] = {"detector": det_only, "detector_source": src, "embedder": emb_only,
-                                "embedder_source": "raw embedder session at batch 32"}
+        row["engine_only_s"] = {
+            "detector": det_only,
+            "detector_source": src,
+            "embedder": emb_only,
+            "embedder_source": "raw embedder session at batch 32",
+        }
         if emb_only is not None:
             row["overhead_ratio"] = row["wall_s"] / (det_only + emb_only)
     return report
@@ -300,12 +374,15 @@ def render_markdown(report: dict[str, Any]) -> str:
     """A short Markdown summary of a throughput report."""
     m = report["machine"]
     lines = [
-        f"### Throughput: LFW, {report['dataset']['images']} images ({report['created']})",
+        f"### Throughput: LFW, {report['dataset']['images']} images "
+        f"({report['dataset'].get('selection', 'all images')}, {report['created']})",
         "",
-        f"`{report['command']}` on {m.get('cpu')} ({m.get('cores')} cores), {report['threads']} engine threads.",
+        f"`{report['command']}` on {m.get('cpu')} ({m.get('cores')} cores), "
+        f"{report['threads']} engine threads.",
         "",
-        "| detector | embedder (tta) | wall s | images/s | decode | detect | align | embed | engine det/emb s "
-        "| engine-only det + emb s | pipeline / engine-only | LFW 10-fold | fallbacks | load avg |",
+        "| detector | embedder (tta) | wall s | images/s | decode | detect | align | embed "
+        "| engine det/emb s | engine-only det + emb s | pipeline / engine-only | LFW 10-fold | fallbacks "
+        "| load avg |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["rows"]:
@@ -314,7 +391,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         acc = r.get("lfw") or {}
         a = acc.get("mean_accuracy")
         acc_s = f"{100 * a:.2f} %" if isinstance(a, float) else "–"
-        eo_s = (f"{eo['detector']:.1f} + {eo['embedder']:.1f}" if eo.get("embedder") is not None else "–")
+        eo_s = f"{eo['detector']:.1f} + {eo['embedder']:.1f}" if eo.get("embedder") is not None else "–"
         lines.append(
             f"| {r['detector']} | {r['embedder']} ({r['tta']}) | {r['wall_s']:.1f} | {r['images_per_s']:.1f} "
             f"| {st['decode']:.1f} | {st['detect']:.1f} | {st['align']:.1f} | {st['embed']:.1f} "
@@ -324,13 +401,18 @@ def render_markdown(report: dict[str, Any]) -> str:
         )
     yn = report["peers"].get("opencv_yunet_native")
     if yn and "opencv_s" in yn:
-        lines += ["", f"Detection peer (same run, interleaved, {yn['images']} images): OpenCV {yn['opencv_version']} "
-                  f"FaceDetectorYN native size {yn['opencv_s']:.1f} s, facesdk YuNet native size "
-                  f"{yn['facesdk_s']:.1f} s: ratio facesdk/OpenCV = {yn['ratio_facesdk_over_opencv']:.2f}."]
+        lines += [
+            "",
+            f"Detection peer (same run, interleaved, {yn['images']} images): OpenCV {yn['opencv_version']} "
+            f"FaceDetectorYN native size {yn['opencv_s']:.1f} s, facesdk YuNet native size "
+            f"{yn['facesdk_s']:.1f} s: ratio facesdk/OpenCV = {yn['ratio_facesdk_over_opencv']:.2f}.",
+        ]
     raw = report["peers"].get("raw_embedder_batch32")
     if raw:
-        lines += [f"Embedding peer: raw embedder session at batch 32: {raw['tensors_per_s']:.1f} crops/s "
-                  f"({1000 * raw['s_per_tensor']:.2f} ms per crop)."]
+        lines += [
+            f"Embedding peer: raw embedder session at batch 32: {raw['tensors_per_s']:.1f} crops/s "
+            f"({1000 * raw['s_per_tensor']:.2f} ms per crop)."
+        ]
     lines += ["", "Stage seconds are summed over worker threads (they overlap each other and the wall time)."]
     return "\n".join(lines)
 
@@ -346,14 +428,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of the throughput protocol (shared with ``facesdk bench``)."""
     p.add_argument("--root", help="LFW directory (default ../shared/data/lfw)")
-    p.add_argument("--detectors", help=f"comma-separated detector cards (default {','.join(DEFAULT_DETECTORS)})")
+    p.add_argument(
+        "--detectors", help=f"comma-separated detector cards (default {','.join(DEFAULT_DETECTORS)})"
+    )
     p.add_argument("--embedder", help="embedder card (default: the default pipeline's)")
     p.add_argument("--threads", type=int, help="engine threads (default: all cores)")
     p.add_argument("--workers", type=int, default=2, help="stream worker threads (default 2)")
-    p.add_argument("--batch-size", type=int, default=16, help="faces per embedder batch (flip TTA doubles it)")
+    p.add_argument(
+        "--batch-size", type=int, default=16, help="faces per embedder batch (flip TTA doubles it)"
+    )
     p.add_argument("--limit", type=int, help="only the first N images (sorted paths)")
     p.add_argument("--peer-limit", type=int, help="run the detection peer on the first N images only")
     p.add_argument("--no-peers", action="store_true")
+    p.add_argument("--pairs-only", action="store_true", help="only the 7,701 images of LFW pairs.txt")
     p.add_argument("--out", help="write the JSON report here")
     p.add_argument("--no-progress", action="store_true")
 
@@ -361,10 +448,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run_from_args(args: argparse.Namespace, argv: list[str]) -> int:
     root = args.root or str(Path(__file__).resolve().parents[2] / "shared/data/lfw")
     dets = [d for d in (args.detectors or ",".join(DEFAULT_DETECTORS)).split(",") if d]
-    rep = run_throughput(root, detectors=dets, embedder=getattr(args, "embedder", None), threads=args.threads,
-                         workers=args.workers, batch_size=args.batch_size, limit=args.limit,
-                         peers=not args.no_peers, peer_limit=args.peer_limit, progress=not args.no_progress,
-                         argv=argv)
+    rep = run_throughput(
+        root,
+        detectors=dets,
+        embedder=getattr(args, "embedder", None),
+        threads=args.threads,
+        workers=args.workers,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        peers=not args.no_peers,
+        peer_limit=args.peer_limit,
+        progress=not args.no_progress,
+        pairs_only=args.pairs_only,
+        argv=argv,
+    )
     if args.out:
         from facesdk.fileio import atomic_write_bytes
 

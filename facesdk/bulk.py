@@ -89,14 +89,21 @@ def _init_worker(rec_kwargs: dict[str, Any]) -> None:
 def _provenance(rec: Any) -> dict[str, Any]:
     s = rec.embedder_session
     return {
-        "model_id": rec.model_id, "model_sha256": rec.model_sha256, "detector": rec.detector_card.id,
-        "backend": s.backend, "device": s.device, "precision": s.precision, "tta": rec.tta,
-        "embedding_size": rec.embedding_size, "threshold": rec.threshold,
+        "model_id": rec.model_id,
+        "model_sha256": rec.model_sha256,
+        "detector": rec.detector_card.id,
+        "backend": s.backend,
+        "device": s.device,
+        "precision": s.precision,
+        "tta": rec.tta,
+        "embedding_size": rec.embedding_size,
+        "threshold": rec.threshold,
     }
 
 
-def process_chunk(rec: Any, chunk: list[tuple[int, str]], select: str | None = "largest",
-                  threads: int = 1) -> ChunkResult:
+def process_chunk(
+    rec: Any, chunk: list[tuple[int, str]], select: str | None = "largest", threads: int = 1
+) -> ChunkResult:
     """Run one chunk of ``(global index, path)`` through ``rec`` (the function every worker runs)."""
     from .stream import StreamItem
 
@@ -108,8 +115,11 @@ def process_chunk(rec: Any, chunk: list[tuple[int, str]], select: str | None = "
             faces_img.append(gi)
             boxes.append(np.asarray(f.box, np.float32))
             scores.append(float(f.score))
-            lms.append(np.full((5, 2), np.nan, np.float32) if f.landmarks is None
-                       else np.asarray(f.landmarks, np.float32).reshape(5, 2))
+            lms.append(
+                np.full((5, 2), np.nan, np.float32)
+                if f.landmarks is None
+                else np.asarray(f.landmarks, np.float32).reshape(5, 2)
+            )
             embs.append(np.asarray(f.embedding, np.float32))
     d = rec.embedding_size
     return ChunkResult(
@@ -143,6 +153,7 @@ class _RayWorker:
 
 # ---------------------------------------------------------------------- driver side
 
+
 def _chunks(paths: Iterable[Any], size: int) -> Iterator[list[tuple[int, str]]]:
     buf: list[tuple[int, str]] = []
     for i, p in enumerate(paths):
@@ -161,7 +172,9 @@ def _expand(inputs: Any) -> Iterator[str]:
     if isinstance(inputs, (str, os.PathLike)):
         p = Path(inputs)
         if p.is_dir():
-            yield from (str(f) for f in sorted(p.rglob("*")) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            yield from (
+                str(f) for f in sorted(p.rglob("*")) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+            )
             return
         if p.suffix.lower() == ".txt" and p.is_file():
             with open(p, encoding="utf-8") as f:
@@ -173,8 +186,12 @@ def _expand(inputs: Any) -> Iterator[str]:
         yield os.fspath(x)
 
 
-def _ordered(submit: Callable[[list[tuple[int, str]]], Any], get: Callable[[Any], ChunkResult],
-             chunks: Iterator[list[tuple[int, str]]], inflight: int) -> Iterator[ChunkResult]:
+def _ordered(
+    submit: Callable[[list[tuple[int, str]]], Any],
+    get: Callable[[Any], ChunkResult],
+    chunks: Iterator[list[tuple[int, str]]],
+    inflight: int,
+) -> Iterator[ChunkResult]:
     q: collections.deque[Any] = collections.deque()
     for c in chunks:
         q.append(submit(c))
@@ -184,8 +201,16 @@ def _ordered(submit: Callable[[list[tuple[int, str]]], Any], get: Callable[[Any]
         yield get(q.popleft())
 
 
-def _run_chunks(paths: Iterable[str], rec_kwargs: dict[str, Any], *, executor: str, address: str | None,
-                workers: int, chunk_size: int, select: str | None) -> Iterator[ChunkResult]:
+def _run_chunks(
+    paths: Iterable[str],
+    rec_kwargs: dict[str, Any],
+    *,
+    executor: str,
+    address: str | None,
+    workers: int,
+    chunk_size: int,
+    select: str | None,
+) -> Iterator[ChunkResult]:
     chunks = _chunks(paths, chunk_size)
     inflight = 2 * max(workers, 1)
     if executor == "inline":
@@ -201,9 +226,12 @@ def _run_chunks(paths: Iterable[str], rec_kwargs: dict[str, Any], *, executor: s
         from concurrent.futures import ProcessPoolExecutor
 
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(rec_kwargs,)) as ex:
-            yield from _ordered(lambda c: ex.submit(_run_in_worker, c, select), lambda f: f.result(), chunks,
-                                inflight)
+        with ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_init_worker, initargs=(rec_kwargs,)
+        ) as ex:
+            yield from _ordered(
+                lambda c: ex.submit(_run_in_worker, c, select), lambda f: f.result(), chunks, inflight
+            )
         return
     try:
         import ray
@@ -217,8 +245,9 @@ def _run_chunks(paths: Iterable[str], rec_kwargs: dict[str, Any], *, executor: s
     actors = [actor_cls.remote(rec_kwargs) for _ in range(workers)]
     turn = iter(range(1 << 62))
     try:
-        yield from _ordered(lambda c: actors[next(turn) % len(actors)].run.remote(c, select), ray.get, chunks,
-                            inflight)
+        yield from _ordered(
+            lambda c: actors[next(turn) % len(actors)].run.remote(c, select), ray.get, chunks, inflight
+        )
     finally:
         for a in actors:
             ray.kill(a)
@@ -274,8 +303,15 @@ def embed_bulk(
         raise ConfigError(f"bulk output must be .npz or .parquet, not {outp.name!r}")
     kw = _rec_kwargs(recognizer, threads_per_worker)
     res = BulkResult(output=str(outp), executor=executor, workers=workers)
-    chunks = _run_chunks(_expand(inputs), kw, executor=executor, address=address, workers=workers,
-                         chunk_size=chunk_size, select=select)
+    chunks = _run_chunks(
+        _expand(inputs),
+        kw,
+        executor=executor,
+        address=address,
+        workers=workers,
+        chunk_size=chunk_size,
+        select=select,
+    )
     bar = tqdm(desc=f"embed ({executor})", unit="img", disable=not progress)
     if suffix == ".parquet":
         _write_parquet(outp, chunks, res, bar)
@@ -334,14 +370,16 @@ def _write_parquet(path: Path, chunks: Iterator[ChunkResult], res: BulkResult, b
             per: dict[int, list[int]] = collections.defaultdict(list)
             for k, gi in enumerate(c.face_image.tolist()):
                 per[gi].append(k)
-            table = pa.table({
-                "index": c.index,
-                "source": c.source,
-                "error": c.error,
-                "box": [[c.box[k].tolist() for k in per[gi]] for gi in c.index.tolist()],
-                "score": [[float(c.score[k]) for k in per[gi]] for gi in c.index.tolist()],
-                "embedding": [[c.embedding[k].tolist() for k in per[gi]] for gi in c.index.tolist()],
-            })
+            table = pa.table(
+                {
+                    "index": c.index,
+                    "source": c.source,
+                    "error": c.error,
+                    "box": [[c.box[k].tolist() for k in per[gi]] for gi in c.index.tolist()],
+                    "score": [[float(c.score[k]) for k in per[gi]] for gi in c.index.tolist()],
+                    "embedding": [[c.embedding[k].tolist() for k in per[gi]] for gi in c.index.tolist()],
+                }
+            )
             if writer is None:
                 meta = {b"facesdk": json.dumps(res.provenance, sort_keys=True).encode()}
                 writer = pq.ParquetWriter(f, table.schema.with_metadata(meta))
@@ -383,8 +421,15 @@ def enroll_folders(
     res = BulkResult(executor=executor, workers=workers)
     embs: dict[str, list[np.ndarray]] = collections.defaultdict(list)
     bar = tqdm(desc=f"enrol ({executor})", unit="img", disable=not progress, total=len(plan))
-    for c in _run_chunks((f for _, f in plan), kw, executor=executor, address=address, workers=workers,
-                         chunk_size=chunk_size, select="largest"):
+    for c in _run_chunks(
+        (f for _, f in plan),
+        kw,
+        executor=executor,
+        address=address,
+        workers=workers,
+        chunk_size=chunk_size,
+        select="largest",
+    ):
         _count(res, c, bar)
         for k, gi in enumerate(c.face_image.tolist()):
             embs[plan[gi][0]].append(c.embedding[k])
@@ -395,9 +440,17 @@ def enroll_folders(
     if not isinstance(gallery, Gallery):
         path = Path(gallery)
         p = res.provenance
-        gallery = Gallery.load(path) if path.exists() else Gallery(
-            p["model_id"], p["embedding_size"], model_sha256=p["model_sha256"], backend=p["backend"],
-            precision=p["precision"], threshold=float(p.get("threshold") or 0.5),
+        gallery = (
+            Gallery.load(path)
+            if path.exists()
+            else Gallery(
+                p["model_id"],
+                p["embedding_size"],
+                model_sha256=p["model_sha256"],
+                backend=p["backend"],
+                precision=p["precision"],
+                threshold=float(p.get("threshold") or 0.5),
+            )
         )
     p = res.provenance
     if p:

@@ -231,6 +231,28 @@ def cmd_identify(args: argparse.Namespace) -> int:
     return _stream_results(args, rec, gallery=g)
 
 
+def cmd_bulk(args: argparse.Namespace) -> int:
+    """Bulk embedding / enrolment on a process pool or a Ray cluster (see :mod:`facesdk.bulk`)."""
+    from .bulk import embed_bulk, enroll_folders
+
+    rk: dict[str, Any] = {"detector": args.detector, "embedder": args.embedder, "backend": args.backend,
+                          "device": args.device, "precision": args.precision, "strict": args.strict,
+                          "threshold": args.threshold}
+    opts: dict[str, Any] = {"recognizer": rk, "executor": "ray" if args.address else args.executor, "address": args.address,
+                            "workers": args.workers, "chunk_size": args.chunk_size,
+                            "progress": not args.json}
+    if args.action == "embed":
+        res = embed_bulk(args.inputs[0] if len(args.inputs) == 1 else args.inputs, args.out, **opts)
+    else:
+        if len(args.inputs) != 1:
+            raise ConfigError("bulk enroll takes one folder of person/ sub-folders")
+        res = enroll_folders(args.inputs[0], args.out, **opts)
+    d = res.to_dict()
+    _out(args, d, f"{res.images} image(s), {res.faces} face(s), {res.errors} error(s) on {res.executor} "
+                  f"x{res.workers} -> {res.output}")
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     rec = _recognizer(args)
     v = rec.verify(args.a, args.b)
@@ -282,6 +304,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image files, folders of images, or video files")
     _add_stream_args(p)
     p.set_defaults(func=cmd_identify)
+
+    p = sub.add_parser("bulk", parents=[common], help="embed or enroll many images on a process pool or Ray")
+    p.add_argument("action", choices=["embed", "enroll"])
+    p.add_argument("inputs", nargs="+", help="embed: folders/files/a .txt list; enroll: a folder of person/ folders")
+    p.add_argument("--out", "-o", required=True, help="embed: .npz or .parquet; enroll: gallery .npz")
+    p.add_argument("--executor", choices=["process", "ray", "inline"], default="process")
+    p.add_argument("--address", help="Ray cluster address (e.g. auto, ray://head:10001); implies --executor ray")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--chunk-size", type=int, default=64)
+    p.set_defaults(func=cmd_bulk)
 
     p = sub.add_parser("verify", parents=[common], help="are two photos the same person?")
     p.add_argument("a")

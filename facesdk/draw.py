@@ -33,8 +33,9 @@ def _label(f: Any) -> tuple[str, tuple[int, int, int]]:
     return f"{m.name} {m.similarity:.2f}", (KNOWN if m.known else UNKNOWN)
 
 
-def draw_faces(image: np.ndarray, faces: Sequence[Face | Detection], *, landmarks: bool = True,
-               labels: bool = True) -> np.ndarray:
+def draw_faces(
+    image: np.ndarray, faces: Sequence[Face | Detection], *, landmarks: bool = True, labels: bool = True
+) -> np.ndarray:
     """A copy of an RGB uint8 image with each face's box, landmarks and name (or score) drawn."""
     im = Image.fromarray(np.asarray(image, np.uint8))
     d = ImageDraw.Draw(im)
@@ -59,7 +60,11 @@ def draw_faces(image: np.ndarray, faces: Sequence[Face | Detection], *, landmark
 def save_image(image: np.ndarray, path: str | os.PathLike) -> Path:
     """Write an RGB uint8 image atomically (format from the suffix; JPEG quality 92)."""
     p = Path(path)
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".webp": "WEBP"}.get(p.suffix.lower(), "PNG")
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".webp": "WEBP"}.get(
+        p.suffix.lower(), "PNG"
+    )
     with atomic_writer(p) as f:
-        Image.fromarray(np.asarray(image, np.uint8)).save(f, format=fmt, **({"quality": 92} if fmt == "JPEG" else {}))
+        Image.fromarray(np.asarray(image, np.uint8)).save(
+            f, format=fmt, **({"quality": 92} if fmt == "JPEG" else {})
+        )
     return p

@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 
+
 @dataclass
 class StreamItem:
     """One input of the stream: a label, something to decode (or a loader), and metadata.
@@ -136,13 +137,18 @@ class StreamStats:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "images": self.images, "errors": self.errors, "faces": self.faces, "batches": self.batches,
-            "seconds": {k: round(v, 4) for k, v in self.seconds.items()}, "wall_s": round(self.wall, 4),
+            "images": self.images,
+            "errors": self.errors,
+            "faces": self.faces,
+            "batches": self.batches,
+            "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
+            "wall_s": round(self.wall, 4),
             "images_per_s": round(self.images / self.wall, 3) if self.wall > 0 else None,
         }
 
 
 # ---------------------------------------------------------------------- inputs
+
 
 def _folder_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -156,9 +162,9 @@ def iter_inputs(inputs: Any, *, every: int = 1, max_frames: int | None = None) -
     (generators included; they are consumed as the stream advances). Video files yield one
     item per ``every``-th frame (see :func:`facesdk.video.iter_frames`).
     """
-    if isinstance(inputs, (str, os.PathLike, bytes, bytearray, memoryview, np.ndarray, StreamItem)) or hasattr(
-        inputs, "mode"
-    ):
+    if isinstance(
+        inputs, (str, os.PathLike, bytes, bytearray, memoryview, np.ndarray, StreamItem)
+    ) or hasattr(inputs, "mode"):
         inputs = [inputs]
     for n, x in enumerate(inputs):
         if isinstance(x, StreamItem):
@@ -181,6 +187,7 @@ def iter_inputs(inputs: Any, *, every: int = 1, max_frames: int | None = None) -
 
 # ---------------------------------------------------------------------- stages
 
+
 @dataclass
 class _Prepared:
     index: int
@@ -202,7 +209,12 @@ def _pick(dets: list[Detection], shape: tuple[int, ...], select: Any) -> list[De
         return [max(dets, key=lambda d: d.width * d.height)]
     if select == "center":
         cy, cx = shape[0] / 2, shape[1] / 2
-        return [min(dets, key=lambda d: ((d.box[0] + d.box[2]) / 2 - cx) ** 2 + ((d.box[1] + d.box[3]) / 2 - cy) ** 2)]
+        return [
+            min(
+                dets,
+                key=lambda d: ((d.box[0] + d.box[2]) / 2 - cx) ** 2 + ((d.box[1] + d.box[3]) / 2 - cy) ** 2,
+            )
+        ]
     if callable(select):
         d = select(dets, shape)
         return [] if d is None else [d]
@@ -216,9 +228,18 @@ class _Runner:
     of many images at once.
     """
 
-    def __init__(self, rec: FaceRecognizer, *, select: Any, fallback: Callable[[np.ndarray], Detection] | None,
-                 max_faces: int | None, keep_images: bool, stats: StreamStats, color: str = "RGB",
-                 embed: bool = True) -> None:
+    def __init__(
+        self,
+        rec: FaceRecognizer,
+        *,
+        select: Any,
+        fallback: Callable[[np.ndarray], Detection] | None,
+        max_faces: int | None,
+        keep_images: bool,
+        stats: StreamStats,
+        color: str = "RGB",
+        embed: bool = True,
+    ) -> None:
         self.rec = rec
         self.select = select
         self.fallback = fallback
@@ -249,9 +270,17 @@ class _Runner:
                 dets, fb = [self.fallback(img)], True
             self.stats.add("detect", time.perf_counter() - t1)
             todo = dets if dets and self.do_embed else None
-            return _Prepared(index, item, [Face.from_detection(d) for d in dets], todo, shape=img.shape,
-                             image=img if self.keep_images else None, work=img if todo else None, fallback=fb,
-                             detections=n_det)
+            return _Prepared(
+                index,
+                item,
+                [Face.from_detection(d) for d in dets],
+                todo,
+                shape=img.shape,
+                image=img if self.keep_images else None,
+                work=img if todo else None,
+                fallback=fb,
+                detections=n_det,
+            )
         except FaceSDKError as exc:
             return _Prepared(index, item, [], None, error=exc)
         except (MemoryError, RecursionError):
@@ -282,8 +311,9 @@ class _Runner:
         self.stats.add("align", time.perf_counter() - t0)
         return out
 
-    def embed(self, batch: list[_Prepared], gallery: Gallery | None, top_k: int,
-              threshold: float | None) -> None:
+    def embed(
+        self, batch: list[_Prepared], gallery: Gallery | None, top_k: int, threshold: float | None
+    ) -> None:
         """Align, embed (and match) the faces of every waiting item of ``batch`` in one go."""
         items = [p for p in batch if p.dets]
         if not items:
@@ -310,8 +340,16 @@ class _Runner:
 
 def _result(p: _Prepared) -> ImageResult:
     return ImageResult(
-        index=p.index, source=p.item.source, faces=p.faces, error=p.error, frame=p.item.frame,
-        timestamp=p.item.timestamp, shape=p.shape, image=p.image, fallback=p.fallback, detections=p.detections,
+        index=p.index,
+        source=p.item.source,
+        faces=p.faces,
+        error=p.error,
+        frame=p.item.frame,
+        timestamp=p.item.timestamp,
+        shape=p.shape,
+        image=p.image,
+        fallback=p.fallback,
+        detections=p.detections,
     )
 
 
@@ -367,16 +405,32 @@ def stream_faces(
     if every < 1:
         raise ConfigError("every must be >= 1")
     st = stats if stats is not None else StreamStats()
-    runner = _Runner(rec, select=select, fallback=fallback, max_faces=max_faces, keep_images=keep_images,
-                     stats=st, color=color, embed=embed)
+    runner = _Runner(
+        rec,
+        select=select,
+        fallback=fallback,
+        max_faces=max_faces,
+        keep_images=keep_images,
+        stats=st,
+        color=color,
+        embed=embed,
+    )
     runner.batch_size = bs
     items = iter_inputs(inputs, every=every, max_frames=max_frames)
     return _generate(runner, items, workers, window, bs, gallery, top_k, threshold, st)
 
 
-def _generate(runner: _Runner, items: Iterator[StreamItem], workers: int, window: int, bs: int,
-              gallery: Gallery | None, top_k: int, threshold: float | None, st: StreamStats
-              ) -> Iterator[ImageResult]:
+def _generate(
+    runner: _Runner,
+    items: Iterator[StreamItem],
+    workers: int,
+    window: int,
+    bs: int,
+    gallery: Gallery | None,
+    top_k: int,
+    threshold: float | None,
+    st: StreamStats,
+) -> Iterator[ImageResult]:
     t_start = time.perf_counter()
     pending: collections.deque[_Prepared] = collections.deque()  # prepared, waiting for the embedder
     pending_faces = 0
@@ -438,4 +492,3 @@ def first_result(results: Iterable[ImageResult]) -> ImageResult:
             raise r.error
         return r
     raise ConfigError("the stream produced no result")
-

@@ -30,11 +30,15 @@ def _load(path: Path) -> dict[str, np.ndarray]:
 def test_process_pool_matches_inline_and_keeps_order(images: list[Path], tmp_path: Path) -> None:
     inputs = [*images[:4], tmp_path / "missing.jpg", *images[4:]]
     a = embed_bulk(inputs, tmp_path / "inline.npz", recognizer=REC, executor="inline", chunk_size=3)
-    b = embed_bulk(iter(inputs), tmp_path / "pool.npz", recognizer=REC, executor="process", workers=2, chunk_size=3)
+    b = embed_bulk(
+        iter(inputs), tmp_path / "pool.npz", recognizer=REC, executor="process", workers=2, chunk_size=3
+    )
     assert a.images == b.images == len(inputs) and a.errors == b.errors == 1 and b.faces == len(images)
     za, zb = _load(tmp_path / "inline.npz"), _load(tmp_path / "pool.npz")
     assert list(zb["source"]) == [str(p) for p in inputs]
-    assert zb["error"][4].startswith("ImageError") and all(e == "" for i, e in enumerate(zb["error"]) if i != 4)
+    assert zb["error"][4].startswith("ImageError") and all(
+        e == "" for i, e in enumerate(zb["error"]) if i != 4
+    )
     assert np.array_equal(za["face_image"], zb["face_image"]) and 4 not in zb["face_image"]
     assert np.allclose(za["embedding"], zb["embedding"], atol=1e-5)
     prov = json.loads(str(zb["provenance"]))
@@ -45,6 +49,7 @@ def test_process_pool_matches_inline_and_keeps_order(images: list[Path], tmp_pat
 
 def test_ray_round_trip_two_workers(images: list[Path], tmp_path: Path) -> None:
     import ray
+
     people = tmp_path / "people"
     for f in images:
         if f.name.endswith("_0003.jpg"):
@@ -54,8 +59,12 @@ def test_ray_round_trip_two_workers(images: list[Path], tmp_path: Path) -> None:
         (d / f.name).symlink_to(f)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        res = enroll_folders(people, tmp_path / "g.npz", recognizer=REC, executor="ray", workers=2, chunk_size=2)
-        emb = embed_bulk(images, tmp_path / "ray.npz", recognizer=REC, executor="ray", workers=2, chunk_size=2)
+        res = enroll_folders(
+            people, tmp_path / "g.npz", recognizer=REC, executor="ray", workers=2, chunk_size=2
+        )
+        emb = embed_bulk(
+            images, tmp_path / "ray.npz", recognizer=REC, executor="ray", workers=2, chunk_size=2
+        )
     finally:
         ray.shutdown()
     assert res.images == 6 and res.errors == 0 and emb.images == len(images)
@@ -68,3 +77,31 @@ def test_ray_round_trip_two_workers(images: list[Path], tmp_path: Path) -> None:
     probes = [i for i, f in enumerate(images) if f.name.endswith("_0003.jpg")]
     m = g.identify(z["embedding"][probes])
     assert [x.name for x in m] == PEOPLE
+
+
+def test_cli_bulk_embed_and_enroll(
+    images: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from facesdk.cli import main
+
+    people = tmp_path / "people"
+    for f in images[:4]:
+        (people / f.parent.name).mkdir(parents=True, exist_ok=True)
+        (people / f.parent.name / f.name).symlink_to(f)
+    common = ["--detector", REC["detector"], "--embedder", REC["embedder"], "--json"]
+    assert (
+        main(["bulk", "embed", str(people), "-o", str(tmp_path / "e.npz"), "--executor", "inline", *common])
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert out["images"] == 4 and out["faces"] == 4 and out["errors"] == 0
+    assert len(_load(tmp_path / "e.npz")["embedding"]) == 4
+    assert (
+        main(["bulk", "enroll", str(people), "-o", str(tmp_path / "g.npz"), "--executor", "inline", *common])
+        == 0
+    )
+    assert sorted(Gallery.load(tmp_path / "g.npz").names) == sorted({f.parent.name for f in images[:4]})
+    assert (
+        main(["bulk", "embed", str(people), "-o", str(tmp_path / "e.csv"), "--executor", "inline", *common])
+        == 2
+    )

@@ -22,12 +22,20 @@ def rec() -> facesdk.FaceRecognizer:
 @pytest.fixture(scope="module")
 def lfw(shared: Path) -> list[Path]:
     root = shared / "data/lfw/images"
-    people = ["Aaron_Eckhart", "Abdullah_Gul", "Colin_Powell", "George_W_Bush", "Serena_Williams", "Tony_Blair"]
+    people = [
+        "Aaron_Eckhart",
+        "Abdullah_Gul",
+        "Colin_Powell",
+        "George_W_Bush",
+        "Serena_Williams",
+        "Tony_Blair",
+    ]
     return [min((root / p).glob("*.jpg")) for p in people]
 
 
-def test_results_in_input_order_with_per_item_errors(rec: facesdk.FaceRecognizer, lfw: list[Path],
-                                                     tmp_path: Path) -> None:
+def test_results_in_input_order_with_per_item_errors(
+    rec: facesdk.FaceRecognizer, lfw: list[Path], tmp_path: Path
+) -> None:
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(lfw[0].read_bytes()[:300])
     blank = np.full((120, 160, 3), 128, np.uint8)  # decodes fine, no face
@@ -78,10 +86,12 @@ def test_bounded_window_over_a_10000_item_generator(rec: facesdk.FaceRecognizer)
 
 
 def test_flip_tta_is_folded_into_one_engine_call(lfw: list[Path]) -> None:
-    rec = facesdk.FaceRecognizer(detector="yunet-2023mar", embedder="mobilefacenet-sirius", backend="onnxruntime",
-                                 tta="flip")
-    plain = facesdk.FaceRecognizer(detector="yunet-2023mar", embedder="mobilefacenet-sirius",
-                                   backend="onnxruntime", tta="none")
+    rec = facesdk.FaceRecognizer(
+        detector="yunet-2023mar", embedder="mobilefacenet-sirius", backend="onnxruntime", tta="flip"
+    )
+    plain = facesdk.FaceRecognizer(
+        detector="yunet-2023mar", embedder="mobilefacenet-sirius", backend="onnxruntime", tta="none"
+    )
     img = rec.load(lfw[3])
     crops = rec.align(img, rec.detect(img))
     calls: list[int] = []
@@ -111,7 +121,9 @@ def plain_tensor(rec: facesdk.FaceRecognizer, crops: np.ndarray) -> np.ndarray:
     from facesdk.image import to_tensor
 
     s = rec.embedder_card.input
-    return to_tensor(np.ascontiguousarray(crops), layout=rec.embed_layout, color=s.color, mean=s.mean, std=s.std)
+    return to_tensor(
+        np.ascontiguousarray(crops), layout=rec.embed_layout, color=s.color, mean=s.mean, std=s.std
+    )
 
 
 def test_identify_many_equals_identify_and_folder_input(rec: facesdk.FaceRecognizer, shared: Path) -> None:
@@ -127,7 +139,9 @@ def test_identify_many_equals_identify_and_folder_input(rec: facesdk.FaceRecogni
     for r, f in zip(res, files):
         one = rec.identify(f, gallery=g)
         assert [x.match.name for x in r.faces] == [x.match.name for x in one]
-        assert np.allclose([x.match.similarity for x in r.faces], [x.match.similarity for x in one], atol=1e-5)
+        assert np.allclose(
+            [x.match.similarity for x in r.faces], [x.match.similarity for x in one], atol=1e-5
+        )
     names = {x.match.name for r in res if r.source.endswith("obama_and_biden.jpg") for x in r.faces}
     assert {"obama", "biden"} <= names
 
@@ -160,4 +174,6 @@ def test_batched_dlib_alignment_equals_per_face(lfw: list[Path], shared: Path) -
     assert np.array_equal(rec.align_many(imgs, dets), single)
     sp = load_default()
     boxes = np.array([[d.box[0], d.box[1], d.box[2] - 1, d.box[3] - 1] for d in dets])
-    assert np.array_equal(sp.predict_many(imgs, boxes), np.stack([sp.predict(i, b) for i, b in zip(imgs, boxes)]))
+    assert np.array_equal(
+        sp.predict_many(imgs, boxes), np.stack([sp.predict(i, b) for i, b in zip(imgs, boxes)])
+    )

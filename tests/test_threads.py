@@ -23,8 +23,12 @@ def test_one_recognizer_shared_by_threads(backend: str, shared: Path) -> None:
     assert rec.describe()["embedder"]["backend"] == backend
     assert rec.describe()["detector"]["backend"] == backend
     knn = shared / "data/photos/knn_examples"
-    images = [knn / "test/obama1.jpg", knn / "test/alex_lacamoire1.jpg", knn / "train/biden/biden.jpg",
-              knn / "train/obama/obama2.jpg"]
+    images = [
+        knn / "test/obama1.jpg",
+        knn / "test/alex_lacamoire1.jpg",
+        knn / "train/biden/biden.jpg",
+        knn / "train/obama/obama2.jpg",
+    ]
     ref = [rec.faces(p) for p in images]
     assert all(len(r) >= 1 for r in ref)
     jobs = images * 6

@@ -20,7 +20,9 @@ FPS = 10.0
 
 @pytest.fixture(scope="module")
 def rec() -> facesdk.FaceRecognizer:
-    return facesdk.FaceRecognizer(detector="yunet-2023mar", embedder="mobilefacenet-sirius", backend="onnxruntime")
+    return facesdk.FaceRecognizer(
+        detector="yunet-2023mar", embedder="mobilefacenet-sirius", backend="onnxruntime"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +42,9 @@ def clip(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
     return out, truth, enrol
 
 
-def test_frames_timestamps_and_identities(rec: facesdk.FaceRecognizer, clip: tuple[Path, list[str], dict[str, Path]]
-                                          ) -> None:
+def test_frames_timestamps_and_identities(
+    rec: facesdk.FaceRecognizer, clip: tuple[Path, list[str], dict[str, Path]]
+) -> None:
     path, truth, enrol = clip
     info = video_info(path)
     assert info["frames"] == len(truth) and (info["width"], info["height"]) == (250, 250)
@@ -61,8 +64,9 @@ def test_frames_timestamps_and_identities(rec: facesdk.FaceRecognizer, clip: tup
         list(iter_frames(path.with_name("nope.mp4")))
 
 
-def test_cli_identify_video_every_and_annotate(rec: facesdk.FaceRecognizer,
-                                               clip: tuple[Path, list[str], dict[str, Path]], tmp_path: Path) -> None:
+def test_cli_identify_video_every_and_annotate(
+    rec: facesdk.FaceRecognizer, clip: tuple[Path, list[str], dict[str, Path]], tmp_path: Path
+) -> None:
     path, truth, enrol = clip
     g = rec.new_gallery()
     for name, f in enrol.items():
@@ -70,8 +74,25 @@ def test_cli_identify_video_every_and_annotate(rec: facesdk.FaceRecognizer,
     gpath = g.save(tmp_path / "g.npz")
     still = enrol[PEOPLE[0]]
     out = tmp_path / "annotated"
-    cmd = [sys.executable, "-m", "facesdk", "--detector", "yunet-2023mar", "--embedder", "mobilefacenet-sirius",
-           "--json", "identify", "-g", str(gpath), str(path), str(still), "--every", "5", "--annotate", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "facesdk",
+        "--detector",
+        "yunet-2023mar",
+        "--embedder",
+        "mobilefacenet-sirius",
+        "--json",
+        "identify",
+        "-g",
+        str(gpath),
+        str(path),
+        str(still),
+        "--every",
+        "5",
+        "--annotate",
+        str(out),
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
