@@ -52,14 +52,19 @@ def fallback_face(shape: tuple[int, ...], template: str) -> tuple[np.ndarray, np
     return box, landmarks_from_box(box, template)
 
 
-def _points_template(rec: Any) -> str:
+def _points_template(rec: Any) -> Any:
     """A template whose points are the core's 5 (eye centres, nose, mouth corners) for placing landmarks.
 
     Templates with a custom aligner (dlib's crop) have no such points; ArcFace's then stand in.
     """
-    from facesdk.align import TEMPLATES
+    from facesdk.align import template_points
+    from facesdk.errors import ConfigError
 
-    return rec.template if rec.template in TEMPLATES else "arcface112"
+    try:
+        template_points(rec.embedder_card.alignment or rec.template)
+    except ConfigError:
+        return "arcface112"
+    return rec.embedder_card.alignment or rec.template
 
 
 def select_center(dets: Sequence[Any], shape: tuple[int, ...]) -> Any:

@@ -420,6 +420,7 @@ def enroll_folders(
     kw = _rec_kwargs(recognizer, threads_per_worker)
     res = BulkResult(executor=executor, workers=workers)
     embs: dict[str, list[np.ndarray]] = collections.defaultdict(list)
+    sources: dict[str, list[dict[str, str]]] = collections.defaultdict(list)
     bar = tqdm(desc=f"enrol ({executor})", unit="img", disable=not progress, total=len(plan))
     for c in _run_chunks(
         (f for _, f in plan),
@@ -433,6 +434,7 @@ def enroll_folders(
         _count(res, c, bar)
         for k, gi in enumerate(c.face_image.tolist()):
             embs[plan[gi][0]].append(c.embedding[k])
+            sources[plan[gi][0]].append({"source": str(plan[gi][1])})
         with_face = set(c.face_image.tolist())
         res.no_face += sum(1 for gi, e in zip(c.index.tolist(), c.error) if not e and gi not in with_face)
     bar.close()
@@ -456,7 +458,7 @@ def enroll_folders(
     if p:
         gallery.check_compatible(p["model_id"], p["embedding_size"], p["model_sha256"])
     for name, e in embs.items():
-        gallery.add(name, np.stack(e))
+        gallery.add(name, np.stack(e), meta=sources[name])
     if path is not None:
         gallery.save(path)
         res.output = str(path)
