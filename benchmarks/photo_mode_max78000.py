@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                                                        str(Path(__file__).resolve().parents[2] / "shared")))
     ap.add_argument("--lfw", type=int, default=0,
                     help="also this many LFW images (first of pairs.txt, sorted)")
+    ap.add_argument("--min-score", type=float, default=None, help="photo-mode score threshold (default: card's)")
     args = ap.parse_args(argv)
     shared = Path(args.shared)
     os.environ.setdefault("FACESDK_AI8X_DIR", str(shared / "ai8x"))
@@ -70,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                                         {"main": Artifact(zoo.fetch(card, "onnx"), "onnx", card)}, threads=1)
     rec = facesdk.FaceRecognizer(backend="max78000", embedder="ai85-faceid-112")
     det = rec.detector
+    if args.min_score is not None:
+        det.photo_min_score = args.min_score
     photos = sorted(p for p in (shared / "data" / "photos").rglob("*")
                     if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     sets = {"photos": photos}
