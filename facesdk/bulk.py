@@ -442,12 +442,15 @@ def enroll_folders(
     if not isinstance(gallery, Gallery):
         path = Path(gallery)
         p = res.provenance
+        # opened bound to the file (created if missing): the save below takes the file lock and merges
+        # what other processes saved meanwhile, so concurrent bulk enrollments are never lost
         gallery = (
             Gallery.load(path)
             if path.exists()
-            else Gallery(
-                p["model_id"],
-                p["embedding_size"],
+            else Gallery.open(
+                path,
+                model_id=p["model_id"],
+                embedding_size=p["embedding_size"],
                 model_sha256=p["model_sha256"],
                 backend=p["backend"],
                 precision=p["precision"],
