@@ -2,7 +2,7 @@
 
 One directory per namespace ``(model id, backend, precision, detector, variant)``
 under the cache root; inside, numbered ``chunk-NNNNNN.npz`` files, each written
-atomically (temporary file + ``os.replace``), holding for a batch of images:
+atomically (:mod:`facesdk.fileio`), holding for a batch of images:
 
 * ``keys``: the sha256 of each source image file (hex, str);
 * ``emb``: float32 ``[n, D]`` L2-normalised embeddings;
@@ -20,12 +20,13 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+
+from facesdk.fileio import atomic_writer
 
 __all__ = ["FaceRecord", "EmbeddingCache", "file_sha256", "default_cache_root"]
 
@@ -133,14 +134,8 @@ class EmbeddingCache:
             "fallback": np.array([r.fallback for _, r in recs], bool),
             "faces": np.array([r.faces for _, r in recs], np.int32),
         }
-        fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, self.dir / f"chunk-{n:06d}.npz")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_writer(self.dir / f"chunk-{n:06d}.npz") as f:
+            np.savez(f, **arrays)
         self._data.update(self._pending)
         self._pending.clear()
 

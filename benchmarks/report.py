@@ -11,11 +11,12 @@ import json
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from facesdk.fileio import atomic_write_bytes
 
 __all__ = ["to_jsonable", "write_json", "render_markdown", "make_plots", "write_report"]
 
@@ -42,20 +43,8 @@ def to_jsonable(x: Any) -> Any:
     return x
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(report: dict[str, Any], path: Path) -> None:
-    _atomic_write(path, (json.dumps(to_jsonable(report), indent=2) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(to_jsonable(report), indent=2) + "\n").encode())
 
 
 def _pct(v: Any, digits: int = 2) -> str:
@@ -298,7 +287,7 @@ def write_report(report: dict[str, Any], out: str | os.PathLike) -> dict[str, Pa
         plots = []
     report["plots"] = plots
     write_json(report, o / "report.json")
-    _atomic_write(o / "report.md", render_markdown(report, plots).encode())
+    atomic_write_bytes(o / "report.md", render_markdown(report, plots).encode())
     paths = {"json": o / "report.json", "md": o / "report.md"}
     paths.update({p: o / p for p in plots})
     return paths

@@ -28,6 +28,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "ARCFACE_112",
     "estimate_similarity",
+    "similarity_transform",
+    "similarity_matrices",
     "warp_affine",
     "warp_face",
     "get_aligner",
@@ -90,32 +92,73 @@ def template_points(template: TemplateRef) -> tuple[np.ndarray, tuple[int, int]]
     return np.asarray(t.points, np.float32), t.size
 
 
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares similarity ``dst ≈ M @ src + t``: ``(M [2,2], t [2])`` in float64.
+
+    Umeyama (1991) as dlib's ``find_similarity_transform`` computes it (dlib's shape predictor
+    relies on these exact numbers): the reflection fix flips the smaller singular value, and
+    coincident source points give scale 1 rather than an error. The one implementation of the
+    5-point similarity in facesdk; :func:`estimate_similarity` is its checked 2×3 form.
+    """
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+    n = len(src)
+    mf, mt = src.mean(0), dst.mean(0)
+    sf, st = src - mf, dst - mt
+    sigma_from = float((sf**2).sum()) / n
+    cov = st.T @ sf / n
+    u, d, vt = np.linalg.svd(cov)
+    s = np.eye(2)
+    det = np.linalg.det(cov)
+    if det < 0 or (det == 0 and np.linalg.det(u) * np.linalg.det(vt) < 0):
+        if d[1] < d[0]:
+            s[1, 1] = -1
+        else:
+            s[0, 0] = -1
+    r = u @ s @ vt
+    c = 1.0 if sigma_from == 0 else float(np.trace(np.diag(d) @ s)) / sigma_from
+    m = c * r
+    return m, mt - m @ mf
+
+
+def similarity_matrices(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The ``M`` of :func:`similarity_transform` for one ``src`` and a stack of ``dst`` ``[N,P,2]``
+    (float64, batched SVD; the same arithmetic face by face)."""
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+    n = src.shape[0]
+    mf, mt = src.mean(0), dst.mean(1)
+    sf, st = src - mf, dst - mt[:, None, :]
+    sigma_from = float((sf**2).sum()) / n
+    cov = np.einsum("kpi,pj->kij", st, sf) / n
+    u, d, vt = np.linalg.svd(cov)
+    det = np.linalg.det(cov)
+    flip = (det < 0) | ((det == 0) & (np.linalg.det(u) * np.linalg.det(vt) < 0))
+    s = np.repeat(np.eye(2)[None], len(cov), axis=0)
+    second = flip & (d[:, 1] < d[:, 0])
+    s[second, 1, 1] = -1
+    s[flip & ~second, 0, 0] = -1
+    r = u @ s @ vt
+    if sigma_from == 0:
+        c = np.ones(len(cov))
+    else:
+        c = np.einsum("ki,kii->k", d, s) / sigma_from
+    return c[:, None, None] * r
+
+
 def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity transform (rotation, uniform scale, translation) mapping src → dst.
 
-    Umeyama (1991), with the reflection correction. Returns a 2×3 matrix.
+    :func:`similarity_transform` with input checks; returns a 2×3 matrix.
     """
     src = np.asarray(src, dtype=np.float64).reshape(-1, 2)
     dst = np.asarray(dst, dtype=np.float64).reshape(-1, 2)
     if src.shape != dst.shape or src.shape[0] < 2:
         raise ConfigError("similarity estimation needs two equal sets of at least 2 points")
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s0, d0 = src - mu_s, dst - mu_d
-    var_s = (s0**2).sum() / len(src)
-    if var_s < 1e-12:
+    if ((src - src.mean(0)) ** 2).sum() / len(src) < 1e-12:
         raise ConfigError("degenerate landmarks: all points coincide")
-    cov = d0.T @ s0 / len(src)
-    u, sig, vt = np.linalg.svd(cov)
-    d = np.ones(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        d[-1] = -1
-    r = u @ np.diag(d) @ vt
-    scale = (sig * d).sum() / var_s
-    t = mu_d - scale * r @ mu_s
-    m = np.zeros((2, 3))
-    m[:, :2] = scale * r
-    m[:, 2] = t
-    return m
+    m, t = similarity_transform(src, dst)
+    return np.concatenate([m, t[:, None]], axis=1)
 
 
 def warp_affine(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> np.ndarray:

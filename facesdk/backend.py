@@ -221,11 +221,16 @@ class Backend(ABC):
             self.strict_or_warn(strict, f"{where}asked for {requested} but {running} runs", f"running {running}")
         return running
 
-    def check_artifact(self, artifact: Artifact) -> Path:
-        """Format and file checks every ``load`` starts with; returns the artifact's path.
+    def check_artifact(self, artifact: Artifact, strict: bool = True) -> Path:
+        """Format, file and metadata checks every ``load`` starts with; returns the artifact's path.
+
+        The metadata the file carries (:meth:`read_metadata`) is compared with its card
+        (:func:`facesdk.metadata.check_metadata`): a file made for another model, precision or
+        source raises ModelFormatError in strict mode and logs a warning otherwise.
 
         Raises:
-            ModelFormatError: the artifact's format is not one of :attr:`formats`.
+            ModelFormatError: the artifact's format is not one of :attr:`formats`, or (strict)
+                its metadata contradicts its card.
             ModelNotFoundError: the file does not exist.
         """
         if artifact.format not in self.formats:
@@ -234,7 +239,26 @@ class Backend(ABC):
             )
         if not artifact.path.exists():
             raise ModelNotFoundError(f"model file not found: {artifact.path}")
+        if artifact.card is not None:
+            from .metadata import check_metadata
+
+            spec = next((a for a in artifact.card.artifacts
+                         if a.format == artifact.format and a.file == artifact.path.name), None)
+            meta = self.read_metadata(artifact)
+            problems = check_metadata(meta, artifact.card, artifact.format, spec.precision if spec else None)
+            if problems:
+                msg = f"{artifact.path.name} does not match card {artifact.card.id!r}: " + "; ".join(problems)
+                if strict:
+                    raise ModelFormatError(msg)
+                log.warning("%s: %s (loading it anyway)", self.name, msg)
         return artifact.path
+
+    def read_metadata(self, artifact: Artifact) -> dict[str, str]:
+        """What the artifact says about itself (ONNX ``metadata_props``, the TFLite metadata;
+        see :mod:`facesdk.metadata`). Backends with their own container override this."""
+        from .metadata import read_metadata
+
+        return read_metadata(artifact.path, artifact.format)
 
     def check_precision(self, precision: str) -> None:
         """Raise DeviceMismatchError for a precision this backend can never run."""

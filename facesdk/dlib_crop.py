@@ -34,8 +34,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .align import similarity_transform
 from .errors import ConfigError
-from .shape_predictor import DLIB5_PARTS, similarity_transform
+from .shape_predictor import DLIB5_PARTS
 
 if TYPE_CHECKING:  # pragma: no cover
     from .shape_predictor import ShapePredictor

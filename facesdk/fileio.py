@@ -5,7 +5,10 @@ folder so the rename itself is durable (POSIX ``rename(2)`` is atomic; the folde
 new directory entry survive a power loss, see the Linux ``fsync(2)`` manual: "Calling fsync() does
 not necessarily ensure that the entry in the directory containing the file has also reached disk.
 For that an explicit fsync() on a file descriptor for the directory is also needed.").
-A crash or a full disk leaves either the old file or the new one, never a torn file.
+A crash or a full disk leaves either the old file or the new one, never a torn file. This is the one
+implementation in facesdk (galleries, model downloads and conversions, benchmark reports and caches, the
+MAX7800x database files all write through it); :func:`atomic_path` hands out the temp *path* for writers
+that need a file name, and runs an optional ``verify`` (e.g. a sha256 check) before the rename.
 
 File lock: an advisory whole-file lock on ``<target>.lock`` (``flock(2)`` on POSIX, ``msvcrt.locking``
 on Windows); the kernel drops it when the holder dies, so a killed process never leaves a stale lock.
@@ -17,11 +20,14 @@ import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_write_bytes", "atomic_writer", "file_lock", "fsync_dir", "stale_temps"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_writer", "file_lock", "fsync_dir", "stale_temps"]
+
+#: ``verify(tmp_path)`` runs on the finished temp file before it replaces the target; raising aborts.
+Verify = Callable[[Path], None]
 
 
 def fsync_dir(folder: str | os.PathLike) -> None:
@@ -39,22 +45,44 @@ def fsync_dir(folder: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """Context manager yielding a binary file that replaces ``path`` only on success."""
+def atomic_path(
+    path: str | os.PathLike, *, suffix: str = ".tmp", verify: Verify | None = None
+) -> Iterator[Path]:
+    """Context manager yielding a temp *path* beside ``path`` that replaces it only on success.
+
+    For writers that need a file name (``np.savez``, ``onnx.save``, a conversion recipe).
+    ``verify`` runs on the written, fsynced file first. On any error the temp file is removed
+    and ``path`` is left as it was.
+    """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
+    fd, name = tempfile.mkstemp(prefix=p.name + ".", suffix=suffix, dir=p.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if verify is not None:
+            verify(tmp)
         os.replace(tmp, p)
         fsync_dir(p.parent)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_writer(
+    path: str | os.PathLike, *, suffix: str = ".tmp", verify: Verify | None = None
+) -> Iterator[BinaryIO]:
+    """Context manager yielding a binary file that replaces ``path`` only on success."""
+    with atomic_path(path, suffix=suffix, verify=verify) as tmp, open(tmp, "wb") as f:
+        yield f
+        f.flush()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

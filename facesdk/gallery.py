@@ -647,9 +647,16 @@ class Gallery:
         self._store.rename(old, new)
 
     # ------------------------------------------------------------------ search
-    def similarities(self, embeddings: np.ndarray, templates: str = "identity") -> np.ndarray:
-        """Cosine similarity ``[N, K]`` of probes to every identity (columns in :attr:`names` order)."""
-        e = l2_normalize(self._check_embeddings(embeddings))
+    def similarities(
+        self, embeddings: np.ndarray, templates: str = "identity", *, normalized: bool = False
+    ) -> np.ndarray:
+        """Cosine similarity ``[N, K]`` of probes to every identity (columns in :attr:`names` order).
+
+        ``normalized=True`` says the probes are unit vectors already (``FaceRecognizer`` embeddings
+        are), so they are not L2-normalised a second time.
+        """
+        e = self._check_embeddings(embeddings)
+        e = e if normalized else l2_normalize(e)
         if templates == "identity":
             return e @ self.templates.T
         _ids, names, mat = self.image_templates()
@@ -660,34 +667,39 @@ class Gallery:
         np.maximum.at(out, (slice(None), col), s) if len(col) else None
         return out
 
-    def search_hits(self, embeddings: np.ndarray, top_k: int = 5, templates: str = "identity") -> list[list[Hit]]:
-        """Top-K :class:`Hit` (name, cosine, best-matching image id) per probe, best first."""
+    def search_hits(
+        self, embeddings: np.ndarray, top_k: int = 5, templates: str = "identity", *, normalized: bool = False
+    ) -> list[list[Hit]]:
+        """Top-K :class:`Hit` (name, cosine, best-matching image id) per probe, best first
+        (``normalized``: see :meth:`similarities`)."""
         if templates not in TEMPLATE_LEVELS:
             raise ConfigError(f"templates must be one of {TEMPLATE_LEVELS}")
         if not isinstance(top_k, (int, np.integer)) or top_k < 1:
             raise ConfigError("top_k must be a positive integer")
-        e = l2_normalize(self._check_embeddings(embeddings))
+        e = self._check_embeddings(embeddings)
+        e = e if normalized else l2_normalize(e)
         if len(self) == 0:
             return [[] for _ in range(len(e))]
         return self._store.search(e, int(top_k), templates)
 
     def search(
-        self, embeddings: np.ndarray, top_k: int = 5, templates: str = "identity"
+        self, embeddings: np.ndarray, top_k: int = 5, templates: str = "identity", *, normalized: bool = False
     ) -> list[list[tuple[str, float]]]:
         """Top-K (name, cosine) per probe, best first."""
-        return [[(h.name, h.similarity) for h in hs] for hs in self.search_hits(embeddings, top_k, templates)]
+        hits = self.search_hits(embeddings, top_k, templates, normalized=normalized)
+        return [[(h.name, h.similarity) for h in hs] for hs in hits]
 
     def identify(
         self, embeddings: np.ndarray, *, threshold: float | None = None, top_k: int = 5,
-        templates: str = "identity",
+        templates: str = "identity", normalized: bool = False,
     ) -> list[Match]:
-        """Best identity per probe, or ``Unknown`` when below ``threshold``."""
+        """Best identity per probe, or ``Unknown`` when below ``threshold`` (``normalized``: see similarities)."""
         from .calibration import check_threshold
 
         thr = self.threshold if threshold is None else check_threshold(threshold)
         src = f"gallery ({self.threshold_source})" if threshold is None else None
         out = []
-        for hits in self.search_hits(embeddings, top_k=top_k, templates=templates):
+        for hits in self.search_hits(embeddings, top_k=top_k, templates=templates, normalized=normalized):
             cands = [(h.name, h.similarity) for h in hits]
             if hits and hits[0].similarity >= thr:
                 out.append(Match(hits[0].name, hits[0].similarity, cands, thr, src, hits[0].image_id))

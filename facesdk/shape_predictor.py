@@ -29,65 +29,17 @@ from pathlib import Path
 
 import numpy as np
 
+from .align import similarity_matrices, similarity_transform
 from .dlibfmt import DlibReader, read_dat
 from .errors import ConfigError
 
-__all__ = ["ShapePredictor", "DLIB5_PARTS", "similarity_transform", "load_default"]
+__all__ = ["ShapePredictor", "DLIB5_PARTS", "load_default"]
 
 log = logging.getLogger(__name__)
 
 #: Part names of dlib's 5-point model, in file order (image-right eye first).
 DLIB5_PARTS = ("right_eye_outer", "right_eye_inner", "left_eye_outer", "left_eye_inner", "nose_base")
 
-
-def similarity_transform(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Least-squares similarity ``dst ≈ M @ src + t`` (Umeyama, as dlib's ``find_similarity_transform``).
-
-    Returns ``(M [2,2], t [2])`` in float64.
-    """
-    src = np.asarray(src, np.float64)
-    dst = np.asarray(dst, np.float64)
-    n = len(src)
-    mf, mt = src.mean(0), dst.mean(0)
-    sf, st = src - mf, dst - mt
-    sigma_from = float((sf**2).sum()) / n
-    cov = st.T @ sf / n
-    u, d, vt = np.linalg.svd(cov)
-    s = np.eye(2)
-    det = np.linalg.det(cov)
-    if det < 0 or (det == 0 and np.linalg.det(u) * np.linalg.det(vt) < 0):
-        if d[1] < d[0]:
-            s[1, 1] = -1
-        else:
-            s[0, 0] = -1
-    r = u @ s @ vt
-    c = 1.0 if sigma_from == 0 else float(np.trace(np.diag(d) @ s)) / sigma_from
-    m = c * r
-    return m, mt - m @ mf
-
-
-def _similarity_many(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """The ``M`` of :func:`similarity_transform` for one ``src`` and a stack of ``dst`` ``[N,P,2]`` (float64)."""
-    src = np.asarray(src, np.float64)
-    dst = np.asarray(dst, np.float64)
-    n = src.shape[0]
-    mf, mt = src.mean(0), dst.mean(1)
-    sf, st = src - mf, dst - mt[:, None, :]
-    sigma_from = float((sf**2).sum()) / n
-    cov = np.einsum("kpi,pj->kij", st, sf) / n
-    u, d, vt = np.linalg.svd(cov)
-    det = np.linalg.det(cov)
-    flip = (det < 0) | ((det == 0) & (np.linalg.det(u) * np.linalg.det(vt) < 0))
-    s = np.repeat(np.eye(2)[None], len(cov), axis=0)
-    second = flip & (d[:, 1] < d[:, 0])
-    s[second, 1, 1] = -1
-    s[flip & ~second, 0, 0] = -1
-    r = u @ s @ vt
-    if sigma_from == 0:
-        c = np.ones(len(cov))
-    else:
-        c = np.einsum("ki,kii->k", d, s) / sigma_from
-    return c[:, None, None] * r
 
 def _floats(m: np.ndarray, e: np.ndarray) -> np.ndarray:
     """Vectorised dlib floats from (mantissa, exponent) integer pairs."""
@@ -349,7 +301,7 @@ class ShapePredictor:
         trees = np.arange(n_trees)
         rows = np.arange(n)[:, None]
         for c in range(self.split_idx.shape[0]):
-            m = _similarity_many(self.initial_shape, cur).astype(np.float32)  # [N,2,2]
+            m = similarity_matrices(self.initial_shape, cur).astype(np.float32)  # [N,2,2]
             d = self.deltas[c]
             p = np.empty((n,) + d.shape, np.float32)
             p[..., 0] = d[None, :, 0] * m[:, 0, 0, None] + d[None, :, 1] * m[:, 0, 1, None]

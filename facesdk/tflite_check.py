@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import struct
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,22 +101,38 @@ def _tables(buf: bytes, parent: Any, slot: int, length: int, what: str) -> None:
         _check_table(buf, p + rel, f"{what}[{i}]")
 
 
+#: Results for files already walked: (resolved path, mtime_ns, size) → info (a load checks metadata,
+#: then validates: the file is walked once).
+_cache: dict[tuple[str, int, int], TFLiteInfo] = {}
+_cache_lock = threading.Lock()
+
+
 def validate_tflite(path: str | Path | bytes) -> TFLiteInfo:
     """Check a TFLite flatbuffer thoroughly; return what it holds or raise ModelFormatError."""
     s = _schema()
+    key = None
     if isinstance(path, (bytes, bytearray)):
         buf, name = bytes(path), "<bytes>"
     else:
         p = Path(path)
         name = p.name
         try:
+            st = p.stat()
+            key = (str(p.resolve()), st.st_mtime_ns, st.st_size)
+            with _cache_lock:
+                if key in _cache:
+                    return _cache[key]
             buf = p.read_bytes()
         except OSError as exc:
             raise ModelFormatError(f"cannot read {p}: {exc}") from None
     if len(buf) < 16 or buf[4:8] != b"TFL3":
         raise ModelFormatError(f"{name} is not a TFLite flatbuffer (no TFL3 identifier)")
     try:
-        return _walk(s, buf, name)
+        info = _walk(s, buf, name)
+        if key is not None:
+            with _cache_lock:
+                _cache[key] = info
+        return info
     except ModelFormatError:
         raise
     except Exception as exc:  # noqa: BLE001 - struct.error, IndexError … from a corrupt file

@@ -23,14 +23,14 @@ import importlib.util
 import logging
 import os
 import shutil
-import tempfile
 import threading
-import tomllib
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
+
+import tomllib
 
 from .errors import (
     ChecksumError,
@@ -39,6 +39,7 @@ from .errors import (
     ModelFormatError,
     ModelNotFoundError,
 )
+from .fileio import atomic_path, atomic_writer
 
 __all__ = [
     "InputSpec",
@@ -388,32 +389,23 @@ def _cached_path(card: ModelCard, art: ArtifactSpec) -> Path:
 def _download(url: str, dest: Path, expected: str | None, what: str, timeout: float = 60.0) -> Path:
     from tqdm.auto import tqdm
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmpname = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
-    tmp = Path(tmpname)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            try:
-                resp = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (http/https only)
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                raise DownloadError(f"{what}: download of {url} failed: {exc}") from None
-            with resp:
-                total = int(resp.headers.get("Content-Length") or 0) or None
-                with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, leave=False) as bar:
-                    while True:
-                        try:
-                            b = resp.read(1 << 16)
-                        except OSError as exc:
-                            raise DownloadError(f"{what}: download of {url} broke off: {exc}") from None
-                        if not b:
-                            break
-                        out.write(b)
-                        bar.update(len(b))
-        _verify(tmp, expected, what)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_writer(dest, suffix=".part", verify=lambda tmp: _verify(tmp, expected, what)) as out:
+        try:
+            resp = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (http/https only)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise DownloadError(f"{what}: download of {url} failed: {exc}") from None
+        with resp:
+            total = int(resp.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, leave=False) as bar:
+                while True:
+                    try:
+                        b = resp.read(1 << 16)
+                    except OSError as exc:
+                        raise DownloadError(f"{what}: download of {url} broke off: {exc}") from None
+                    if not b:
+                        break
+                    out.write(b)
+                    bar.update(len(b))
     return dest
 
 
@@ -484,19 +476,10 @@ def _resolve(card: ModelCard, art: ArtifactSpec, src: Source) -> Path | None:
             dest = dest.parent / sub.strip(".")[:200] / dest.name
             if dest.exists():
                 return dest
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmpname = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
-        os.close(fd)
-        tmp = Path(tmpname)
-        try:
+        check = (lambda tmp: _verify(tmp, art.sha256, what)) if art.sha256 else None
+        with atomic_path(dest, suffix=".part", verify=check) as tmp:
             log.info("converting %s with recipe %s", what, src.location)
             func(card, art, inputs, tmp)
-            if art.sha256:
-                _verify(tmp, art.sha256, what)
-            os.replace(tmp, dest)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         return dest
     raise ConfigError(f"{what}: unknown source kind {src.kind!r}")
 

@@ -129,7 +129,7 @@ class OnnxRuntimeBackend(Backend):
         sets any other ``onnxruntime.SessionOptions`` attribute.
         """
         ort = _import_ort()
-        path = self.check_artifact(artifact)
+        path = self.check_artifact(artifact, strict)
         precision = normalize_precision(precision)
         self.check_precision(precision)
         avail = ort.get_available_providers()

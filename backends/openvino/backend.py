@@ -132,7 +132,7 @@ class OpenVINOBackend(Backend):
     ) -> Session:
         """Compile an IR/ONNX model for ``device`` (cpu, gpu[.N], npu, auto → cpu)."""
         ov = _import_ov()
-        path = self.check_artifact(artifact)
+        path = self.check_artifact(artifact, strict)
         core = ov.Core()
         avail = [d.lower() for d in core.available_devices]
         dev = "cpu" if device == "auto" else device.lower()

@@ -217,6 +217,11 @@ class TensorRTBackend(Backend):
             return Availability(False, reason="no CUDA GPU visible")
         return Availability(True, devices=tuple(f"cuda:{i}" for i in range(int(count))), version=trt.__version__)
 
+    def read_metadata(self, artifact: Artifact) -> dict[str, str]:
+        """The engine file's facesdk header as ``facesdk.*`` keys (model_id, precision, source_sha256 …)."""
+        meta, _ = read_engine_file(artifact.path)
+        return {f"facesdk.{k}": str(v) for k, v in meta.items() if v is not None}
+
     def compile(
         self,
         onnx_model: Artifact,
@@ -292,7 +297,7 @@ class TensorRTBackend(Backend):
         **options: Any,
     ) -> Session:
         """Load a facesdk engine file on ``cuda[:N]``."""
-        self.check_artifact(artifact)  # an ONNX model needs compile() first
+        self.check_artifact(artifact, strict)  # an ONNX model needs compile() first
         meta, blob = read_engine_file(artifact.path)
         trt = _import_trt()
         cudart = _import_cudart()

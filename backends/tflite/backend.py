@@ -178,7 +178,7 @@ class TFLiteBackend(Backend):
     ) -> Session:
         """Load a .tflite file; ``device`` is ``cpu``, ``edgetpu`` or ``auto``."""
         interp_cls, load_delegate, _ = _import_interpreter()
-        path = self.check_artifact(artifact)
+        path = self.check_artifact(artifact, strict)  # reads (and validates) the flatbuffer's metadata
         # Walk the whole flatbuffer first: a corrupt file must raise ModelFormatError, never crash LiteRT.
         info = validate_tflite(path)
         delegates = []

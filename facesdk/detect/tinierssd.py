@@ -54,6 +54,7 @@ from PIL import Image
 from ..errors import ConfigError, ModelFormatError
 from ..image import resize, to_tensor
 from .base import Detection, FaceDetector
+from .boxes import decode_ssd_boxes
 from .nms import nms
 
 __all__ = [
@@ -142,11 +143,7 @@ def decode_tinierssd(
     idx = np.nonzero(face > min_score)[0]
     if idx.size == 0:
         return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
-    p = priors[idx]
-    g = locs[idx]
-    cxcy = g[:, :2] * p[:, 2:] / CENTER_VARIANCE + p[:, :2]
-    wh = np.exp(g[:, 2:] / SIZE_VARIANCE) * p[:, 2:]
-    boxes = np.concatenate([cxcy - wh / 2, cxcy + wh / 2], axis=1)
+    boxes = decode_ssd_boxes(locs[idx], priors[idx], 1.0 / CENTER_VARIANCE, 1.0 / SIZE_VARIANCE)
     keep = nms(boxes, face[idx], max_overlap, top_k=top_k)
     return boxes[keep].astype(np.float32), face[idx][keep].astype(np.float32)
 

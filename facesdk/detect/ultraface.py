@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .base import Detection, FaceDetector
+from .boxes import decode_ssd_boxes
 from .nms import nms
 
 __all__ = ["UltraFaceDetector", "ultraface_priors"]
@@ -55,9 +56,7 @@ class UltraFaceDetector(FaceDetector):
             if not (np.all(scores >= 0) and np.allclose(scores.sum(axis=1), 1.0, atol=1e-3)):
                 e = np.exp(scores - scores.max(axis=1, keepdims=True))
                 scores = e / e.sum(axis=1, keepdims=True)
-            cxcy = boxes[:, :2] * 0.1 * pri[:, 2:] + pri[:, :2]
-            wh = np.exp(boxes[:, 2:] * 0.2) * pri[:, 2:]
-            boxes = np.concatenate([cxcy - wh / 2, cxcy + wh / 2], axis=1)
+            boxes = decode_ssd_boxes(boxes, pri, center_variance=0.1, size_variance=0.2)
         s = scores[:, 1]
         idx = np.nonzero(s >= self.score_threshold)[0]
         if idx.size == 0:
