@@ -6,19 +6,16 @@ YuNet face matched by a detection with IoU > 0.5), extra detections (no YuNet
 face within IoU 0.5) and mean landmark error over matched faces in units of
 YuNet's interocular distance.
 
-Usage::
+Stage ``detectors`` of ``facesdk bench`` (:mod:`facesdk_bench.stages`)::
 
-    python -m facesdk_bench.bench_detectors --threads 1 --repeat 5 [--json out.json]
+    facesdk bench --config benchmarks/configs/detectors.yaml
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -120,22 +117,3 @@ def to_markdown(res: dict[str, Any]) -> str:
             f"{v['extra_vs_ref']} | {lm} |"
         )
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--detectors", nargs="+", default=DETECTORS, help="card ids; the first is the reference")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--json", type=Path, help="also write the full results here")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    res = run(args.detectors, args.threads, args.repeat)
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=2))
-    sys.stdout.write(to_markdown(res) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -5,20 +5,19 @@ batch 1 and batch 32 on real dlib crops (``../shared/reference/lfw_dlib_chips200
 and reports the ratio to dlib's own speed (≈ 65 ms·core per crop measured for dlib
 20.0.1 on this machine class, from the issue).
 
-Usage::
+Stage ``dlib-embedder`` of ``facesdk bench`` (:mod:`facesdk_bench.stages`)::
 
-    .venv/bin/python -m facesdk_bench.bench_dlib_embedder [--shared ../shared] [--repeats 5]
+    facesdk bench --config benchmarks/configs/dlib-embedder.yaml
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +29,7 @@ log = logging.getLogger(__name__)
 DLIB_MS_CORE_PER_CROP = 65.0
 
 
-def bench(shared: Path, repeats: int = 5, batches: tuple[int, ...] = (1, 32)) -> dict[str, float]:
+def bench(shared: Path, repeats: int = 5, batches: tuple[int, ...] = (1, 32)) -> dict[str, Any]:
     """Median ms per crop (1 thread) for each batch size, plus parity against dlib."""
     import onnxruntime as ort
     from tqdm.auto import tqdm
@@ -47,7 +46,8 @@ def bench(shared: Path, repeats: int = 5, batches: tuple[int, ...] = (1, 32)) ->
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     y = np.concatenate([sess.run(None, {"input": x[i : i + 32]})[0] for i in range(0, len(x), 32)])
-    res: dict[str, float] = {"max_abs_diff_vs_dlib": float(np.abs(y - z["descriptors"]).max())}
+    res: dict[str, Any] = {"max_abs_diff_vs_dlib": float(np.abs(y - z["descriptors"]).max()), "crops": len(x),
+                           "onnxruntime": ort.__version__, "cpu": platform.processor() or platform.machine()}
     for b in batches:
         n_crops = 64 if b == 1 else 128
         sess.run(None, {"input": x[:b]})  # warm-up
@@ -64,18 +64,13 @@ def bench(shared: Path, repeats: int = 5, batches: tuple[int, ...] = (1, 32)) ->
     return res
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", type=Path, default=Path(os.environ.get("FACESDK_SHARED", Path(__file__).resolve().parents[1].parent / "shared")))
-    ap.add_argument("--repeats", type=int, default=5)
-    args = ap.parse_args(argv)
-    import onnxruntime as ort
-
-    res = bench(args.shared, args.repeats)
-    res_info = {"cpu": platform.processor() or platform.machine(), "onnxruntime": ort.__version__, **res}
-    print(json.dumps(res_info, indent=2))  # noqa: T201 - CLI output
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def to_markdown(res: dict[str, Any]) -> str:
+    """The RESULTS.md table: ms·core per crop and speed-up vs dlib per batch size, and the parity line."""
+    lines = ["| batch | ms·core per crop | speed vs dlib (≈ 65 ms·core per crop) |", "|---|---|---|"]
+    for k, v in res.items():
+        if k.startswith("ms_core_per_crop_b"):
+            b = k.rsplit("_b", 1)[1]
+            lines.append(f"| {b} | {v:.1f} | {res[f'speedup_vs_dlib_b{b}']:.1f}× faster |")
+    lines += ["", f"Parity: max abs difference to dlib's descriptors {res['max_abs_diff_vs_dlib']:.1e} "
+              f"({res.get('crops', 200)} crops); onnxruntime {res.get('onnxruntime')}."]
+    return "\n".join(lines)

@@ -10,18 +10,16 @@ Variants:
   <detector>:sp    the detector's 5 points place a dlib-style box; dlib's shape predictor runs in it (facesdk default)
   <detector>:box   the shape predictor runs in the detector's box
 
-Usage::
+Stage ``landmark-sources`` of ``facesdk bench`` (:mod:`facesdk_bench.stages`)::
 
-    python -m facesdk_bench.lfw_landmark_sources mtcnn:sp blazeface-full:sp dlibref [--shared ../shared]
+    facesdk bench --config benchmarks/configs/landmark-sources.yaml
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -61,42 +59,40 @@ def crops_for(variant: str, keys: list[str], root: Path, shared: Path) -> tuple[
     return crops, misses
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(shared: Path, variants: list[str]) -> list[dict[str, Any]]:
+    """Accuracy (plain and flip TTA) of dlib's crop for each landmark-source variant."""
     import facesdk
     from facesdk.gallery import l2_normalize
     from facesdk_bench.datasets import LFWDataset
     from facesdk_bench.metrics import kfold_verification
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("variants", nargs="+")
-    ap.add_argument("--shared", default=os.environ.get("FACESDK_SHARED", "../shared"))
-    ap.add_argument("--json", help="write results here")
-    a = ap.parse_args(argv)
-    shared = Path(a.shared)
     root = shared / "data/lfw"
     pairs = LFWDataset(root).pairs("pairs")
     keys = pairs.images()
     idx = {k: i for i, k in enumerate(keys)}
     ia = np.array([idx[k] for k in pairs.a])
     ib = np.array([idx[k] for k in pairs.b])
-    results = []
-    for v in a.variants:
+    results: list[dict[str, Any]] = []
+    rec = facesdk.FaceRecognizer(embedder="dlib-resnet-v1", backend="onnxruntime", tta="none",
+                                 backend_options={"threads": 2})
+    for v in variants:
         crops, misses = crops_for(v, keys, root, shared)
-        rec = facesdk.FaceRecognizer(embedder="dlib-resnet-v1", backend="onnxruntime", tta="none",
-                                     backend_options={"threads": 2})
         e = rec.embed_crops(crops)
         ef = rec.embed_crops(np.ascontiguousarray(crops[:, :, ::-1]))
-        row: dict[str, object] = {"variant": v, "no_detection": misses}
+        row: dict[str, Any] = {"variant": v, "no_detection": misses}
         for name, E in (("plain", e), ("flip", l2_normalize(e + ef))):
             r = kfold_verification((E[ia] * E[ib]).sum(1), pairs.same, pairs.folds)
             row[name] = {"mean": round(r.mean * 100, 3), "std": round(r.std * 100, 3)}
-        log.warning("%s", json.dumps(row))
+        log.info("%s", row)
         results.append(row)
-    print(json.dumps(results, indent=2))
-    if a.json:
-        Path(a.json).write_text(json.dumps(results, indent=2))
-    return 0
+    rec.close()
+    return results
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def to_markdown(results: list[dict[str, Any]]) -> str:
+    """The RESULTS.md table."""
+    lines = ["| 5-point source for the crop | no detection | plain | flip TTA |", "|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['variant']} | {r['no_detection']} | {r['plain']['mean']:.2f} % ± {r['plain']['std']:.2f} "
+                     f"| {r['flip']['mean']:.2f} % ± {r['flip']['std']:.2f} |")
+    return "\n".join(lines)

@@ -6,22 +6,21 @@ normalisation → cosine similarity. Images without a detection fall back to the
 LFW box (70..180 × 60..190) and are counted. Standard protocol: per fold, the threshold
 that maximises accuracy on the other nine folds.
 
-Run::
+Stage ``lfw-max78000`` of ``facesdk bench`` (:mod:`facesdk_bench.stages`)::
 
-    FACESDK_AI8X_DIR=../shared/ai8x python -m facesdk_bench.lfw_max78000 [--limit-folds N] [--firmware-exact]
-        [--embedder ai85-faceid-112]
+    facesdk bench --config benchmarks/configs/lfw-max78000.yaml
+    facesdk bench --config benchmarks/configs/lfw-max78000-firmware.yaml
 
-``--firmware-exact`` runs the msdk demo firmware's steps instead (``facesdk.detect.tinierssd``):
+(options ``limit_folds``, ``backend``, ``firmware_exact``, ``embedder``). ``firmware_exact: true`` runs the msdk demo firmware's steps instead (``facesdk.detect.tinierssd``):
 RGB565 168×224 frame, one box decoded as ``post_process.c``, integer box, nearest-neighbour
 stretch of the box to 120×160 (aligner ``ai8x-faceid-firmware``).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -54,29 +53,27 @@ def ten_fold(sims: np.ndarray, same: np.ndarray, folds: int = 10) -> tuple[float
     return float(np.mean(accs)), float(np.std(accs)), float(np.mean(chosen))
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", default=os.environ.get("FACESDK_SHARED", str(Path(__file__).resolve().parents[2] / "shared")))
-    ap.add_argument("--limit-folds", type=int, default=10)
-    ap.add_argument("--backend", default="max78000")
-    ap.add_argument("--firmware-exact", action="store_true", help="the demo firmware's decode and crop")
-    ap.add_argument("--embedder", default="ai85-faceid",
-                    help="ai85-faceid (512-d, 120x160) or ai85-faceid-112 (64-d, msdk C project)")
-    args = ap.parse_args(argv)
-    shared = Path(args.shared)
+def run(
+    shared: Path, limit_folds: int = 10, backend: str = "max78000", firmware_exact: bool = False,
+    embedder: str = "ai85-faceid",
+) -> dict[str, Any]:
+    """Embed every image of the first ``limit_folds`` folds of pairs.txt, then the k-fold accuracy.
+
+    ``embedder``: ai85-faceid (512-d, 120x160) or ai85-faceid-112 (64-d, msdk C project).
+    """
     os.environ.setdefault("FACESDK_AI8X_DIR", str(shared / "ai8x"))
     import facesdk
+    from facesdk.align import align_face
     from facesdk.image import load_image
 
     lfw = shared / "data" / "lfw"
-    pairs = read_pairs(lfw / "pairs.txt")[: 600 * args.limit_folds]
-    rec = facesdk.FaceRecognizer(detector="ai85-facedet-tinierssd", embedder=args.embedder,
-                                 backend=args.backend)
+    pairs = read_pairs(lfw / "pairs.txt")[: 600 * limit_folds]
+    rec = facesdk.FaceRecognizer(detector="ai85-facedet-tinierssd", embedder=embedder, backend=backend)
     template = rec.template
-    if args.firmware_exact:
+    if firmware_exact:
         rec.detector.firmware_exact = True
-        template = "ai8x-faceid-112-firmware" if args.embedder.endswith("112") else "ai8x-faceid-firmware"
-    elif args.embedder.endswith("112"):
+        template = "ai8x-faceid-112-firmware" if embedder.endswith("112") else "ai8x-faceid-firmware"
+    elif embedder.endswith("112"):
         template = "ai8x-faceid-112"
     emb: dict[str, np.ndarray] = {}
     fallback = 0
@@ -90,21 +87,21 @@ def main(argv: list[str] | None = None) -> int:
         else:
             fallback += 1
             box = np.array([70, 60, 180, 190], np.float32)
-        from facesdk.align import align_face
-
         crop = align_face(img, box, None, template)
         emb[f] = rec.embed_crops(crop[None])[0]
+    rec.close()
     sims = np.array([float(emb[a] @ emb[b]) for a, b, _ in pairs])
     same = np.array([s for _, _, s in pairs])
-    mean, std, th = ten_fold(sims, same, args.limit_folds)
-    res = {"pipeline": f"ai85-facedet-tinierssd + {args.embedder} on " + args.backend + " (emulator)"
-           + (", firmware-exact decode/crop" if args.firmware_exact else ""),
-           "pairs": len(pairs), "accuracy": round(mean, 4), "std": round(std, 4), "mean_threshold": round(th, 4),
-           "images": len(emb), "no_detection_fallback": fallback, "template": template,
-           "embedding_size": int(next(iter(emb.values())).shape[0])}
-    print(json.dumps(res, indent=2))
-    return 0
+    mean, std, th = ten_fold(sims, same, limit_folds)
+    return {"pipeline": f"ai85-facedet-tinierssd + {embedder} on " + backend + " (emulator)"
+            + (", firmware-exact decode/crop" if firmware_exact else ""),
+            "pairs": len(pairs), "accuracy": round(mean, 4), "std": round(std, 4), "mean_threshold": round(th, 4),
+            "images": len(emb), "no_detection_fallback": fallback, "template": template,
+            "embedding_size": int(next(iter(emb.values())).shape[0])}
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def to_markdown(res: dict[str, Any]) -> str:
+    """One line: accuracy ± std over the folds, threshold, fallbacks."""
+    return (f"{res['pipeline']}: {res['pairs']} pairs, accuracy **{100 * res['accuracy']:.2f} %** ± "
+            f"{100 * res['std']:.2f}, mean fold threshold {res['mean_threshold']}, {res['images']} images "
+            f"({res['no_detection_fallback']} without a detection used the central box)")

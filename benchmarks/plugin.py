@@ -6,7 +6,7 @@ from typing import Any
 
 from facesdk.plugins import hookimpl
 
-__all__ = ["facesdk_cli", "facesdk_datasets"]
+__all__ = ["facesdk_cli", "facesdk_datasets", "facesdk_bench_stages"]
 
 
 @hookimpl
@@ -25,3 +25,11 @@ def facesdk_datasets() -> dict[str, Any]:
     from .datasets import FolderDataset, LFWDataset
 
     return {"lfw": LFWDataset, "folder": FolderDataset}
+
+
+@hookimpl
+def facesdk_bench_stages() -> dict[str, Any]:
+    """The built-in benchmark stages (:mod:`facesdk_bench.stages`)."""
+    from .stages import BUILTIN_STAGES
+
+    return dict(BUILTIN_STAGES)

@@ -70,9 +70,10 @@ def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> s
     lines += [f"- date (UTC): {r.get('created')}", f"- command: `{r.get('command')}`",
               f"- machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gib')} GiB, {m.get('os')}, "
               f"Python {m.get('python')}",
-              f"- dataset: {ds.get('dataset')} at `{ds.get('root')}`, protocol `{ds.get('protocol')}`, "
-              f"{ds.get('images')} images" + (f", {ds.get('pairs')} pairs" if ds.get("pairs") else "")
-              + (f" (limit {ds.get('limit')})" if ds.get("limit") else ""),
+              *([f"- dataset: {ds.get('dataset')} at `{ds.get('root')}`, protocol `{ds.get('protocol')}`, "
+                 f"{ds.get('images')} images" + (f", {ds.get('pairs')} pairs" if ds.get("pairs") else "")
+                 + (f" (limit {ds.get('limit')})" if ds.get("limit") else "")] if ds else []),
+              f"- stages: {', '.join(r.get('stages') or [])}",
               f"- wall time: {r.get('seconds')} s, peak RSS {_f(r.get('peak_rss_mb'), 0)} MiB", ""]
     rows = r.get("rows", [])
     verif = [x for x in rows if "mean_accuracy" in x]
@@ -173,6 +174,12 @@ def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> s
         from .precision import render as _render_precision
 
         lines += _render_precision(r["precision_study"])
+    for name, res in (r.get("results") or {}).items():
+        lines += [f"## {name}", ""]
+        if res.get("markdown"):
+            lines += [res["markdown"], ""]
+        else:
+            lines += ["```", json.dumps(res.get("result"), indent=2), "```", ""]
     if r.get("skipped"):
         lines += ["## Not run", ""]
         lines += [f"- {s['backend']}/{s['precision']}: {s['reason']}" for s in r["skipped"]]

@@ -2,13 +2,16 @@
 
 Config keys (all optional; see ``benchmarks/configs/*.yaml``)::
 
-    name, dataset (lfw|folder|plugin), root, protocol (pairs|devtest|devtrain|identify),
+    name, stages [list: precision, accuracy, latency, parity, peers, detectors, dlib-embedder, … or a
+    plugin's (facesdk_bench_stages hook); default: accuracy + the enabled sections],
+    dataset (lfw|folder|plugin), root, protocol (pairs|devtest|devtrain|identify),
     detector, embedder, backends [list], precision [list], device, threads, batch_size,
     limit, folds, fars, tiers, degradation {face_width, jpeg_quality, blur_sigma, brightness, seed},
     identify {gallery_per_id, enrolled_every, max_probes_per_id, include_singletons, top_k},
     latency {enabled, images, batch_sizes, threads, warmup, repeats, gallery_size},
     parity {enabled, images, backends (extra, parity/latency only)}, peers {opencv, dlib, dlib_descriptors}, cache, out,
-    precision_study {enabled, only, embedders, configs, detector, latency {batch_sizes, images, repeats}}
+    precision_study {enabled, only, embedders, configs, detector, latency {batch_sizes, images, repeats}},
+    and one section per stage that brings its own data (``detectors: {…}``, ``name@label: {…}``)
 
 Relative paths in a config file are resolved against the current directory
 first, then against the config file's directory. ``${VAR}`` is expanded.
@@ -16,26 +19,18 @@ first, then against the config file's directory. ``${VAR}`` is expanded.
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import os
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from facesdk import zoo
-from facesdk.errors import ConfigError, FaceSDKError
+from facesdk.errors import ConfigError
 
-from .cache import default_cache_root
-from .datasets import Dataset, PairList, identification_split, load_dataset
-from .latency import machine_info, measure_latency, peak_rss_mb
+from .datasets import PairList
 from .metrics import DEFAULT_FARS, verification_summary
-from .parity import reference_crops, run_parity
-from .protocols import ImageEmbedder, run_identification, run_verification
-from .quality import TIERS, Degradation
+from .quality import TIERS
 
 __all__ = ["DEFAULTS", "load_config", "merge_overrides", "run_benchmark"]
 
@@ -43,6 +38,7 @@ log = logging.getLogger(__name__)
 
 DEFAULTS: dict[str, Any] = {
     "name": "bench",
+    "stages": None,
     "dataset": "lfw",
     "root": None,
     "protocol": "pairs",
@@ -107,11 +103,11 @@ def load_config(path: str | os.PathLike | None) -> dict[str, Any]:
         raise ConfigError(f"cannot parse {p}: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: a benchmark config must be a mapping")
-    unknown = set(data) - set(DEFAULTS)
+    unknown = set(data) - set(DEFAULTS) - _stage_sections(data.get("stages"))
     if unknown:
         raise ConfigError(f"{p}: unknown config keys: {', '.join(sorted(unknown))}")
     for k, v in data.items():
-        if isinstance(DEFAULTS[k], dict) and isinstance(v, dict):
+        if isinstance(DEFAULTS.get(k), dict) and isinstance(v, dict):
             cfg[k] = {**DEFAULTS[k], **v}
         else:
             cfg[k] = v
@@ -122,6 +118,14 @@ def load_config(path: str | os.PathLike | None) -> dict[str, Any]:
         cfg["peers"]["dlib_descriptors"] = str(_resolve_path(cfg["peers"]["dlib_descriptors"], p.parent))
     cfg["config_file"] = str(p)
     return cfg
+
+
+def _stage_sections(named: Any) -> set[str]:
+    """Config sections that belong to stages: every registered stage name and the entries listed."""
+    from .stages import stages
+
+    entries = [named] if isinstance(named, str) else list(named or [])
+    return set(stages()) | {str(e) for e in entries}
 
 
 def _resolve_path(v: str, base: Path) -> Path:
@@ -138,7 +142,7 @@ def merge_overrides(cfg: dict[str, Any], **over: Any) -> dict[str, Any]:
     for k, v in over.items():
         if v is None:
             continue
-        out[k] = _as_list(v) if k in _LIST_KEYS else v
+        out[k] = _as_list(v) if k in (*_LIST_KEYS, "stages") else v
     for k in _LIST_KEYS:
         out[k] = _as_list(out[k])
     if out["protocol"] not in ("pairs", "devtest", "devtrain", "identify"):
@@ -148,9 +152,17 @@ def merge_overrides(cfg: dict[str, Any], **over: Any) -> dict[str, Any]:
     for t in out["tiers"]:
         if t not in TIERS:
             raise ConfigError(f"unknown quality tier {t!r} (known: {', '.join(TIERS)})")
-    if not out["backends"]:
+    from .stages import DATASET_STAGES, stage_names, stages
+
+    names = stage_names(out)
+    known = stages()
+    for entry in names:
+        if entry.split("@", 1)[0] not in known:
+            raise ConfigError(f"unknown benchmark stage {entry!r} (known: {', '.join(sorted(known))})")
+    uses_data = any(e.split("@", 1)[0] in DATASET_STAGES for e in names)
+    if uses_data and not out["backends"]:
         raise ConfigError("no backends to benchmark")
-    if not out.get("root"):
+    if uses_data and not out.get("root"):
         raise ConfigError("no dataset root: give --root DIR or 'root:' in the config")
     return out
 
@@ -201,27 +213,6 @@ def _make_recognizer(cfg: dict[str, Any], backend: str, precision: str, threads:
     return rec
 
 
-def _threads(cfg: dict[str, Any]) -> int | None:
-    t = cfg.get("threads")
-    if isinstance(t, (list, tuple)):
-        t = t[0] if t else None
-    return int(t) if t else None
-
-
-def _latency_images(ds: Dataset, cfg: dict[str, Any], keys: list[str]) -> list[Path]:
-    n = int(cfg["latency"].get("images", 16))
-    return [ds.path(k) for k in keys[:n]]
-
-
-def _session_info(rec: Any) -> dict[str, Any]:
-    e, d = rec.embedder_session, rec.detector.session
-    return {
-        "backend": e.backend, "device": e.device, "precision": e.precision,
-        "providers": getattr(e, "providers", None),
-        "detector_backend": d.backend, "detector_device": d.device, "detector_precision": d.precision,
-    }
-
-
 def _dlib_reference(path: str, pairs: PairList, fars: list[float], k: int) -> dict[str, Any] | None:
     """Verification from precomputed dlib descriptors (peer), Euclidean distance as -score."""
     p = Path(path)
@@ -243,201 +234,17 @@ def _dlib_reference(path: str, pairs: PairList, fars: list[float], k: int) -> di
             "source": str(p), "score": "negative Euclidean distance", **summ}
 
 
-def _thin_curve(far: np.ndarray, tar: np.ndarray, n: int = 400) -> dict[str, list[float]]:
-    """At most ~2n ROC points for the report: evenly spaced plus log-spaced in FAR (keeps the low-FAR end)."""
-    m = len(far)
-    if m <= 2 * n:
-        return {"far": far.tolist(), "tar": tar.tolist()}
-    idx = np.unique(np.r_[np.linspace(0, m - 1, n).astype(int),
-                          np.clip(np.searchsorted(far, np.logspace(-5, 0, n), side="right") - 1, 0, m - 1), m - 1])
-    return {"far": far[idx].tolist(), "tar": tar[idx].tolist()}
-
-
 def run_benchmark(cfg: dict[str, Any], argv: list[str] | None = None) -> dict[str, Any]:
-    """Run everything the config asks for; return the report dict (see :mod:`facesdk_bench.report`)."""
-    t_start = time.perf_counter()
-    progress = bool(cfg.get("progress", True))
-    ds = load_dataset(cfg["dataset"], cfg["root"])
-    limit = int(cfg["limit"]) if cfg.get("limit") else None
-    protocol = cfg["protocol"]
-    fars = [float(f) for f in cfg["fars"]]
-    tiers = cfg["tiers"] or ["high-high"]
-    deg = Degradation.from_dict(cfg.get("degradation"))
-    cache_root = Path(cfg["cache"]) if cfg.get("cache") else default_cache_root()
-    pairs: PairList | None = None
-    split = None
-    if protocol == "identify":
-        ic = dict(cfg.get("identify") or {})
-        split = identification_split(
-            ds.identities(), gallery_per_id=int(ic.get("gallery_per_id", 1)),
-            enrolled_every=int(ic.get("enrolled_every", 2)), max_probes_per_id=ic.get("max_probes_per_id", 5),
-            include_singletons=bool(ic.get("include_singletons", False)), limit=limit,
-        )
-        image_keys = split.images()
-    else:
-        pairs = ds.pairs(protocol).subset(limit)
-        image_keys = pairs.images()
+    """Run the config's stages in order (:mod:`facesdk_bench.stages`); return the report dict."""
+    from .stages import BenchContext, stage_names, stages
 
-    report: dict[str, Any] = {
-        "facesdk_bench": 1,
-        "name": cfg.get("name"),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["facesdk", *(argv if argv is not None else sys.argv[1:])]),
-        "machine": machine_info(),
-        "config": {k: v for k, v in cfg.items() if k not in ("progress",)},
-        "dataset": {**ds.describe(), "protocol": protocol, "images": len(image_keys),
-                    **({"pairs": len(pairs), "limit": limit} if pairs is not None else {}),
-                    **({"split": split.describe()} if split is not None else {})},
-        "rows": [], "skipped": [], "latency": [], "parity": None, "peers": [], "curves": {}, "cmc": {},
-    }
-    recs: dict[str, Any] = {}
-    threads = _threads(cfg)
-    study = dict(cfg.get("precision_study") or {})
-    if study.get("enabled") and pairs is not None:
-        from .precision import run_precision_study
-
-        report["precision_study"] = run_precision_study(cfg, ds, pairs, cache_root, progress)
-    for backend in ([] if study.get("only") else cfg["backends"]):
-        for precision in cfg["precision"]:
-            label = f"{backend}/{precision}"
-            try:
-                rec = _make_recognizer(cfg, backend, precision, threads)
-            except FaceSDKError as exc:
-                log.warning("skipping %s: %s", label, exc)
-                report["skipped"].append({"backend": backend, "precision": precision, "reason": str(exc)})
-                continue
-            row: dict[str, Any] = {
-                "model": rec.model_id, "detector": rec.detector_card.id, **_session_info(rec),
-                "requested_backend": backend, "requested_precision": precision,
-                "threads": threads, "batch_size": int(cfg["batch_size"]),
-                "dataset": ds.name, "protocol": protocol,
-            }
-            emb = ImageEmbedder(rec, ds, cache_root, degradation=deg, batch_size=int(cfg["batch_size"]),
-                                progress=progress)
-            try:
-                if pairs is not None:
-                    res = run_verification(emb, pairs, tiers=tiers, k=int(cfg["folds"]), fars=fars)
-                    report["curves"][label] = {t: _thin_curve(c["far"], c["tar"])
-                                               for t, c in res.pop("curves").items()}
-                    res.pop("scores")
-                else:
-                    assert split is not None
-                    ic = dict(cfg.get("identify") or {})
-                    res = run_identification(emb, split, tiers=tiers, fars=fars,
-                                             top_k=tuple(ic.get("top_k", (1, 5, 10))))
-                    report["cmc"][label] = res.pop("cmc")
-            except FaceSDKError as exc:
-                log.warning("%s failed: %s", label, exc)
-                report["skipped"].append({"backend": backend, "precision": precision, "reason": str(exc)})
-                rec.close()
-                continue
-            row.update(res)
-            row["status"] = "ok"
-            report["rows"].append(row)
-            recs[label] = rec
-
-    # backends compared only for latency and parity (no accuracy protocol): cheaper than full runs
-    extra: dict[str, Any] = {}
-    for backend in _as_list((cfg.get("parity") or {}).get("backends")):
-        for precision in cfg["precision"]:
-            label = f"{backend}/{precision}"
-            if label in recs:
-                continue
-            try:
-                extra[label] = _make_recognizer(cfg, backend, precision, threads)
-            except FaceSDKError as exc:
-                report["skipped"].append({"backend": backend, "precision": precision,
-                                          "reason": f"parity/latency: {exc}"})
-    lat = cfg.get("latency") or {}
-    if lat.get("enabled") and (recs or extra):
-        for label, rec in [*recs.items(), *extra.items()]:
-            backend, precision = label.split("/")
-            for t in _as_list(lat.get("threads", [threads])) or [threads]:
-                t = int(t) if t else None
-                r = rec if t == threads else None
-                try:
-                    r = r or _make_recognizer(cfg, backend, precision, t)
-                    m = measure_latency(
-                        r, _latency_images(ds, cfg, image_keys), batch_sizes=[int(b) for b in
-                                                                            lat.get("batch_sizes", [1, 8, 32])],
-                        warmup=int(lat.get("warmup", 3)), repeats=int(lat.get("repeats", 20)),
-                        gallery_size=int(lat.get("gallery_size", 1000)), threads=t, progress=progress,
-                    )
-                except FaceSDKError as exc:
-                    report["skipped"].append({"backend": backend, "precision": precision, "threads": t,
-                                              "reason": f"latency: {exc}"})
-                    continue
-                m["model"] = rec.model_id
-                m["detector"] = rec.detector_card.id
-                report["latency"].append(m)
-                if r is not rec:
-                    r.close()
-        for row in report["rows"]:
-            mine = [m for m in report["latency"] if m["backend"] == row["backend"]
-                    and m["precision"] == row["precision"]]
-            if mine:
-                e2e = mine[0]["stages"]["end_to_end"]
-                row["e2e_p50_ms"] = e2e["p50_ms"]
-                row["e2e_images_per_s"] = e2e["images_per_s"]
-
-    par = cfg.get("parity") or {}
-    peers = cfg.get("peers") or {}
-    if par.get("enabled") and recs:
-        ref_label, ref = next(iter(recs.items()))
-        n = int(par.get("images", 200))
-        keys = image_keys[:n]
-        crops, fb = reference_crops(ref, ds, keys)
-        others = {lab: r.embed_crops for lab, r in [*recs.items(), *extra.items()] if lab != ref_label}
-        if peers.get("opencv", True):
-            from .peers import opencv_dnn_embedder
-
-            try:
-                path = zoo.fetch(ref.embedder_card, "onnx")
-                fn = opencv_dnn_embedder(ref, path)
-                if fn is not None:
-                    others["peer:opencv-dnn (same ONNX)"] = fn
-            except FaceSDKError as exc:
-                log.info("OpenCV DNN peer skipped: %s", exc)
-        ref_row = report["rows"][0]
-        thr = float(np.mean(ref_row["fold_thresholds"])) if "fold_thresholds" in ref_row else ref.threshold
-        report["parity"] = run_parity(ref_label, ref.embed_crops, others, crops, keys, pairs, thr)
-        report["parity"]["fallback_faces"] = fb
-        if not others:
-            report["parity"]["note"] = "only one backend ran: nothing to compare"
-
-    if recs and peers.get("opencv", False):
-        from .peers import opencv_yunet_compare
-
-        ref = next(iter(recs.values()))
-        if ref.detector_card.family == "yunet":
-            try:
-                path = zoo.fetch(ref.detector_card, "onnx")
-                r = opencv_yunet_compare(ref, path, _latency_images(ds, {"latency": {"images": lat.get("images", 16)}},
-                                                                     image_keys),
-                                         warmup=int(lat.get("warmup", 3)), repeats=int(lat.get("repeats", 20)))
-                if r:
-                    report["peers"].append(r)
-            except FaceSDKError as exc:
-                log.info("OpenCV YuNet peer skipped: %s", exc)
-    if peers.get("dlib", False):
-        from .peers import dlib_status
-
-        report["peers"].append(dlib_status())
-    if peers.get("dlib_descriptors") and pairs is not None:
-        r = _dlib_reference(peers["dlib_descriptors"], pairs, fars, int(cfg["folds"]))
-        if r:
-            report["peers"].append(r)
-
-    for rec in [*recs.values(), *extra.values()]:
-        rec.close()
-    ok = report["rows"]
-    if ok:
-        first = ok[0]
-        for key in ("mean_accuracy", "std_accuracy", "eer"):
-            if key in first:
-                report[key] = first[key]
-        if "rank_k" in first:
-            report["rank1"] = first["rank_k"].get("1")
-    report["peak_rss_mb"] = peak_rss_mb()
-    report["seconds"] = round(time.perf_counter() - t_start, 1)
+    known = stages()
+    ctx = BenchContext(cfg, argv)
+    try:
+        for entry in stage_names(cfg):
+            ctx.current = entry
+            log.info("stage %s", entry)
+            known[entry.split("@", 1)[0]](ctx)
+    finally:
+        report = ctx.finish()
     return report

@@ -129,8 +129,8 @@ def check_metadata(
     """Where an artifact's own metadata contradicts its card: a list of problems (empty = consistent).
 
     Checked: ``facesdk.model_id`` against the card id; ``facesdk.precision`` against the artifact
-    entry's precision (when the card lists this file); ``facesdk.source_sha256`` against the sha256 the card gives the file it was
-    made from (the card's ONNX artifact, for a file converted from ONNX).
+    entry's precision (when the card lists this file); ``facesdk.source_sha256`` against the sha256
+    the card gives the file it was made from (the card's ONNX artifact, for a file converted from ONNX).
     """
     problems = []
     mid = meta.get("facesdk.model_id")
@@ -143,5 +143,7 @@ def check_metadata(
     if src and fmt != "onnx":
         onnx = [a.sha256 for a in card.artifacts if a.format == "onnx" and a.sha256]
         if onnx and src.lower() not in {s.lower() for s in onnx}:
-            problems.append(f"the file was built from {src[:12]}…, not from the card's ONNX ({onnx[0][:12]}…)")
+            problems.append(
+                f"the file was built from {src[:12]}…, not from the card's ONNX ({onnx[0][:12]}…)"
+            )
     return problems

@@ -100,6 +100,11 @@ def _load_card(ref: str | ModelCard | os.PathLike) -> ModelCard:
     return zoo.get_card(str(ref))
 
 
+def _check_task(card: ModelCard, task: str, what: str) -> None:
+    if card.task != task:
+        raise ConfigError(f"{card.id!r} is a {card.task} model, not {what}")
+
+
 def _choose_backend(name: str | None, card: ModelCard) -> Backend:
     if name and name != "auto":
         b = get_backend(name)
@@ -220,52 +225,20 @@ class FaceRecognizer:
         emb_be = embedder_backend or backend
         self.detector_card = _load_card(detector or _default_card("detect", DEFAULT_DETECTOR, det_be))
         self.embedder_card = _load_card(embedder or _default_card("embed", DEFAULT_EMBEDDER, emb_be))
-        if self.detector_card.task != "detect":
-            raise ConfigError(f"{self.detector_card.id!r} is a {self.detector_card.task} model, not a detector")
-        if self.embedder_card.task != "embed":
-            raise ConfigError(f"{self.embedder_card.id!r} is a {self.embedder_card.task} model, not an embedder")
+        _check_task(self.detector_card, "detect", "a detector")
+        _check_task(self.embedder_card, "embed", "an embedder")
         if batch_size < 1:
             raise ConfigError("batch_size must be >= 1")
         self.batch_size = int(batch_size)
         self.max_pixels = max_pixels
         opts: dict[str, Any] = dict(device=device, precision=precision, strict=strict, **(backend_options or {}))
         det_opts = {**opts, "precision": detector_precision}
-
-        det_backend = _choose_backend(det_be, self.detector_card)
-        det_cls = detector_class(self.detector_card.family)
-        det_arts = {"main": _artifact_for(self.detector_card, det_backend, detector_precision)}
-        extra_roles = self.detector_card.params.get("roles")
-        if extra_roles:  # multi-network detectors: one artifact per role, matched by file name
-            det_arts = {
-                r: _artifact_for(self.detector_card, det_backend, detector_precision, role=str(f))
-                for r, f in extra_roles.items()
-            }
-        self.detector: FaceDetector = det_cls(
-            self.detector_card, det_backend, det_arts, score_threshold=score_threshold, **det_opts
+        self.detector: FaceDetector = self._build_detector(
+            det_be, detector_precision, score_threshold, det_opts
         )
-
-        emb_backend = _choose_backend(emb_be, self.embedder_card)
-        art = _artifact_for(self.embedder_card, emb_backend, precision)
-        self.embedder_session: Session = emb_backend.load(art, **opts)
-        self.model_sha256 = art.metadata.get("sha256") or zoo.sha256_file(art.path)
-        self.embed_layout = art.layout or self.embedder_card.input.layout
-        if self.embedder_card.template is None:
-            raise ConfigError(f"embedder card {self.embedder_card.id!r} names no alignment template")
-        self.template = self.embedder_card.template
-        self.tta = str(tta if tta is not None else self.embedder_card.params.get("tta", "none"))
-        if self.tta not in TTA_MODES:
-            raise ConfigError(f"tta must be one of {TTA_MODES}, not {self.tta!r}")
-        self.landmarker_card: ModelCard | None = None
-        self.landmarker = None
-        lm_ref = landmarker
-        if lm_ref is None:
-            table = dict(self.embedder_card.params.get("landmarkers", {}))
-            lm_ref = table.get(self.detector_card.family, table.get("*"))
-        if lm_ref is not None:
-            from .landmarks import load_landmarker
-
-            self.landmarker_card = _load_card(lm_ref)
-            self.landmarker = load_landmarker(self.landmarker_card)
+        self.embedder_session: Session = self._build_embedder(emb_be, precision, opts)
+        self._build_alignment(tta)
+        self._build_landmarker(landmarker)
         policy = template_policy or self.embedder_card.params.get("template_policy", "mean")
         self.template_policy = str(policy)
         if self.template_policy not in TEMPLATE_POLICIES:
@@ -286,6 +259,51 @@ class FaceRecognizer:
             self.embedder_session.precision,
         )
 
+    # ------------------------------------------------------------------ stage builders
+    def _build_detector(
+        self, backend: str, precision: str, score_threshold: float | None, opts: dict[str, Any]
+    ) -> FaceDetector:
+        """Detect stage: the card's family decoder on its backend (one artifact per role for cascades)."""
+        card = self.detector_card
+        be = _choose_backend(backend, card)
+        arts = {"main": _artifact_for(card, be, precision)}
+        roles = card.params.get("roles")
+        if roles:  # multi-network detectors: one artifact per role, matched by file name
+            arts = {r: _artifact_for(card, be, precision, role=str(f)) for r, f in roles.items()}
+        return detector_class(card.family)(card, be, arts, score_threshold=score_threshold, **opts)
+
+    def _build_embedder(self, backend: str, precision: str, opts: dict[str, Any]) -> Session:
+        """Embed stage: the embedder's session, its sha256 (recorded in galleries) and input layout."""
+        be = _choose_backend(backend, self.embedder_card)
+        art = _artifact_for(self.embedder_card, be, precision)
+        session = be.load(art, **opts)
+        self.model_sha256 = art.metadata.get("sha256") or zoo.sha256_file(art.path)
+        self.embed_layout = art.layout or self.embedder_card.input.layout
+        return session
+
+    def _build_alignment(self, tta: str | None) -> None:
+        """Align stage: the embedder card's template, and its test-time augmentation."""
+        if self.embedder_card.template is None:
+            raise ConfigError(f"embedder card {self.embedder_card.id!r} names no alignment template")
+        self.template = self.embedder_card.template
+        self.tta = str(tta if tta is not None else self.embedder_card.params.get("tta", "none"))
+        if self.tta not in TTA_MODES:
+            raise ConfigError(f"tta must be one of {TTA_MODES}, not {self.tta!r}")
+
+    def _build_landmarker(self, landmarker: str | ModelCard | None) -> None:
+        """Landmark stage: the given card, else what the embedder card names for this detector family."""
+        self.landmarker_card: ModelCard | None = None
+        self.landmarker = None
+        ref = landmarker
+        if ref is None:
+            table = dict(self.embedder_card.params.get("landmarkers", {}))
+            ref = table.get(self.detector_card.family, table.get("*"))
+        if ref is not None:
+            from .landmarks import load_landmarker
+
+            self.landmarker_card = _load_card(ref)
+            self.landmarker = load_landmarker(self.landmarker_card)
+
     def _operating_point(self, task: str) -> OperatingPoint:
         """The threshold for ``task`` and where it came from (explicit argument first, then the card)."""
         sess = self.embedder_session
@@ -298,11 +316,7 @@ class FaceRecognizer:
             return pt
         # legacy flat [thresholds] table: best-accuracy verification thresholds
         ths = self.embedder_card.thresholds
-        key = f"{sess.backend}:{sess.precision}"
-        keys = [key, "default"]
-        if self.tta != "none":
-            keys = [f"{key}:{self.tta}", key, f"default:{self.tta}", "default"]
-        k = next((k for k in keys if k in ths), None)
+        k = self.embedder_card.threshold_key(sess.backend, sess.precision, self.tta)
         thr = float(ths[k]) if k is not None else 0.5
         note = f"card [thresholds] {k!r}" if k is not None else "no calibrated threshold on the card; 0.5"
         if task == "identification":

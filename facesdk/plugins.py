@@ -99,6 +99,10 @@ class FaceSDKSpec:
         """Return benchmark dataset loaders by name (callables ``(root, **kw) -> Dataset``)."""
 
     @hookspec
+    def facesdk_bench_stages(self) -> dict[str, Any]:  # type: ignore[empty-body]
+        """Return benchmark stages by name: ``stage(ctx)`` (see ``facesdk_bench.stages``)."""
+
+    @hookspec
     def facesdk_gallery_stores(self) -> dict[str, Any]:  # type: ignore[empty-body]
         """Return gallery store factories by name (e.g. ``"milvus"``)."""
 

@@ -172,6 +172,39 @@ class ModelCard:
     def formats(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(a.format for a in self.artifacts))
 
+    def threshold_key(self, backend: str, precision: str = "fp32", tta: str = "none") -> str | None:
+        """The ``[thresholds]`` key (best-accuracy verification, the flat legacy table) for a configuration.
+
+        Most specific first: ``backend:precision:tta``, ``backend:precision``, ``default:tta``,
+        ``default`` (the ``:tta`` forms only when ``tta`` is not ``"none"``).
+        """
+        keys = [f"{backend}:{precision}", "default"]
+        if tta != "none":
+            keys = [f"{backend}:{precision}:{tta}", f"{backend}:{precision}", f"default:{tta}", "default"]
+        return next((k for k in keys if k in self.thresholds), None)
+
+    def threshold_for(
+        self, backend: str, precision: str = "fp32", tta: str = "none", task: str = "verification",
+        template: str = "mean",
+    ) -> float | None:
+        """The calibrated threshold for an operating point, or ``None`` when the card has none.
+
+        ``task`` is ``"verification"`` (1:1) or ``"identification"`` (open-set 1:N). A matching
+        ``[[operating_points]]`` entry wins (:func:`facesdk.calibration.select_operating_point`); a
+        verification threshold may also come from the flat ``[thresholds]`` table
+        (:meth:`threshold_key`). An identification threshold is never borrowed from verification.
+        """
+        from .calibration import select_operating_point
+
+        pt = select_operating_point(self.operating_points, task, backend=backend, precision=precision,
+                                    tta=tta, template=template)
+        if pt is not None:
+            return float(pt.threshold)
+        if task != "verification":
+            return None
+        k = self.threshold_key(backend, precision, tta)
+        return None if k is None else float(self.thresholds[k])
+
     def artifact(self, fmt: str, precision: str | None = None) -> ArtifactSpec:
         """The artifact in format ``fmt`` (and precision, if given)."""
         for a in self.artifacts:

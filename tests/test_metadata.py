@@ -37,7 +37,9 @@ def test_onnx_metadata_props_read_back_as_onnx_writes_them(tmp_path: Path) -> No
         read_onnx_metadata(bad)
 
 
-def test_artifact_that_contradicts_its_card_is_refused(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_artifact_that_contradicts_its_card_is_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """An ONNX file made for one card, loaded under another card's name: strict refuses, lenient warns."""
     src = zoo.fetch("dlib-resnet-v1", "onnx")
     path = tmp_path / src.name
@@ -102,7 +104,8 @@ def test_ssd_decode_is_one_function_for_ultraface_and_tinierssd() -> None:
     scores = np.zeros((len(pri), 2), np.int64)
     scores[7, 1] = 127  # one confident prior
     boxes, sc = decode_tinierssd(locs, scores, pri, min_score=0.5)
-    assert len(boxes) == 1 and np.allclose(boxes[0], decode_ssd_boxes(locs[7:8] / 128.0, pri[7:8], 0.1, 0.2)[0])
+    want = decode_ssd_boxes(locs[7:8] / 128.0, pri[7:8], 0.1, 0.2)[0]
+    assert len(boxes) == 1 and np.allclose(boxes[0], want)
 
 
 def test_similarity_transform_is_one_function() -> None:
@@ -153,7 +156,8 @@ def test_identify_normalises_once(shared: Path, monkeypatch: pytest.MonkeyPatch)
     import facesdk
     import facesdk.gallery as gallery_mod
 
-    rec = facesdk.FaceRecognizer(detector="yunet-2023mar", embedder="mobilefacenet-sirius", backend="onnxruntime")
+    rec = facesdk.FaceRecognizer(detector="yunet-2023mar", embedder="mobilefacenet-sirius",
+                                 backend="onnxruntime")
     photo = shared / "data" / "photos" / "obama-240p.jpg"
     rec.enroll("obama", photo)
     want = rec.identify(photo)[0].match  # templates are normalised (and cached) here
