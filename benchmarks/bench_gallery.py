@@ -14,8 +14,9 @@ Also the top-1 agreement with faiss (exact search must agree except for exact ti
 throughput: ``Gallery.add`` of N identities one call each (names, validation, image ids included)
 and raw ``ExactIndex.append`` one row each.
 
-Usage::
+Usage (stage ``gallery`` of ``facesdk bench``, or this module's own command line)::
 
+    nice -n 10 facesdk bench --config benchmarks/configs/gallery.yaml --out bench-results/gallery
     nice -n 10 python -m facesdk_bench.bench_gallery --config benchmarks/configs/gallery.yaml \\
         --json benchmarks/results/gallery.json
 """
@@ -168,11 +169,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = yaml.safe_load(args.config.read_text())
+    cfg = cfg.get("gallery", cfg)  # a `facesdk bench` config (stages: [gallery]) or the bare section
     try:
-        import faiss
+        out = run(cfg, quick=args.quick)
     except ImportError:
         sys.stderr.write("bench_gallery needs faiss-cpu (pip install 'facesdk[bench]')\n")
         return 2
+    text = json.dumps(out, indent=2)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    sys.stdout.write(text + "\n")
+    return 0
+
+
+def run(cfg: dict[str, Any], quick: bool = False) -> dict[str, Any]:
+    """Search and enrolment timings for every (N, D) of ``cfg`` (stage ``gallery`` of ``facesdk bench``)."""
+    import faiss
+
     threads = int(cfg.get("threads", os.cpu_count() or 1))
     faiss.omp_set_num_threads(threads)
     try:
@@ -181,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         threadpool_limits(threads)
     except ImportError:  # pragma: no cover
         pass
-    sizes = cfg["sizes"][:1] if args.quick else cfg["sizes"]
+    sizes = cfg["sizes"][:1] if quick else cfg["sizes"]
     out: dict[str, Any] = {
         "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.platform()}",
         "numpy": np.__version__, "faiss": faiss.__version__, "threads": threads,
@@ -193,16 +207,11 @@ def main(argv: list[str] | None = None) -> int:
                 log.info("skipping %d x %d (config)", n, d)
                 continue
             out["search"].extend(bench_search(n, d, cfg["queries"], cfg["k"], cfg["repeat"], cfg["storages"]))
-    if not args.quick:
+    if not quick:
         for spec in cfg.get("add", []):
             out["add"].append(bench_add(int(spec["n"]), int(spec["d"])))
             log.info("%s", out["add"][-1])
-    text = json.dumps(out, indent=2)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
-    sys.stdout.write(text + "\n")
-    return 0
+    return out
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ this package adds its own (``facesdk_bench.plugin``):
   (:mod:`.bench_dlib_embedder`);
 * ``max7800x-speed``: detect + embed throughput on the MAX78000 emulator (:mod:`.bench_max7800x`);
 * ``lfw-max78000``: LFW 10-fold accuracy of the MAX78000 pipeline (:mod:`.lfw_max78000`);
-* ``landmark-sources``: which 5 points feed dlib's crop best on LFW (:mod:`.lfw_landmark_sources`).
+* ``landmark-sources``: which 5 points feed dlib's crop best on LFW (:mod:`.lfw_landmark_sources`);
+* ``gallery``: gallery search and enrolment speed vs faiss (:mod:`.bench_gallery`).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ Stage = Callable[["BenchContext"], None]
 #: Stages that need the config's dataset (``root``) and protocol.
 DATASET_STAGES = ("precision", "accuracy", "latency", "parity", "peers")
 #: Built-in stages that bring their own data (options in the config section of the same name).
-SIDE_STAGES = ("detectors", "dlib-embedder", "max7800x-speed", "lfw-max78000", "landmark-sources")
+SIDE_STAGES = ("detectors", "dlib-embedder", "max7800x-speed", "lfw-max78000", "landmark-sources", "gallery")
 
 
 def shared_root() -> Path:
@@ -479,6 +480,16 @@ def stage_lfw_max78000(ctx: BenchContext) -> None:
     _result(ctx, res, to_markdown(res))
 
 
+def stage_gallery(ctx: BenchContext) -> None:
+    """Gallery search/enrolment speed vs faiss (``gallery:`` {sizes, dims, queries, k, repeat, threads,
+    storages, skip, add, quick}; :mod:`.bench_gallery`)."""
+    from .bench_gallery import markdown, run
+
+    o = ctx.options()
+    res = run(o, quick=bool(o.get("quick", False)))
+    _result(ctx, res, markdown(res))
+
+
 def stage_landmark_sources(ctx: BenchContext) -> None:
     """LFW accuracy of dlib's crop per landmark source (``landmark-sources:`` {variants})."""
     from .lfw_landmark_sources import run, to_markdown
@@ -500,4 +511,5 @@ BUILTIN_STAGES: dict[str, Stage] = {
     "max7800x-speed": stage_max7800x_speed,
     "lfw-max78000": stage_lfw_max78000,
     "landmark-sources": stage_landmark_sources,
+    "gallery": stage_gallery,
 }

@@ -693,7 +693,7 @@ class Gallery:
         self, embeddings: np.ndarray, *, threshold: float | None = None, top_k: int = 5,
         templates: str = "identity", normalized: bool = False,
     ) -> list[Match]:
-        """Best identity per probe, or ``Unknown`` when below ``threshold`` (``normalized``: see similarities)."""
+        """Best identity per probe, or ``Unknown`` below ``threshold`` (``normalized``: see similarities)."""
         from .calibration import check_threshold
 
         thr = self.threshold if threshold is None else check_threshold(threshold)
