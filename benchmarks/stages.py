@@ -21,7 +21,8 @@ this package adds its own (``facesdk_bench.plugin``):
 * ``max7800x-speed``: detect + embed throughput on the MAX78000 emulator (:mod:`.bench_max7800x`);
 * ``lfw-max78000``: LFW 10-fold accuracy of the MAX78000 pipeline (:mod:`.lfw_max78000`);
 * ``landmark-sources``: which 5 points feed dlib's crop best on LFW (:mod:`.lfw_landmark_sources`);
-* ``gallery``: gallery search and enrolment speed vs faiss (:mod:`.bench_gallery`).
+* ``gallery``: gallery search and enrolment speed vs faiss (:mod:`.bench_gallery`);
+* ``throughput``: the dataset through the streaming pipeline beside engine-only peers (:mod:`.throughput`).
 """
 
 from __future__ import annotations
@@ -55,7 +56,10 @@ Stage = Callable[["BenchContext"], None]
 #: Stages that need the config's dataset (``root``) and protocol.
 DATASET_STAGES = ("precision", "accuracy", "latency", "parity", "peers")
 #: Built-in stages that bring their own data (options in the config section of the same name).
-SIDE_STAGES = ("detectors", "dlib-embedder", "max7800x-speed", "lfw-max78000", "landmark-sources", "gallery")
+SIDE_STAGES = (
+    "detectors", "dlib-embedder", "max7800x-speed", "lfw-max78000", "landmark-sources", "gallery",
+    "throughput",
+)
 
 
 def shared_root() -> Path:
@@ -490,6 +494,21 @@ def stage_gallery(ctx: BenchContext) -> None:
     _result(ctx, res, markdown(res))
 
 
+def stage_throughput(ctx: BenchContext) -> None:
+    """The dataset through the streaming pipeline beside engine-only peers (``throughput:`` {detectors,
+    batch_size, peer_limit}; root/limit/threads/embedder from the config; :mod:`.throughput`)."""
+    from .throughput import DEFAULT_DETECTORS, render_markdown, run_throughput
+
+    o = ctx.options()
+    root = ctx.cfg.get("root") or str(shared_root() / "data" / "lfw")
+    rep = run_throughput(
+        root, detectors=list(o.get("detectors", DEFAULT_DETECTORS)), embedder=o.get("embedder"),
+        threads=ctx.threads, batch_size=int(o.get("batch_size", 16)), limit=ctx.limit,
+        peer_limit=o.get("peer_limit"), progress=ctx.progress, argv=ctx.argv,
+    )
+    _result(ctx, rep, render_markdown(rep))
+
+
 def stage_landmark_sources(ctx: BenchContext) -> None:
     """LFW accuracy of dlib's crop per landmark source (``landmark-sources:`` {variants})."""
     from .lfw_landmark_sources import run, to_markdown
@@ -512,4 +531,5 @@ BUILTIN_STAGES: dict[str, Stage] = {
     "lfw-max78000": stage_lfw_max78000,
     "landmark-sources": stage_landmark_sources,
     "gallery": stage_gallery,
+    "throughput": stage_throughput,
 }

@@ -24,7 +24,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_writer", "file_lock", "fsync_dir", "stale_temps"]
+__all__ = [
+    "atomic_path", "atomic_write_bytes", "atomic_writer", "commit_temp", "file_lock", "fsync_dir", "stale_temps",
+]
 
 #: ``verify(tmp_path)`` runs on the finished temp file before it replaces the target; raising aborts.
 Verify = Callable[[Path], None]
@@ -44,6 +46,20 @@ def fsync_dir(folder: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def commit_temp(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """The last step of an atomic write, for writers that manage their own temp file (e.g. a video
+    encoder writing ``tmp`` beside ``path``): fsync it, rename it over ``path``, fsync the folder."""
+    t, p = Path(tmp), Path(path)
+    fd = os.open(t, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(t, p)
+    fsync_dir(p.parent)
+    return p
+
+
 @contextlib.contextmanager
 def atomic_path(
     path: str | os.PathLike, *, suffix: str = ".tmp", verify: Verify | None = None
@@ -61,15 +77,9 @@ def atomic_path(
     tmp = Path(name)
     try:
         yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         if verify is not None:
             verify(tmp)
-        os.replace(tmp, p)
-        fsync_dir(p.parent)
+        commit_temp(tmp, p)
     finally:
         if tmp.exists():
             tmp.unlink()

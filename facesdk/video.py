@@ -149,7 +149,9 @@ class VideoWriter:
         if self._w is not None:
             self._w.release()
             self._w = None
-            os.replace(self._tmp, self.path)
+            from .fileio import commit_temp
+
+            commit_temp(self._tmp, self.path)
         return self.path
 
     def __enter__(self) -> VideoWriter:  # noqa: PYI034
