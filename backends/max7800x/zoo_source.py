@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from facesdk.errors import ModelNotFoundError
+from facesdk.zoo import _check_name, _contained, _verify
 
 from .backend import AI8X_DIR_ENV
 
@@ -26,21 +28,43 @@ __all__ = ["copy_from_ai8x_dir", "import_from_c_project"]
 
 
 def copy_from_ai8x_dir(card: Any, art: Any, inputs: dict[str, Path], out: Path) -> None:
-    """Recipe: copy the checkpoint (and its YAML) from ``$FACESDK_AI8X_DIR``."""
+    """Recipe: copy the checkpoint (and its YAML) from ``$FACESDK_AI8X_DIR``.
+
+    File names come from the card and are checked to be plain names inside the ai8x directory; the
+    YAML must be one of the artifact's companions (with a sha256) and is verified before it is
+    moved (atomically) beside the cached checkpoint.
+    """
     root = os.environ.get(AI8X_DIR_ENV)
     if not root:
-        raise ModelNotFoundError(f"model {card.id!r}: set ${AI8X_DIR_ENV} to the ai8x directory (trained/, networks/)")
+        raise ModelNotFoundError(
+            f"model {card.id!r}: set ${AI8X_DIR_ENV} to the ai8x directory (trained/, networks/)")
     base = Path(root)
-    src = next((p for p in (base / "trained" / art.file, base / art.file) if p.is_file()), None)
+    what = f"model {card.id!r}"
+    fname = _check_name(art.file, "artifact file")
+    src = next((p for p in (_contained(base, f"trained/{fname}", what), _contained(base, fname, what))
+                if p.is_file()), None)
     if src is None:
-        raise ModelNotFoundError(f"model {card.id!r}: {art.file} not found in ${AI8X_DIR_ENV} ({base})")
+        raise ModelNotFoundError(f"{what}: {art.file} not found in ${AI8X_DIR_ENV} ({base})")
     shutil.copyfile(src, out)
     yml = card.params.get("yaml")
     if yml:
-        ysrc = next((p for p in (base / "networks" / yml, base / yml) if p.is_file()), None)
+        _check_name(yml, "network YAML")
+        shas = dict(art.companions)
+        if yml not in shas:
+            raise ModelNotFoundError(f"{what}: network YAML {yml} is not a companion (with sha256) of {fname}")
+        ysrc = next((p for p in (_contained(base, f"networks/{yml}", what), _contained(base, yml, what))
+                     if p.is_file()), None)
         if ysrc is None:
-            raise ModelNotFoundError(f"model {card.id!r}: network YAML {yml} not found in ${AI8X_DIR_ENV}")
-        shutil.copyfile(ysrc, Path(out).parent / yml)
+            raise ModelNotFoundError(f"{what}: network YAML {yml} not found in ${AI8X_DIR_ENV}")
+        dest = _contained(Path(out).parent, yml, what)
+        fd, tmp = tempfile.mkstemp(prefix=yml + ".", suffix=".part", dir=dest.parent)
+        os.close(fd)
+        try:
+            shutil.copyfile(ysrc, tmp)
+            _verify(Path(tmp), shas[yml], what)
+            os.replace(tmp, dest)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def import_from_c_project(card: Any, art: Any, inputs: dict[str, Path], out: Path) -> None:
