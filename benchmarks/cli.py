@@ -28,6 +28,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="throughput: all of LFW through the streaming pipeline beside engine-only peers "
                         "(benchmarks/throughput.py)")
     p.add_argument("--peer-limit", type=int, help="throughput: run the detection peer on the first N images only")
+    # also accepted before the command (global options); SUPPRESS keeps a global value when not given here
+    p.add_argument("--detector", default=argparse.SUPPRESS,
+                   help="detector model card id (default: the config's, else FaceRecognizer()'s default)")
+    p.add_argument("--embedder", default=argparse.SUPPRESS,
+                   help="embedder model card id (default: the config's, else FaceRecognizer()'s default)")
     p.add_argument("--backends", help="comma-separated backends, e.g. ort,openvino")
     p.add_argument("--precision", dest="bench_precision", help="comma-separated precisions, e.g. fp32,int8")
     p.add_argument("--tiers", help="comma-separated quality tiers: high-high,low-high,low-low")

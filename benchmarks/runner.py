@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from facesdk.errors import ConfigError
+from facesdk.pipeline import DEFAULT_DETECTOR, DEFAULT_EMBEDDER
 
 from .datasets import PairList
 from .metrics import DEFAULT_FARS, verification_summary
@@ -42,9 +43,11 @@ DEFAULTS: dict[str, Any] = {
     "dataset": "lfw",
     "root": None,
     "protocol": "pairs",
-    "detector": "yunet-2023mar",
+    # FaceRecognizer()'s defaults (the SDK's default pipeline), so a bench without a config measures
+    # what `facesdk` runs; configs and --detector/--embedder choose others
+    "detector": DEFAULT_DETECTOR,
     "detector_backend": None,
-    "embedder": "mobilefacenet-sirius",
+    "embedder": DEFAULT_EMBEDDER,
     "backends": ["onnxruntime"],
     "precision": ["fp32"],
     "device": "cpu",

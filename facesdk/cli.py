@@ -1,8 +1,11 @@
 """The ``facesdk`` command line.
 
-Every command accepts ``--json`` for machine-readable output. Bad input ends
-with a one-line message on stderr and a non-zero exit code (see
-``facesdk.errors``), never a traceback (use ``-v`` to see one for internal errors).
+Every command accepts ``--json`` for machine-readable output (``--jsonl``: one JSON object per
+line, written as each image is done). Bad input ends with a one-line message on stderr and a
+non-zero exit code (see ``facesdk.errors``), never a traceback (use ``-v`` to see one for internal
+errors); usage errors are one line too. Commands over several images report a bad image on its own
+line, go on with the others and exit with the first error's code at the end. A folder argument
+means the images in it; ``-`` reads one image from standard input.
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from . import __version__
 from .errors import ConfigError, FaceSDKError, NoFaceError
@@ -24,27 +28,110 @@ log = logging.getLogger("facesdk.cli")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line (not the whole usage block)."""
+
+    def error(self, message: str) -> Any:  # noqa: D401 - argparse API
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {v}")
+    return v
+
+
+def _cosine(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(v) or not -1.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"a cosine threshold lies in [-1, 1], not {text}")
+    return v
+
+
+class _Once(logging.Filter):
+    """Let each distinct warning through once (several sessions log the same fallback)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[str, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name.split(".")[0], record.getMessage())
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
 def add_common(p: argparse.ArgumentParser, suppress: bool = True) -> None:
     """Add the global flags (usable before or after the sub-command)."""
     d: Callable[[Any], Any] = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
     g = p.add_argument_group("global options")
     g.add_argument("--json", action="store_true", default=d(False), help="machine-readable JSON output")
+    g.add_argument("--jsonl", action="store_true", default=d(False),
+                   help="one JSON object per line, written as each image is done (streaming)")
     g.add_argument("--backend", default=d("auto"), help="backend name (see `facesdk backends`), default auto")
     g.add_argument("--device", default=d("auto"), help="device, e.g. cpu, cuda:0 (default auto)")
     g.add_argument("--precision", default=d("fp32"), help="fp32, fp16, int8 … (default fp32)")
     g.add_argument("--detector", default=d(None), help="detector model card id")
     g.add_argument("--embedder", default=d(None), help="embedder model card id")
-    g.add_argument("--threshold", type=float, default=d(None), help="cosine threshold for a match")
+    g.add_argument("--threshold", type=_cosine, default=d(None),
+                   help="cosine threshold for a match, in [-1, 1] (default: the embedder card's)")
     g.add_argument("--no-strict", dest="strict", action="store_false", default=d(True),
                    help="allow falling back to another device instead of failing")
     g.add_argument("-v", "--verbose", action="count", default=d(0), help="more logging (-vv for debug)")
 
 
 def _out(args: argparse.Namespace, data: Any, text: str) -> None:
-    if args.json:
+    if getattr(args, "jsonl", False):
+        for item in data if isinstance(data, list) else [data]:
+            sys.stdout.write(json.dumps(item, default=str) + "\n")
+    elif args.json:
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     else:
         sys.stdout.write(text.rstrip("\n") + "\n")
+
+
+_STDIN = "-"
+
+
+def _inputs(args: argparse.Namespace, items: Sequence[str]) -> Iterator[tuple[str, Any]]:
+    """(label, image source) per argument: a folder → its images, ``-`` → stdin bytes, else a path.
+
+    Problems with one argument (a folder without images, ``-`` twice) are yielded as the
+    FaceSDKError itself, so the caller reports it and goes on.
+    """
+    stdin_used = False
+    for a in items:
+        if a == _STDIN:
+            if stdin_used:
+                yield a, ConfigError("'-' (standard input) can be given only once")
+                continue
+            stdin_used = True
+            yield "<stdin>", sys.stdin.buffer.read()
+            continue
+        p = Path(a)
+        try:
+            is_dir = p.is_dir()
+        except (OSError, ValueError):
+            is_dir = False
+        if is_dir:
+            imgs = _images_in(p)
+            if not imgs:
+                yield a, ConfigError(f"{a}: folder has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            for f in imgs:
+                yield str(f), f
+        else:
+            yield a, p
 
 
 def _recognizer(args: argparse.Namespace) -> Any:
@@ -110,24 +197,57 @@ def _stream_results(args: argparse.Namespace, rec: Any, gallery: Any = None) -> 
     opts: dict[str, Any] = {"every": args.every, "max_frames": args.max_frames, "keep_images": bool(annotate)}
     if args.workers is not None:
         opts["workers"] = args.workers
+    code = 0
+    items: list[Any] = []
+    stdin_used = False
+    for a in args.images:  # '-' → one image from standard input; a folder without images → an error
+        err: FaceSDKError | None = None
+        if a == _STDIN:
+            if stdin_used:
+                err = ConfigError("'-' (standard input) can be given only once")
+            else:
+                stdin_used = True
+                items.append(sys.stdin.buffer.read())
+                continue
+        else:
+            try:
+                empty_dir = Path(a).is_dir() and not any(
+                    f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES for f in Path(a).rglob("*"))
+            except (OSError, ValueError):
+                empty_dir = False
+            if empty_dir:
+                err = ConfigError(f"{a}: folder has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        if err is not None:
+            sys.stderr.write(f"facesdk: error: {err}\n")
+            code = code or err.exit_code
+            continue
+        items.append(a)
     if gallery is not None:
-        stream = rec.identify_many(args.images, gallery=gallery, top_k=args.top_k, **opts)
+        stream = rec.identify_many(items, gallery=gallery, top_k=args.top_k, **opts)
     else:
-        stream = rec.faces_many(args.images, embed=False, **opts)
+        stream = rec.faces_many(items, embed=False, **opts)
     writers: dict[str, Any] = {}
     used: set[str] = set()
     results, lines = [], []
-    code = 0
+    jsonl = bool(getattr(args, "jsonl", False))
     try:
         for r in stream:
             if r.error is not None:
                 sys.stderr.write(f"facesdk: error: {r.error}\n")
                 code = code or getattr(r.error, "exit_code", 1)
-                results.append(r.to_dict())
+                d = r.to_dict()
+                d["image"] = r.source
+                results.append(d)
+                if jsonl:  # streaming: one line per item as soon as it is done
+                    sys.stdout.write(json.dumps(d, default=str) + "\n")
+                    sys.stdout.flush()
                 continue
             d = r.to_dict()
             d["image"] = r.source if r.frame is None else r.source.rsplit("#", 1)[0]
             results.append(d)
+            if jsonl:
+                sys.stdout.write(json.dumps(d, default=str) + "\n")
+                sys.stdout.flush()
             where = r.source if r.frame is None else f"{d['image']} frame {r.frame} t={r.timestamp:.3f}s"
             lines.append(f"{where}: {len(r.faces)} face(s)")
             for f in r.faces:
@@ -141,7 +261,8 @@ def _stream_results(args: argparse.Namespace, rec: Any, gallery: Any = None) -> 
     finally:
         for w in writers.values():
             w.close()
-    _out(args, results, "\n".join(lines))
+    if not jsonl:
+        _out(args, results, "\n".join(lines))
     return code
 
 
@@ -178,12 +299,13 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     rec = _recognizer(args)
     gpath = Path(args.gallery)
     rec.open_gallery(gpath)  # bound to the file: the save below merges concurrent enrollments
-    plan: list[tuple[str, list[Path], bool]] = []  # (name, images, strict)
+    plan: list[tuple[str, list[tuple[str, Any]], bool]] = []  # (name, [(label, image)], strict)
     if args.name:
-        imgs: list[Path] = []
-        for a in args.images:
-            p = Path(a)
-            imgs.extend(_images_in(p) if p.is_dir() else [p])
+        imgs: list[tuple[str, Any]] = []
+        for label, src in _inputs(args, args.images):
+            if isinstance(src, FaceSDKError):
+                raise src
+            imgs.append((label, src))
         plan.append((args.name, imgs, True))
     else:
         for a in args.images:
@@ -191,36 +313,45 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             if not root.is_dir():
                 raise ConfigError(f"{a} is not a folder; give --name NAME to enroll single images")
             for person in sorted(d for d in root.iterdir() if d.is_dir()):
-                plan.append((person.name, _images_in(person), False))
+                plan.append((person.name, [(str(f), f) for f in _images_in(person)], False))
             if not any(d.is_dir() for d in root.iterdir()):
                 raise ConfigError(f"{a} has no person/ sub-folders")
     summary: dict[str, Any] = {"gallery": str(gpath), "enrolled": {}, "skipped": []}
     from tqdm.auto import tqdm
 
+    rc = 0
     for name, imgs, strict in tqdm(plan, desc="enroll", disable=args.json or len(plan) < 3, leave=False):
         if not imgs:
-            raise ConfigError(f"no images for {name!r}")
+            exc0 = ConfigError(f"no images for {name!r}")
+            sys.stderr.write(f"facesdk: error: {exc0}\n")
+            rc = rc or exc0.exit_code
+            continue
         embs = []
-        for img in imgs:
+        for img, src in imgs:
             try:
-                embs.append(rec.embed_face(img).embedding)
-            except (NoFaceError, FaceSDKError) as exc:
-                if strict:
-                    raise
-                log.warning("skipping %s: %s", img, exc)
-                summary["skipped"].append({"image": str(img), "reason": str(exc)})
+                embs.append(rec.embed_face(src).embedding)
+            except FaceSDKError as exc:
+                # go on with the other photos; report each; exit non-zero at the end, except for a
+                # photo without a face inside a person/ folder (skipped, as documented)
+                if strict or not isinstance(exc, NoFaceError):
+                    sys.stderr.write(f"facesdk: error: {img}: {exc}\n")
+                    rc = rc or exc.exit_code
+                else:
+                    log.warning("skipping %s: %s", img, exc)
+                summary["skipped"].append({"image": img, "reason": str(exc)})
         if embs:
             import numpy as np
 
             rec.gallery.add(name, np.stack(embs))
             summary["enrolled"][name] = len(embs)
-    rec.gallery.save()
+    if summary["enrolled"]:
+        rec.gallery.save()
     summary["identities"] = len(rec.gallery)
     lines = [f"enrolled {n} ({k} photo(s))" for n, k in summary["enrolled"].items()]
     lines += [f"skipped {s['image']}: {s['reason']}" for s in summary["skipped"]]
     lines.append(f"gallery {gpath}: {len(rec.gallery)} identities, model {rec.model_id}")
     _out(args, summary, "\n".join(lines))
-    return 0
+    return rc
 
 
 def cmd_identify(args: argparse.Namespace) -> int:
@@ -254,11 +385,14 @@ def cmd_bulk(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    if args.a == _STDIN and args.b == _STDIN:
+        raise ConfigError("'-' (standard input) can be given only once")
     rec = _recognizer(args)
-    v = rec.verify(args.a, args.b)
+    src = [sys.stdin.buffer.read() if x == _STDIN else x for x in (args.a, args.b)]
+    v = rec.verify(src[0], src[1])
     verdict = "same person" if v.same else "different people"
     _out(args, v.to_dict(), f"{verdict} (similarity {v.similarity:.3f}, threshold {v.threshold:.3f})")
-    return 0
+    return 1 if args.exit_code and not v.same else 0
 
 
 # ---------------------------------------------------------------------- parser
@@ -272,10 +406,10 @@ def _add_stream_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, including commands added by plugins."""
-    parser = argparse.ArgumentParser(prog="facesdk", description="Face recognition on many inference engines.")
+    parser = _Parser(prog="facesdk", description="Face recognition on many inference engines.")
     parser.add_argument("--version", action="version", version=f"facesdk {__version__}")
     add_common(parser, suppress=False)
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     add_common(common)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -288,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("detect", parents=[common], help="detect faces in images, folders or videos")
-    p.add_argument("images", nargs="+", help="image files, folders of images, or video files")
+    p.add_argument("images", nargs="+", help="image files, folders of images, video files, or - (standard input)")
     _add_stream_args(p)
     p.set_defaults(func=cmd_detect)
 
@@ -300,8 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("identify", parents=[common], help="name the faces in images")
     p.add_argument("--gallery", "-g", required=True)
-    p.add_argument("--top-k", type=int, default=3)
-    p.add_argument("images", nargs="+", help="image files, folders of images, or video files")
+    p.add_argument("--top-k", type=_positive_int, default=3, help="candidates per face (>= 1, default 3)")
+    p.add_argument("images", nargs="+",
+                   help="image files, folders of images, video files, or - (standard input)")
     _add_stream_args(p)
     p.set_defaults(func=cmd_identify)
 
@@ -315,9 +450,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, default=64)
     p.set_defaults(func=cmd_bulk)
 
-    p = sub.add_parser("verify", parents=[common], help="are two photos the same person?")
-    p.add_argument("a")
-    p.add_argument("b")
+    p = sub.add_parser(
+        "verify", parents=[common], help="are two photos the same person?",
+        description="Compare the largest faces of two photos. The exit status reports errors only (0 for "
+                    "'different people' too) unless --exit-code is given.")
+    p.add_argument("a", help="first photo (or - for standard input)")
+    p.add_argument("b", help="second photo (or - for standard input)")
+    p.add_argument("--exit-code", action="store_true",
+                   help="exit 1 when the photos show different people (0: same person), like diff")
     p.set_defaults(func=cmd_verify)
 
     try:
@@ -333,9 +473,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``facesdk`` command."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a (one-line) usage error
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     level = logging.WARNING - 10 * min(int(getattr(args, "verbose", 0) or 0), 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    once = _Once()
+    for h in logging.getLogger().handlers:
+        for f in [f for f in h.filters if isinstance(f, _Once)]:
+            h.removeFilter(f)  # from an earlier in-process main()
+        h.addFilter(once)
     if not getattr(args, "command", None) or not hasattr(args, "func"):
         parser.print_help()
         return 2

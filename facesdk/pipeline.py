@@ -28,7 +28,7 @@ from .enrollment import EnrollmentResult, PhotoReport, QualityPolicy, assess_fac
 from .errors import ConfigError, GalleryError, ImageError, ModelNotFoundError, NoFaceError
 from .calibration import TEMPLATE_POLICIES, OperatingPoint, check_threshold, select_operating_point
 from .gallery import Gallery, Match, l2_normalize
-from .image import ImageInput, load_image, to_tensor
+from .image import ImageInput, check_max_pixels, load_image, to_tensor
 from .plugins import backend_classes, backend_order, get_backend
 from .zoo import AlignmentTemplate, ModelCard
 
@@ -230,7 +230,7 @@ class FaceRecognizer:
         if batch_size < 1:
             raise ConfigError("batch_size must be >= 1")
         self.batch_size = int(batch_size)
-        self.max_pixels = max_pixels
+        self.max_pixels = check_max_pixels(max_pixels)  # ConfigError now, not at the first image
         opts: dict[str, Any] = dict(device=device, precision=precision, strict=strict, **(backend_options or {}))
         det_opts = {**opts, "precision": detector_precision}
         self.detector: FaceDetector = self._build_detector(
@@ -363,14 +363,18 @@ class FaceRecognizer:
         }
 
     # ------------------------------------------------------------------ stages
-    def load(self, image: ImageInput) -> np.ndarray:
-        """Decode an image to RGB uint8 (see :func:`facesdk.image.load_image`)."""
-        return load_image(image, max_pixels=self.max_pixels)
+    def load(self, image: ImageInput, *, color: str = "RGB") -> np.ndarray:
+        """Decode an image to RGB uint8 (see :func:`facesdk.image.load_image`).
 
-    def detect(self, image: ImageInput) -> list[Detection]:
+        Every entry point (detect, faces, embed_face, enroll, identify, verify) decodes through here,
+        so arrays, paths, bytes and PIL images get the same checks (shape, dtype, ``max_pixels``).
+        ``color="BGR"`` takes an array as OpenCV's channel order.
+        """
+        return load_image(image, color=color, max_pixels=self.max_pixels)
+
+    def detect(self, image: ImageInput, *, color: str = "RGB") -> list[Detection]:
         """Detect faces, highest score first."""
-        img = image if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 else self.load(image)
-        return self.detector.detect(img)
+        return self.detector.detect(self.load(image, color=color))
 
     def align(self, image: np.ndarray, detections: Sequence[Detection | Face]) -> np.ndarray:
         """Crop/align each face to the embedder's template: ``[N, h, w, 3]`` uint8 RGB."""
@@ -438,12 +442,13 @@ class FaceRecognizer:
         return l2_normalize(np.concatenate(out))
 
     # ------------------------------------------------------------------ faces
-    def faces(self, image: ImageInput, *, max_faces: int | None = None) -> list[Face]:
-        """Detect, align and embed every face in an image (the one-item case of :meth:`faces_many`)."""
+    def faces(self, image: ImageInput, *, max_faces: int | None = None, color: str = "RGB") -> list[Face]:
+        """Detect, align and embed every face in an image (the one-item case of :meth:`faces_many`;
+        ``color="BGR"`` for OpenCV arrays)."""
         from .stream import StreamItem, first_result
 
         item = StreamItem(_describe(image), image)
-        return first_result(self.faces_many(item, max_faces=max_faces, workers=0)).faces
+        return first_result(self.faces_many(item, max_faces=max_faces, workers=0, color=color)).faces
 
     def faces_many(self, inputs: Any, **options: Any) -> Iterator["ImageResult"]:
         """Stream many inputs through detect → align → embed; one ``ImageResult`` per input, in order.
@@ -479,13 +484,13 @@ class FaceRecognizer:
             raise GalleryError("the gallery is empty: enroll someone first")
         return g
 
-    def embed_face(self, image: ImageInput, select: str = "largest") -> Face:
+    def embed_face(self, image: ImageInput, select: str = "largest", *, color: str = "RGB") -> Face:
         """Embed the one face of interest: ``largest`` or the one nearest the ``center``.
 
         Raises:
             NoFaceError: no face was detected.
         """
-        img = self.load(image)
+        img = self.load(image, color=color)
         dets = self.detector.detect(img)
         if not dets:
             raise NoFaceError(f"no face found in {_describe(image)}")
@@ -540,6 +545,7 @@ class FaceRecognizer:
     def enroll(
         self, name: str, images: ImageInput | Iterable[ImageInput], *, gallery: Gallery | None = None,
         progress: bool = False, strict: bool = False, quality: QualityPolicy | None = None,
+        color: str = "RGB",
     ) -> EnrollmentResult:
         """Enroll ``name`` from one or more photos (the largest face of each).
 
@@ -573,7 +579,7 @@ class FaceRecognizer:
         for i, im in enumerate(tqdm(images, desc=f"enroll {name}", disable=not progress, leave=False)):
             src = _describe(im)
             try:
-                img = self.load(im)
+                img = self.load(im, color=color)
                 dets = self.detector.detect(img)
                 if not dets:
                     raise NoFaceError(f"no face found in {src}")
@@ -629,6 +635,7 @@ class FaceRecognizer:
 
     def identify(
         self, image: ImageInput, *, gallery: Gallery | None = None, top_k: int = 5, threshold: float | None = None,
+        color: str = "RGB",
     ) -> list[Face]:
         """Every face in the image with its best identity (or ``Unknown``) and top-K.
 
@@ -641,15 +648,17 @@ class FaceRecognizer:
         g = self._ready_gallery(gallery)
         thr, point = self.identification_threshold_for(g, threshold)
         item = StreamItem(_describe(image), image)
-        faces = first_result(self.faces_many(item, gallery=g, top_k=top_k, threshold=thr, workers=0)).faces
+        faces = first_result(self.faces_many(item, gallery=g, top_k=top_k, threshold=thr, workers=0,
+                                             color=color)).faces
         for f in faces:
             f.match.operating_point = point  # type: ignore[union-attr]
         return faces
 
-    def verify(self, a: ImageInput, b: ImageInput, *, threshold: float | None = None) -> Verification:
+    def verify(self, a: ImageInput, b: ImageInput, *, threshold: float | None = None,
+               color: str = "RGB") -> Verification:
         """Are the largest faces of two images the same person? (verification threshold)"""
-        ea = self.embed_face(a).embedding
-        eb = self.embed_face(b).embedding
+        ea = self.embed_face(a, color=color).embedding
+        eb = self.embed_face(b, color=color).embedding
         sim = float(np.dot(ea, eb))  # type: ignore[arg-type]
         if threshold is not None:
             t = check_threshold(threshold, what="threshold")

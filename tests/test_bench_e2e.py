@@ -66,7 +66,7 @@ def test_rerun_uses_cache(devtest_run: tuple[dict, Path], shared: Path, bench_ca
     rep, _ = devtest_run
     rc = main(["bench", "--dataset", "lfw", "--root", str(shared / "data" / "lfw"), "--protocol", "devtest",
                "--backends", "ort", "--limit", "200", "--tiers", "high-high,low-high", "--cache", str(bench_cache),
-               "--json"])
+               "--detector", "yunet-2023mar", "--embedder", "mobilefacenet-sirius", "--json"])
     assert rc == 0
     again = json.loads(capsys.readouterr().out)
     emb = again["rows"][0]["embedding"]

@@ -123,3 +123,119 @@ def test_letterbox_and_tensor() -> None:
     assert t.shape == (1, 3, 100, 200) and float(np.abs(t).max()) == 0.0
     q = to_tensor(img[None], layout="NHWC", dtype="int8")
     assert q.dtype == np.int8 and q[0, 0, 0, 0] == 50 - 128
+
+
+# ----------------------------------------------------------------------------- hardening (issue 11)
+
+def test_max_pixels_must_be_a_positive_integer() -> None:
+    """Regression: non-integer max_pixels raised untyped errors (or was silently truncated)."""
+    img = np.zeros((4, 4, 3), np.uint8)
+    for bad in (1.5, "10", True, -1, 0, None.__class__, [5]):
+        with pytest.raises(ConfigError):
+            load_image(img, max_pixels=bad)  # type: ignore[arg-type]
+    assert load_image(img, max_pixels=np.int64(16)).shape == (4, 4, 3)
+
+
+def test_ambiguous_array_scaling_is_refused_or_explicit() -> None:
+    """Regression: floats slightly above 1.0 and uint16 arrays holding 8-bit values turned black."""
+    f = np.full((3, 3, 3), 1.02, np.float32)
+    with pytest.raises(ImageDecodeError, match="value_range"):
+        load_image(f)
+    assert (load_image(f, value_range=(0, 1)) == 255).all()
+    assert (load_image(np.full((3, 3), 200.0), value_range=(0, 255)) == 200).all()
+    u = np.full((3, 3, 3), 200, np.uint16)
+    with pytest.raises(ImageDecodeError, match="value_range"):
+        load_image(u)
+    assert (load_image(u, value_range=(0, 255)) == 200).all()
+    assert load_image(np.full((2, 2), 65535, np.uint16))[0, 0, 0] == 255  # unambiguous 16-bit
+    assert load_image(np.full((2, 2), 0.5))[0, 0, 0] == 128  # unambiguous [0, 1]
+    with pytest.raises(ImageDecodeError):
+        load_image(np.full((2, 2), -3, np.int32))
+    with pytest.raises(ConfigError):
+        load_image(u, value_range=(5, 5))
+
+
+def test_pil_input_errors_are_typed(shared: Path) -> None:
+    """Regression: a PIL image input raised untyped errors (truncated lazy image, odd modes)."""
+    data = (shared / "data/photos/obama-240p.jpg").read_bytes()
+    lazy = Image.open(io.BytesIO(data[: len(data) // 2]))  # not loaded yet: decoding happens in load_image
+    with pytest.raises(ImageDecodeError):
+        load_image(lazy)
+    with pytest.raises(ImageTooLargeError):
+        load_image(Image.new("RGB", (100, 100)), max_pixels=10)
+    for mode in ("1", "L", "LA", "P", "RGBA", "CMYK", "YCbCr", "I", "I;16", "HSV"):
+        out = load_image(Image.new(mode, (5, 4)))
+        assert out.shape == (4, 5, 3) and out.dtype == np.uint8, mode
+    with pytest.raises(ImageDecodeError):
+        load_image(Image.new("F", (5, 4), 3.5))  # ambiguous float range
+    assert (load_image(Image.new("F", (5, 4), 0.5)) == 128).all()
+
+
+def test_pil_global_pixel_limit_is_never_touched_even_across_threads(shared: Path) -> None:
+    """Regression: load_image set PIL.Image.MAX_IMAGE_PIXELS process-wide; a thread with a small limit
+    made another thread's ordinary image fail as a decompression bomb."""
+    import threading
+
+    before = Image.MAX_IMAGE_PIXELS
+    photo = (shared / "data/photos/obama-240p.jpg").read_bytes()
+    small = _png(Image.new("L", (50, 50)))
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def tiny_limits() -> None:
+        while not stop.is_set():
+            with pytest.raises(ImageTooLargeError):
+                load_image(small, max_pixels=10)
+
+    t = threading.Thread(target=tiny_limits)
+    t.start()
+    try:
+        for _ in range(150):
+            try:
+                load_image(photo)
+            except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+    finally:
+        stop.set()
+        t.join()
+    assert not errors and Image.MAX_IMAGE_PIXELS == before
+
+
+def test_path_errors_are_typed(tmp_path: Path) -> None:
+    """Regression: OSError (name too long) escaped; a folder said "file not found"."""
+    with pytest.raises(ImageError):
+        load_image(tmp_path / ("x" * 300 + ".jpg"))
+    with pytest.raises(ImageError, match="directory"):
+        load_image(tmp_path)
+    with pytest.raises(ImageError):
+        load_image("bad\0name.jpg")
+
+
+def test_decode_peak_memory_is_bounded(tmp_path: Path) -> None:
+    """Regression: peak memory was 20-25 bytes per pixel near the limit (2.2 GB for a 344 KB PNG).
+    An RGBA PNG (the worst path: alpha compositing) and a 16-bit PNG of 16 MP each must decode with
+    under 12 bytes per pixel above the interpreter's baseline."""
+    import subprocess
+    import sys
+
+    w, h = 4000, 4000
+    rgba = tmp_path / "rgba.png"
+    im = Image.new("RGBA", (w, h), (10, 200, 30, 128))
+    im.save(rgba, compress_level=1)
+    del im
+    g16 = tmp_path / "g16.png"
+    Image.fromarray(np.full((h, w), 40000, np.uint16)).save(g16, compress_level=1)
+    code = (
+        "import resource, sys\n"
+        "from facesdk.image import load_image\n"
+        "import numpy as np\n"
+        "load_image(np.zeros((8, 8, 4), np.uint8))\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "a = load_image(sys.argv[1])\n"
+        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print((peak - base) * 1024 / (a.shape[0] * a.shape[1]))\n"
+    )
+    for f in (rgba, g16):
+        out = subprocess.run([sys.executable, "-c", code, str(f)], capture_output=True, text=True, check=True)
+        per_px = float(out.stdout.strip())
+        assert per_px < 12.0, (f.name, per_px)

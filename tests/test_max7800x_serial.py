@@ -628,3 +628,19 @@ def test_cli_simulate_serves_a_pty_that_serial_info_reaches(shared):
     r = subprocess.run([sys.executable, "-m", "facesdk", "max7800x", "simulate", "--chip", "max78001",
                         "--duration", "0"], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2 and "max78001" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_serial_device_port_keeps_its_case(shared, faceid_compute, tmp_path):
+    """Regression (issue 11): device="serial:/dev/ttyACM0" was lower-cased and could not be opened."""
+    from facesdk.backend import Artifact
+    from facesdk.plugins import get_backend
+
+    ai8x = shared / "ai8x"
+    with DeviceSimulator(faceid_compute) as sim:
+        link = tmp_path / "ttyACM_Board0"  # a port name with capitals (like /dev/ttyACM0)
+        link.symlink_to(sim.port)
+        sess = get_backend("max78000").load(
+            Artifact(path=ai8x / "trained" / "ai85-faceid-qat8-q.pth.tar", format="ai8x"),
+            device=f"SERIAL:{link}", yaml=ai8x / "networks" / "faceid.yaml", timeout=0.5)
+        with sess:
+            assert str(link) in sess.device

@@ -140,10 +140,11 @@ class _Max7800xBackend(Backend):
             raise DeviceMismatchError(
                 f"{self.name} computes in ai8x 8-bit integer arithmetic; precision {precision!r} cannot run"
             )
-        dev = (device or "auto").lower()
+        raw_dev = device or "auto"
+        dev = raw_dev.lower()
         port = options.pop("port", None)
         if dev.startswith("serial"):
-            port = dev.partition(":")[2] or port
+            port = raw_dev.partition(":")[2] or port  # a port name is case-sensitive (/dev/ttyACM0)
             if not port:
                 raise DeviceMismatchError(f"{self.name}: device 'serial' needs a port (device='serial:/dev/ttyUSB0')")
         elif dev not in ("auto", "emulator", "cpu"):
