@@ -41,8 +41,15 @@ class Storage:
 
 
 def tensor(key: str, numel: int, size: tuple, stride: tuple, offset: int = 0) -> Call:
-    return Call(G("torch._utils", "_rebuild_tensor_v2"), Storage(key, numel), offset, tuple(size),
-                tuple(stride), False, None)
+    return Call(
+        G("torch._utils", "_rebuild_tensor_v2"),
+        Storage(key, numel),
+        offset,
+        tuple(size),
+        tuple(stride),
+        False,
+        None,
+    )
 
 
 def dumps(obj: Any) -> bytes:
@@ -105,8 +112,9 @@ def dumps(obj: Any) -> bytes:
     return bytes(out)
 
 
-def checkpoint(path: Path, root: Any, storages: dict[str, bytes] | None = None, *,
-               compression: int = zipfile.ZIP_STORED) -> Path:
+def checkpoint(
+    path: Path, root: Any, storages: dict[str, bytes] | None = None, *, compression: int = zipfile.ZIP_STORED
+) -> Path:
     """A PyTorch-layout zip (``archive/data.pkl`` + ``archive/data/<key>``)."""
     with zipfile.ZipFile(path, "w", compression=compression) as z:
         z.writestr("archive/data.pkl", dumps(root))
@@ -119,13 +127,17 @@ def checkpoint(path: Path, root: Any, storages: dict[str, bytes] | None = None, 
 def patch_zip_header(data: bytes, name: bytes, *, flag_or: int = 0, method: int | None = None) -> bytes:
     """Set flag bits / the compression method of ``name`` in both its local and central headers."""
     b = bytearray(data)
-    for sig, flag_off, meth_off, name_len_off, name_off in ((b"PK\x03\x04", 6, 8, 26, 30),
-                                                            (b"PK\x01\x02", 8, 10, 28, 46)):
+    for sig, flag_off, meth_off, name_len_off, name_off in (
+        (b"PK\x03\x04", 6, 8, 26, 30),
+        (b"PK\x01\x02", 8, 10, 28, 46),
+    ):
         i = b.find(sig)
         while i >= 0:
             n = struct.unpack_from("<H", b, i + name_len_off)[0]
             if bytes(b[i + name_off : i + name_off + n]) == name:
-                struct.pack_into("<H", b, i + flag_off, struct.unpack_from("<H", b, i + flag_off)[0] | flag_or)
+                struct.pack_into(
+                    "<H", b, i + flag_off, struct.unpack_from("<H", b, i + flag_off)[0] | flag_or
+                )
                 if method is not None:
                     struct.pack_into("<H", b, i + meth_off, method)
             i = b.find(sig, i + 4)

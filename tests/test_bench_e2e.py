@@ -128,5 +128,5 @@ def test_cli_errors(shared: Path, tmp_path: Path, capsys) -> None:
     assert rc == 6
     rep = json.loads(capsys.readouterr().out)
     assert rep["rows"] == [] and "nosuchengine" in rep["skipped"][0]["reason"]
-    with pytest.raises(SystemExit):
-        main(["bench", "--protocol", "nonsense"])
+    assert main(["bench", "--protocol", "nonsense"]) == 2  # a one-line usage error, not a SystemExit
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -49,7 +49,7 @@ def test_listing_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert any(r["name"] == "onnxruntime" and r["available"] for r in rows)
     assert main(["models", "--json"]) == 0
     models = {m["id"]: m for m in json.loads(capsys.readouterr().out)}
-    assert models["yunet-2023mar"]["present"] and models["yunet-2023mar"]["license"] == "Apache-2.0"
+    assert models["yunet-2023mar"]["present"] and models["yunet-2023mar"]["license"] == "MIT"
     defaults = {m["id"] for m in models.values() if m["default"]}
     assert defaults == {"mtcnn", "dlib-resnet-v1", "dlib-shape-predictor-5"}
     assert all(models[d]["commercial_safe"] and models[d]["license"] for d in defaults)

