@@ -149,7 +149,12 @@ class EmbeddedStore(GalleryStore):
     ) -> EmbeddedStore:
         """Open the gallery file at ``uri`` (bound: saves merge), or a new one bound to it."""
         p = Path(os.fspath(uri))
-        if p.exists():
+        try:
+            exists = p.exists()
+        except (OSError, ValueError) as exc:  # name too long, NUL in the name, permission
+            why = getattr(exc, "strerror", None) or exc
+            raise GalleryError(f"cannot open gallery file {str(p)[:200]}: {why}") from None
+        if exists:
             if not p.is_file():
                 raise GalleryError(f"{p} is not a file")
             st = cls._read(p, storage=storage, max_bytes=max_bytes)

@@ -217,16 +217,23 @@ class ArtifactSpec:
     def __post_init__(self) -> None:
         what = f"artifact {self.file!r}"
         _check_name(self.file, "artifact file")
-        object.__setattr__(self, "sha256", _check_sha(self.sha256, what))
+        if not all(isinstance(x, Source) for x in self.sources):
+            raise ConfigError(f"{what}: sources must be Source objects")
+        # A conversion whose bytes depend on tool versions or calibration data (int8 quantisation,
+        # writers) cannot be pinned on the card: its sha256 is recorded when the zoo converts it and
+        # every later use is checked against that record (see _record_recipe_output). Everything
+        # else (downloads, packages, mirrors, archives) needs the card's sha256.
+        recorded_ok = bool(self.sources) and all(x.kind == "recipe" for x in self.sources)
+        sha = None if (self.sha256 is None and recorded_ok) else _check_sha(self.sha256, what)
+        object.__setattr__(self, "sha256", sha)
         comps = []
         for item in self.companions:
             if not isinstance(item, tuple) or len(item) != 2:
                 raise ConfigError(f"{what}: companions must be (file, sha256) pairs")
-            comps.append((_check_name(item[0], "companion file"),
-                          _check_sha(item[1], f"companion {item[0]!r}")))
+            csha = (None if (item[1] is None and recorded_ok)
+                    else _check_sha(item[1], f"companion {item[0]!r}"))
+            comps.append((_check_name(item[0], "companion file"), csha))
         object.__setattr__(self, "companions", tuple(comps))
-        if not all(isinstance(x, Source) for x in self.sources):
-            raise ConfigError(f"{what}: sources must be Source objects")
 
 
 @dataclass(frozen=True)
@@ -790,8 +797,54 @@ def _resolve(card: ModelCard, art: ArtifactSpec, src: Source) -> Path | None:
         with atomic_path(dest, suffix=".part", verify=check) as tmp:
             log.info("converting %s with recipe %s", what, src.location)
             func(card, art, inputs, tmp)
+        _record_recipe_output(dest, art, src, inputs, what)
         return dest
     raise ConfigError(f"{what}: unknown source kind {src.kind!r}")
+
+
+def _record_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".sha256.json")
+
+
+def _record_recipe_output(dest: Path, art: ArtifactSpec, src: Source, inputs: Mapping[str, Path],
+                          what: str) -> None:
+    """Write the sha256 of a recipe's output (and companions) beside it, atomically."""
+    import json
+
+    rec = {
+        "file": dest.name, "sha256": art.sha256 or sha256_file(dest), "recipe": src.location,
+        "inputs": {k: sha256_file(v) for k, v in inputs.items()},
+        "companions": {f: sha or sha256_file(_contained(dest.parent, f, what))
+                       for f, sha in art.companions if (dest.parent / f).is_file()},
+    }
+    out = _record_path(dest)
+    fd, tmpname = tempfile.mkstemp(prefix=out.name + ".", suffix=".part", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(rec, f, indent=1)
+        _publishable(Path(tmpname))
+        os.replace(tmpname, out)
+    finally:
+        Path(tmpname).unlink(missing_ok=True)
+
+
+def _recorded(p: Path, what: str) -> dict[str, Any]:
+    """The sha256 record of a converted file (for artifacts whose card cannot pin the bytes)."""
+    import json
+
+    rp = _record_path(p)
+    try:
+        rec = json.loads(rp.read_text())
+    except FileNotFoundError:
+        raise ChecksumError(f"{what}: {p.name} has no sha256 on its card and no conversion record "
+                            f"({rp.name}); delete {p} to convert it again") from None
+    except (OSError, ValueError) as exc:
+        raise ChecksumError(f"{what}: unreadable conversion record {rp}: {exc}") from None
+    if not isinstance(rec, dict) or not isinstance(rec.get("sha256"), str) or rec.get("file") != p.name:
+        raise ChecksumError(f"{what}: malformed conversion record {rp}")
+    if not isinstance(rec.get("companions", {}), dict):
+        raise ChecksumError(f"{what}: malformed conversion record {rp}")
+    return rec
 
 
 def fetch(card_id: str | ModelCard, fmt: str | None = None, precision: str | None = None) -> Path:
@@ -818,14 +871,16 @@ def fetch(card_id: str | ModelCard, fmt: str | None = None, precision: str | Non
         if p is None:
             errors.append(f"{src.kind}:{src.location} not present")
             continue
-        _verify(p, art.sha256, what)
+        recorded = _recorded(p, what) if (art.sha256 is None or any(c is None for _f, c in art.companions)) \
+            else {}
+        _verify(p, art.sha256 or recorded.get("sha256"), what)
         for comp_file, comp_sha in art.companions:
             cp = _contained(p.parent, comp_file, what)
             if not cp.exists() and src.kind == "url":
                 _download(src.location.rsplit("/", 1)[0] + "/" + comp_file, cp, comp_sha, what)
             if not cp.exists():
                 raise ModelNotFoundError(f"{what}: {comp_file} is missing beside {p.name}")
-            _verify(cp, comp_sha, what)
+            _verify(cp, comp_sha or recorded.get("companions", {}).get(comp_file), what)
         return p
     raise ModelNotFoundError(f"{what}: no source could provide {art.file}: " + "; ".join(errors))
 

@@ -352,14 +352,7 @@ def test_hostile_galleries(tmp_path: Path) -> None:
     cases.append(("declared 512 GB array", load_bytes("bomb.npz", bomb.getvalue())))
     cases.append(("a folder", lambda: Gallery.load(tmp_path)))
     cases.append(("name too long", lambda: Gallery.load(tmp_path / ("g" * 300 + ".npz"))))
-    try:
-        run_cases("galleries", cases)
-    except AssertionError as exc:
-        # Gallery.load is being rewritten by issue 10 (GalleryStore seam); until that lands these
-        # failures are reported here, not hidden: the message lists every failing case.
-        if "galleries:" in str(exc) and "resident memory" not in str(exc) and "HANG" not in str(exc):
-            pytest.xfail(f"Gallery.load hardening is issue 10's: {exc}")
-        raise
+    run_cases("galleries", cases)
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -51,7 +51,8 @@ def copy_from_ai8x_dir(card: Any, art: Any, inputs: dict[str, Path], out: Path) 
         _check_name(yml, "network YAML")
         shas = dict(art.companions)
         if yml not in shas:
-            raise ModelNotFoundError(f"{what}: network YAML {yml} is not a companion (with sha256) of {fname}")
+            raise ModelNotFoundError(
+                f"{what}: network YAML {yml} is not a companion (with sha256) of {fname}")
         ysrc = next((p for p in (_contained(base, f"networks/{yml}", what), _contained(base, yml, what))
                      if p.is_file()), None)
         if ysrc is None:
