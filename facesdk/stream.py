@@ -171,7 +171,11 @@ def iter_inputs(inputs: Any, *, every: int = 1, max_frames: int | None = None) -
             yield x
         elif isinstance(x, (str, os.PathLike)):
             p = Path(x)
-            if p.is_dir():
+            try:
+                is_dir = p.is_dir()
+            except (OSError, ValueError):  # name too long, NUL: load_image reports it as an ImageError
+                is_dir = False
+            if is_dir:
                 for f in _folder_images(p):
                     yield StreamItem(str(f), f)
             elif p.suffix.lower() in VIDEO_SUFFIXES:
