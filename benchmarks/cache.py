@@ -10,7 +10,9 @@ atomically (:mod:`facesdk.fileio`), holding for a batch of images:
 * ``fallback``: bool, True when no face was detected and the fixed-box fallback
   was used; ``faces``: number of detections in the image.
 
-A run that is killed loses at most the chunk in progress. Arrays are loaded
+A run that is killed loses at most the chunk in progress. Processes sharing a cache
+never overwrite each other's chunks (a chunk is published with ``os.link``, which
+fails when the name is taken). Arrays are loaded
 with ``allow_pickle=False``.
 """
 
@@ -20,13 +22,13 @@ import hashlib
 import logging
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
-from facesdk.fileio import atomic_writer
 
 __all__ = ["FaceRecord", "EmbeddingCache", "file_sha256", "default_cache_root"]
 
@@ -122,7 +124,7 @@ class EmbeddingCache:
         """Write pending records as a new chunk, atomically."""
         if not self._pending:
             return
-        existing = [int(p.stem.split("-")[1]) for p in self._chunks()]
+        existing = [int(p.stem.split("-")[1]) for p in self._chunks() if p.stem.split("-")[1].isdigit()]
         n = (max(existing) + 1) if existing else 0
         recs = list(self._pending.items())
         arrays = {
@@ -134,8 +136,22 @@ class EmbeddingCache:
             "fallback": np.array([r.fallback for _, r in recs], bool),
             "faces": np.array([r.faces for _, r in recs], np.int32),
         }
-        with atomic_writer(self.dir / f"chunk-{n:06d}.npz") as f:
-            np.savez(f, **arrays)
+        fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+            # several processes may share a cache: never overwrite another one's chunk (link fails
+            # if the name exists; then take the next number)
+            for _ in range(10000):
+                try:
+                    os.link(tmp, self.dir / f"chunk-{n:06d}.npz")
+                    break
+                except FileExistsError:
+                    n += 1
+            Path(tmp).unlink(missing_ok=True)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         self._data.update(self._pending)
         self._pending.clear()
 

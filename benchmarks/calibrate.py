@@ -37,7 +37,9 @@ from typing import Any
 import numpy as np
 
 from facesdk.calibration import (
+    MARGIN_LAMBDA,
     NORMALIZATIONS,
+    CohortMargin,
     CohortNormalizer,
     OperatingPoint,
     calibrate_identification,
@@ -50,8 +52,8 @@ from facesdk.fileio import atomic_writer
 
 from .openset import identity_templates
 
-__all__ = ["calibration_split", "make_pairs", "calibrate_embeddings", "write_card_points", "register",
-           "cmd_calibrate"]
+__all__ = ["calibration_split", "make_pairs", "calibrate_embeddings", "write_card_points", "write_cohort",
+           "register", "cmd_calibrate"]
 
 log = logging.getLogger(__name__)
 
@@ -128,24 +130,26 @@ def _cos(ea: np.ndarray, eb: np.ndarray) -> np.ndarray:
 def calibrate_embeddings(
     emb: Mapping[str, np.ndarray], identities: Mapping[str, Sequence[str]], *,
     fars: Sequence[float] = (0.01, 0.001), gallery_size: int = 1000, trials: int = 10, seed: int = 0,
-    normalizations: Sequence[str] = ("none",), cohort: Sequence[str] = (),
+    normalizations: Sequence[str] = ("none",), cohort_emb: np.ndarray | None = None,
+    exclude: Sequence[str] = (),
     verification_pairs: tuple[list[str], list[str], np.ndarray] | None = None, k: int = 10,
     data: str = "", config: Mapping[str, Any] | None = None,
 ) -> list[OperatingPoint]:
     """Operating points for verification and open-set identification from embedded labelled images.
 
     Args:
-        emb: ``{image key: embedding}`` covering ``identities`` (and the cohort's first images).
-        identities: ``{person: [keys]}`` to calibrate on (the cohort's people are left out).
+        emb: ``{image key: embedding}`` covering ``identities``.
+        identities: ``{person: [keys]}`` to calibrate on (people in ``exclude`` are left out).
         verification_pairs: ``(a, b, same)`` for the k-fold best-accuracy threshold (default: generated).
-        cohort: people whose first photo forms the AS-norm cohort (for ``as-norm``).
+        cohort_emb: ``[C, D]`` cohort embeddings (for ``as-norm`` and ``cohort-margin``).
+        exclude: people left out of the calibration (the cohort's, when it comes from the same data).
         config: backend, precision, tta, detector … stamped on every point.
     """
     for n in normalizations:
         if n not in NORMALIZATIONS:
             raise ConfigError(f"normalization must be one of {NORMALIZATIONS}, not {n!r}")
     cfg = dict(config or {})
-    excl = set(cohort)
+    excl = set(exclude)
     ids = {p: list(v) for p, v in identities.items() if p not in excl and v}
     n_img = sum(len(v) for v in ids.values())
     points: list[OperatingPoint] = []
@@ -165,13 +169,12 @@ def calibrate_embeddings(
         vp[0] = best
     points += vp
     # open-set identification
-    coh_keys = [min(identities[p]) for p in cohort if p in identities]
     for norm in normalizations:
-        nz = None
-        if norm == "as-norm":
-            if not coh_keys:
-                raise ConfigError("as-norm calibration needs a cohort")
-            nz = CohortNormalizer(np.stack([emb[x] for x in coh_keys]))
+        nz: CohortNormalizer | CohortMargin | None = None
+        if norm != "none":
+            if cohort_emb is None or len(cohort_emb) == 0:
+                raise ConfigError(f"{norm} calibration needs a cohort")
+            nz = CohortNormalizer(cohort_emb) if norm == "as-norm" else CohortMargin(cohort_emb)
         top1s, mateds, corrects = [], [], []
         g_size = 0
         for t in range(trials):
@@ -184,14 +187,15 @@ def calibrate_embeddings(
             lab = np.arange(len(names))
             sim = identity_scores(P, G, lab, len(names), "mean")
             if nz is not None:
-                sim = nz.normalize(sim, nz.stats(P), nz.stats(identity_templates(G, lab, len(names))))
+                sim = nz.apply(sim, P, identity_templates(G, lab, len(names)))
             t1, m, c = open_set_top1(sim, [p for _, p in probes], names)
             top1s.append(t1)
             mateds.append(m)
             corrects.append(c)
         method = (f"held-out identities; {trials} seeded trials pooled, gallery of {g_size:,} identities "
                   "x 1 photo"
-                  + (f", AS-norm cohort of {len(coh_keys)} people left out" if nz is not None else ""))
+                  + (f", {norm} against a cohort of {len(cohort_emb)} other people"  # type: ignore[arg-type]
+                     if nz is not None else ""))
         pts = calibrate_identification(
             np.concatenate(top1s), np.concatenate(mateds), np.concatenate(corrects), fars=fars,
             gallery_size=g_size, data=data, method=method, template="mean", normalization=norm, **cfg,
@@ -201,6 +205,16 @@ def calibrate_embeddings(
 
 
 # ---------------------------------------------------------------------- cards
+
+def write_cohort(path: str | Path, embeddings: np.ndarray, meta: Mapping[str, Any]) -> Path:
+    """Save a cohort (``emb`` float32 [C, D] and a JSON ``meta``) atomically, no pickles."""
+    p = Path(path)
+    e = np.asarray(embeddings, np.float32)
+    e = e / np.linalg.norm(e, axis=1, keepdims=True)
+    with atomic_writer(p) as f:
+        np.savez(f, emb=e.astype(np.float16), meta=np.array(json.dumps(dict(meta))))
+    return p
+
 
 def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
@@ -223,8 +237,13 @@ def _same_slot(a: OperatingPoint, b: OperatingPoint) -> bool:
     return all(getattr(a, f) == getattr(b, f) for f in fields)
 
 
-def write_card_points(card_path: str | Path, points: Sequence[OperatingPoint]) -> Path:
-    """Add (or replace, per configuration and target) operating points in a card TOML file, atomically."""
+def write_card_points(card_path: str | Path, points: Sequence[OperatingPoint], *,
+                      score_normalization: Mapping[str, Any] | None = None) -> Path:
+    """Add (or replace, per configuration and target) operating points in a card TOML file, atomically.
+
+    ``score_normalization`` (``{"method", "cohort", "lambda"}``) makes that 1:N decision score the
+    card's default (a ``[score_normalization]`` table; the cohort file path is relative to the card).
+    """
     from facesdk.zoo import ModelCard
 
     p = Path(card_path)
@@ -238,6 +257,13 @@ def write_card_points(card_path: str | Path, points: Sequence[OperatingPoint]) -
         raise ConfigError(f"{p} has [[operating_points]] outside the calibrate section; "
                           f"move them below {MARKER!r}")
     lines = [head, "", MARKER]
+    sn = dict(score_normalization) if score_normalization else None
+    if sn is None and card.params.get("score_normalization", "none") != "none" and card.params.get("cohort"):
+        sn = {"method": card.params["score_normalization"], "cohort": card.params["cohort"],
+              "lambda": card.params.get("margin_lambda", MARGIN_LAMBDA)}
+    if sn:
+        lines += ["", "# the default 1:N decision score and its impostor cohort (see facesdk.calibration)",
+                  "[score_normalization]"] + [f"{k} = {_toml_value(v)}" for k, v in sn.items()]
     for o in [*keep, *points]:
         d = o.to_dict()
         d.pop("description", None)
@@ -275,8 +301,15 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, default=10, help="seeded gallery draws pooled (default 10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--folds", type=int, default=10, help="k of the best-accuracy cross-validation")
-    p.add_argument("--normalizations", default="none", help="none and/or as-norm (needs an LFW cohort)")
-    p.add_argument("--cohort", type=int, default=300, help="AS-norm cohort size (LFW DevTrain singletons)")
+    p.add_argument("--normalizations", default="none",
+                   help="comma-separated: none, as-norm, cohort-margin (the last two need the LFW cohort)")
+    p.add_argument("--cohort", type=int, default=300, help="cohort size (LFW DevTrain single-photo people)")
+    p.add_argument("--cohort-root", metavar="DIR",
+                   help="cohort: the first photo of each person/ sub-folder of DIR (default for LFW: "
+                        "DevTrain people with one photo, left out of the calibration)")
+    p.add_argument("--ship-normalization", choices=["cohort-margin"],
+                   help="with --write-card: save the cohort next to the card and make this the card's "
+                        "default 1:N decision score")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache", help="embedding cache directory (default $FACESDK_BENCH_CACHE)")
     p.add_argument("--out", help="write the operating points as JSON here")
@@ -311,10 +344,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if subset_people is not None:
         ids = {p: v for p, v in ids.items() if p in subset_people}
     cohort: list[str] = []
-    if "as-norm" in norms:
+    need_cohort = bool(set(norms) - {"none"}) or bool(args.ship_normalization)
+    if need_cohort and not args.cohort_root:
         if args.dataset != "lfw":
-            raise ConfigError("as-norm calibration uses the LFW DevTrain cohort: --dataset lfw")
+            raise ConfigError("score normalisation needs a cohort: --cohort-root DIR (or --dataset lfw)")
         cohort = cohort_people(all_ids, args.root, args.cohort)
+    if args.ship_normalization and (args.ship_normalization not in norms or not args.write_card):
+        raise ConfigError("--ship-normalization needs --write-card and the same --normalizations entry")
     rec = FaceRecognizer(
         detector=getattr(args, "detector", None), embedder=getattr(args, "embedder", None),
         backend=getattr(args, "backend", "auto"), device=getattr(args, "device", "auto"),
@@ -325,21 +361,40 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     keys = [k for v in ids.values() for k in v] + [min(all_ids[p]) for p in cohort]
     recs = emb_.embed(keys)
     emb = {k: r.emb for k, r in recs.items()}
+    cohort_emb = None
+    if cohort:
+        cohort_emb = np.stack([emb[min(all_ids[p])] for p in cohort])
+        cohort_src = ("LFW DevTrain people with exactly one photo (peopleDevTrain.txt), seeded draw of "
+                      f"{len(cohort)}; left out of calibration and of every test that uses the cohort")
+    elif need_cohort:
+        cds = load_dataset("folder", args.cohort_root)
+        cids = cds.identities()
+        clash = set(cids) & set(ids)
+        if clash:
+            raise ConfigError(f"cohort people also in the calibration data: {', '.join(sorted(clash)[:5])}")
+        cemb = ImageEmbedder(rec, cds, Path(args.cache) if args.cache else default_cache_root(),
+                             progress=not args.no_progress)
+        crecs = cemb.embed([min(v) for v in cids.values()])
+        cohort_emb = np.stack([r.emb for r in crecs.values()])
+        cohort = sorted(cids)
+        cohort_src = f"first photo of each of the {len(cids)} people of {args.cohort_root}"
     pairs = None
     if args.dataset == "lfw" and args.subset == "devtrain":
         pl = ds.pairs("devtrain")
         recs2 = emb_.embed(pl.images())
         emb.update({k: r.emb for k, r in recs2.items()})
         pairs = (pl.a, pl.b, pl.same)
-    n_img = sum(len(v) for p, v in ids.items() if p not in set(cohort))
+    used = [p for p in ids if p not in set(cohort)]
+    n_img = sum(len(ids[p]) for p in used)
     what = f"LFW {args.subset} identities" if args.dataset == "lfw" else f"folder {args.root}"
-    data = f"{what} ({len(ids) - len(cohort):,} people, {n_img:,} images)"
+    data = f"{what} ({len(used):,} people, {n_img:,} images)"
     sess = rec.embedder_session
     cfg = {"backend": sess.backend, "precision": sess.precision, "tta": rec.tta,
            "detector": rec.detector_card.id}
     points = calibrate_embeddings(
         emb, ids, fars=fars, gallery_size=args.gallery_size, trials=args.trials, seed=args.seed,
-        normalizations=norms, cohort=cohort, verification_pairs=pairs, k=args.folds, data=data, config=cfg,
+        normalizations=norms, cohort_emb=cohort_emb, exclude=cohort, verification_pairs=pairs, k=args.folds,
+        data=data, config=cfg,
     )
     fb = emb_.stats["high"].to_dict()["no_detection_fallback"] if "high" in emb_.stats else 0
     out = {"model": rec.model_id, "detector": rec.detector_card.id, **cfg, "dataset": args.dataset,
@@ -350,7 +405,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         with atomic_writer(Path(args.out)) as f:
             f.write((json.dumps(out, indent=2) + "\n").encode())
     if args.write_card:
-        write_card_points(args.write_card, points)
+        shipped = None
+        if args.ship_normalization:
+            assert cohort_emb is not None
+            rel = f"cohorts/{rec.model_id}.npz"
+            write_cohort(Path(args.write_card).parent / rel, cohort_emb, {
+                "model": rec.model_id, **cfg, "people": cohort, "source": cohort_src})
+            shipped = {"method": args.ship_normalization, "cohort": rel, "lambda": MARGIN_LAMBDA}
+        write_card_points(args.write_card, points, score_normalization=shipped)
     if getattr(args, "json", False):
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
     else:

@@ -24,9 +24,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--stages", help="comma-separated stages instead of the config's (e.g. accuracy,latency)")
     p.add_argument("--dataset", help="lfw, folder, or a plugin's dataset")
     p.add_argument("--root", help="dataset directory")
-    p.add_argument("--protocol", choices=["pairs", "devtest", "devtrain", "identify", "throughput"],
-                   help="throughput: all of LFW through the streaming pipeline beside engine-only peers "
-                        "(benchmarks/throughput.py)")
+    p.add_argument("--protocol", choices=["pairs", "devtest", "devtrain", "identify", "throughput", "openset"],
+                   help="openset: open-set identification (benchmarks/openset.py); throughput: all of LFW "
+                        "through the streaming pipeline beside engine-only peers (benchmarks/throughput.py)")
     p.add_argument("--peer-limit", type=int, help="throughput: run the detection peer on the first N images only")
     # also accepted before the command (global options); SUPPRESS keeps a global value when not given here
     p.add_argument("--detector", default=argparse.SUPPRESS,
@@ -39,6 +39,15 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="engine threads for the accuracy run")
     p.add_argument("--batch-size", type=int, help="crops per embedder call")
     p.add_argument("--limit", type=int, help="at most N pairs (or N people for identify): quick runs")
+    g = p.add_argument_group("open-set protocol (--protocol openset)")
+    g.add_argument("--trials", type=int, help="seeded trials (default 10)")
+    g.add_argument("--seed", type=int, help="seed of the first trial (default 0)")
+    g.add_argument("--gallery-per-id", type=int, help="gallery images per identity (default 1, BLUFR)")
+    g.add_argument("--policies",
+                   help="template policies: mean,max,both (differ only with --gallery-per-id > 1)")
+    g.add_argument("--cohort", type=int, help="AS-norm cohort size from LFW DevTrain (0: no normalisation)")
+    g.add_argument("--subset", choices=["all", "devtest", "devtrain"], help="LFW identities to test on")
+    g.add_argument("--fars", help="comma-separated FARs for DIR@FAR (default 0.1,0.01,0.001)")
     p.add_argument("--cache", help="embedding cache directory (default $FACESDK_BENCH_CACHE or ~/.cache)")
     p.add_argument("--out", help="write report.md, report.json and plots here")
     p.add_argument("--no-latency", action="store_true", help="skip latency measurements")
@@ -67,6 +76,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         detector=getattr(args, "detector", None), embedder=getattr(args, "embedder", None),
         device=dev if dev and dev != "auto" else None,
     )
+    oc = {k: getattr(args, k, None) for k in ("trials", "seed", "gallery_per_id", "cohort", "subset")}
+    if getattr(args, "policies", None):
+        oc["policies"] = [x.strip() for x in args.policies.split(",") if x.strip()]
+    cfg["openset"] = {**(cfg.get("openset") or {}), **{k: v for k, v in oc.items() if v is not None}}
+    if getattr(args, "fars", None):
+        cfg["fars"] = [float(x) for x in args.fars.split(",") if x.strip()]
     if args.no_latency:
         cfg["latency"] = {**cfg["latency"], "enabled": False}
     if args.no_parity:
@@ -74,6 +89,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     as_json = bool(getattr(args, "json", False))
     cfg["progress"] = not getattr(args, "no_progress", False)
     report = run_benchmark(cfg, argv=sys.argv[1:])
+    if report.get("protocol") == "openset":
+        from .openset import render_openset_markdown, write_openset_report
+
+        if cfg.get("out"):
+            write_openset_report(report, cfg["out"])
+        if as_json:
+            sys.stdout.write(json.dumps(to_jsonable(report), indent=2) + "\n")
+        else:
+            sys.stdout.write(render_openset_markdown(report, report.get("plots") or ()))
+        return 0 if report["rows"] else 6
     if cfg.get("out"):
         paths = write_report(report, cfg["out"])
         log.info("wrote %s", ", ".join(str(p) for p in paths.values()))

@@ -17,8 +17,9 @@ embedder card, calibrated on data this protocol does not test on). Reported:
 mean ± std over the trials, and a DIR-vs-FAR curve (log FAR axis).
 
 Variants measured in one run: template policy (``mean``/``max``/``both``, only
-different when ``gallery_per_id > 1``) and cohort score normalisation (AS-norm
-against a fixed cohort of identities removed from the test set).
+different when ``gallery_per_id > 1``) and cohort score normalisation (AS-norm and
+the cohort margin of :mod:`facesdk.calibration`, against a fixed cohort of
+identities removed from the test set).
 
 LFW identity subsets: ``all`` (the whole of LFW), ``devtest`` (people of
 ``peopleDevTest.txt`` only — disjoint from the DevTrain identities used for
@@ -36,6 +37,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from facesdk.calibration import (
+    CohortMargin,
     CohortNormalizer,
     identity_scores,
     open_set_rates,
@@ -146,7 +148,8 @@ def _dir_at_far(top1: np.ndarray, mated: np.ndarray, correct: np.ndarray, far: f
 
 
 def evaluate_trial(emb: Mapping[str, np.ndarray], split: OpenSetSplit, *, policy: str = "mean",
-                   normalizer: CohortNormalizer | None = None, fars: Sequence[float] = (0.1, 0.01, 0.001),
+                   normalizer: CohortNormalizer | CohortMargin | None = None,
+                   fars: Sequence[float] = (0.1, 0.01, 0.001),
                    thresholds: Mapping[str, float] | None = None) -> dict[str, Any]:
     """Metrics of one trial: DIR at each FAR, rates at given (shipped) thresholds, the DIR-vs-FAR curve."""
     names = sorted(split.gallery)
@@ -157,9 +160,8 @@ def evaluate_trial(emb: Mapping[str, np.ndarray], split: OpenSetSplit, *, policy
     G = np.stack([emb[k] for k in gal_keys])
     sim = identity_scores(P, G, gal_lab, len(names), policy)
     if normalizer is not None:
-        # gallery-side statistics of each identity's template (mean policy template)
-        tmpl = identity_templates(G, gal_lab, len(names))
-        sim = normalizer.normalize(sim, normalizer.stats(P), normalizer.stats(tmpl))
+        # gallery-side statistics come from each identity's (mean policy) template
+        sim = normalizer.apply(sim, P, identity_templates(G, gal_lab, len(names)))
     top1, mated, correct = open_set_top1(sim, [p for _, p in probes], names)
     out: dict[str, Any] = {"split": split.describe(),
                            "rank1": float(correct[mated].mean()) if mated.any() else float("nan"),
@@ -235,9 +237,11 @@ def run_openset(
     keys = list(dict.fromkeys(k for s in splits for k in s.images()))
     coh_keys = [sorted(identities[p])[0] for p in (cohort or ())]
     emb = dict(embed(keys + coh_keys))
-    norms: dict[str, CohortNormalizer | None] = {"none": None}
+    norms: dict[str, CohortNormalizer | CohortMargin | None] = {"none": None}
     if coh_keys:
-        norms["as-norm"] = CohortNormalizer(np.stack([emb[k] for k in coh_keys]))
+        coh = np.stack([emb[k] for k in coh_keys])
+        norms["as-norm"] = CohortNormalizer(coh)
+        norms["cohort-margin"] = CohortMargin(coh)
     variants: dict[str, Any] = {}
     for policy in policies:
         if gallery_per_id == 1 and policy != policies[0]:
@@ -250,3 +254,192 @@ def run_openset(
             variants[f"{policy}/{nname}"] = aggregate_trials(res)
     return {"protocol": "openset", "trials": trials, "seed": seed, "gallery_per_id": gallery_per_id,
             "cohort": len(coh_keys), "split": splits[0].describe(), "variants": variants}
+
+
+# ---------------------------------------------------------------------- bench integration
+
+def shipped_thresholds(rec: Any) -> Callable[[str, str], dict[str, float]]:
+    """``(policy, norm) -> {label: threshold}``: the card's identification point for that variant (if
+    calibrated) and, for reference, the verification threshold that 1:N search used before."""
+    from facesdk.calibration import select_operating_point
+
+    sess = rec.embedder_session
+
+    def f(policy: str, norm: str) -> dict[str, float]:
+        out: dict[str, float] = {}
+        pt = select_operating_point(rec.embedder_card.operating_points, "identification",
+                                    backend=sess.backend, precision=sess.precision, tta=rec.tta,
+                                    template=policy, normalization=norm)
+        if pt is not None:
+            out[f"shipped identification ({pt.describe()})"] = pt.threshold
+        if norm == "none":
+            vp = rec.verification_point
+            out[f"verification threshold ({vp.describe()})"] = vp.threshold
+        return out
+
+    return f
+
+
+def run_openset_benchmark(cfg: dict[str, Any], argv: list[str] | None = None) -> dict[str, Any]:
+    """``facesdk bench --protocol openset``: one report row per (backend, precision)."""
+    import datetime as _dt
+    import sys
+    import time
+
+    from facesdk.errors import FaceSDKError
+
+    from .cache import default_cache_root
+    from .datasets import load_dataset
+    from .latency import machine_info
+    from .protocols import ImageEmbedder
+    from .runner import _make_recognizer, _session_info, _threads
+
+    t0 = time.perf_counter()
+    oc = dict(cfg.get("openset") or {})
+    trials = int(oc.get("trials", 10))
+    seed = int(oc.get("seed", 0))
+    gpi = int(oc.get("gallery_per_id", 1))
+    policies = [str(p) for p in oc.get("policies", ["mean"])]
+    subset = str(oc.get("subset", "all"))
+    n_cohort = int(oc.get("cohort", 300 if cfg["dataset"] == "lfw" else 0))
+    fars = [float(f) for f in cfg["fars"]]
+    ds = load_dataset(cfg["dataset"], cfg["root"])
+    all_ids = ds.identities()
+    ids = dict(all_ids)
+    if cfg["dataset"] == "lfw":
+        keep = lfw_people(cfg["root"], subset)
+        if keep is not None:
+            ids = {p: v for p, v in ids.items() if p in keep}
+    elif subset != "all":
+        raise ConfigError("openset subset applies to the lfw dataset only")
+    if cfg.get("limit"):
+        names = sorted(ids)[: int(cfg["limit"])]
+        ids = {p: ids[p] for p in names}
+    cohort: list[str] = []
+    if n_cohort:
+        if cfg["dataset"] != "lfw":
+            raise ConfigError("the cohort comes from LFW DevTrain: openset cohort needs --dataset lfw")
+        cohort = cohort_people(all_ids, cfg["root"], n_cohort)
+        ids = {**ids, **{p: all_ids[p] for p in cohort}}
+    report: dict[str, Any] = {
+        "facesdk_bench": 1, "name": cfg.get("name"), "protocol": "openset",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["facesdk", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": machine_info(), "config": {k: v for k, v in cfg.items() if k != "progress"},
+        "dataset": {**ds.describe(), "protocol": "openset", "subset": subset,
+                    "people": len(ids) - len(cohort),
+                    "images": sum(len(v) for p, v in ids.items() if p not in set(cohort))},
+        "rows": [], "skipped": [],
+    }
+    cache_root = Path(cfg["cache"]) if cfg.get("cache") else default_cache_root()
+    for backend in cfg["backends"]:
+        for precision in cfg["precision"]:
+            try:
+                rec = _make_recognizer(cfg, backend, precision, _threads(cfg))
+            except FaceSDKError as exc:
+                report["skipped"].append({"backend": backend, "precision": precision, "reason": str(exc)})
+                continue
+            emb = ImageEmbedder(rec, ds, cache_root, batch_size=int(cfg["batch_size"]),
+                                progress=bool(cfg.get("progress", True)))
+
+            def embed(keys: list[str], emb: ImageEmbedder = emb) -> dict[str, np.ndarray]:
+                return {k: r.emb for k, r in emb.embed(keys).items()}
+
+            try:
+                res = run_openset(embed, ids, trials=trials, seed=seed, gallery_per_id=gpi, policies=policies,
+                                  cohort=cohort, fars=fars, thresholds=shipped_thresholds(rec),
+                                  progress=bool(cfg.get("progress", True)))
+            except FaceSDKError as exc:
+                report["skipped"].append({"backend": backend, "precision": precision, "reason": str(exc)})
+                rec.close()
+                continue
+            row = {"model": rec.model_id, "detector": rec.detector_card.id, "tta": rec.tta,
+                   **_session_info(rec), "requested_backend": backend, "requested_precision": precision,
+                   **res, "embedding": {v: st.to_dict() for v, st in emb.stats.items()}, "status": "ok"}
+            report["rows"].append(row)
+            rec.close()
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    return report
+
+
+def _pm(m: Mapping[str, float], pct: bool = True, digits: int = 2) -> str:
+    if m is None or m.get("mean") is None or math.isnan(m["mean"]):
+        return "–"
+    k = 100.0 if pct else 1.0
+    return f"{m['mean'] * k:.{digits}f} ± {m['std'] * k:.{digits}f}"
+
+
+def render_openset_markdown(report: dict[str, Any], plots: Sequence[str] = ()) -> str:
+    """The open-set report as Markdown tables."""
+    d = report["dataset"]
+    lines = [f"# Open-set identification: {d.get('dataset')} ({d.get('subset', 'all')})", "",
+             f"Command: `{report.get('command', '')}`  ", f"Created: {report.get('created')}  ",
+             f"Machine: {report.get('machine', {}).get('cpu', '')}", ""]
+    for row in report["rows"]:
+        lines += [f"## {row['model']} + {row['detector']} on {row['backend']}/{row['device']}/"
+                  f"{row['precision']} (tta {row['tta']})", "",
+                  f"{row['trials']} seeded trials (seed {row['seed']}), {row['gallery_per_id']} gallery "
+                  "image(s) "
+                  f"per identity; split of trial 0: {row['split']}; AS-norm cohort: {row['cohort']} people "
+                  "(removed from the test).", ""]
+        fars = list(next(iter(row["variants"].values()))["dir_at_far"])
+        head = ["variant", "rank-1 %"] + [f"DIR@FAR {float(f) * 100:g} % (%)" for f in fars]
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "---|" * len(head))
+        for name, v in row["variants"].items():
+            cells = [name, _pm(v["rank1"])] + [_pm(v["dir_at_far"][f]["dir"]) for f in fars]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        lines += ["At fixed thresholds (mean ± std over trials):", "",
+                  "| variant | threshold | FAR % | FRR % (1 − DIR) | DIR % | wrong-name accepts % |",
+                  "|---|---|---|---|---|---|"]
+        for name, v in row["variants"].items():
+            for label, r in v["at_threshold"].items():
+                lines.append(f"| {name}: {label} | {r['threshold']:.4f} | {_pm(r['far'])} | "
+                             f"{_pm(r['frr'])} | "
+                             f"{_pm(r['dir'])} | {_pm(r['wrong_accept'])} |")
+        fb = row.get("embedding", {}).get("high", {})
+        lines += ["", f"Images: {fb.get('images')} (computed {fb.get('computed')}, "
+                  f"cached {fb.get('cached')}); "
+                  f"no detection (fixed-box fallback): {fb.get('no_detection_fallback')}.", ""]
+    for s in report.get("skipped", []):
+        lines.append(f"- not run: {s['backend']}/{s['precision']}: {s['reason']}")
+    for p in plots:
+        lines.append(f"![{p}]({p})")
+    return "\n".join(lines) + "\n"
+
+
+def write_openset_report(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
+    """report.json, report.md and dir_far.png (DIR against FAR, log axis) into ``out``."""
+    from .report import _atomic_write, write_json
+
+    o = Path(out)
+    o.mkdir(parents=True, exist_ok=True)
+    plots: list[str] = []
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        for row in report["rows"]:
+            for name, v in row["variants"].items():
+                c = v["curve"]
+                ax.plot(c["far"], c["dir"], label=f"{row['model']}/{row['backend']} {name}")
+        ax.set_xscale("log")
+        ax.set_xlabel("FAR (non-mated probes accepted)")
+        ax.set_ylabel("DIR (rank-1 detection & identification rate)")
+        ax.set_title("Open-set identification: DIR vs FAR")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(o / "dir_far.png", dpi=110)
+        plt.close(fig)
+        plots.append("dir_far.png")
+    except ImportError:
+        log.warning("matplotlib is not installed: no DIR-vs-FAR plot")
+    report["plots"] = plots
+    write_json(report, o / "report.json")
+    _atomic_write(o / "report.md", render_openset_markdown(report, plots).encode())
+    return {"json": o / "report.json", "md": o / "report.md", **{p: o / p for p in plots}}

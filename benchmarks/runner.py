@@ -59,6 +59,7 @@ DEFAULTS: dict[str, Any] = {
     "tiers": ["high-high"],
     "degradation": {},
     "identify": {},
+    "openset": {},
     "latency": {"enabled": False},
     "parity": {"enabled": False},
     "peers": {},
@@ -148,8 +149,9 @@ def merge_overrides(cfg: dict[str, Any], **over: Any) -> dict[str, Any]:
         out[k] = _as_list(v) if k in (*_LIST_KEYS, "stages") else v
     for k in _LIST_KEYS:
         out[k] = _as_list(out[k])
-    if out["protocol"] not in ("pairs", "devtest", "devtrain", "identify"):
-        raise ConfigError(f"unknown protocol {out['protocol']!r} (pairs, devtest, devtrain, identify)")
+    if out["protocol"] not in ("pairs", "devtest", "devtrain", "identify", "openset"):
+        raise ConfigError(f"unknown protocol {out['protocol']!r} "
+                          "(pairs, devtest, devtrain, identify, openset)")
     if out["limit"] is not None and int(out["limit"]) < 2:
         raise ConfigError("--limit must be >= 2")
     for t in out["tiers"]:
@@ -240,6 +242,11 @@ def _dlib_reference(path: str, pairs: PairList, fars: list[float], k: int) -> di
 def run_benchmark(cfg: dict[str, Any], argv: list[str] | None = None) -> dict[str, Any]:
     """Run the config's stages in order (:mod:`facesdk_bench.stages`); return the report dict."""
     from .stages import BenchContext, stage_names, stages
+
+    if cfg["protocol"] == "openset":  # its own protocol module: facesdk_bench.openset
+        from .openset import run_openset_benchmark
+
+        return run_openset_benchmark(cfg, argv)
 
     known = stages()
     ctx = BenchContext(cfg, argv)

@@ -30,6 +30,16 @@ Template policies for identities enrolled from several photos:
 "weight imprinting": Qi, Brown & Lowe, CVPR 2018), ``max`` (best cosine over
 the identity's photos) and ``both`` (average of the two scores).
 
+Cohort margin (``cohort-margin``): the probe's top-1 score minus ``lambda`` times a
+reference score, the higher of the probe's second-best gallery score and its best
+score against a fixed impostor cohort, ``s' = s1 - lambda * max(s2, c1)``. It is the
+ratio test of nearest-neighbour matching (Lowe, "Distinctive image features from
+scale-invariant keypoints", IJCV 2004: accept a match only when it is clearly better
+than the next candidate) made safe for small galleries by the cohort: without it a
+1-identity gallery has no second score and every stranger would pass. It shifts all of
+a probe's scores by the same amount, so the ranking (rank-1) is unchanged; only the
+accept/reject decision changes.
+
 Cohort score normalisation (adaptive symmetric normalisation, AS-norm:
 Cumani et al., "Comparison of speaker recognition approaches for real
 applications", Interspeech 2011; Matějka et al., "Analysis of score
@@ -67,6 +77,8 @@ __all__ = [
     "calibrate_identification",
     "identity_scores",
     "CohortNormalizer",
+    "CohortMargin",
+    "MARGIN_LAMBDA",
     "select_operating_point",
 ]
 
@@ -74,7 +86,9 @@ log = logging.getLogger(__name__)
 
 TASKS = ("verification", "identification")
 TEMPLATE_POLICIES = ("mean", "max", "both")
-NORMALIZATIONS = ("none", "as-norm")
+NORMALIZATIONS = ("none", "as-norm", "cohort-margin")
+#: weight of the reference score in the cohort-margin normalisation
+MARGIN_LAMBDA = 0.5
 #: Range of cosine similarity. A threshold at or below the lower end accepts everything.
 COSINE_RANGE = (-1.0, 1.0)
 
@@ -496,3 +510,43 @@ class CohortNormalizer:
         mg, sg = gallery_stats
         s = np.asarray(scores, np.float32)
         return 0.5 * ((s - mp[:, None]) / sp[:, None] + (s - mg[None, :]) / sg[None, :])
+
+    def apply(self, scores: np.ndarray, probes: np.ndarray, templates: np.ndarray) -> np.ndarray:
+        """AS-norm of ``[N, K]`` scores of ``probes`` against identity ``templates``."""
+        return self.normalize(scores, self.stats(probes), self.stats(templates))
+
+
+class CohortMargin:
+    """``s' = s - lambda * max(second-best gallery score, best cohort score)`` per probe (module docstring).
+
+    Args:
+        cohort: ``[C, D]`` embeddings of people outside every gallery and test set.
+        lam: the weight ``lambda`` (default :data:`MARGIN_LAMBDA`).
+    """
+
+    def __init__(self, cohort: np.ndarray, lam: float = MARGIN_LAMBDA) -> None:
+        c = np.asarray(cohort, np.float32)
+        if c.ndim != 2 or len(c) < 1 or not np.all(np.isfinite(c)):
+            raise ConfigError("a cohort must be a finite [C, D] array")
+        if not 0.0 <= float(lam) <= 1.0:
+            raise ConfigError(f"cohort-margin lambda must be in [0, 1], not {lam!r}")
+        self.cohort = _l2(c)
+        self.lam = float(lam)
+
+    def reference(self, scores: np.ndarray, probes: np.ndarray) -> np.ndarray:
+        """``max(second-best gallery score, best cohort score)`` per probe ``[N]``."""
+        s = np.asarray(scores, np.float32)
+        p = _l2(probes)
+        if p.shape[1] != self.cohort.shape[1]:
+            raise ConfigError(f"cohort is {self.cohort.shape[1]}-d, embeddings are {p.shape[1]}-d")
+        c1 = (p @ self.cohort.T).max(1)
+        if s.shape[1] >= 2:
+            s2 = np.partition(s, s.shape[1] - 2, axis=1)[:, -2]
+            return np.maximum(s2, c1)
+        return c1
+
+    def apply(self, scores: np.ndarray, probes: np.ndarray,
+              templates: np.ndarray | None = None) -> np.ndarray:
+        """The normalised ``[N, K]`` scores (every score of a probe shifted by the same amount)."""
+        s = np.asarray(scores, np.float32)
+        return s - self.lam * self.reference(s, probes)[:, None]

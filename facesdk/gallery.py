@@ -97,6 +97,8 @@ class Match:
     operating_point: str | None = None
     #: the enrolled photo that matched best (per-image templates)
     image_id: str | None = None
+    #: the normalised decision score compared with ``threshold`` (None: the decision used ``similarity``)
+    score: float | None = None
 
     @property
     def known(self) -> bool:
@@ -109,6 +111,7 @@ class Match:
             "top_k": [[n, round(float(s), 4)] for n, s in self.top_k],
             **({"threshold": round(float(self.threshold), 4)} if self.threshold is not None else {}),
             **({"operating_point": self.operating_point} if self.operating_point else {}),
+            **({"score": round(float(self.score), 4)} if self.score is not None else {}),
         }
         if self.image_id is not None:
             d["image_id"] = self.image_id

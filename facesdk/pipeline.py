@@ -18,16 +18,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
+from PIL import Image
 from tqdm.auto import tqdm
 
 from . import zoo
 from .align import align_face
 from .backend import Artifact, Backend, Session
+from .calibration import (
+    TEMPLATE_POLICIES,
+    CohortMargin,
+    OperatingPoint,
+    check_threshold,
+    select_operating_point,
+)
 from .detect import Detection, FaceDetector, detector_class
 from .enrollment import EnrollmentResult, PhotoReport, QualityPolicy, assess_face
 from .errors import ConfigError, GalleryError, ImageError, ModelNotFoundError, NoFaceError
-from .calibration import TEMPLATE_POLICIES, OperatingPoint, check_threshold, select_operating_point
-from .gallery import Gallery, Match, l2_normalize
+from .gallery import UNKNOWN, Gallery, Match, l2_normalize
 from .image import ImageInput, check_max_pixels, load_image, to_tensor
 from .plugins import backend_classes, backend_order, get_backend
 from .zoo import AlignmentTemplate, ModelCard
@@ -184,6 +191,12 @@ class FaceRecognizer:
             embedder card's calibrated operating points — the open-set identification
             threshold for :meth:`identify`, the verification threshold for :meth:`verify`
             (see :attr:`identification_point`, :attr:`verification_point`).
+        score_normalization: the 1:N decision score: ``"none"`` (the top-1 cosine) or
+            ``"cohort-margin"`` (top-1 cosine minus half the higher of the second-best gallery
+            score and the best score against the impostor cohort shipped with the model; see
+            :mod:`facesdk.calibration`). Default: the embedder card's ``score_normalization``
+            when it ships a cohort and a calibrated point for it. An explicit ``threshold`` is
+            always a plain cosine threshold.
         template_policy: how an identity enrolled from several photos is scored:
             ``"mean"`` (renormalised mean embedding, the default) — see
             :mod:`facesdk.calibration`.
@@ -216,6 +229,7 @@ class FaceRecognizer:
         landmarker: str | ModelCard | None = None,
         tta: str | None = None,
         template_policy: str | None = None,
+        score_normalization: str | None = None,
         score_threshold: float | None = None,
         batch_size: int = 32,
         max_pixels: int | None = None,
@@ -246,6 +260,8 @@ class FaceRecognizer:
         self._user_threshold = (
             None if threshold is None else check_threshold(threshold, what="threshold")
         )
+        self._margin: CohortMargin | None = None
+        self.score_normalization = self._init_normalization(score_normalization)
         self.verification_point = self._operating_point("verification")
         self.identification_point = self._operating_point("identification")
         #: the verification threshold (kept as ``threshold`` for compatibility)
@@ -304,6 +320,30 @@ class FaceRecognizer:
             self.landmarker_card = _load_card(ref)
             self.landmarker = load_landmarker(self.landmarker_card)
 
+    def _init_normalization(self, requested: str | None) -> str:
+        """Load the card's cohort for ``cohort-margin`` (the default when the card ships one)."""
+        params = self.embedder_card.params
+        name = str(requested if requested is not None else params.get("score_normalization", "none"))
+        if name not in ("none", "cohort-margin"):
+            raise ConfigError(f"score_normalization must be 'none' or 'cohort-margin', not {name!r}")
+        if name == "none":
+            return name
+        if not params.get("cohort"):
+            if requested is not None:
+                raise ConfigError(f"embedder card {self.embedder_card.id!r} ships no cohort for {name}")
+            return "none"
+        path = zoo.card_file(self.embedder_card, str(params["cohort"]))
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                cohort = np.asarray(z["emb"], np.float32)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError(f"cohort file {path} is not readable: {exc}") from None
+        if cohort.ndim != 2 or cohort.shape[1] != self.embedding_size:
+            raise ConfigError(f"cohort file {path} holds {cohort.shape} embeddings, "
+                              f"not [C, {self.embedding_size}]")
+        self._margin = CohortMargin(cohort, float(params.get("margin_lambda", 0.5)))
+        return name
+
     def _operating_point(self, task: str) -> OperatingPoint:
         """The threshold for ``task`` and where it came from (explicit argument first, then the card)."""
         sess = self.embedder_session
@@ -311,9 +351,15 @@ class FaceRecognizer:
                "template": self.template_policy}
         if self._user_threshold is not None:
             return OperatingPoint.user(task, self._user_threshold, **cfg)
-        pt = select_operating_point(self.embedder_card.operating_points, task, **cfg)
+        norm = self.score_normalization if task == "identification" else "none"
+        pt = select_operating_point(self.embedder_card.operating_points, task, **cfg, normalization=norm)
         if pt is not None:
             return pt
+        if norm != "none":
+            log.warning("embedder %s has no calibrated %s identification point for this configuration; "
+                        "deciding on the plain top-1 cosine", self.embedder_card.id, norm)
+            self.score_normalization, self._margin = "none", None
+            return self._operating_point(task)
         # legacy flat [thresholds] table: best-accuracy verification thresholds
         ths = self.embedder_card.thresholds
         k = self.embedder_card.threshold_key(sess.backend, sess.precision, self.tta)
@@ -329,7 +375,7 @@ class FaceRecognizer:
             )
         return OperatingPoint(
             task=task, threshold=thr, target="uncalibrated" if task == "identification" else "best-accuracy",
-            data=note, **cfg,
+            data=note, **{**cfg, "backend": "*", "precision": "*"},
         )
 
     # ------------------------------------------------------------------ info
@@ -356,6 +402,7 @@ class FaceRecognizer:
             "embedder": {"model": self.embedder_card.id, **self.embedder_session.describe()},
             "threshold": self.threshold,
             "template_policy": self.template_policy,
+            "score_normalization": self.score_normalization,
             "operating_points": {
                 "verification": self.verification_point.to_dict(),
                 "identification": self.identification_point.to_dict(),
@@ -441,6 +488,63 @@ class FaceRecognizer:
             return np.zeros((0, self.embedding_size), np.float32)
         return l2_normalize(np.concatenate(out))
 
+    def embed_aligned(self, images: ImageInput | Iterable[ImageInput] | np.ndarray, *,
+                      template: str = "arcface112") -> np.ndarray:
+        """Embed faces that are already aligned crops, without a detector → ``[N, D]``.
+
+        Args:
+            images: crops (paths, arrays, …) or an ``[N, h, w, 3]`` uint8 array.
+            template: how the crops were aligned: ``"arcface112"`` (``"arcface-112"``: the
+                ArcFace/InsightFace 5-point template, any square size, scaled) or ``"dlib150"``
+                (``"dlib-150"``: dlib's 150×150 face chip, padding 0.25).
+
+        A crop made for the embedder's own template is embedded as it is (resized if it is a
+        scaled copy). Otherwise the template's known points are mapped onto the embedder's
+        template: ArcFace crops give the 5 core landmarks, which go through the embedder's
+        aligner (for ``dlib150``, dlib's shape predictor and crop; parts outside the tight
+        crop are black); dlib crops give the two eye centres, mapped by a similarity
+        transform onto the embedder's eye positions.
+        """
+        from .align import ARCFACE_112, estimate_similarity, template_points, warp_affine
+
+        name = {"arcface-112": "arcface112", "dlib-150": "dlib150"}.get(template, template)
+        if name not in ("arcface112", "dlib150"):
+            raise ConfigError(f"template must be 'arcface112' or 'dlib150', not {template!r}")
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            imgs = [np.ascontiguousarray(im) for im in images]
+        else:
+            one = isinstance(images, (str, os.PathLike, bytes, bytearray, np.ndarray))
+            items = [images] if one or hasattr(images, "mode") else images
+            imgs = [self.load(im) for im in items]  # type: ignore[union-attr]
+        w, h = self.embedder_card.input.size
+        own = self.template.split(":")[0]
+        crops = []
+        for im in imgs:
+            if im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
+                raise ConfigError(f"an aligned face must be an RGB uint8 image, got {im.shape} {im.dtype}")
+            ih, iw = im.shape[:2]
+            if abs(ih - iw) > 1:
+                raise ConfigError(f"an aligned {name} crop is square, got {iw}x{ih}")
+            if name == own:
+                crop = im if (iw, ih) == (w, h) else np.asarray(
+                    Image.fromarray(im).resize((w, h), Image.BILINEAR))
+            elif name == "arcface112":
+                pts = ARCFACE_112 * (iw / 112.0)
+                box = np.array([0, 0, iw, ih], np.float32)
+                crop = self.align(im, [Detection(box, 1.0, pts.astype(np.float32))])[0]
+            else:  # dlib150 crop onto a 5-point template: eyes only
+                from .dlib_crop import CORE5_TO_DLIB5_EYES, DLIB5_TEMPLATE
+
+                chip_pts = (0.25 + DLIB5_TEMPLATE) / 1.5 * iw
+                eyes_src = np.stack([chip_pts[list(CORE5_TO_DLIB5_EYES[k])].mean(0) for k in (0, 1)])
+                dst, size = template_points(own)
+                m = estimate_similarity(eyes_src, dst[:2])
+                crop = warp_affine(im, m, size)
+            crops.append(crop)
+        if not crops:
+            return np.zeros((0, self.embedding_size), np.float32)
+        return self.embed_crops(np.stack(crops))
+
     # ------------------------------------------------------------------ faces
     def faces(self, image: ImageInput, *, max_faces: int | None = None, color: str = "RGB") -> list[Face]:
         """Detect, align and embed every face in an image (the one-item case of :meth:`faces_many`;
@@ -474,8 +578,8 @@ class FaceRecognizer:
         Matches use the open-set identification threshold, as :meth:`identify` does.
         """
         g = self._ready_gallery(gallery)
-        thr, point = self.identification_threshold_for(g, threshold)
-        return _with_operating_point(self.faces_many(inputs, gallery=g, top_k=top_k, threshold=thr, **options), point)
+        self._identification_decision(g, threshold)  # a bad threshold fails here, not inside the stream
+        return self.faces_many(inputs, gallery=g, top_k=top_k, threshold=threshold, **options)
 
     def _ready_gallery(self, gallery: Gallery | None) -> Gallery:
         g = gallery if gallery is not None else self.gallery
@@ -622,16 +726,23 @@ class FaceRecognizer:
         card's calibrated open-set identification operating point. Galleries saved by older
         versions stored the verification threshold, which is not used for 1:N search.
         """
+        thr, point, _ = self._identification_decision(gallery, threshold)
+        return thr, point
+
+    def _identification_decision(
+        self, gallery: Gallery | None, threshold: float | None,
+    ) -> tuple[float, str, bool]:
+        """(threshold, operating point, whether the decision score is the card's normalised one)."""
         if threshold is not None:
             t = check_threshold(threshold, what="threshold")
-            return t, OperatingPoint.user("identification", t).describe()
+            return t, OperatingPoint.user("identification", t).describe(), False
         if self._user_threshold is not None:
-            return self._user_threshold, self.identification_point.describe()
+            return self._user_threshold, self.identification_point.describe(), False
         g = gallery if gallery is not None else self._gallery
         if g is not None and getattr(g, "threshold_source", None) == "user":
             t = check_threshold(g.threshold, what="gallery threshold", error=GalleryError)
-            return t, f"open-set identification threshold {t:g} stored in the gallery by the user"
-        return self.identification_threshold, self.identification_point.describe()
+            return t, f"open-set identification threshold {t:g} stored in the gallery by the user", False
+        return self.identification_threshold, self.identification_point.describe(), self._margin is not None
 
     def identify(
         self, image: ImageInput, *, gallery: Gallery | None = None, top_k: int = 5, threshold: float | None = None,
@@ -646,13 +757,40 @@ class FaceRecognizer:
         from .stream import StreamItem, first_result
 
         g = self._ready_gallery(gallery)
-        thr, point = self.identification_threshold_for(g, threshold)
         item = StreamItem(_describe(image), image)
-        faces = first_result(self.faces_many(item, gallery=g, top_k=top_k, threshold=thr, workers=0,
+        return first_result(self.faces_many(item, gallery=g, top_k=top_k, threshold=threshold, workers=0,
                                              color=color)).faces
-        for f in faces:
-            f.match.operating_point = point  # type: ignore[union-attr]
-        return faces
+
+    def match_batch(self, embeddings: np.ndarray, gallery: Gallery, *, threshold: float | None = None,
+                    top_k: int = 5) -> list[Match]:
+        """Open-set matches for a batch of embeddings, with the threshold precedence and decision score
+        of :meth:`identify` (the streaming pipeline matches through this)."""
+        thr, point, normalized = self._identification_decision(gallery, threshold)
+        return self.decide(embeddings, gallery, thr, point, normalized=normalized, top_k=top_k)
+
+    def decide(self, embeddings: np.ndarray, gallery: Gallery, threshold: float, operating_point: str, *,
+               normalized: bool = False, top_k: int = 5) -> list[Match]:
+        """Open-set decisions for embeddings: the best identity, or ``Unknown`` below the threshold.
+
+        ``normalized`` (the card's calibrated ``cohort-margin`` point, no explicit threshold): the
+        decision score is the cohort margin (``Match.score``); otherwise it is the top-1 cosine.
+        """
+        normalized = normalized and self._margin is not None
+        cands = gallery.search(embeddings, top_k=max(top_k, 2))
+        ref = None
+        if normalized:
+            assert self._margin is not None
+            s2 = np.array([c[1][1] if len(c) > 1 else -1.0 for c in cands], np.float32)
+            c1 = (l2_normalize(embeddings) @ self._margin.cohort.T).max(1)
+            ref = np.maximum(s2, c1)
+        out = []
+        for i, c in enumerate(cands):
+            s1 = c[0][1] if c else -1.0
+            score = s1 - self._margin.lam * float(ref[i]) if ref is not None and self._margin else s1
+            name = c[0][0] if c and score >= threshold else UNKNOWN
+            out.append(Match(name, s1, c[:top_k], threshold, operating_point,
+                             score=float(score) if ref is not None else None))
+        return out
 
     def verify(self, a: ImageInput, b: ImageInput, *, threshold: float | None = None,
                color: str = "RGB") -> Verification:
@@ -675,15 +813,6 @@ class FaceRecognizer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _with_operating_point(results: Iterator[ImageResult], point: Any) -> Iterator[ImageResult]:
-    """Stamp every match of a stream with the operating point its threshold came from."""
-    for r in results:
-        for f in r.faces:
-            if f.match is not None:
-                f.match.operating_point = point
-        yield r
 
 
 def _describe(image: ImageInput) -> str:

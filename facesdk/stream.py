@@ -337,8 +337,7 @@ class _Runner:
         for f, e in zip(faces, emb):
             f.embedding = e
         if gallery is not None and len(faces):
-            # embed_crops returned unit vectors: the gallery does not L2-normalise them again
-            for f, m in zip(faces, gallery.identify(emb, threshold=threshold, top_k=top_k, normalized=True)):
+            for f, m in zip(faces, self.rec.match_batch(emb, gallery, threshold=threshold, top_k=top_k)):
                 f.match = m
             self.stats.add("match", time.perf_counter() - t1)
 

@@ -45,7 +45,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -289,6 +289,9 @@ class ModelCard:
     operating_points: tuple[Any, ...] = ()
     #: The 5-point template named by ``template``, when the card carries it as data.
     alignment: AlignmentTemplate | None = None
+    #: the TOML file the card was read from ("" for cards built in code); files a card names
+    #: (e.g. ``params.cohort``) are resolved inside its directory
+    origin: str = ""
 
     def __post_init__(self) -> None:
         _check_name(self.id, "model card id")
@@ -417,7 +420,8 @@ class ModelCard:
             embedding_size=d.get("embedding_size"),
             template=d.get("template"),
             outputs=tuple(d.get("outputs", ())),
-            params=dict(d.get("params", {})),
+            params={**dict(d.get("params", {})),
+                    **_score_normalization(d.get("score_normalization"), origin)},
             thresholds=dict(d.get("thresholds", {})),
             homepage=d.get("homepage", ""),
             commercial_use=d.get("commercial_use"),
@@ -452,7 +456,30 @@ class ModelCard:
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except (OSError, ValueError, RecursionError) as exc:  # TOMLDecodeError, UnicodeDecodeError
             raise ConfigError(f"cannot read model card {p}: {exc}") from None
-        return cls.from_dict(data, origin=str(p), allow_local_paths=False)
+        return replace(cls.from_dict(data, origin=str(p), allow_local_paths=False), origin=str(p))
+
+
+def _score_normalization(t: Any, origin: str) -> dict[str, Any]:
+    """``[score_normalization]`` (written by ``facesdk calibrate``) as card params."""
+    if t is None:
+        return {}
+    if not isinstance(t, dict) or "method" not in t or "cohort" not in t:
+        raise ConfigError(f"model card {origin}: [score_normalization] needs method and cohort")
+    return {"score_normalization": str(t["method"]), "cohort": str(t["cohort"]),
+            "margin_lambda": float(t.get("lambda", 0.5))}
+
+
+def card_file(card: ModelCard, rel: str) -> Path:
+    """A data file named by a card (relative path), contained in the card's directory."""
+    if not card.origin:
+        raise ConfigError(f"model card {card.id!r} was not read from a file: cannot resolve {rel!r}")
+    base = Path(card.origin).resolve().parent
+    q = (base / str(rel)).resolve()
+    if Path(str(rel)).is_absolute() or base not in q.parents:
+        raise ConfigError(f"model card {card.id!r}: file {rel!r} is outside the card's directory")
+    if not q.is_file():
+        raise ModelNotFoundError(f"model card {card.id!r}: file {rel!r} not found next to the card")
+    return q
 
 
 def _operating_points(items: Any, origin: str) -> tuple[Any, ...]:

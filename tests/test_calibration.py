@@ -22,23 +22,38 @@ REPO = Path(__file__).resolve().parents[1]
 FAR = 0.1
 
 
-@pytest.fixture(scope="module")
-def labelled(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """10 DevTest people x 3 photos and 12 DevTest people with one photo (symlinks)."""
+def _people(shared: Path) -> tuple[list[str], list[str]]:
     lfw = shared / "data/lfw"
     people = [ln.split() for ln in (lfw / "peopleDevTest.txt").read_text().splitlines()[1:]]
-    multi = [p for p, n in people if int(n) >= 3][:10]
-    single = [p for p, n in people if int(n) == 1][:12]
-    root = tmp_path_factory.mktemp("labelled")
-    for p in multi + single:
+    return [p for p, n in people if int(n) >= 3], [p for p, n in people if int(n) == 1]
+
+
+def _folder(shared: Path, root: Path, people: list[str], per: int) -> Path:
+    for p in people:
         (root / p).mkdir()
-        for f in sorted((lfw / "images" / p).iterdir())[: 3 if p in multi else 1]:
+        for f in sorted((shared / "data/lfw/images" / p).iterdir())[:per]:
             (root / p / f.name).symlink_to(f)
     return root
 
 
 @pytest.fixture(scope="module")
-def calibrated(labelled: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, Path]:
+def labelled(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """10 DevTest people x 3 photos and 12 DevTest people with one photo (symlinks)."""
+    multi, single = _people(shared)
+    root = tmp_path_factory.mktemp("labelled")
+    _folder(shared, root, multi[:10], 3)
+    return _folder(shared, root, single[:12], 1)
+
+
+@pytest.fixture(scope="module")
+def cohort_dir(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An impostor cohort: 8 other DevTest people with one photo."""
+    return _folder(shared, tmp_path_factory.mktemp("cohort"), _people(shared)[1][12:20], 1)
+
+
+@pytest.fixture(scope="module")
+def calibrated(labelled: Path, cohort_dir: Path,
+               tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, Path]:
     tmp = tmp_path_factory.mktemp("cal")
     card = tmp / "mfn.toml"
     shutil.copy(REPO / "model_zoo/cards/mobilefacenet-sirius.toml", card)
@@ -46,7 +61,8 @@ def calibrated(labelled: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     args = ["--detector", "yunet-2023mar", "--embedder", "mobilefacenet-sirius", "--backend", "onnxruntime",
             "calibrate", "--dataset", "folder", "--root", str(labelled), "--gallery-size", "10", "--trials", "3",
             "--fars", str(FAR), "--folds", "3", "--cache", str(tmp / "cache"), "--out", str(out),
-            "--write-card", str(card), "--no-progress"]
+            "--write-card", str(card), "--no-progress", "--normalizations", "none,cohort-margin",
+            "--cohort-root", str(cohort_dir)]
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         assert main(args) == 0
@@ -84,7 +100,7 @@ def test_identification_threshold_is_brute_force(labelled: Path, calibrated: tup
         gallery, _, non_mated = calibration_split(ids, 10, t)
         for key, _person in non_mated:  # best score over the gallery, by hand
             impostor_top1.append(max(float(np.dot(emb[key], emb[g])) for g in gallery.values()))
-    pts = [p for p in out["operating_points"] if p["task"] == "identification"]
+    pts = [p for p in out["operating_points"] if p["task"] == "identification" and p["normalization"] == "none"]
     assert len(pts) == 1 and pts[0]["far"] == FAR and pts[0]["gallery_size"] == 10
     assert pts[0]["threshold"] == pytest.approx(_brute(impostor_top1, FAR), abs=1e-9)
     assert pts[0]["measured"]["far"] <= FAR
@@ -107,7 +123,8 @@ def test_card_stores_points_and_recogniser_uses_them(calibrated: tuple[Path, dic
     card_path, out, _ = calibrated
     card = ModelCard.from_toml(card_path)
     assert {p.task for p in card.operating_points} == {"verification", "identification"}
-    ident = next(p for p in out["operating_points"] if p["task"] == "identification")
+    ident = next(p for p in out["operating_points"] if p["task"] == "identification"
+                 and p["normalization"] == "none")
     verif = next(p for p in out["operating_points"] if p["target"] == "best-accuracy")
     rec = facesdk.FaceRecognizer(detector="yunet-2023mar", embedder=card_path, backend="onnxruntime")
     assert rec.identification_threshold == pytest.approx(ident["threshold"])
@@ -129,4 +146,54 @@ def test_card_stores_points_and_recogniser_uses_them(calibrated: tuple[Path, dic
     write_card_points(card_path, [OperatingPoint.from_dict({**ident, "threshold": 0.5})])
     again = ModelCard.from_toml(card_path)
     assert len(again.operating_points) == len(card.operating_points)
-    assert [p.threshold for p in again.operating_points if p.task == "identification"] == [0.5]
+    assert [p.threshold for p in again.operating_points
+            if p.task == "identification" and p.normalization == "none"] == [0.5]
+
+
+def test_cohort_margin_threshold_and_decisions(labelled: Path, cohort_dir: Path, shared: Path,
+                                               calibrated: tuple[Path, dict, Path], tmp_path: Path) -> None:
+    card_path, out, cache_root = calibrated
+    emb, ids = _embeddings(labelled, cache_root)
+    ccache = EmbeddingCache(cache_root, "mobilefacenet-sirius", "onnxruntime", "fp32", "yunet-2023mar")
+    coh = []
+    for d in sorted(cohort_dir.iterdir()):
+        r = ccache.get(file_sha256(min(d.iterdir())))
+        assert r is not None
+        coh.append(r.emb / np.linalg.norm(r.emb))
+    C = np.stack(coh)
+    margins = []
+    for t in range(3):
+        gallery, _, non_mated = calibration_split(ids, 10, t)
+        for key, _person in non_mated:
+            s = sorted((float(np.dot(emb[key], emb[g])) for g in gallery.values()), reverse=True)
+            margins.append(s[0] - 0.5 * max(s[1], float((C @ emb[key]).max())))
+    pt = next(p for p in out["operating_points"] if p["normalization"] == "cohort-margin")
+    assert pt["threshold"] == pytest.approx(_brute(margins, FAR), abs=1e-9)
+    # shipped with the card: the cohort file next to it and the default decision score
+    card2 = tmp_path / "mfn.toml"
+    shutil.copy(REPO / "model_zoo/cards/mobilefacenet-sirius.toml", card2)
+    args = ["--detector", "yunet-2023mar", "--embedder", "mobilefacenet-sirius", "--backend", "onnxruntime",
+            "calibrate", "--dataset", "folder", "--root", str(labelled), "--gallery-size", "10", "--trials", "3",
+            "--fars", str(FAR), "--folds", "3", "--cache", str(cache_root), "--write-card", str(card2),
+            "--no-progress", "--normalizations", "none,cohort-margin", "--cohort-root", str(cohort_dir),
+            "--ship-normalization", "cohort-margin"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(args) == 0
+    assert (tmp_path / "cohorts/mobilefacenet-sirius.npz").is_file()
+    rec = facesdk.FaceRecognizer(detector="yunet-2023mar", embedder=card2, backend="onnxruntime")
+    assert rec.score_normalization == "cohort-margin"
+    assert rec.identification_threshold == pytest.approx(pt["threshold"])
+    knn = shared / "data/photos/knn_examples"
+    g = rec.new_gallery()
+    for person in ("obama", "biden"):
+        rec.enroll(person, sorted((knn / "train" / person).iterdir()), gallery=g)
+    face = max(rec.identify(knn / "test/obama1.jpg", gallery=g), key=lambda f: f.area)
+    m = face.match
+    assert m is not None and m.score is not None
+    s = sorted((float(face.embedding @ t) for t in g.templates), reverse=True)  # type: ignore[operator]
+    want = s[0] - 0.5 * max(s[1], float((rec._margin.cohort @ face.embedding).max()))  # type: ignore[union-attr]
+    assert m.score == pytest.approx(want, abs=1e-5) and m.similarity == pytest.approx(s[0], abs=1e-5)
+    assert (m.name == "obama") == (want >= pt["threshold"])
+    # an explicit threshold is a plain cosine threshold
+    m2 = rec.identify(knn / "test/obama1.jpg", gallery=g, threshold=0.3)[0].match
+    assert m2 is not None and m2.score is None
