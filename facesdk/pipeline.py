@@ -537,7 +537,7 @@ class FaceRecognizer:
 
                 chip_pts = (0.25 + DLIB5_TEMPLATE) / 1.5 * iw
                 eyes_src = np.stack([chip_pts[list(CORE5_TO_DLIB5_EYES[k])].mean(0) for k in (0, 1)])
-                dst, size = template_points(own)
+                dst, size = template_points(self.embedder_card.alignment or own)
                 m = estimate_similarity(eyes_src, dst[:2])
                 crop = warp_affine(im, m, size)
             crops.append(crop)
