@@ -90,12 +90,13 @@ class EmbeddingCache:
         for p in self._chunks():
             try:
                 with np.load(p, allow_pickle=False) as z:
-                    keys = z["keys"]
-                    for i, k in enumerate(keys):
-                        self._data[str(k)] = FaceRecord(
-                            z["emb"][i], z["box"][i], z["landmarks"][i], float(z["score"][i]),
-                            bool(z["fallback"][i]), int(z["faces"][i]),
-                        )
+                    # each z[name] decompresses the whole array: read every array once per chunk
+                    keys, emb, box, lm = z["keys"], z["emb"], z["box"], z["landmarks"]
+                    score, fb, faces = z["score"], z["fallback"], z["faces"]
+                for i, k in enumerate(keys):
+                    self._data[str(k)] = FaceRecord(
+                        emb[i], box[i], lm[i], float(score[i]), bool(fb[i]), int(faces[i]),
+                    )
             except Exception as exc:  # a torn or foreign file: ignore it, its images are recomputed
                 log.warning("ignoring unreadable cache chunk %s: %s", p, exc)
         if self._data:

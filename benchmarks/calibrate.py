@@ -131,7 +131,7 @@ def calibrate_embeddings(
     emb: Mapping[str, np.ndarray], identities: Mapping[str, Sequence[str]], *,
     fars: Sequence[float] = (0.01, 0.001), gallery_size: int = 1000, trials: int = 10, seed: int = 0,
     normalizations: Sequence[str] = ("none",), cohort_emb: np.ndarray | None = None,
-    exclude: Sequence[str] = (),
+    exclude: Sequence[str] = (), margin_lambda: float = MARGIN_LAMBDA,
     verification_pairs: tuple[list[str], list[str], np.ndarray] | None = None, k: int = 10,
     data: str = "", config: Mapping[str, Any] | None = None,
 ) -> list[OperatingPoint]:
@@ -174,7 +174,8 @@ def calibrate_embeddings(
         if norm != "none":
             if cohort_emb is None or len(cohort_emb) == 0:
                 raise ConfigError(f"{norm} calibration needs a cohort")
-            nz = CohortNormalizer(cohort_emb) if norm == "as-norm" else CohortMargin(cohort_emb)
+            nz = (CohortNormalizer(cohort_emb) if norm == "as-norm"
+                  else CohortMargin(cohort_emb, margin_lambda))
         top1s, mateds, corrects = [], [], []
         g_size = 0
         for t in range(trials):
@@ -195,7 +196,8 @@ def calibrate_embeddings(
         method = (f"held-out identities; {trials} seeded trials pooled, gallery of {g_size:,} identities "
                   "x 1 photo"
                   + (f", {norm} against a cohort of {len(cohort_emb)} other people"  # type: ignore[arg-type]
-                     if nz is not None else ""))
+                     if nz is not None else "")
+                  + (f" (lambda {margin_lambda:g})" if norm == "cohort-margin" else ""))
         pts = calibrate_identification(
             np.concatenate(top1s), np.concatenate(mateds), np.concatenate(corrects), fars=fars,
             gallery_size=g_size, data=data, method=method, template="mean", normalization=norm, **cfg,
@@ -307,9 +309,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--cohort-root", metavar="DIR",
                    help="cohort: the first photo of each person/ sub-folder of DIR (default for LFW: "
                         "DevTrain people with one photo, left out of the calibration)")
+    p.add_argument("--margin-lambda", type=float, default=MARGIN_LAMBDA,
+                   help=f"lambda of cohort-margin (default {MARGIN_LAMBDA})")
     p.add_argument("--ship-normalization", choices=["cohort-margin"],
                    help="with --write-card: save the cohort next to the card and make this the card's "
                         "default 1:N decision score")
+    p.add_argument("--limit", type=int, help="use only the first N people (sorted) of the subset: quick runs")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache", help="embedding cache directory (default $FACESDK_BENCH_CACHE)")
     p.add_argument("--out", help="write the operating points as JSON here")
@@ -343,6 +348,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise ConfigError("--subset applies to --dataset lfw only")
     if subset_people is not None:
         ids = {p: v for p, v in ids.items() if p in subset_people}
+    if args.limit:
+        if args.limit < 4:
+            raise ConfigError("--limit must be >= 4 people")
+        ids = {p: ids[p] for p in sorted(ids)[: args.limit]}
     cohort: list[str] = []
     need_cohort = bool(set(norms) - {"none"}) or bool(args.ship_normalization)
     if need_cohort and not args.cohort_root:
@@ -379,7 +388,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         cohort = sorted(cids)
         cohort_src = f"first photo of each of the {len(cids)} people of {args.cohort_root}"
     pairs = None
-    if args.dataset == "lfw" and args.subset == "devtrain":
+    if args.dataset == "lfw" and args.subset == "devtrain" and not args.limit:
         pl = ds.pairs("devtrain")
         recs2 = emb_.embed(pl.images())
         emb.update({k: r.emb for k, r in recs2.items()})
@@ -387,6 +396,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     used = [p for p in ids if p not in set(cohort)]
     n_img = sum(len(ids[p]) for p in used)
     what = f"LFW {args.subset} identities" if args.dataset == "lfw" else f"folder {args.root}"
+    if args.limit:
+        what += f" (first {args.limit} people by name)"
     data = f"{what} ({len(used):,} people, {n_img:,} images)"
     sess = rec.embedder_session
     cfg = {"backend": sess.backend, "precision": sess.precision, "tta": rec.tta,
@@ -394,7 +405,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     points = calibrate_embeddings(
         emb, ids, fars=fars, gallery_size=args.gallery_size, trials=args.trials, seed=args.seed,
         normalizations=norms, cohort_emb=cohort_emb, exclude=cohort, verification_pairs=pairs, k=args.folds,
-        data=data, config=cfg,
+        data=data, config=cfg, margin_lambda=args.margin_lambda,
     )
     fb = emb_.stats["high"].to_dict()["no_detection_fallback"] if "high" in emb_.stats else 0
     out = {"model": rec.model_id, "detector": rec.detector_card.id, **cfg, "dataset": args.dataset,
@@ -411,7 +422,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             rel = f"cohorts/{rec.model_id}.npz"
             write_cohort(Path(args.write_card).parent / rel, cohort_emb, {
                 "model": rec.model_id, **cfg, "people": cohort, "source": cohort_src})
-            shipped = {"method": args.ship_normalization, "cohort": rel, "lambda": MARGIN_LAMBDA}
+            shipped = {"method": args.ship_normalization, "cohort": rel, "lambda": args.margin_lambda}
         write_card_points(args.write_card, points, score_normalization=shipped)
     if getattr(args, "json", False):
         sys.stdout.write(json.dumps(out, indent=2) + "\n")

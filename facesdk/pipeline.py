@@ -29,6 +29,7 @@ from .calibration import (
     CohortMargin,
     OperatingPoint,
     check_threshold,
+    identity_scores,
     select_operating_point,
 )
 from .detect import Detection, FaceDetector, detector_class
@@ -768,6 +769,26 @@ class FaceRecognizer:
         thr, point, normalized = self._identification_decision(gallery, threshold)
         return self.decide(embeddings, gallery, thr, point, normalized=normalized, top_k=top_k)
 
+    def _search(self, embeddings: np.ndarray, gallery: Gallery, k: int) -> list[list[tuple[str, float]]]:
+        """Top-k identities per probe under the template policy.
+
+        ``mean`` is the gallery's own search (renormalised mean templates). ``max``/``both`` need
+        the per-photo embeddings: a gallery that provides ``per_image() -> (names, embeddings [M, D],
+        labels [M])`` (the per-image gallery store); a gallery without them is refused.
+        """
+        if self.template_policy == "mean":
+            return gallery.search(embeddings, top_k=k)
+        per_image = getattr(gallery, "per_image", None)
+        if per_image is None:
+            raise ConfigError(f"template policy {self.template_policy!r} needs a gallery that keeps "
+                              "per-photo embeddings; this one keeps only mean templates "
+                              "(template_policy='mean')")
+        names, embs, labels = per_image()
+        sims = identity_scores(embeddings, embs, labels, len(names), self.template_policy)
+        kk = min(k, sims.shape[1])
+        idx = np.argsort(-sims, axis=1, kind="stable")[:, :kk]
+        return [[(names[j], float(sims[i, j])) for j in idx[i]] for i in range(len(sims))]
+
     def decide(self, embeddings: np.ndarray, gallery: Gallery, threshold: float, operating_point: str, *,
                normalized: bool = False, top_k: int = 5) -> list[Match]:
         """Open-set decisions for embeddings: the best identity, or ``Unknown`` below the threshold.
@@ -776,7 +797,7 @@ class FaceRecognizer:
         decision score is the cohort margin (``Match.score``); otherwise it is the top-1 cosine.
         """
         normalized = normalized and self._margin is not None
-        cands = gallery.search(embeddings, top_k=max(top_k, 2))
+        cands = self._search(embeddings, gallery, max(top_k, 2))
         ref = None
         if normalized:
             assert self._margin is not None

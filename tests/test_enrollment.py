@@ -156,3 +156,28 @@ def test_verify_and_identify_use_their_own_operating_points(rec: facesdk.FaceRec
     d = rec.describe()
     assert set(d["operating_points"]) == {"verification", "identification"}
     assert d["operating_points"]["identification"]["task"] == "identification"
+
+
+def test_template_policy_needs_per_photo_embeddings(knn: Path) -> None:
+    """'max' scores the best photo of each identity; a mean-only gallery is refused, not silently used."""
+    r = facesdk.FaceRecognizer(detector="yunet-2023mar", embedder="mobilefacenet-sirius",
+                               backend="onnxruntime", template_policy="max")
+    g = r.new_gallery()
+    r.enroll("biden", sorted((knn / "train/biden").iterdir()), gallery=g)
+    with pytest.raises(ConfigError, match="per-photo"):
+        r.identify(knn / "test/obama_and_biden.jpg", gallery=g)
+
+    class PerImage(Gallery):  # the per-image store's interface: names, [M, D] embeddings, labels
+        def per_image(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+            return ["biden", "obama"], np.stack([e_b1, e_b2, e_o]), np.array([0, 0, 1])
+
+    e_b1, e_b2 = (r.embed_face(p).embedding for p in sorted((knn / "train/biden").iterdir()))
+    e_o = r.embed_face(knn / "train/obama/obama.jpg").embedding
+    pg = PerImage(r.model_id, r.embedding_size)
+    pg.add("biden", np.stack([e_b1, e_b2]))
+    pg.add("obama", e_o)
+    faces = r.identify(knn / "test/obama_and_biden.jpg", gallery=pg, threshold=0.3)
+    probe = faces[0].embedding
+    best = max(float(probe @ e) for e in (e_b1, e_b2))  # type: ignore[operator]
+    top = dict(faces[0].match.top_k)  # type: ignore[union-attr]
+    assert top["biden"] == pytest.approx(best, abs=1e-5)
