@@ -215,6 +215,7 @@ def write_cohort(path: str | Path, embeddings: np.ndarray, meta: Mapping[str, An
     e = e / np.linalg.norm(e, axis=1, keepdims=True)
     with atomic_writer(p) as f:
         np.savez(f, emb=e.astype(np.float16), meta=np.array(json.dumps(dict(meta))))
+    p.chmod(0o644)  # package data: readable by everyone
     return p
 
 
@@ -255,7 +256,7 @@ def write_card_points(card_path: str | Path, points: Sequence[OperatingPoint], *
     keep = [o for o in card.operating_points if not any(_same_slot(o, n) for n in points)]
     text = p.read_text(encoding="utf-8")
     head = text.split(MARKER)[0].rstrip("\n")
-    if "[[operating_points]]" in head:
+    if re.search(r"^\s*\[\[operating_points\]\]|^\s*\[score_normalization\]", head, re.M):
         raise ConfigError(f"{p} has [[operating_points]] outside the calibrate section; "
                           f"move them below {MARKER!r}")
     lines = [head, "", MARKER]
