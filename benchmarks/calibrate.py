@@ -131,7 +131,7 @@ def calibrate_embeddings(
     emb: Mapping[str, np.ndarray], identities: Mapping[str, Sequence[str]], *,
     fars: Sequence[float] = (0.01, 0.001), gallery_size: int = 1000, trials: int = 10, seed: int = 0,
     normalizations: Sequence[str] = ("none",), cohort_emb: np.ndarray | None = None,
-    exclude: Sequence[str] = (), margin_lambda: float = MARGIN_LAMBDA,
+    exclude: Sequence[str] = (), margin_lambda: float = MARGIN_LAMBDA, confidence: float | None = None,
     verification_pairs: tuple[list[str], list[str], np.ndarray] | None = None, k: int = 10,
     data: str = "", config: Mapping[str, Any] | None = None,
 ) -> list[OperatingPoint]:
@@ -178,6 +178,7 @@ def calibrate_embeddings(
                   else CohortMargin(cohort_emb, margin_lambda))
         top1s, mateds, corrects = [], [], []
         g_size = 0
+        n_nm = 0
         for t in range(trials):
             gallery, mated, non_mated = calibration_split(ids, gallery_size, seed + t)
             names = sorted(gallery)
@@ -190,6 +191,7 @@ def calibrate_embeddings(
             if nz is not None:
                 sim = nz.apply(sim, P, identity_templates(G, lab, len(names)))
             t1, m, c = open_set_top1(sim, [p for _, p in probes], names)
+            n_nm = len(non_mated)
             top1s.append(t1)
             mateds.append(m)
             corrects.append(c)
@@ -200,7 +202,8 @@ def calibrate_embeddings(
                   + (f" (lambda {margin_lambda:g})" if norm == "cohort-margin" else ""))
         pts = calibrate_identification(
             np.concatenate(top1s), np.concatenate(mateds), np.concatenate(corrects), fars=fars,
-            gallery_size=g_size, data=data, method=method, template="mean", normalization=norm, **cfg,
+            gallery_size=g_size, data=data, method=method, template="mean", normalization=norm,
+            confidence=confidence, n_eff=n_nm, **cfg,
         )
         points += pts
     return points
@@ -236,13 +239,15 @@ def _key(k: str) -> str:
 
 
 def _same_slot(a: OperatingPoint, b: OperatingPoint) -> bool:
-    fields = ("task", "target", "far", "backend", "precision", "tta", "template", "normalization", "detector")
+    # a new calibration of a configuration replaces all of its earlier points (no stale leftovers)
+    fields = ("task", "backend", "precision", "tta", "template", "normalization", "detector")
     return all(getattr(a, f) == getattr(b, f) for f in fields)
 
 
 def write_card_points(card_path: str | Path, points: Sequence[OperatingPoint], *,
                       score_normalization: Mapping[str, Any] | None = None) -> Path:
-    """Add (or replace, per configuration and target) operating points in a card TOML file, atomically.
+    """Add operating points to a card TOML file, atomically, replacing the earlier points of each
+    configuration (task, backend, precision, tta, template policy, normalisation, detector).
 
     ``score_normalization`` (``{"method", "cohort", "lambda"}``) makes that 1:N decision score the
     card's default (a ``[score_normalization]`` table; the cohort file path is relative to the card).
@@ -310,6 +315,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--cohort-root", metavar="DIR",
                    help="cohort: the first photo of each person/ sub-folder of DIR (default for LFW: "
                         "DevTrain people with one photo, left out of the calibration)")
+    p.add_argument("--confidence", type=float,
+                   help="identification thresholds keep the Wilson upper bound of the FAR (on the distinct "
+                        "impostors of one trial) at or below the target, e.g. 0.95")
     p.add_argument("--margin-lambda", type=float, default=MARGIN_LAMBDA,
                    help=f"lambda of cohort-margin (default {MARGIN_LAMBDA})")
     p.add_argument("--ship-normalization", choices=["cohort-margin"],
@@ -406,7 +414,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     points = calibrate_embeddings(
         emb, ids, fars=fars, gallery_size=args.gallery_size, trials=args.trials, seed=args.seed,
         normalizations=norms, cohort_emb=cohort_emb, exclude=cohort, verification_pairs=pairs, k=args.folds,
-        data=data, config=cfg, margin_lambda=args.margin_lambda,
+        data=data, config=cfg, margin_lambda=args.margin_lambda, confidence=args.confidence,
     )
     fb = emb_.stats["high"].to_dict()["no_detection_fallback"] if "high" in emb_.stats else 0
     out = {"model": rec.model_id, "detector": rec.detector_card.id, **cfg, "dataset": args.dataset,

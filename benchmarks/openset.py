@@ -380,7 +380,8 @@ def render_openset_markdown(report: dict[str, Any], plots: Sequence[str] = ()) -
                   f"{row['precision']} (tta {row['tta']})", "",
                   f"{row['trials']} seeded trials (seed {row['seed']}), {row['gallery_per_id']} gallery "
                   "image(s) "
-                  f"per identity; split of trial 0: {row['split']}; cohort (AS-norm, cohort-margin): {row['cohort']} people "
+                  f"per identity; split of trial 0: {row['split']}; cohort (AS-norm, cohort-margin): "
+                  f"{row['cohort']} people "
                   "(removed from the test).", ""]
         fars = list(next(iter(row["variants"].values()))["dir_at_far"])
         head = ["variant", "rank-1 %"] + [f"DIR@FAR {float(f) * 100:g} % (%)" for f in fars]

@@ -69,6 +69,7 @@ __all__ = [
     "OperatingPoint",
     "check_threshold",
     "threshold_at_far",
+    "wilson_upper",
     "best_accuracy_threshold",
     "kfold_best_accuracy",
     "calibrate_verification",
@@ -125,6 +126,8 @@ class OperatingPoint:
     tta: str = "*"
     template: str = "mean"
     normalization: str = "none"
+    #: the FAR is an upper confidence bound at this level (None: a point estimate)
+    confidence: float | None = None
     detector: str | None = None
     data: str = ""
     method: str = ""
@@ -146,7 +149,9 @@ class OperatingPoint:
     def describe(self) -> str:
         """One line, e.g. ``"FAR 1 % open-set identification, gallery <= 1,680, calibrated on …"``."""
         what = "open-set identification" if self.task == "identification" else "verification"
-        if self.target == "far" and self.far is not None:
+        if self.target == "far" and self.far is not None and self.confidence:
+            head = f"FAR <= {_pct(self.far)} ({self.confidence * 100:g} % upper bound) {what}"
+        elif self.target == "far" and self.far is not None:
             head = f"FAR {_pct(self.far)} {what}"
         elif self.target == "best-accuracy":
             head = f"best-accuracy {what}"
@@ -183,6 +188,8 @@ class OperatingPoint:
             raise ConfigError(f"operating point without a numeric threshold: {dict(d)!r}") from None
         if kw.get("far") is not None:
             kw["far"] = float(kw["far"])
+        if kw.get("confidence") is not None:
+            kw["confidence"] = float(kw["confidence"])
         if kw.get("gallery_size") is not None:
             kw["gallery_size"] = int(kw["gallery_size"])
         kw["measured"] = {str(k): float(v) for k, v in dict(kw.get("measured") or {}).items()}
@@ -267,16 +274,34 @@ def _scores(x: Any, what: str) -> np.ndarray:
     return s
 
 
-def threshold_at_far(impostor_scores: Any, far: float, *, decimals: int | None = 4) -> float:
+def wilson_upper(p: float, n: float, confidence: float = 0.95) -> float:
+    """Upper end of the Wilson score interval of a proportion ``p`` observed on ``n`` trials
+    (Wilson, "Probable inference…", JASA 1927), one-sided at ``confidence``."""
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(confidence)
+    d = 1 + z * z / n
+    return float((p + z * z / (2 * n) + z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / d)
+
+
+def threshold_at_far(impostor_scores: Any, far: float, *, decimals: int | None = 4,
+                     confidence: float | None = None, n_eff: float | None = None) -> float:
     """Smallest threshold accepting at most ``floor(far * n)`` of ``n`` impostor scores.
 
     With ``decimals``, the threshold is rounded *up* to that many decimals (a value
     that prints and stores exactly and still accepts no more impostors).
+    With ``confidence``, the accepted fraction must instead keep the one-sided Wilson upper
+    bound (:func:`wilson_upper`, on ``n_eff`` independent impostors, default ``n``) at or below
+    ``far``: "FAR <= far with that confidence" rather than a point estimate.
     """
     if not 0.0 < far < 1.0:
         raise ConfigError(f"FAR must be in (0, 1), not {far!r}")
     s = np.sort(_scores(impostor_scores, "impostor scores"))[::-1]
     allowed = int(math.floor(far * s.size + 1e-9))
+    if confidence is not None:
+        n = float(n_eff or s.size)
+        while allowed > 0 and wilson_upper(allowed / s.size, n, confidence) > far:
+            allowed -= 1
     if allowed >= s.size:
         t = float(s[-1])
     else:
@@ -408,9 +433,13 @@ def open_set_rates(top1: np.ndarray, mated: np.ndarray, correct: np.ndarray,
 
 def calibrate_identification(
     top1: np.ndarray, mated: np.ndarray, correct: np.ndarray, *, fars: Sequence[float] = (0.01, 0.001),
-    gallery_size: int, data: str = "", method: str = "", **config: Any,
+    gallery_size: int, data: str = "", method: str = "", confidence: float | None = None,
+    n_eff: float | None = None, **config: Any,
 ) -> list[OperatingPoint]:
-    """Open-set identification thresholds at each FAR from pooled top-1 scores (:func:`open_set_top1`)."""
+    """Open-set identification thresholds at each FAR from pooled top-1 scores (:func:`open_set_top1`).
+
+    ``confidence``/``n_eff``: see :func:`threshold_at_far` (``n_eff``: distinct impostor probes).
+    """
     top1 = _scores(top1, "top-1 scores")
     mated = np.asarray(mated, bool)
     if not (~mated).any():
@@ -418,9 +447,15 @@ def calibrate_identification(
     today = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
     pts = []
     for f in fars:
-        t = threshold_at_far(top1[~mated], f)
+        n = float(n_eff or (~mated).sum())
+        if confidence is not None and wilson_upper(0.0, n, confidence) > f:
+            log.warning("FAR %g cannot be bounded at %g confidence with %d impostors: point skipped",
+                        f, confidence, int(n))
+            continue
+        t = threshold_at_far(top1[~mated], f, confidence=confidence, n_eff=n_eff)
         pts.append(OperatingPoint(
             task="identification", threshold=t, target="far", far=float(f), gallery_size=int(gallery_size),
+            confidence=confidence,
             data=data, method=method, date=today, measured=open_set_rates(top1, mated, correct, t), **config,
         ))
     return pts

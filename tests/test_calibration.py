@@ -197,3 +197,24 @@ def test_cohort_margin_threshold_and_decisions(labelled: Path, cohort_dir: Path,
     # an explicit threshold is a plain cosine threshold
     m2 = rec.identify(knn / "test/obama1.jpg", gallery=g, threshold=0.3)[0].match
     assert m2 is not None and m2.score is None
+
+
+def test_bench_openset_on_a_folder_dataset(labelled: Path, calibrated: tuple[Path, dict, Path],
+                                           tmp_path: Path) -> None:
+    """`facesdk bench --protocol openset --dataset folder` end to end (embeddings from the shared cache)."""
+    _, _, cache_root = calibrated
+    out = tmp_path / "os"
+    args = ["--detector", "yunet-2023mar", "--embedder", "mobilefacenet-sirius", "bench", "--dataset", "folder",
+            "--root", str(labelled), "--protocol", "openset", "--trials", "3", "--cache", str(cache_root),
+            "--out", str(out), "--no-progress", "--backends", "onnxruntime", "--json"]
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(args) == 0
+    rep = json.loads((out / "report.json").read_text())
+    row = rep["rows"][0]
+    assert row["trials"] == 3 and row["split"]["gallery_identities"] == 10
+    assert row["split"]["non_mated_probes"] == 12 and row["split"]["mated_probes"] == 20
+    v = row["variants"]["mean/none"]
+    assert set(v["dir_at_far"]) == {"0.1", "0.01", "0.001"} and 0 <= v["rank1"]["mean"] <= 1
+    assert any("verification threshold" in k for k in v["at_threshold"])
+    assert (out / "dir_far.png").stat().st_size > 0 and "DIR@FAR" in (out / "report.md").read_text()

@@ -184,3 +184,16 @@ def test_lfw_people_files(shared: Path) -> None:
     ids = {p: ["x"] for p in sorted(train)[:2000]}
     coh = cohort_people(ids, root, 50)
     assert len(coh) == 50 and set(coh) <= train and coh == cohort_people(ids, root, 50)
+
+
+def test_threshold_at_far_with_confidence_bound() -> None:
+    from facesdk.calibration import wilson_upper
+
+    rng = np.random.default_rng(11)
+    imp = np.round(rng.normal(0.3, 0.1, 3000), 5)
+    t = threshold_at_far(imp, 0.01, confidence=0.95, n_eff=1000)
+    k = int((imp >= t).sum())
+    # brute force: the most accepts whose Wilson bound (on 1000 independent impostors) stays <= 1 %
+    best = max(j for j in range(0, 31) if wilson_upper(j / imp.size, 1000, 0.95) <= 0.01)
+    assert k <= best and t >= threshold_at_far(imp, 0.01)
+    assert wilson_upper(0.0, 100, 0.95) == pytest.approx(1.6449 ** 2 / 100 / (1 + 1.6449 ** 2 / 100), rel=1e-3)
