@@ -29,7 +29,6 @@ from .calibration import (
     CohortMargin,
     OperatingPoint,
     check_threshold,
-    identity_scores,
     select_operating_point,
 )
 from .detect import Detection, FaceDetector, detector_class
@@ -770,21 +769,17 @@ class FaceRecognizer:
         return self.decide(embeddings, gallery, thr, point, normalized=normalized, top_k=top_k)
 
     def _search(self, embeddings: np.ndarray, gallery: Gallery, k: int) -> list[list[tuple[str, float]]]:
-        """Top-k identities per probe under the template policy.
+        """Top-k identities per probe under the template policy (:mod:`facesdk.calibration`).
 
-        ``mean`` is the gallery's own search (renormalised mean templates). ``max``/``both`` need
-        the per-photo embeddings: a gallery that provides ``per_image() -> (names, embeddings [M, D],
-        labels [M])`` (the per-image gallery store); a gallery without them is refused.
+        ``mean``: the identity templates; ``max``: the best of the identity's per-photo templates;
+        ``both``: the average of the two scores.
         """
         if self.template_policy == "mean":
             return gallery.search(embeddings, top_k=k)
-        per_image = getattr(gallery, "per_image", None)
-        if per_image is None:
-            raise ConfigError(f"template policy {self.template_policy!r} needs a gallery that keeps "
-                              "per-photo embeddings; this one keeps only mean templates "
-                              "(template_policy='mean')")
-        names, embs, labels = per_image()
-        sims = identity_scores(embeddings, embs, labels, len(names), self.template_policy)
+        if self.template_policy == "max":
+            return gallery.search(embeddings, top_k=k, templates="image")
+        sims = 0.5 * (gallery.similarities(embeddings, "identity") + gallery.similarities(embeddings, "image"))
+        names = gallery.names
         kk = min(k, sims.shape[1])
         idx = np.argsort(-sims, axis=1, kind="stable")[:, :kk]
         return [[(names[j], float(sims[i, j])) for j in idx[i]] for i in range(len(sims))]

@@ -158,26 +158,26 @@ def test_verify_and_identify_use_their_own_operating_points(rec: facesdk.FaceRec
     assert d["operating_points"]["identification"]["task"] == "identification"
 
 
-def test_template_policy_needs_per_photo_embeddings(knn: Path) -> None:
-    """'max' scores the best photo of each identity; a mean-only gallery is refused, not silently used."""
-    r = facesdk.FaceRecognizer(detector="yunet-2023mar", embedder="mobilefacenet-sirius",
-                               backend="onnxruntime", template_policy="max")
-    g = r.new_gallery()
-    r.enroll("biden", sorted((knn / "train/biden").iterdir()), gallery=g)
-    with pytest.raises(ConfigError, match="per-photo"):
-        r.identify(knn / "test/obama_and_biden.jpg", gallery=g)
+def test_template_policy_scores(knn: Path) -> None:
+    """'max' scores an identity by its best enrolled photo, 'both' averages that with the mean template."""
+    from facesdk.calibration import identity_scores
 
-    class PerImage(Gallery):  # the per-image store's interface: names, [M, D] embeddings, labels
-        def per_image(self) -> tuple[list[str], np.ndarray, np.ndarray]:
-            return ["biden", "obama"], np.stack([e_b1, e_b2, e_o]), np.array([0, 0, 1])
-
-    e_b1, e_b2 = (r.embed_face(p).embedding for p in sorted((knn / "train/biden").iterdir()))
+    recs = {p: facesdk.FaceRecognizer(detector="yunet-2023mar", embedder="mobilefacenet-sirius",
+                                      backend="onnxruntime", template_policy=p) for p in ("mean", "max", "both")}
+    r = recs["max"]
+    photos = sorted((knn / "train/biden").iterdir())
+    e_b = np.stack([r.embed_face(p).embedding for p in photos])  # type: ignore[misc]
     e_o = r.embed_face(knn / "train/obama/obama.jpg").embedding
-    pg = PerImage(r.model_id, r.embedding_size)
-    pg.add("biden", np.stack([e_b1, e_b2]))
-    pg.add("obama", e_o)
-    faces = r.identify(knn / "test/obama_and_biden.jpg", gallery=pg, threshold=0.3)
-    probe = faces[0].embedding
-    best = max(float(probe @ e) for e in (e_b1, e_b2))  # type: ignore[operator]
-    top = dict(faces[0].match.top_k)  # type: ignore[union-attr]
-    assert top["biden"] == pytest.approx(best, abs=1e-5)
+    g = r.new_gallery()
+    r.enroll("biden", photos, gallery=g)
+    r.enroll("obama", [knn / "train/obama/obama.jpg"], gallery=g)
+    probe = r.faces(knn / "test/obama_and_biden.jpg")
+    emb = np.stack([f.embedding for f in probe])  # type: ignore[misc]
+    gal = np.vstack([e_b, e_o[None]])  # type: ignore[index]
+    want = {p: identity_scores(emb, gal, [0, 0, 1], 2, p) for p in recs}
+    for p, rec in recs.items():
+        faces = rec.identify(knn / "test/obama_and_biden.jpg", gallery=g, threshold=0.3)
+        for i, f in enumerate(faces):
+            top = dict(f.match.top_k)  # type: ignore[union-attr]
+            assert top["biden"] == pytest.approx(float(want[p][i, 0]), abs=1e-4), p
+            assert top["obama"] == pytest.approx(float(want[p][i, 1]), abs=1e-4), p
