@@ -778,7 +778,8 @@ class FaceRecognizer:
             return gallery.search(embeddings, top_k=k)
         if self.template_policy == "max":
             return gallery.search(embeddings, top_k=k, templates="image")
-        sims = 0.5 * (gallery.similarities(embeddings, "identity") + gallery.similarities(embeddings, "image"))
+        sims = 0.5 * (gallery.similarities(embeddings, "identity")
+                      + gallery.similarities(embeddings, "image"))
         names = gallery.names
         kk = min(k, sims.shape[1])
         idx = np.argsort(-sims, axis=1, kind="stable")[:, :kk]

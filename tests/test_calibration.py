@@ -59,7 +59,8 @@ def calibrated(labelled: Path, cohort_dir: Path,
     shutil.copy(REPO / "model_zoo/cards/mobilefacenet-sirius.toml", card)
     out = tmp / "cal.json"
     args = ["--detector", "yunet-2023mar", "--embedder", "mobilefacenet-sirius", "--backend", "onnxruntime",
-            "calibrate", "--dataset", "folder", "--root", str(labelled), "--gallery-size", "10", "--trials", "3",
+            "calibrate", "--dataset", "folder", "--root", str(labelled), "--gallery-size", "10",
+            "--trials", "3",
             "--fars", str(FAR), "--folds", "3", "--cache", str(tmp / "cache"), "--out", str(out),
             "--write-card", str(card), "--no-progress", "--normalizations", "none,cohort-margin",
             "--cohort-root", str(cohort_dir)]
@@ -100,7 +101,8 @@ def test_identification_threshold_is_brute_force(labelled: Path, calibrated: tup
         gallery, _, non_mated = calibration_split(ids, 10, t)
         for key, _person in non_mated:  # best score over the gallery, by hand
             impostor_top1.append(max(float(np.dot(emb[key], emb[g])) for g in gallery.values()))
-    pts = [p for p in out["operating_points"] if p["task"] == "identification" and p["normalization"] == "none"]
+    pts = [p for p in out["operating_points"]
+           if p["task"] == "identification" and p["normalization"] == "none"]
     assert len(pts) == 1 and pts[0]["far"] == FAR and pts[0]["gallery_size"] == 10
     assert pts[0]["threshold"] == pytest.approx(_brute(impostor_top1, FAR), abs=1e-9)
     assert pts[0]["measured"]["far"] <= FAR
@@ -119,7 +121,8 @@ def test_verification_thresholds_are_brute_force(labelled: Path, calibrated: tup
     assert acc == pytest.approx(grid_best)
 
 
-def test_card_stores_points_and_recogniser_uses_them(calibrated: tuple[Path, dict, Path], shared: Path) -> None:
+def test_card_stores_points_and_recogniser_uses_them(calibrated: tuple[Path, dict, Path],
+                                                     shared: Path) -> None:
     card_path, out, _ = calibrated
     card = ModelCard.from_toml(card_path)
     assert {p.task for p in card.operating_points} == {"verification", "identification"}
@@ -173,7 +176,8 @@ def test_cohort_margin_threshold_and_decisions(labelled: Path, cohort_dir: Path,
     card2 = tmp_path / "mfn.toml"
     shutil.copy(REPO / "model_zoo/cards/mobilefacenet-sirius.toml", card2)
     args = ["--detector", "yunet-2023mar", "--embedder", "mobilefacenet-sirius", "--backend", "onnxruntime",
-            "calibrate", "--dataset", "folder", "--root", str(labelled), "--gallery-size", "10", "--trials", "3",
+            "calibrate", "--dataset", "folder", "--root", str(labelled), "--gallery-size", "10",
+            "--trials", "3",
             "--fars", str(FAR), "--folds", "3", "--cache", str(cache_root), "--write-card", str(card2),
             "--no-progress", "--normalizations", "none,cohort-margin", "--cohort-root", str(cohort_dir),
             "--ship-normalization", "cohort-margin"]
@@ -191,7 +195,8 @@ def test_cohort_margin_threshold_and_decisions(labelled: Path, cohort_dir: Path,
     m = face.match
     assert m is not None and m.score is not None
     s = sorted((float(face.embedding @ t) for t in g.templates), reverse=True)  # type: ignore[operator]
-    want = s[0] - 0.5 * max(s[1], float((rec._margin.cohort @ face.embedding).max()))  # type: ignore[union-attr]
+    cohort = rec._margin.cohort  # type: ignore[union-attr]
+    want = s[0] - 0.5 * max(s[1], float((cohort @ face.embedding).max()))
     assert m.score == pytest.approx(want, abs=1e-5) and m.similarity == pytest.approx(s[0], abs=1e-5)
     assert (m.name == "obama") == (want >= pt["threshold"])
     # an explicit threshold is a plain cosine threshold
@@ -204,7 +209,8 @@ def test_bench_openset_on_a_folder_dataset(labelled: Path, calibrated: tuple[Pat
     """`facesdk bench --protocol openset --dataset folder` end to end (embeddings from the shared cache)."""
     _, _, cache_root = calibrated
     out = tmp_path / "os"
-    args = ["--detector", "yunet-2023mar", "--embedder", "mobilefacenet-sirius", "bench", "--dataset", "folder",
+    args = ["--detector", "yunet-2023mar", "--embedder", "mobilefacenet-sirius", "bench",
+            "--dataset", "folder",
             "--root", str(labelled), "--protocol", "openset", "--trials", "3", "--cache", str(cache_root),
             "--out", str(out), "--no-progress", "--backends", "onnxruntime", "--json"]
     buf = io.StringIO()

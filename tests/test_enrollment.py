@@ -108,7 +108,8 @@ def test_explicit_threshold_beats_saved_gallery(rec: facesdk.FaceRecognizer, knn
     strict.use_gallery(p)
     faces = strict.identify(img)
     assert faces and all(f.match.name == UNKNOWN for f in faces)  # type: ignore[union-attr]
-    assert faces[0].match.threshold == 0.99 and "given by the user" in faces[0].match.operating_point  # type: ignore
+    m = faces[0].match
+    assert m is not None and m.threshold == 0.99 and "given by the user" in (m.operating_point or "")
     # the call argument beats both the constructor and the gallery
     faces = strict.identify(img, threshold=0.3)
     assert faces[0].match.name == "obama" and faces[0].match.threshold == 0.3  # type: ignore[union-attr]
@@ -163,7 +164,8 @@ def test_template_policy_scores(knn: Path) -> None:
     from facesdk.calibration import identity_scores
 
     recs = {p: facesdk.FaceRecognizer(detector="yunet-2023mar", embedder="mobilefacenet-sirius",
-                                      backend="onnxruntime", template_policy=p) for p in ("mean", "max", "both")}
+                                      backend="onnxruntime", template_policy=p)
+            for p in ("mean", "max", "both")}
     r = recs["max"]
     photos = sorted((knn / "train/biden").iterdir())
     e_b = np.stack([r.embed_face(p).embedding for p in photos])  # type: ignore[misc]

@@ -196,4 +196,5 @@ def test_threshold_at_far_with_confidence_bound() -> None:
     # brute force: the most accepts whose Wilson bound (on 1000 independent impostors) stays <= 1 %
     best = max(j for j in range(0, 31) if wilson_upper(j / imp.size, 1000, 0.95) <= 0.01)
     assert k <= best and t >= threshold_at_far(imp, 0.01)
-    assert wilson_upper(0.0, 100, 0.95) == pytest.approx(1.6449 ** 2 / 100 / (1 + 1.6449 ** 2 / 100), rel=1e-3)
+    z2 = 1.6449 ** 2
+    assert wilson_upper(0.0, 100, 0.95) == pytest.approx(z2 / 100 / (1 + z2 / 100), rel=1e-3)
