@@ -24,7 +24,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--stages", help="comma-separated stages instead of the config's (e.g. accuracy,latency)")
     p.add_argument("--dataset", help="lfw, folder, or a plugin's dataset")
     p.add_argument("--root", help="dataset directory")
-    p.add_argument("--protocol", choices=["pairs", "devtest", "devtrain", "identify", "throughput", "openset"],
+    p.add_argument("--protocol",
+                   choices=["pairs", "devtest", "devtrain", "identify", "throughput", "openset"],
                    help="openset: open-set identification (benchmarks/openset.py); throughput: all of LFW "
                         "through the streaming pipeline beside engine-only peers (benchmarks/throughput.py)")
     p.add_argument("--peer-limit", type=int, help="throughput: run the detection peer on the first N images only")
