@@ -186,6 +186,7 @@ def test_card_has_thresholds_per_backend_and_precision() -> None:
                                     precision=precision, tta="flip")
         assert pt is not None and pt.backend == backend and pt.precision == precision
         assert 0.8 < pt.threshold < 1.0 and "LFW" in pt.data and "cross-validation" in pt.method
-    # fp32 keeps the card's calibrated [thresholds] (no int8 point is borrowed for fp32)
-    assert select_operating_point(card.operating_points, "verification", backend="onnxruntime",
-                                  precision="fp32", tta="flip") is None
+    # fp32 uses its own calibrated point (issue 9: LFW DevTrain) or [thresholds]; no int8 point is borrowed
+    fp32 = select_operating_point(card.operating_points, "verification", backend="onnxruntime",
+                                  precision="fp32", tta="flip")
+    assert fp32 is None or fp32.precision in ("fp32", "*")
