@@ -244,6 +244,24 @@ def _same_slot(a: OperatingPoint, b: OperatingPoint) -> bool:
     return all(getattr(a, f) == getattr(b, f) for f in fields)
 
 
+def _strip_tables(text: str, headers: Sequence[str]) -> str:
+    """Remove TOML tables with these headers (and the comment lines just above them) from a card's text;
+    their content is rewritten (from the parsed card) in the calibrate section."""
+    lines = text.split("\n")
+    out: list[str] = []
+    skip = False
+    for ln in lines:
+        st = ln.strip()
+        if st.startswith("["):
+            skip = st in headers
+            if skip:
+                while out and out[-1].strip().startswith("#"):
+                    out.pop()
+        if not skip:
+            out.append(ln)
+    return "\n".join(out).rstrip("\n")
+
+
 def write_card_points(card_path: str | Path, points: Sequence[OperatingPoint], *,
                       score_normalization: Mapping[str, Any] | None = None) -> Path:
     """Add operating points to a card TOML file, atomically, replacing the earlier points of each
@@ -261,9 +279,7 @@ def write_card_points(card_path: str | Path, points: Sequence[OperatingPoint], *
     keep = [o for o in card.operating_points if not any(_same_slot(o, n) for n in points)]
     text = p.read_text(encoding="utf-8")
     head = text.split(MARKER)[0].rstrip("\n")
-    if re.search(r"^\s*\[\[operating_points\]\]|^\s*\[score_normalization\]", head, re.M):
-        raise ConfigError(f"{p} has [[operating_points]] outside the calibrate section; "
-                          f"move them below {MARKER!r}")
+    head = _strip_tables(head, ("[[operating_points]]", "[score_normalization]"))
     lines = [head, "", MARKER]
     sn = dict(score_normalization) if score_normalization else None
     if sn is None and card.params.get("score_normalization", "none") != "none" and card.params.get("cohort"):
