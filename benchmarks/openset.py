@@ -292,7 +292,8 @@ def run_openset_benchmark(cfg: dict[str, Any], argv: list[str] | None = None) ->
     from .datasets import load_dataset
     from .latency import machine_info
     from .protocols import ImageEmbedder
-    from .runner import _make_recognizer, _session_info, _threads
+    from .runner import _make_recognizer
+    from .stages import _session_info
 
     t0 = time.perf_counter()
     oc = dict(cfg.get("openset") or {})
@@ -335,7 +336,9 @@ def run_openset_benchmark(cfg: dict[str, Any], argv: list[str] | None = None) ->
     for backend in cfg["backends"]:
         for precision in cfg["precision"]:
             try:
-                rec = _make_recognizer(cfg, backend, precision, _threads(cfg))
+                t = cfg.get("threads")
+                t = (t[0] if t else None) if isinstance(t, (list, tuple)) else t
+                rec = _make_recognizer(cfg, backend, precision, int(t) if t else None)
             except FaceSDKError as exc:
                 report["skipped"].append({"backend": backend, "precision": precision, "reason": str(exc)})
                 continue
@@ -412,7 +415,9 @@ def render_openset_markdown(report: dict[str, Any], plots: Sequence[str] = ()) -
 
 def write_openset_report(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
     """report.json, report.md and dir_far.png (DIR against FAR, log axis) into ``out``."""
-    from .report import _atomic_write, write_json
+    from facesdk.fileio import atomic_write_bytes
+
+    from .report import write_json
 
     o = Path(out)
     o.mkdir(parents=True, exist_ok=True)
@@ -442,5 +447,5 @@ def write_openset_report(report: dict[str, Any], out: str | Path) -> dict[str, P
         log.warning("matplotlib is not installed: no DIR-vs-FAR plot")
     report["plots"] = plots
     write_json(report, o / "report.json")
-    _atomic_write(o / "report.md", render_openset_markdown(report, plots).encode())
+    atomic_write_bytes(o / "report.md", render_openset_markdown(report, plots).encode())
     return {"json": o / "report.json", "md": o / "report.md", **{p: o / p for p in plots}}
