@@ -52,7 +52,10 @@ def run(detectors: list[str], threads: int, repeat: int) -> dict[str, Any]:
     ref: dict[str, list[Any]] = {}
     for cid in detectors:
         rec = facesdk.FaceRecognizer(
-            detector=cid, embedder="mobilefacenet-sirius", backend="onnxruntime", device="cpu",
+            detector=cid,
+            embedder="mobilefacenet-sirius",
+            backend="onnxruntime",
+            device="cpu",
             backend_options={"threads": threads},
         )
         det = rec.detector
@@ -105,7 +108,8 @@ def run(detectors: list[str], threads: int, repeat: int) -> dict[str, Any]:
 def to_markdown(res: dict[str, Any]) -> str:
     """A results table."""
     lines = [
-        f"{len(res['images'])} photos, ONNX Runtime CPU, threads={res['threads']}, median of {res['repeat']} runs per image",
+        f"{len(res['images'])} photos, ONNX Runtime CPU, threads={res['threads']}, median of "
+        f"{res['repeat']} runs per image",
         "",
         "| detector | ms/image (mean) | × YuNet | faces | recall vs YuNet | extra | landmark err (IOD) |",
         "|---|---|---|---|---|---|---|",
@@ -113,7 +117,8 @@ def to_markdown(res: dict[str, Any]) -> str:
     for cid, v in res["detectors"].items():
         lm = "" if v["landmark_err_iod"] is None else f"{v['landmark_err_iod']:.3f}"
         lines.append(
-            f"| {cid} | {v['ms_per_image']:.1f} | {v['ratio_to_ref']:.2f} | {v['faces']} | {v['recall_vs_ref']:.2f} | "
+            f"| {cid} | {v['ms_per_image']:.1f} | {v['ratio_to_ref']:.2f} | {v['faces']} | "
+            f"{v['recall_vs_ref']:.2f} | "
             f"{v['extra_vs_ref']} | {lm} |"
         )
     return "\n".join(lines)

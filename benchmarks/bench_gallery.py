@@ -49,7 +49,7 @@ def _unit_rows(n: int, d: int, seed: int) -> np.ndarray:
     x = np.empty((n, d), np.float32)
     for s in range(0, n, 65536):  # in blocks: no float64 temporaries of N×D
         b = rng.standard_normal((min(65536, n - s), d), dtype=np.float32)
-        x[s: s + len(b)] = b / np.linalg.norm(b, axis=1, keepdims=True)
+        x[s : s + len(b)] = b / np.linalg.norm(b, axis=1, keepdims=True)
     return x
 
 
@@ -63,7 +63,9 @@ def _best_of(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     return best, out
 
 
-def bench_search(n: int, d: int, queries: list[int], k: int, repeat: int, storages: list[str]) -> list[dict[str, Any]]:
+def bench_search(
+    n: int, d: int, queries: list[int], k: int, repeat: int, storages: list[str]
+) -> list[dict[str, Any]]:
     import faiss
 
     x = _unit_rows(n, d, seed=n + d)
@@ -99,8 +101,13 @@ def bench_search(n: int, d: int, queries: list[int], k: int, repeat: int, storag
                 times[f"facesdk {st}"] = min(times.get(f"facesdk {st}", float("inf")), t)
                 tops[f"facesdk {st}"] = r.rows[:, 0]
         fbest = min(times["faiss default"], times["faiss blas"])
-        row: dict[str, Any] = {"n": n, "d": d, "queries": nq, "k": k,
-                               **{f"ms {m}": round(1000 * t, 3) for m, t in times.items()}}
+        row: dict[str, Any] = {
+            "n": n,
+            "d": d,
+            "queries": nq,
+            "k": k,
+            **{f"ms {m}": round(1000 * t, 3) for m, t in times.items()},
+        }
         for st in storages:
             row[f"ratio {st}"] = round(times[f"facesdk {st}"] / fbest, 3)
             row[f"top1 agree {st}"] = float(np.mean(tops[f"facesdk {st}"] == tops["faiss blas"]))
@@ -129,8 +136,12 @@ def bench_add(n: int, d: int) -> dict[str, Any]:
         ix.append(x[i])
     t_index = time.perf_counter() - t
     return {
-        "n": n, "d": d, "gallery.add per s": round(n / t_gallery), "gallery.add total s": round(t_gallery, 1),
-        "ExactIndex.append per s": round(n / t_index), "ExactIndex.append total s": round(t_index, 1),
+        "n": n,
+        "d": d,
+        "gallery.add per s": round(n / t_gallery),
+        "gallery.add total s": round(t_gallery, 1),
+        "ExactIndex.append per s": round(n / t_index),
+        "ExactIndex.append total s": round(t_index, 1),
         "search after adds correct": bool(ok),
     }
 
@@ -138,22 +149,33 @@ def bench_add(n: int, d: int) -> dict[str, Any]:
 def markdown(res: dict[str, Any]) -> str:
     """The RESULTS.md tables of one run."""
     lines = [
-        ("| N | D | queries | faiss default ms | faiss blas ms | facesdk fp32 ms | fp32 ratio | fp16 ratio "
-         "| int8 ratio | top-1 = faiss |"),
+        (
+            "| N | D | queries | faiss default ms | faiss blas ms | facesdk fp32 ms | fp32 ratio | fp16 "
+            "ratio "
+            "| int8 ratio | top-1 = faiss |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res["search"]:
         agree = min(r.get(f"top1 agree {s}", 1.0) for s in ("fp32", "fp16", "int8"))
         lines.append(
-            f"| {r['n']:,} | {r['d']} | {r['queries']} | {r['ms faiss default']:.1f} | {r['ms faiss blas']:.1f} "
+            f"| {r['n']:,} | {r['d']} | {r['queries']} | {r['ms faiss default']:.1f} | "
+            f"{r['ms faiss blas']:.1f} "
             f"| {r['ms facesdk fp32']:.1f} | {r.get('ratio fp32', float('nan')):.2f} "
-            f"| {r.get('ratio fp16', float('nan')):.2f} | {r.get('ratio int8', float('nan')):.2f} | {agree:.0%} |"
+            f"| {r.get('ratio fp16', float('nan')):.2f} | {r.get('ratio int8', float('nan')):.2f} | "
+            f"{agree:.0%} |"
         )
     if res.get("add"):
-        lines += ["", "| N | D | Gallery.add (1 call each) | ExactIndex.append (1 row each) |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "| N | D | Gallery.add (1 call each) | ExactIndex.append (1 row each) |",
+            "|---|---|---|---|",
+        ]
         for a in res["add"]:
-            lines.append(f"| {a['n']:,} | {a['d']} | {a['gallery.add per s']:,}/s ({a['gallery.add total s']} s) "
-                         f"| {a['ExactIndex.append per s']:,}/s ({a['ExactIndex.append total s']} s) |")
+            lines.append(
+                f"| {a['n']:,} | {a['d']} | {a['gallery.add per s']:,}/s ({a['gallery.add total s']} s) "
+                f"| {a['ExactIndex.append per s']:,}/s ({a['ExactIndex.append total s']} s) |"
+            )
     return "\n".join(lines)
 
 
@@ -198,8 +220,12 @@ def run(cfg: dict[str, Any], quick: bool = False) -> dict[str, Any]:
     sizes = cfg["sizes"][:1] if quick else cfg["sizes"]
     out: dict[str, Any] = {
         "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.platform()}",
-        "numpy": np.__version__, "faiss": faiss.__version__, "threads": threads,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "search": [], "add": [],
+        "numpy": np.__version__,
+        "faiss": faiss.__version__,
+        "threads": threads,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "search": [],
+        "add": [],
     }
     for n in sizes:
         for d in cfg["dims"]:

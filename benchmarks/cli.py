@@ -16,24 +16,35 @@ log = logging.getLogger(__name__)
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``bench`` command to a ``facesdk`` sub-parser set."""
     p = subparsers.add_parser(
-        "bench", help="benchmark accuracy, latency and parity across backends",
+        "bench",
+        help="benchmark accuracy, latency and parity across backends",
         description="Run a benchmark (LFW verification, 1:N identification, latency, parity) and write "
-                    "report.md, report.json and plots.",
+        "report.md, report.json and plots.",
     )
     p.add_argument("--config", help="benchmark config (YAML/TOML), e.g. benchmarks/configs/lfw.yaml")
     p.add_argument("--stages", help="comma-separated stages instead of the config's (e.g. accuracy,latency)")
     p.add_argument("--dataset", help="lfw, folder, or a plugin's dataset")
     p.add_argument("--root", help="dataset directory")
-    p.add_argument("--protocol",
-                   choices=["pairs", "devtest", "devtrain", "identify", "throughput", "openset"],
-                   help="openset: open-set identification (benchmarks/openset.py); throughput: all of LFW "
-                        "through the streaming pipeline beside engine-only peers (benchmarks/throughput.py)")
-    p.add_argument("--peer-limit", type=int, help="throughput: run the detection peer on the first N images only")
+    p.add_argument(
+        "--protocol",
+        choices=["pairs", "devtest", "devtrain", "identify", "throughput", "openset"],
+        help="openset: open-set identification (benchmarks/openset.py); throughput: all of LFW "
+        "through the streaming pipeline beside engine-only peers (benchmarks/throughput.py)",
+    )
+    p.add_argument(
+        "--peer-limit", type=int, help="throughput: run the detection peer on the first N images only"
+    )
     # also accepted before the command (global options); SUPPRESS keeps a global value when not given here
-    p.add_argument("--detector", default=argparse.SUPPRESS,
-                   help="detector model card id (default: the config's, else FaceRecognizer()'s default)")
-    p.add_argument("--embedder", default=argparse.SUPPRESS,
-                   help="embedder model card id (default: the config's, else FaceRecognizer()'s default)")
+    p.add_argument(
+        "--detector",
+        default=argparse.SUPPRESS,
+        help="detector model card id (default: the config's, else FaceRecognizer()'s default)",
+    )
+    p.add_argument(
+        "--embedder",
+        default=argparse.SUPPRESS,
+        help="embedder model card id (default: the config's, else FaceRecognizer()'s default)",
+    )
     p.add_argument("--backends", help="comma-separated backends, e.g. ort,openvino")
     p.add_argument("--precision", dest="bench_precision", help="comma-separated precisions, e.g. fp32,int8")
     p.add_argument("--tiers", help="comma-separated quality tiers: high-high,low-high,low-low")
@@ -44,8 +55,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument("--trials", type=int, help="seeded trials (default 10)")
     g.add_argument("--seed", type=int, help="seed of the first trial (default 0)")
     g.add_argument("--gallery-per-id", type=int, help="gallery images per identity (default 1, BLUFR)")
-    g.add_argument("--policies",
-                   help="template policies: mean,max,both (differ only with --gallery-per-id > 1)")
+    g.add_argument(
+        "--policies", help="template policies: mean,max,both (differ only with --gallery-per-id > 1)"
+    )
     g.add_argument("--cohort", type=int, help="AS-norm cohort size from LFW DevTrain (0: no normalisation)")
     g.add_argument("--subset", choices=["all", "devtest", "devtrain"], help="LFW identities to test on")
     g.add_argument("--fars", help="comma-separated FARs for DIR@FAR (default 0.1,0.01,0.001)")
@@ -54,8 +66,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--no-latency", action="store_true", help="skip latency measurements")
     p.add_argument("--no-parity", action="store_true", help="skip the parity comparison")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
-    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                   help="print the report's JSON to stdout")
+    p.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print the report's JSON to stdout"
+    )
     p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_bench)
     return p
@@ -71,10 +84,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     dev = getattr(args, "device", None)
     cfg = merge_overrides(
-        cfg, dataset=args.dataset, root=args.root, protocol=args.protocol, backends=args.backends,
-        precision=args.bench_precision, tiers=args.tiers, threads=args.threads, batch_size=args.batch_size,
-        limit=args.limit, cache=args.cache, out=args.out, stages=getattr(args, "stages", None),
-        detector=getattr(args, "detector", None), embedder=getattr(args, "embedder", None),
+        cfg,
+        dataset=args.dataset,
+        root=args.root,
+        protocol=args.protocol,
+        backends=args.backends,
+        precision=args.bench_precision,
+        tiers=args.tiers,
+        threads=args.threads,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        cache=args.cache,
+        out=args.out,
+        stages=getattr(args, "stages", None),
+        detector=getattr(args, "detector", None),
+        embedder=getattr(args, "embedder", None),
         device=dev if dev and dev != "auto" else None,
     )
     oc = {k: getattr(args, k, None) for k in ("trials", "seed", "gallery_per_id", "cohort", "subset")}
@@ -125,9 +149,14 @@ def _cmd_throughput(args: argparse.Namespace) -> int:
     det = getattr(args, "detector", None)
     rep = run_throughput(
         args.root or str(Path(__file__).resolve().parents[1].parent / "shared/data/lfw"),
-        detectors=det.split(",") if det else DEFAULT_DETECTORS, embedder=getattr(args, "embedder", None),
-        threads=args.threads, batch_size=args.batch_size or 16, limit=args.limit,
-        peer_limit=args.peer_limit, progress=not args.no_progress, argv=sys.argv[1:],
+        detectors=det.split(",") if det else DEFAULT_DETECTORS,
+        embedder=getattr(args, "embedder", None),
+        threads=args.threads,
+        batch_size=args.batch_size or 16,
+        limit=args.limit,
+        peer_limit=args.peer_limit,
+        progress=not args.no_progress,
+        argv=sys.argv[1:],
     )
     if args.out:
         from facesdk.fileio import atomic_write_bytes

@@ -86,8 +86,13 @@ class PairList:
         sub_folds = self.folds[idx] if self.folds is not None else None
         if sub_folds is not None and min(np.bincount(sub_folds)[np.unique(sub_folds)]) < 2:
             sub_folds = None  # too few per fold: the protocol falls back to stratified folds
-        return PairList([self.a[i] for i in idx], [self.b[i] for i in idx], self.same[idx], sub_folds,
-                        f"{self.name}[:{limit}]")
+        return PairList(
+            [self.a[i] for i in idx],
+            [self.b[i] for i in idx],
+            self.same[idx],
+            sub_folds,
+            f"{self.name}[:{limit}]",
+        )
 
 
 class Dataset:
@@ -164,7 +169,9 @@ class LFWDataset(Dataset):
         fname = self.PROTOCOL_FILES.get(protocol, protocol)
         path = self.root / fname
         if not path.is_file():
-            raise DatasetError(f"LFW protocol file {path} not found (protocols: {', '.join(self.PROTOCOL_FILES)})")
+            raise DatasetError(
+                f"LFW protocol file {path} not found (protocols: {', '.join(self.PROTOCOL_FILES)})"
+            )
         lines = [ln.split() for ln in path.read_text().splitlines()]
         lines = [ln for ln in lines if ln]
         if not lines:
@@ -196,8 +203,9 @@ class LFWDataset(Dataset):
             else:
                 raise DatasetError(f"{path}:{line_no}: expected 3 or 4 fields, got {len(ln)}")
             folds.append(i // (2 * per))
-        pl = PairList(a, b, np.array(same, bool), np.array(folds, np.int64) if n_folds > 1 else None,
-                      f"lfw-{protocol}")
+        pl = PairList(
+            a, b, np.array(same, bool), np.array(folds, np.int64) if n_folds > 1 else None, f"lfw-{protocol}"
+        )
         missing = [k for k in pl.images()[:50] if not self.path(k).is_file()]
         if missing:
             raise DatasetError(f"LFW images missing under {self.image_root}, e.g. {missing[0]}")
@@ -250,13 +258,23 @@ class IdentificationSplit:
 
     def describe(self) -> dict[str, int]:
         mated = sum(1 for p in self.probe_ids if p in self.gallery)
-        return {"enrolled": len(self.gallery), "gallery_images": sum(len(v) for v in self.gallery.values()),
-                "probes": len(self.probes), "mated_probes": mated, "non_mated_probes": len(self.probes) - mated}
+        return {
+            "enrolled": len(self.gallery),
+            "gallery_images": sum(len(v) for v in self.gallery.values()),
+            "probes": len(self.probes),
+            "mated_probes": mated,
+            "non_mated_probes": len(self.probes) - mated,
+        }
 
 
 def identification_split(
-    identities: dict[str, list[str]], *, gallery_per_id: int = 1, enrolled_every: int = 2,
-    max_probes_per_id: int | None = 5, include_singletons: bool = False, limit: int | None = None,
+    identities: dict[str, list[str]],
+    *,
+    gallery_per_id: int = 1,
+    enrolled_every: int = 2,
+    max_probes_per_id: int | None = 5,
+    include_singletons: bool = False,
+    limit: int | None = None,
 ) -> IdentificationSplit:
     """Deterministic open-set split.
 

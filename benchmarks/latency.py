@@ -62,16 +62,27 @@ def machine_info() -> dict[str, Any]:
                 mem = round(int(line.split()[1]) / 1024 / 1024, 1)
     except OSError:
         pass
-    return {"cpu": cpu, "cores": cores, "memory_gib": mem, "os": platform.platform(),
-            "python": platform.python_version(), "numpy": np.__version__}
+    return {
+        "cpu": cpu,
+        "cores": cores,
+        "memory_gib": mem,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
 
 
 def percentiles(ms: Sequence[float]) -> dict[str, float]:
     """p50/p95/p99/mean/min of a list of milliseconds."""
     a = np.asarray(ms, np.float64)
-    return {"p50_ms": float(np.percentile(a, 50)), "p95_ms": float(np.percentile(a, 95)),
-            "p99_ms": float(np.percentile(a, 99)), "mean_ms": float(a.mean()), "min_ms": float(a.min()),
-            "n": int(a.size)}
+    return {
+        "p50_ms": float(np.percentile(a, 50)),
+        "p95_ms": float(np.percentile(a, 95)),
+        "p99_ms": float(np.percentile(a, 99)),
+        "mean_ms": float(a.mean()),
+        "min_ms": float(a.min()),
+        "n": int(a.size),
+    }
 
 
 def timed(fn: Callable[[int], Any], warmup: int, repeats: int) -> list[float]:
@@ -87,8 +98,15 @@ def timed(fn: Callable[[int], Any], warmup: int, repeats: int) -> list[float]:
 
 
 def measure_latency(
-    rec: Any, images: Sequence[Path], *, batch_sizes: Sequence[int] = (1, 8, 32), warmup: int = 3,
-    repeats: int = 20, gallery_size: int = 1000, threads: int | None = None, progress: bool = True,
+    rec: Any,
+    images: Sequence[Path],
+    *,
+    batch_sizes: Sequence[int] = (1, 8, 32),
+    warmup: int = 3,
+    repeats: int = 20,
+    gallery_size: int = 1000,
+    threads: int | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Per-stage latency of one FaceRecognizer on ``images`` (cycled).
 
@@ -115,14 +133,20 @@ def measure_latency(
     crops = np.stack([align_face(im, b, lm, rec.template) for im, (b, lm) in zip(decoded, faces)])
     rng = np.random.default_rng(0)
     d = rec.embedding_size
-    gal = Gallery.from_templates([f"id{i:05d}" for i in range(gallery_size)],
-                                 l2_normalize(rng.standard_normal((gallery_size, d)).astype(np.float32)),
-                                 rec.model_id)
+    gal = Gallery.from_templates(
+        [f"id{i:05d}" for i in range(gallery_size)],
+        l2_normalize(rng.standard_normal((gallery_size, d)).astype(np.float32)),
+        rec.model_id,
+    )
     probe = rec.embed_crops(crops[:1])
     n = len(paths)
     stages: dict[str, Any] = {}
-    bar = tqdm(total=5 + len(batch_sizes), desc=f"latency {rec.embedder_session.backend}", disable=not progress,
-               leave=False)
+    bar = tqdm(
+        total=5 + len(batch_sizes),
+        desc=f"latency {rec.embedder_session.backend}",
+        disable=not progress,
+        leave=False,
+    )
 
     def add(name: str, ms: list[float], per: int = 1, extra: dict[str, Any] | None = None) -> None:
         p = percentiles(ms)
@@ -134,13 +158,27 @@ def measure_latency(
 
     add("decode", timed(lambda i: load_image(paths[i % n]), warmup, repeats))
     add("detect", timed(lambda i: rec.detector.detect(decoded[i % n]), warmup, repeats))
-    add("align", timed(lambda i: align_face(decoded[i % n], faces[i % n][0], faces[i % n][1], rec.template),
-                       warmup, repeats))
+    add(
+        "align",
+        timed(
+            lambda i: align_face(decoded[i % n], faces[i % n][0], faces[i % n][1], rec.template),
+            warmup,
+            repeats,
+        ),
+    )
     for b in batch_sizes:
         batch = np.stack([crops[i % n] for i in range(b)])
-        add(f"embed_b{b}", timed(lambda i: rec.embed_crops(batch), warmup, max(3, repeats // max(1, b // 8))),
-            per=b, extra={"batch_size": b})
-    add("match", timed(lambda i: gal.search(probe, top_k=5), warmup, repeats), extra={"gallery_size": gallery_size})
+        add(
+            f"embed_b{b}",
+            timed(lambda i: rec.embed_crops(batch), warmup, max(3, repeats // max(1, b // 8))),
+            per=b,
+            extra={"batch_size": b},
+        )
+    add(
+        "match",
+        timed(lambda i: gal.search(probe, top_k=5), warmup, repeats),
+        extra={"gallery_size": gallery_size},
+    )
 
     def e2e(i: int) -> None:
         img = load_image(paths[i % n])
@@ -154,8 +192,12 @@ def measure_latency(
         "backend": rec.embedder_session.backend,
         "device": rec.embedder_session.device,
         "precision": rec.embedder_session.precision,
-        "detector_session": {k: v for k, v in rec.detector.session.describe().items() if k not in ("inputs", "outputs")},
-        "embedder_session": {k: v for k, v in rec.embedder_session.describe().items() if k not in ("inputs", "outputs")},
+        "detector_session": {
+            k: v for k, v in rec.detector.session.describe().items() if k not in ("inputs", "outputs")
+        },
+        "embedder_session": {
+            k: v for k, v in rec.embedder_session.describe().items() if k not in ("inputs", "outputs")
+        },
         "providers": getattr(rec.embedder_session, "providers", None),
         "threads": threads,
         "warmup": warmup,

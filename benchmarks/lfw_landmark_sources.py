@@ -6,8 +6,10 @@ ONNX Runtime, and scored with the 10-fold protocol (threshold from the other nin
 without flip test-time augmentation.
 
 Variants:
-  dlibref          dlib's own landmarks (reference/lfw_dlib_landmarks5.npz: dlib's HOG detector + shape predictor)
-  <detector>:sp    the detector's 5 points place a dlib-style box; dlib's shape predictor runs in it (facesdk default)
+  dlibref          dlib's own landmarks (reference/lfw_dlib_landmarks5.npz: dlib's HOG detector + shape
+                     predictor)
+  <detector>:sp    the detector's 5 points place a dlib-style box; dlib's shape predictor runs in it
+                     (facesdk default)
   <detector>:box   the shape predictor runs in the detector's box
 
 Stage ``landmark-sources`` of ``facesdk bench`` (:mod:`facesdk_bench.stages`)::
@@ -44,8 +46,9 @@ def crops_for(variant: str, keys: list[str], root: Path, shared: Path) -> tuple[
             crops[i] = dlib_face_crop(img, ref["landmarks"][where[k]].astype(np.float64))
         return crops, 0
     det_id, _, mode = variant.partition(":")
-    rec = facesdk.FaceRecognizer(detector=det_id, embedder="dlib-resnet-v1", backend="onnxruntime",
-                                 backend_options={"threads": 1})
+    rec = facesdk.FaceRecognizer(
+        detector=det_id, embedder="dlib-resnet-v1", backend="onnxruntime", backend_options={"threads": 1}
+    )
     for i, k in enumerate(tqdm(keys, desc=variant, mininterval=10)):
         img = facesdk.load_image(root / "images" / k)
         dets = rec.detect(img)
@@ -73,8 +76,9 @@ def run(shared: Path, variants: list[str]) -> list[dict[str, Any]]:
     ia = np.array([idx[k] for k in pairs.a])
     ib = np.array([idx[k] for k in pairs.b])
     results: list[dict[str, Any]] = []
-    rec = facesdk.FaceRecognizer(embedder="dlib-resnet-v1", backend="onnxruntime", tta="none",
-                                 backend_options={"threads": 2})
+    rec = facesdk.FaceRecognizer(
+        embedder="dlib-resnet-v1", backend="onnxruntime", tta="none", backend_options={"threads": 2}
+    )
     for v in variants:
         crops, misses = crops_for(v, keys, root, shared)
         e = rec.embed_crops(crops)
@@ -93,6 +97,8 @@ def to_markdown(results: list[dict[str, Any]]) -> str:
     """The RESULTS.md table."""
     lines = ["| 5-point source for the crop | no detection | plain | flip TTA |", "|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r['variant']} | {r['no_detection']} | {r['plain']['mean']:.2f} % ± {r['plain']['std']:.2f} "
-                     f"| {r['flip']['mean']:.2f} % ± {r['flip']['std']:.2f} |")
+        lines.append(
+            f"| {r['variant']} | {r['no_detection']} | {r['plain']['mean']:.2f} % ± {r['plain']['std']:.2f} "
+            f"| {r['flip']['mean']:.2f} % ± {r['flip']['std']:.2f} |"
+        )
     return "\n".join(lines)

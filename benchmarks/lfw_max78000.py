@@ -11,7 +11,8 @@ Stage ``lfw-max78000`` of ``facesdk bench`` (:mod:`facesdk_bench.stages`)::
     facesdk bench --config benchmarks/configs/lfw-max78000.yaml
     facesdk bench --config benchmarks/configs/lfw-max78000-firmware.yaml
 
-(options ``limit_folds``, ``backend``, ``firmware_exact``, ``embedder``). ``firmware_exact: true`` runs the msdk demo firmware's steps instead (``facesdk.detect.tinierssd``):
+(options ``limit_folds``, ``backend``, ``firmware_exact``, ``embedder``). ``firmware_exact: true`` runs the
+msdk demo firmware's steps instead (``facesdk.detect.tinierssd``):
 RGB565 168×224 frame, one box decoded as ``post_process.c``, integer box, nearest-neighbour
 stretch of the box to 120×160 (aligner ``ai8x-faceid-firmware``).
 """
@@ -54,7 +55,10 @@ def ten_fold(sims: np.ndarray, same: np.ndarray, folds: int = 10) -> tuple[float
 
 
 def run(
-    shared: Path, limit_folds: int = 10, backend: str = "max78000", firmware_exact: bool = False,
+    shared: Path,
+    limit_folds: int = 10,
+    backend: str = "max78000",
+    firmware_exact: bool = False,
     embedder: str = "ai85-faceid",
 ) -> dict[str, Any]:
     """Embed every image of the first ``limit_folds`` folds of pairs.txt, then the k-fold accuracy.
@@ -82,7 +86,10 @@ def run(
         dets = rec.detect(img)
         if dets:
             cy, cx = img.shape[0] / 2, img.shape[1] / 2
-            d = min(dets, key=lambda d: ((d.box[0] + d.box[2]) / 2 - cx) ** 2 + ((d.box[1] + d.box[3]) / 2 - cy) ** 2)
+            d = min(
+                dets,
+                key=lambda d: ((d.box[0] + d.box[2]) / 2 - cx) ** 2 + ((d.box[1] + d.box[3]) / 2 - cy) ** 2,
+            )
             box = d.box
         else:
             fallback += 1
@@ -93,15 +100,26 @@ def run(
     sims = np.array([float(emb[a] @ emb[b]) for a, b, _ in pairs])
     same = np.array([s for _, _, s in pairs])
     mean, std, th = ten_fold(sims, same, limit_folds)
-    return {"pipeline": f"ai85-facedet-tinierssd + {embedder} on " + backend + " (emulator)"
-            + (", firmware-exact decode/crop" if firmware_exact else ""),
-            "pairs": len(pairs), "accuracy": round(mean, 4), "std": round(std, 4), "mean_threshold": round(th, 4),
-            "images": len(emb), "no_detection_fallback": fallback, "template": template,
-            "embedding_size": int(next(iter(emb.values())).shape[0])}
+    return {
+        "pipeline": f"ai85-facedet-tinierssd + {embedder} on "
+        + backend
+        + " (emulator)"
+        + (", firmware-exact decode/crop" if firmware_exact else ""),
+        "pairs": len(pairs),
+        "accuracy": round(mean, 4),
+        "std": round(std, 4),
+        "mean_threshold": round(th, 4),
+        "images": len(emb),
+        "no_detection_fallback": fallback,
+        "template": template,
+        "embedding_size": int(next(iter(emb.values())).shape[0]),
+    }
 
 
 def to_markdown(res: dict[str, Any]) -> str:
     """One line: accuracy ± std over the folds, threshold, fallbacks."""
-    return (f"{res['pipeline']}: {res['pairs']} pairs, accuracy **{100 * res['accuracy']:.2f} %** ± "
-            f"{100 * res['std']:.2f}, mean fold threshold {res['mean_threshold']}, {res['images']} images "
-            f"({res['no_detection_fallback']} without a detection used the central box)")
+    return (
+        f"{res['pipeline']}: {res['pairs']} pairs, accuracy **{100 * res['accuracy']:.2f} %** ± "
+        f"{100 * res['std']:.2f}, mean fold threshold {res['mean_threshold']}, {res['images']} images "
+        f"({res['no_detection_fallback']} without a detection used the central box)"
+    )

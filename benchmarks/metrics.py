@@ -17,7 +17,7 @@ pairs and 0 for impostor pairs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -240,7 +240,10 @@ def kfold_verification(scores: np.ndarray, labels: np.ndarray, folds: np.ndarray
 
 
 def verification_summary(
-    scores: np.ndarray, labels: np.ndarray, folds: np.ndarray | None = None, k: int = 10,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    folds: np.ndarray | None = None,
+    k: int = 10,
     fars: Sequence[float] = DEFAULT_FARS,
 ) -> dict[str, Any]:
     """Everything the verification report needs, as a JSON-friendly dict (ROC kept separately)."""
@@ -272,6 +275,7 @@ def verification_summary(
 
 # ---------------------------------------------------------------------- identification
 
+
 def rank_of_truth(sim: np.ndarray, probe_ids: np.ndarray, gallery_ids: np.ndarray) -> np.ndarray:
     """1-based rank of each probe's true identity among gallery columns (0 = not enrolled).
 
@@ -301,8 +305,12 @@ def cmc_curve(ranks: np.ndarray, max_rank: int | None = None) -> np.ndarray:
 
 
 def open_set_identification(
-    sim: np.ndarray, probe_ids: np.ndarray, gallery_ids: np.ndarray, *,
-    fars: Sequence[float] = DEFAULT_FARS, top_k: Sequence[int] = (1, 5, 10),
+    sim: np.ndarray,
+    probe_ids: np.ndarray,
+    gallery_ids: np.ndarray,
+    *,
+    fars: Sequence[float] = DEFAULT_FARS,
+    top_k: Sequence[int] = (1, 5, 10),
     recall_targets: Sequence[float] = (0.9, 0.95, 0.99, 0.999, 0.9999),
     precision_targets: Sequence[float] = (0.99, 0.999, 0.9999),
 ) -> dict[str, Any]:
@@ -329,7 +337,9 @@ def open_set_identification(
     top1 = sim[np.arange(len(p)), top1_idx]
     correct1 = mated & (g[top1_idx] == p) & (ranks == 1)
     out: dict[str, Any] = {
-        "probes": int(p.size), "mated_probes": n_m, "non_mated_probes": n_nm,
+        "probes": int(p.size),
+        "mated_probes": n_m,
+        "non_mated_probes": n_nm,
         "gallery_identities": int(np.unique(g).size),
     }
     if n_m:
@@ -345,7 +355,10 @@ def open_set_identification(
             dir_ = float((correct1 & (top1 >= thr)).sum() / n_m)
             fa = float((top1[~mated] >= thr).mean())
             out["dir_at_far"][f"{far:g}"] = {
-                "dir": dir_, "threshold": thr, "far": fa, "reliable": bool(far * n_nm >= 1.0),
+                "dir": dir_,
+                "threshold": thr,
+                "far": fa,
+                "reliable": bool(far * n_nm >= 1.0),
             }
     # precision / recall over all thresholds (distinct top-1 scores)
     order = np.argsort(-top1, kind="mergesort")
@@ -362,8 +375,11 @@ def open_set_identification(
         ok = np.nonzero(recall >= r - 1e-12)[0]
         if n_m and ok.size:
             i = ok[np.argmax(precision[ok])]
-            out["precision_at_recall"][f"{r:g}"] = {"precision": float(precision[i]), "recall": float(recall[i]),
-                                                    "threshold": float(thresholds[i])}
+            out["precision_at_recall"][f"{r:g}"] = {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "threshold": float(thresholds[i]),
+            }
         else:
             out["precision_at_recall"][f"{r:g}"] = None
     out["recall_at_precision"] = {}
@@ -371,8 +387,11 @@ def open_set_identification(
         ok = np.nonzero(precision >= pr - 1e-12)[0]
         if n_m and ok.size:
             i = ok[np.argmax(recall[ok])]
-            out["recall_at_precision"][f"{pr:g}"] = {"recall": float(recall[i]), "precision": float(precision[i]),
-                                                     "threshold": float(thresholds[i])}
+            out["recall_at_precision"][f"{pr:g}"] = {
+                "recall": float(recall[i]),
+                "precision": float(precision[i]),
+                "threshold": float(thresholds[i]),
+            }
         else:
             out["recall_at_precision"][f"{pr:g}"] = {"recall": 0.0, "precision": None, "threshold": None}
     out["max_recall"] = float(correct1.sum() / max(n_m, 1))

@@ -46,18 +46,28 @@ def reference_crops(rec: Any, dataset: Dataset, keys: Sequence[str]) -> tuple[np
 
 
 def compare_embeddings(ref: np.ndarray, other: np.ndarray) -> dict[str, float]:
-    """Cosine statistics and max abs difference of two ``[N, D]`` embedding sets (both L2-normalised first)."""
+    """Cosine statistics and max abs difference of two ``[N, D]`` embedding sets (both L2-normalised
+    first).
+    """
     if ref.shape != other.shape:
         raise ConfigError(f"embedding shapes differ: {ref.shape} vs {other.shape}")
     a, b = l2_normalize(ref), l2_normalize(other)
     cos = np.einsum("ij,ij->i", a, b)
-    return {"mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()),
-            "max_abs_diff": float(np.abs(a - b).max())}
+    return {
+        "mean_cosine": float(cos.mean()),
+        "min_cosine": float(cos.min()),
+        "max_abs_diff": float(np.abs(a - b).max()),
+    }
 
 
 def run_parity(
-    ref_name: str, ref_embed: EmbedFn, others: dict[str, EmbedFn], crops: np.ndarray, keys: Sequence[str],
-    pairs: PairList | None = None, threshold: float | None = None,
+    ref_name: str,
+    ref_embed: EmbedFn,
+    others: dict[str, EmbedFn],
+    crops: np.ndarray,
+    keys: Sequence[str],
+    pairs: PairList | None = None,
+    threshold: float | None = None,
 ) -> dict[str, Any]:
     """Compare each embedder in ``others`` with the reference on the same crops."""
     ref = ref_embed(crops)
@@ -84,9 +94,15 @@ def run_parity(
             s_ref = np.einsum("ij,ij->i", l2_normalize(ref[ia]), l2_normalize(ref[ib]))
             s_oth = np.einsum("ij,ij->i", l2_normalize(emb[ia]), l2_normalize(emb[ib]))
             flips = (s_ref >= threshold) != (s_oth >= threshold)
-            row.update({"pairs": int(len(ia)), "threshold": float(threshold), "decision_flips": int(flips.sum()),
-                        "max_pair_score_diff": float(np.abs(s_ref - s_oth).max()),
-                        "accuracy_reference": float(((s_ref >= threshold) == lab).mean()),
-                        "accuracy": float(((s_oth >= threshold) == lab).mean())})
+            row.update(
+                {
+                    "pairs": int(len(ia)),
+                    "threshold": float(threshold),
+                    "decision_flips": int(flips.sum()),
+                    "max_pair_score_diff": float(np.abs(s_ref - s_oth).max()),
+                    "accuracy_reference": float(((s_ref >= threshold) == lab).mean()),
+                    "accuracy": float(((s_oth >= threshold) == lab).mean()),
+                }
+            )
         rows.append(row)
     return {"reference": ref_name, "rows": rows}

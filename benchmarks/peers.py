@@ -45,8 +45,14 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def opencv_yunet_compare(
-    rec: Any, model_path: Path, images: Sequence[Path], *, warmup: int = 3, repeats: int = 20,
-    score_threshold: float | None = None, nms_threshold: float | None = None,
+    rec: Any,
+    model_path: Path,
+    images: Sequence[Path],
+    *,
+    warmup: int = 3,
+    repeats: int = 20,
+    score_threshold: float | None = None,
+    nms_threshold: float | None = None,
 ) -> dict[str, Any] | None:
     """Compare OpenCV's FaceDetectorYN (peer) with facesdk's YuNet on the same model and images."""
     ver = opencv_available()
@@ -82,7 +88,11 @@ def opencv_yunet_compare(
     same_iou, same_lm = [], []
     for im in imgs:
         ours = rec.detector.detect(im)
-        size = rec.detector.input_size(im) if hasattr(rec.detector, "input_size") else tuple(rec.detector_card.input.size)
+        size = (
+            rec.detector.input_size(im)
+            if hasattr(rec.detector, "input_size")
+            else tuple(rec.detector_card.input.size)
+        )
         boxed, scale = letterbox(im, size)
         det.setInputSize((boxed.shape[1], boxed.shape[0]))
         _, theirs = det.detect(np.ascontiguousarray(boxed[:, :, ::-1]))
@@ -106,8 +116,11 @@ def opencv_yunet_compare(
         "same_input_top_box_mean_iou": float(np.mean(same_iou)) if same_iou else None,
         "same_input_landmark_mean_abs_px": float(np.mean(same_lm)) if same_lm else None,
         "peer_latency": percentiles(ms_peer),
-        "facesdk_latency": {**percentiles(ms_ours), "backend": rec.detector.session.backend,
-                            "device": rec.detector.session.device},
+        "facesdk_latency": {
+            **percentiles(ms_ours),
+            "backend": rec.detector.session.backend,
+            "device": rec.detector.session.device,
+        },
         "note": "peer runs at the image's own size; facesdk letterboxes to the card's 640x640 input",
     }
 
@@ -128,8 +141,14 @@ def opencv_dnn_embedder(rec: Any, model_path: Path) -> Callable[[np.ndarray], np
     def embed(crops: np.ndarray) -> np.ndarray:
         outs = []
         for i in range(0, len(crops), 32):
-            t = to_tensor(crops[i : i + 32], layout=spec.layout, color=spec.color, mean=spec.mean,
-                          std=spec.std, dtype=spec.dtype)
+            t = to_tensor(
+                crops[i : i + 32],
+                layout=spec.layout,
+                color=spec.color,
+                mean=spec.mean,
+                std=spec.std,
+                dtype=spec.dtype,
+            )
             net.setInput(np.ascontiguousarray(t, np.float32))
             outs.append(np.asarray(net.forward(), np.float32).reshape(len(t), -1))
         return np.concatenate(outs)

@@ -50,11 +50,16 @@ def _match(ref: list, got: list, thr: float = 0.3) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", default=os.environ.get("FACESDK_SHARED",
-                                                       str(Path(__file__).resolve().parents[2] / "shared")))
-    ap.add_argument("--lfw", type=int, default=0,
-                    help="also this many LFW images (first of pairs.txt, sorted)")
-    ap.add_argument("--min-score", type=float, default=None, help="photo-mode score threshold (default: card's)")
+    ap.add_argument(
+        "--shared",
+        default=os.environ.get("FACESDK_SHARED", str(Path(__file__).resolve().parents[2] / "shared")),
+    )
+    ap.add_argument(
+        "--lfw", type=int, default=0, help="also this many LFW images (first of pairs.txt, sorted)"
+    )
+    ap.add_argument(
+        "--min-score", type=float, default=None, help="photo-mode score threshold (default: card's)"
+    )
     args = ap.parse_args(argv)
     shared = Path(args.shared)
     os.environ.setdefault("FACESDK_AI8X_DIR", str(shared / "ai8x"))
@@ -67,22 +72,27 @@ def main(argv: list[str] | None = None) -> int:
     from facesdk.plugins import get_backend
 
     card = zoo.get_card("yunet-2023mar")
-    yunet = detector_class(card.family)(card, get_backend("onnxruntime"),
-                                        {"main": Artifact(zoo.fetch(card, "onnx"), "onnx", card)}, threads=1)
+    yunet = detector_class(card.family)(
+        card, get_backend("onnxruntime"), {"main": Artifact(zoo.fetch(card, "onnx"), "onnx", card)}, threads=1
+    )
     rec = facesdk.FaceRecognizer(backend="max78000", embedder="ai85-faceid-112")
     det = rec.detector
     if args.min_score is not None:
         det.photo_min_score = args.min_score
-    photos = sorted(p for p in (shared / "data" / "photos").rglob("*")
-                    if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    photos = sorted(
+        p for p in (shared / "data" / "photos").rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")
+    )
     sets = {"photos": photos}
     if args.lfw:
         lines = (shared / "data" / "lfw" / "pairs.txt").read_text().splitlines()[1:]
-        names = sorted({f"{p[0]}/{p[0]}_{int(p[1]):04d}.jpg"
-                        for p in (ln.split() for ln in lines) if len(p) == 3})
+        names = sorted(
+            {f"{p[0]}/{p[0]}_{int(p[1]):04d}.jpg" for p in (ln.split() for ln in lines) if len(p) == 3}
+        )
         sets["lfw"] = [shared / "data" / "lfw" / "images" / n for n in names[: args.lfw]]
-    res: dict = {"pipeline": "ai85-facedet-tinierssd on max78000 (emulator) vs yunet-2023mar (onnxruntime)",
-                 "photo_mode": None}
+    res: dict = {
+        "pipeline": "ai85-facedet-tinierssd on max78000 (emulator) vs yunet-2023mar (onnxruntime)",
+        "photo_mode": None,
+    }
     for name, files in sets.items():
         tot = {"yunet_faces": 0, "firmware_found": 0, "firmware_extra": 0, "photo_found": 0, "photo_extra": 0}
         for f in tqdm(files, desc=name):

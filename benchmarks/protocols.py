@@ -25,7 +25,14 @@ from facesdk.stream import StreamItem, StreamStats
 
 from .cache import EmbeddingCache, FaceRecord, file_sha256
 from .datasets import Dataset, IdentificationSplit, PairList
-from .metrics import DEFAULT_FARS, cmc_curve, open_set_identification, rank_of_truth, roc_curve, verification_summary
+from .metrics import (
+    DEFAULT_FARS,
+    cmc_curve,
+    open_set_identification,
+    rank_of_truth,
+    roc_curve,
+    verification_summary,
+)
 from .quality import TIERS, Degradation, degrade, tier_sides
 
 __all__ = [
@@ -48,7 +55,9 @@ FALLBACK_BOX = (67 / 250, 80 / 250, 175 / 250, 187 / 250)
 def fallback_face(shape: tuple[int, ...], template: str) -> tuple[np.ndarray, np.ndarray]:
     """Central box and template landmarks for an image with no detection."""
     h, w = shape[:2]
-    box = np.array([FALLBACK_BOX[0] * w, FALLBACK_BOX[1] * h, FALLBACK_BOX[2] * w, FALLBACK_BOX[3] * h], np.float32)
+    box = np.array(
+        [FALLBACK_BOX[0] * w, FALLBACK_BOX[1] * h, FALLBACK_BOX[2] * w, FALLBACK_BOX[3] * h], np.float32
+    )
     return box, landmarks_from_box(box, template)
 
 
@@ -70,7 +79,9 @@ def _points_template(rec: Any) -> Any:
 def select_center(dets: Sequence[Any], shape: tuple[int, ...]) -> Any:
     """The detection whose box centre is nearest the image centre."""
     cy, cx = shape[0] / 2, shape[1] / 2
-    return min(dets, key=lambda d: ((d.box[0] + d.box[2]) / 2 - cx) ** 2 + ((d.box[1] + d.box[3]) / 2 - cy) ** 2)
+    return min(
+        dets, key=lambda d: ((d.box[0] + d.box[2]) / 2 - cx) ** 2 + ((d.box[1] + d.box[3]) / 2 - cy) ** 2
+    )
 
 
 @dataclass
@@ -83,15 +94,19 @@ class EmbedStats:
     fallback: int = 0
     multi_face: int = 0
     fallback_keys: list[str] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "detect": 0.0, "align": 0.0,
-                                                              "embed": 0.0})
+    seconds: dict[str, float] = field(
+        default_factory=lambda: {"decode": 0.0, "detect": 0.0, "align": 0.0, "embed": 0.0}
+    )
 
     def to_dict(self) -> dict[str, Any]:
         per = {k: (v / self.computed * 1000 if self.computed else None) for k, v in self.seconds.items()}
         total = sum(self.seconds.values())
         return {
-            "images": self.images, "computed": self.computed, "cached": self.cached,
-            "no_detection_fallback": self.fallback, "multi_face_images": self.multi_face,
+            "images": self.images,
+            "computed": self.computed,
+            "cached": self.cached,
+            "no_detection_fallback": self.fallback,
+            "multi_face_images": self.multi_face,
             "fallback_examples": self.fallback_keys[:20],
             "bulk_ms_per_image": per,
             "bulk_images_per_s": (self.computed / total) if total > 0 and self.computed else None,
@@ -110,8 +125,16 @@ class ImageEmbedder:
         progress: show tqdm bars.
     """
 
-    def __init__(self, rec: Any, dataset: Dataset, cache_root: Path, *, degradation: Degradation | None = None,
-                 batch_size: int = 32, progress: bool = True) -> None:
+    def __init__(
+        self,
+        rec: Any,
+        dataset: Dataset,
+        cache_root: Path,
+        *,
+        degradation: Degradation | None = None,
+        batch_size: int = 32,
+        progress: bool = True,
+    ) -> None:
         self.rec = rec
         self.dataset = dataset
         self.cache_root = Path(cache_root)
@@ -142,12 +165,16 @@ class ImageEmbedder:
         return Detection(box=box, score=0.0, landmarks=lm)
 
     def embed(self, keys: Sequence[str], variant: str = "high") -> dict[str, FaceRecord]:
-        """Records for ``keys`` (variant ``high`` = original, ``low`` = degraded), computing what is missing."""
+        """Records for ``keys`` (variant ``high`` = original, ``low`` = degraded), computing what is
+        missing.
+        """
         cache = self.cache(variant)
         high = self.cache("high") if variant == "low" else None
         st = self.stats.setdefault(variant, EmbedStats())
         keys = list(dict.fromkeys(keys))
-        shas = {k: self.sha(k) for k in tqdm(keys, desc="hash images", disable=not self.progress, leave=False)}
+        shas = {
+            k: self.sha(k) for k in tqdm(keys, desc="hash images", disable=not self.progress, leave=False)
+        }
         todo = [k for k in keys if shas[k] not in cache]
         st.images += len(keys)
         st.cached += len(keys) - len(todo)
@@ -162,18 +189,40 @@ class ImageEmbedder:
             return StreamItem(k, lambda: degrade(load_image(self.dataset.path(k)), box, shas[k], self.deg))
 
         # the streaming pipeline: decode/detect in threads, align + embed in full batches across images
-        stream = self.rec.faces_many((item(k) for k in todo), select="center", fallback=self._fallback,
-                                     batch_size=self.batch_size, stats=sst)
+        stream = self.rec.faces_many(
+            (item(k) for k in todo),
+            select="center",
+            fallback=self._fallback,
+            batch_size=self.batch_size,
+            stats=sst,
+        )
         try:
-            for r in tqdm(stream, total=len(todo), desc=f"embed {variant} ({self.rec.embedder_session.backend})",
-                          disable=not self.progress or not todo, unit="img"):
+            for r in tqdm(
+                stream,
+                total=len(todo),
+                desc=f"embed {variant} ({self.rec.embedder_session.backend})",
+                disable=not self.progress or not todo,
+                unit="img",
+            ):
                 if r.error is not None:
                     raise r.error
                 f = r.faces[0]
-                lm = f.landmarks if f.landmarks is not None else landmarks_from_box(f.box, _points_template(self.rec))
-                cache.put(shas[r.source], FaceRecord(f.embedding, np.asarray(f.box, np.float32),
-                                                     np.asarray(lm, np.float32), float(f.score), r.fallback,
-                                                     r.detections))
+                lm = (
+                    f.landmarks
+                    if f.landmarks is not None
+                    else landmarks_from_box(f.box, _points_template(self.rec))
+                )
+                cache.put(
+                    shas[r.source],
+                    FaceRecord(
+                        f.embedding,
+                        np.asarray(f.box, np.float32),
+                        np.asarray(lm, np.float32),
+                        float(f.score),
+                        r.fallback,
+                        r.detections,
+                    ),
+                )
                 st.computed += 1
                 st.multi_face += r.detections > 1
         finally:
@@ -198,7 +247,11 @@ def _pair_scores(ea: np.ndarray, eb: np.ndarray) -> np.ndarray:
 
 
 def run_verification(
-    emb: ImageEmbedder, pairs: PairList, *, tiers: Sequence[str] = ("high-high",), k: int = 10,
+    emb: ImageEmbedder,
+    pairs: PairList,
+    *,
+    tiers: Sequence[str] = ("high-high",),
+    k: int = 10,
     fars: Sequence[float] = DEFAULT_FARS,
 ) -> dict[str, Any]:
     """Verification per quality tier: k-fold accuracy, ROC, TAR@FAR, EER.
@@ -234,10 +287,17 @@ def run_verification(
 
 
 def run_identification(
-    emb: ImageEmbedder, split: IdentificationSplit, *, tiers: Sequence[str] = ("high-high",),
-    fars: Sequence[float] = DEFAULT_FARS, top_k: Sequence[int] = (1, 5, 10), max_rank: int = 20,
+    emb: ImageEmbedder,
+    split: IdentificationSplit,
+    *,
+    tiers: Sequence[str] = ("high-high",),
+    fars: Sequence[float] = DEFAULT_FARS,
+    top_k: Sequence[int] = (1, 5, 10),
+    max_rank: int = 20,
 ) -> dict[str, Any]:
-    """Open-set 1:N per tier (first side = probes, second = gallery): rank-k, DIR@FAR, operating points, CMC."""
+    """Open-set 1:N per tier (first side = probes, second = gallery): rank-k, DIR@FAR, operating
+    points, CMC.
+    """
     for t in tiers:
         tier_sides(t)
     need_low = any(any(TIERS[t]) for t in tiers)
@@ -251,9 +311,9 @@ def run_identification(
         low_probe, low_gallery = tier_sides(t)
         g = recs["low" if low_gallery else "high"]
         p = recs["low" if low_probe else "high"]
-        templates = l2_normalize(np.stack([
-            l2_normalize(np.stack([g[k].emb for k in split.gallery[n]])).mean(0) for n in names
-        ]))
+        templates = l2_normalize(
+            np.stack([l2_normalize(np.stack([g[k].emb for k in split.gallery[n]])).mean(0) for n in names])
+        )
         probes = l2_normalize(np.stack([p[k].emb for k in split.probes]))
         sim = probes @ templates.T
         res = open_set_identification(sim, np.array(split.probe_ids), np.array(names), fars=fars, top_k=top_k)

@@ -77,7 +77,9 @@ class Degradation:
         }
 
 
-def degrade(image: np.ndarray, face_box: np.ndarray | None, key: str, deg: Degradation | None = None) -> np.ndarray:
+def degrade(
+    image: np.ndarray, face_box: np.ndarray | None, key: str, deg: Degradation | None = None
+) -> np.ndarray:
     """Degrade an RGB uint8 image deterministically for ``key``.
 
     ``face_box`` (x1, y1, x2, y2) sets the downscale factor so the face becomes

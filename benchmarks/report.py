@@ -67,30 +67,65 @@ def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> s
     m = r.get("machine", {})
     ds = r.get("dataset", {})
     lines = [f"# facesdk benchmark: {r.get('name')}", ""]
-    lines += [f"- date (UTC): {r.get('created')}", f"- command: `{r.get('command')}`",
-              f"- machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gib')} GiB, {m.get('os')}, "
-              f"Python {m.get('python')}",
-              *([f"- dataset: {ds.get('dataset')} at `{ds.get('root')}`, protocol `{ds.get('protocol')}`, "
-                 f"{ds.get('images')} images" + (f", {ds.get('pairs')} pairs" if ds.get("pairs") else "")
-                 + (f" (limit {ds.get('limit')})" if ds.get("limit") else "")] if ds else []),
-              f"- stages: {', '.join(r.get('stages') or [])}",
-              f"- wall time: {r.get('seconds')} s, peak RSS {_f(r.get('peak_rss_mb'), 0)} MiB", ""]
+    lines += [
+        f"- date (UTC): {r.get('created')}",
+        f"- command: `{r.get('command')}`",
+        f"- machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gib')} GiB, {m.get('os')}, "
+        f"Python {m.get('python')}",
+        *(
+            [
+                f"- dataset: {ds.get('dataset')} at `{ds.get('root')}`, protocol `{ds.get('protocol')}`, "
+                f"{ds.get('images')} images"
+                + (f", {ds.get('pairs')} pairs" if ds.get("pairs") else "")
+                + (f" (limit {ds.get('limit')})" if ds.get("limit") else "")
+            ]
+            if ds
+            else []
+        ),
+        f"- stages: {', '.join(r.get('stages') or [])}",
+        f"- wall time: {r.get('seconds')} s, peak RSS {_f(r.get('peak_rss_mb'), 0)} MiB",
+        "",
+    ]
     rows = r.get("rows", [])
     verif = [x for x in rows if "mean_accuracy" in x]
     ident = [x for x in rows if "rank_k" in x or ("tiers" in x and x.get("protocol") == "identify")]
     if verif:
         fars = list(verif[0]["tar_at_far"].keys())
         lines += ["## Verification (k-fold: threshold chosen on the other folds)", ""]
-        head = ["model", "backend", "precision", "device", "accuracy ± std", *[f"TAR@FAR={f}" for f in fars],
-                "EER", "AUC", "mean fold thr", "no-detection fallback"]
+        head = [
+            "model",
+            "backend",
+            "precision",
+            "device",
+            "accuracy ± std",
+            *[f"TAR@FAR={f}" for f in fars],
+            "EER",
+            "AUC",
+            "mean fold thr",
+            "no-detection fallback",
+        ]
         body = []
         for x in verif:
-            fb = sum(v.get("no_detection_fallback", 0) for k, v in x.get("embedding", {}).items() if k == "high")
-            body.append([x["model"], x["backend"], x["precision"], x["device"],
-                         f"{_pct(x['mean_accuracy'])} ± {_pct(x['std_accuracy'])}",
-                         *[_pct(x["tar_at_far"][f]["tar"]) + ("" if x["tar_at_far"][f]["reliable"] else " *")
-                           for f in fars],
-                         _pct(x["eer"]), _f(x["auc"], 4), _f(np.mean(x["fold_thresholds"])), str(fb)])
+            fb = sum(
+                v.get("no_detection_fallback", 0) for k, v in x.get("embedding", {}).items() if k == "high"
+            )
+            body.append(
+                [
+                    x["model"],
+                    x["backend"],
+                    x["precision"],
+                    x["device"],
+                    f"{_pct(x['mean_accuracy'])} ± {_pct(x['std_accuracy'])}",
+                    *[
+                        _pct(x["tar_at_far"][f]["tar"]) + ("" if x["tar_at_far"][f]["reliable"] else " *")
+                        for f in fars
+                    ],
+                    _pct(x["eer"]),
+                    _f(x["auc"], 4),
+                    _f(np.mean(x["fold_thresholds"])),
+                    str(fb),
+                ]
+            )
         lines += _table(head, body)
         if any(not v["reliable"] for x in verif for v in x["tar_at_far"].values()):
             lines += ["\\* fewer than 1/FAR impostor pairs: that operating point is not resolved.", ""]
@@ -99,54 +134,118 @@ def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> s
         body = []
         for x in verif:
             for t, s in x.get("tiers", {}).items():
-                body.append([x["model"], x["backend"], x["precision"], t,
-                             f"{_pct(s['mean_accuracy'])} ± {_pct(s['std_accuracy'])}",
-                             _pct(s["tar_at_far"][fars[0]]["tar"]), _pct(s["eer"])])
+                body.append(
+                    [
+                        x["model"],
+                        x["backend"],
+                        x["precision"],
+                        t,
+                        f"{_pct(s['mean_accuracy'])} ± {_pct(s['std_accuracy'])}",
+                        _pct(s["tar_at_far"][fars[0]]["tar"]),
+                        _pct(s["eer"]),
+                    ]
+                )
         lines += _table(head, body)
         lines += ["### Best threshold per fold", ""]
         for x in verif:
-            lines.append(f"- {x['backend']}/{x['precision']}: " + ", ".join(_f(t) for t in x["fold_thresholds"]))
+            lines.append(
+                f"- {x['backend']}/{x['precision']}: " + ", ".join(_f(t) for t in x["fold_thresholds"])
+            )
         lines.append("")
     if ident:
         lines += ["## Identification (1:N, open set)", ""]
         x0 = ident[0]
         lines.append(f"Split: {x0.get('split')}")
         lines.append("")
-        head = ["model", "backend", "precision", "tier", "rank-1", "rank-5", "rank-10",
-                *[f"DIR@FAR={f}" for f in x0["dir_at_far"]], "prec@recall≥0.99", "recall@prec≥0.999"]
+        head = [
+            "model",
+            "backend",
+            "precision",
+            "tier",
+            "rank-1",
+            "rank-5",
+            "rank-10",
+            *[f"DIR@FAR={f}" for f in x0["dir_at_far"]],
+            "prec@recall≥0.99",
+            "recall@prec≥0.999",
+        ]
         body = []
         for x in ident:
             for t, s in x.get("tiers", {}).items():
                 rk = s.get("rank_k", {})
                 par = (s.get("precision_at_recall") or {}).get("0.99")
                 rap = (s.get("recall_at_precision") or {}).get("0.999") or {}
-                body.append([x["model"], x["backend"], x["precision"], t, _pct(rk.get("1")), _pct(rk.get("5")),
-                             _pct(rk.get("10")), *[_pct(v["dir"]) for v in s["dir_at_far"].values()],
-                             _pct(par["precision"]) if par else "unreachable", _pct(rap.get("recall"))])
+                body.append(
+                    [
+                        x["model"],
+                        x["backend"],
+                        x["precision"],
+                        t,
+                        _pct(rk.get("1")),
+                        _pct(rk.get("5")),
+                        _pct(rk.get("10")),
+                        *[_pct(v["dir"]) for v in s["dir_at_far"].values()],
+                        _pct(par["precision"]) if par else "unreachable",
+                        _pct(rap.get("recall")),
+                    ]
+                )
         lines += _table(head, body)
     lat = r.get("latency") or []
     if lat:
         lines += ["## Latency (ms; p50 / p95 / p99; images/s from the mean)", ""]
-        head = ["backend", "precision", "device", "detector on", "threads", "stage", "p50", "p95", "p99", "images/s"]
+        head = [
+            "backend",
+            "precision",
+            "device",
+            "detector on",
+            "threads",
+            "stage",
+            "p50",
+            "p95",
+            "p99",
+            "images/s",
+        ]
         body = []
         for x in lat:
             ds_ = x.get("detector_session") or {}
             for st, v in x["stages"].items():
-                body.append([x["backend"], x["precision"], x["device"],
-                             f"{ds_.get('backend')}/{ds_.get('device')}", str(x.get("threads")), st,
-                             _f(v["p50_ms"], 2), _f(v["p95_ms"], 2), _f(v["p99_ms"], 2), _f(v["images_per_s"], 1)])
+                body.append(
+                    [
+                        x["backend"],
+                        x["precision"],
+                        x["device"],
+                        f"{ds_.get('backend')}/{ds_.get('device')}",
+                        str(x.get("threads")),
+                        st,
+                        _f(v["p50_ms"], 2),
+                        _f(v["p95_ms"], 2),
+                        _f(v["p99_ms"], 2),
+                        _f(v["images_per_s"], 1),
+                    ]
+                )
         lines += _table(head, body)
-        lines.append(f"Peak RSS (process high-water mark): {_f(lat[-1].get('peak_rss_mb'), 0)} MiB. "
-                     f"Warm-up {lat[0]['warmup']}, repeats {lat[0]['repeats']}.")
+        lines.append(
+            f"Peak RSS (process high-water mark): {_f(lat[-1].get('peak_rss_mb'), 0)} MiB. "
+            f"Warm-up {lat[0]['warmup']}, repeats {lat[0]['repeats']}."
+        )
         lines.append("")
     par = r.get("parity")
     if par:
         lines += [f"## Parity (same aligned faces; reference {par['reference']})", ""]
         if par.get("rows"):
             head = ["embedder", "faces", "mean cos", "min cos", "max abs diff", "pairs", "decision flips"]
-            body = [[p["embedder"], str(p.get("faces")), _f(p.get("mean_cosine"), 6), _f(p.get("min_cosine"), 6),
-                     f"{p['max_abs_diff']:.2e}" if p.get("max_abs_diff") is not None else p.get("error", "–"),
-                     str(p.get("pairs", "–")), str(p.get("decision_flips", "–"))] for p in par["rows"]]
+            body = [
+                [
+                    p["embedder"],
+                    str(p.get("faces")),
+                    _f(p.get("mean_cosine"), 6),
+                    _f(p.get("min_cosine"), 6),
+                    f"{p['max_abs_diff']:.2e}" if p.get("max_abs_diff") is not None else p.get("error", "–"),
+                    str(p.get("pairs", "–")),
+                    str(p.get("decision_flips", "–")),
+                ]
+                for p in par["rows"]
+            ]
             lines += _table(head, body)
         if par.get("note"):
             lines += [par["note"], ""]
@@ -155,20 +254,27 @@ def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> s
         lines += ["## Peers (the peer's implementation, not facesdk's)", ""]
         for p in peers:
             if "peer_latency" in p:
-                lines.append(f"- **{p['peer']}** on `{p['model']}` ({p['images']} images): top-box IoU mean "
-                             f"{_f(p['top_box_mean_iou'])} (min {_f(p['top_box_min_iou'])}), landmarks "
-                             f"{_f(p['landmark_mean_abs_px'], 2)} px apart, same face count on "
-                             f"{p['same_face_count']}/{p['images']}; on facesdk's own letterboxed input IoU "
-                             f"{_f(p.get('same_input_top_box_mean_iou'), 4)}, landmarks "
-                             f"{_f(p.get('same_input_landmark_mean_abs_px'), 3)} px; detect p50 peer {_f(p['peer_latency']['p50_ms'], 2)}"
-                             f" ms vs facesdk {_f(p['facesdk_latency']['p50_ms'], 2)} ms. {p.get('note', '')}")
+                lines.append(
+                    f"- **{p['peer']}** on `{p['model']}` ({p['images']} images): top-box IoU mean "
+                    f"{_f(p['top_box_mean_iou'])} (min {_f(p['top_box_min_iou'])}), landmarks "
+                    f"{_f(p['landmark_mean_abs_px'], 2)} px apart, same face count on "
+                    f"{p['same_face_count']}/{p['images']}; on facesdk's own letterboxed input IoU "
+                    f"{_f(p.get('same_input_top_box_mean_iou'), 4)}, landmarks "
+                    f"{_f(p.get('same_input_landmark_mean_abs_px'), 3)} px; detect p50 peer "
+                    f"{_f(p['peer_latency']['p50_ms'], 2)}"
+                    f" ms vs facesdk {_f(p['facesdk_latency']['p50_ms'], 2)} ms. {p.get('note', '')}"
+                )
             elif "mean_accuracy" in p:
-                lines.append(f"- **{p['peer']}**: accuracy {_pct(p['mean_accuracy'])} ± {_pct(p['std_accuracy'])}, "
-                             f"EER {_pct(p['eer'])}, TAR@FAR=0.001 "
-                             f"{_pct(p['tar_at_far'].get('0.001', {}).get('tar'))} on the same pairs")
+                lines.append(
+                    f"- **{p['peer']}**: accuracy {_pct(p['mean_accuracy'])} ± {_pct(p['std_accuracy'])}, "
+                    f"EER {_pct(p['eer'])}, TAR@FAR=0.001 "
+                    f"{_pct(p['tar_at_far'].get('0.001', {}).get('tar'))} on the same pairs"
+                )
             else:
-                lines.append(f"- **{p.get('peer')}**: " + ("available" if p.get("available") else
-                                                          f"not run ({p.get('reason')})"))
+                lines.append(
+                    f"- **{p.get('peer')}**: "
+                    + ("available" if p.get("available") else f"not run ({p.get('reason')})")
+                )
         lines.append("")
     if r.get("precision_study"):
         from .precision import render as _render_precision
@@ -187,9 +293,12 @@ def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> s
     for x in rows:
         e = (x.get("embedding") or {}).get("high")
         if e and e.get("no_detection_fallback"):
-            lines.append(f"{x['backend']}/{x['precision']}: {e['no_detection_fallback']} image(s) had no detection "
-                         "and were embedded from the fixed central box (median LFW box, template landmarks), e.g. "
-                         + ", ".join(e["fallback_examples"][:5]) + ".")
+            lines.append(
+                f"{x['backend']}/{x['precision']}: {e['no_detection_fallback']} image(s) had no detection "
+                "and were embedded from the fixed central box (median LFW box, template landmarks), e.g. "
+                + ", ".join(e["fallback_examples"][:5])
+                + "."
+            )
             lines.append("")
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
@@ -243,8 +352,10 @@ def make_plots(report: dict[str, Any], out: Path) -> list[str]:
         tiers = list(tier_rows[0][1].keys())
         w = 0.8 / len(tier_rows)
         for i, (label, t) in enumerate(tier_rows):
-            vals = [t[k]["mean_accuracy"] if metric == "mean_accuracy" else t[k].get("rank_k", {}).get("1", 0)
-                    for k in tiers]
+            vals = [
+                t[k]["mean_accuracy"] if metric == "mean_accuracy" else t[k].get("rank_k", {}).get("1", 0)
+                for k in tiers
+            ]
             ax.bar(np.arange(len(tiers)) + i * w, vals, w, label=label)
         ax.set_xticks(np.arange(len(tiers)) + w * (len(tier_rows) - 1) / 2)
         ax.set_xticklabels(tiers)
@@ -260,8 +371,12 @@ def make_plots(report: dict[str, Any], out: Path) -> list[str]:
         w = 0.8 / len(lat)
         for i, x in enumerate(lat):
             vals = [x["stages"][s].get("per_image_p50_ms", x["stages"][s]["p50_ms"]) for s in stages]
-            ax.bar(np.arange(len(stages)) + i * w, vals, w,
-                   label=f"{x['backend']}/{x['precision']} {x['device']} t={x.get('threads')}")
+            ax.bar(
+                np.arange(len(stages)) + i * w,
+                vals,
+                w,
+                label=f"{x['backend']}/{x['precision']} {x['device']} t={x.get('threads')}",
+            )
         ax.set_xticks(np.arange(len(stages)) + w * (len(lat) - 1) / 2)
         ax.set_xticklabels(stages, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("p50 ms per image")
@@ -273,7 +388,9 @@ def make_plots(report: dict[str, Any], out: Path) -> list[str]:
         fig, ax = plt.subplots(figsize=(6, 4))
         for label, tiers in cmc.items():
             for tier, c in tiers.items():
-                ax.plot(np.arange(1, len(c) + 1), c, styles.get(tier, "-"), marker=".", label=f"{label} {tier}")
+                ax.plot(
+                    np.arange(1, len(c) + 1), c, styles.get(tier, "-"), marker=".", label=f"{label} {tier}"
+                )
         ax.set_xlabel("rank")
         ax.set_ylabel("identification rate")
         ax.set_title("CMC (closed set)")

@@ -9,7 +9,8 @@ Config keys (all optional; see ``benchmarks/configs/*.yaml``)::
     limit, folds, fars, tiers, degradation {face_width, jpeg_quality, blur_sigma, brightness, seed},
     identify {gallery_per_id, enrolled_every, max_probes_per_id, include_singletons, top_k},
     latency {enabled, images, batch_sizes, threads, warmup, repeats, gallery_size},
-    parity {enabled, images, backends (extra, parity/latency only)}, peers {opencv, dlib, dlib_descriptors}, cache, out,
+    parity {enabled, images, backends (extra, parity/latency only)}, peers {opencv, dlib,
+    dlib_descriptors}, cache, out,
     precision_study {enabled, only, embedders, configs, detector, latency {batch_sizes, images, repeats}},
     and one section per stage that brings its own data (``detectors: {…}``, ``name@label: {…}``)
 
@@ -150,8 +151,9 @@ def merge_overrides(cfg: dict[str, Any], **over: Any) -> dict[str, Any]:
     for k in _LIST_KEYS:
         out[k] = _as_list(out[k])
     if out["protocol"] not in ("pairs", "devtest", "devtrain", "identify", "openset"):
-        raise ConfigError(f"unknown protocol {out['protocol']!r} "
-                          "(pairs, devtest, devtrain, identify, openset)")
+        raise ConfigError(
+            f"unknown protocol {out['protocol']!r} (pairs, devtest, devtrain, identify, openset)"
+        )
     if out["limit"] is not None and int(out["limit"]) < 2:
         raise ConfigError("--limit must be >= 2")
     for t in out["tiers"]:
@@ -191,8 +193,16 @@ def _make_recognizer(cfg: dict[str, Any], backend: str, precision: str, threads:
     from facesdk.pipeline import FaceRecognizer
 
     opts = {"threads": int(threads)} if threads else {}
-    kw = dict(detector=cfg["detector"], embedder=cfg["embedder"], backend=backend, device=cfg["device"],
-              precision=precision, strict=True, batch_size=int(cfg["batch_size"]), backend_options=opts)
+    kw = dict(
+        detector=cfg["detector"],
+        embedder=cfg["embedder"],
+        backend=backend,
+        device=cfg["device"],
+        precision=precision,
+        strict=True,
+        batch_size=int(cfg["batch_size"]),
+        backend_options=opts,
+    )
     det_be = cfg.get("detector_backend")
     if det_be:
         kw["detector_backend"] = det_be
@@ -235,8 +245,12 @@ def _dlib_reference(path: str, pairs: PairList, fars: list[float], k: int) -> di
     dist = np.linalg.norm(desc[ia] - desc[ib], axis=1)
     summ = verification_summary(-dist, pairs.same.astype(int), pairs.folds, k=k, fars=fars)
     summ["fold_thresholds"] = [-t for t in summ["fold_thresholds"]]  # as distances
-    return {"peer": "dlib 20.0.1 ResNet (peer implementation; precomputed descriptors)",
-            "source": str(p), "score": "negative Euclidean distance", **summ}
+    return {
+        "peer": "dlib 20.0.1 ResNet (peer implementation; precomputed descriptors)",
+        "source": str(p),
+        "score": "negative Euclidean distance",
+        **summ,
+    }
 
 
 def run_benchmark(cfg: dict[str, Any], argv: list[str] | None = None) -> dict[str, Any]:

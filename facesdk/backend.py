@@ -218,7 +218,9 @@ class Backend(ABC):
         """
         if requested != running:
             where = f"{what}: " if what else ""
-            self.strict_or_warn(strict, f"{where}asked for {requested} but {running} runs", f"running {running}")
+            self.strict_or_warn(
+                strict, f"{where}asked for {requested} but {running} runs", f"running {running}"
+            )
         return running
 
     def check_artifact(self, artifact: Artifact, strict: bool = True) -> Path:
@@ -242,8 +244,14 @@ class Backend(ABC):
         if artifact.card is not None:
             from .metadata import check_metadata
 
-            spec = next((a for a in artifact.card.artifacts
-                         if a.format == artifact.format and a.file == artifact.path.name), None)
+            spec = next(
+                (
+                    a
+                    for a in artifact.card.artifacts
+                    if a.format == artifact.format and a.file == artifact.path.name
+                ),
+                None,
+            )
             meta = self.read_metadata(artifact)
             problems = check_metadata(meta, artifact.card, artifact.format, spec.precision if spec else None)
             if problems:

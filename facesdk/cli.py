@@ -77,17 +77,30 @@ def add_common(p: argparse.ArgumentParser, suppress: bool = True) -> None:
     d: Callable[[Any], Any] = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
     g = p.add_argument_group("global options")
     g.add_argument("--json", action="store_true", default=d(False), help="machine-readable JSON output")
-    g.add_argument("--jsonl", action="store_true", default=d(False),
-                   help="one JSON object per line, written as each image is done (streaming)")
+    g.add_argument(
+        "--jsonl",
+        action="store_true",
+        default=d(False),
+        help="one JSON object per line, written as each image is done (streaming)",
+    )
     g.add_argument("--backend", default=d("auto"), help="backend name (see `facesdk backends`), default auto")
     g.add_argument("--device", default=d("auto"), help="device, e.g. cpu, cuda:0 (default auto)")
     g.add_argument("--precision", default=d("fp32"), help="fp32, fp16, int8 … (default fp32)")
     g.add_argument("--detector", default=d(None), help="detector model card id")
     g.add_argument("--embedder", default=d(None), help="embedder model card id")
-    g.add_argument("--threshold", type=_cosine, default=d(None),
-                   help="cosine threshold for a match, in [-1, 1] (default: the embedder card's)")
-    g.add_argument("--no-strict", dest="strict", action="store_false", default=d(True),
-                   help="allow falling back to another device instead of failing")
+    g.add_argument(
+        "--threshold",
+        type=_cosine,
+        default=d(None),
+        help="cosine threshold for a match, in [-1, 1] (default: the embedder card's)",
+    )
+    g.add_argument(
+        "--no-strict",
+        dest="strict",
+        action="store_false",
+        default=d(True),
+        help="allow falling back to another device instead of failing",
+    )
     g.add_argument("-v", "--verbose", action="count", default=d(0), help="more logging (-vv for debug)")
 
 
@@ -138,12 +151,18 @@ def _recognizer(args: argparse.Namespace) -> Any:
     from .pipeline import FaceRecognizer
 
     return FaceRecognizer(
-        detector=args.detector, embedder=args.embedder, backend=args.backend, device=args.device,
-        precision=args.precision, strict=args.strict, threshold=args.threshold,
+        detector=args.detector,
+        embedder=args.embedder,
+        backend=args.backend,
+        device=args.device,
+        precision=args.precision,
+        strict=args.strict,
+        threshold=args.threshold,
     )
 
 
 # ---------------------------------------------------------------------- commands
+
 
 def cmd_backends(args: argparse.Namespace) -> int:
     from .plugins import list_backends, list_plugin_errors
@@ -153,7 +172,9 @@ def cmd_backends(args: argparse.Namespace) -> int:
     for r in rows:
         detail = ", ".join(r["devices"]) if r["available"] else (r["reason"] or "")
         ver = f" (v{r['version']})" if r.get("version") else ""
-        lines.append(f"{r['name']:<14}{'yes' if r['available'] else 'no':<11}{','.join(r['formats']):<22}{detail}{ver}")
+        lines.append(
+            f"{r['name']:<14}{'yes' if r['available'] else 'no':<11}{','.join(r['formats']):<22}{detail}{ver}"
+        )
     for name, reason in list_plugin_errors().items():
         lines.append(f"plugin {name!r} failed to load: {reason}")
     _out(args, rows, "\n".join(lines))
@@ -173,11 +194,19 @@ def cmd_models(args: argparse.Namespace) -> int:
     cards = zoo.list_cards(task=args.task, commercial_safe=args.commercial_safe)
     rows = []
     for c in cards:
-        rows.append({
-            "id": c.id, "task": c.task, "family": c.family, "formats": list(c.formats),
-            "license": c.license, "commercial_safe": c.commercial_safe, "default": c.id in defaults,
-            "present": zoo.is_present(c), "description": c.description,
-        })
+        rows.append(
+            {
+                "id": c.id,
+                "task": c.task,
+                "family": c.family,
+                "formats": list(c.formats),
+                "license": c.license,
+                "commercial_safe": c.commercial_safe,
+                "default": c.id in defaults,
+                "present": zoo.is_present(c),
+                "description": c.description,
+            }
+        )
     lines = [f"{'model':<32}{'task':<10}{'formats':<18}{'default':<9}{'present':<9}{'commercial':<11}licence"]
     for r in rows:
         lines.append(
@@ -212,7 +241,8 @@ def _stream_results(args: argparse.Namespace, rec: Any, gallery: Any = None) -> 
         else:
             try:
                 empty_dir = Path(a).is_dir() and not any(
-                    f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES for f in Path(a).rglob("*"))
+                    f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES for f in Path(a).rglob("*")
+                )
             except (OSError, ValueError):
                 empty_dir = False
             if empty_dir:
@@ -366,12 +396,23 @@ def cmd_bulk(args: argparse.Namespace) -> int:
     """Bulk embedding / enrolment on a process pool or a Ray cluster (see :mod:`facesdk.bulk`)."""
     from .bulk import embed_bulk, enroll_folders
 
-    rk: dict[str, Any] = {"detector": args.detector, "embedder": args.embedder, "backend": args.backend,
-                          "device": args.device, "precision": args.precision, "strict": args.strict,
-                          "threshold": args.threshold}
-    opts: dict[str, Any] = {"recognizer": rk, "executor": "ray" if args.address else args.executor, "address": args.address,
-                            "workers": args.workers, "chunk_size": args.chunk_size,
-                            "progress": not args.json}
+    rk: dict[str, Any] = {
+        "detector": args.detector,
+        "embedder": args.embedder,
+        "backend": args.backend,
+        "device": args.device,
+        "precision": args.precision,
+        "strict": args.strict,
+        "threshold": args.threshold,
+    }
+    opts: dict[str, Any] = {
+        "recognizer": rk,
+        "executor": "ray" if args.address else args.executor,
+        "address": args.address,
+        "workers": args.workers,
+        "chunk_size": args.chunk_size,
+        "progress": not args.json,
+    }
     if args.action == "embed":
         res = embed_bulk(args.inputs[0] if len(args.inputs) == 1 else args.inputs, args.out, **opts)
     else:
@@ -379,8 +420,12 @@ def cmd_bulk(args: argparse.Namespace) -> int:
             raise ConfigError("bulk enroll takes one folder of person/ sub-folders")
         res = enroll_folders(args.inputs[0], args.out, **opts)
     d = res.to_dict()
-    _out(args, d, f"{res.images} image(s), {res.faces} face(s), {res.errors} error(s) on {res.executor} "
-                  f"x{res.workers} -> {res.output}")
+    _out(
+        args,
+        d,
+        f"{res.images} image(s), {res.faces} face(s), {res.errors} error(s) on {res.executor} "
+        f"x{res.workers} -> {res.output}",
+    )
     return 0
 
 
@@ -396,6 +441,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- parser
+
 
 def _add_stream_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--every", type=int, default=1, help="video: use every N-th frame (default 1)")
@@ -418,46 +464,65 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", parents=[common], help="list model cards, licences, presence")
     p.add_argument("--task", choices=["detect", "landmarks", "embed"])
-    p.add_argument("--commercial-safe", action="store_true", help="only models whose licence permits commercial use")
+    p.add_argument(
+        "--commercial-safe", action="store_true", help="only models whose licence permits commercial use"
+    )
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("detect", parents=[common], help="detect faces in images, folders or videos")
-    p.add_argument("images", nargs="+", help="image files, folders of images, video files, or - (standard input)")
+    p.add_argument(
+        "images", nargs="+", help="image files, folders of images, video files, or - (standard input)"
+    )
     _add_stream_args(p)
     p.set_defaults(func=cmd_detect)
 
-    p = sub.add_parser("enroll", aliases=["enroll"], parents=[common], help="enroll people into a gallery file")
+    p = sub.add_parser(
+        "enroll", aliases=["enroll"], parents=[common], help="enroll people into a gallery file"
+    )
     p.add_argument("--gallery", "-g", required=True, help="gallery file (.npz), created if missing")
-    p.add_argument("--name", "-n", help="identity name; without it each argument is a folder of person/ sub-folders")
+    p.add_argument(
+        "--name", "-n", help="identity name; without it each argument is a folder of person/ sub-folders"
+    )
     p.add_argument("images", nargs="+")
     p.set_defaults(func=cmd_enroll)
 
     p = sub.add_parser("identify", parents=[common], help="name the faces in images")
     p.add_argument("--gallery", "-g", required=True)
     p.add_argument("--top-k", type=_positive_int, default=3, help="candidates per face (>= 1, default 3)")
-    p.add_argument("images", nargs="+",
-                   help="image files, folders of images, video files, or - (standard input)")
+    p.add_argument(
+        "images", nargs="+", help="image files, folders of images, video files, or - (standard input)"
+    )
     _add_stream_args(p)
     p.set_defaults(func=cmd_identify)
 
     p = sub.add_parser("bulk", parents=[common], help="embed or enroll many images on a process pool or Ray")
     p.add_argument("action", choices=["embed", "enroll"])
-    p.add_argument("inputs", nargs="+", help="embed: folders/files/a .txt list; enroll: a folder of person/ folders")
+    p.add_argument(
+        "inputs", nargs="+", help="embed: folders/files/a .txt list; enroll: a folder of person/ folders"
+    )
     p.add_argument("--out", "-o", required=True, help="embed: .npz or .parquet; enroll: gallery .npz")
     p.add_argument("--executor", choices=["process", "ray", "inline"], default="process")
-    p.add_argument("--address", help="Ray cluster address (e.g. auto, ray://head:10001); implies --executor ray")
+    p.add_argument(
+        "--address", help="Ray cluster address (e.g. auto, ray://head:10001); implies --executor ray"
+    )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--chunk-size", type=int, default=64)
     p.set_defaults(func=cmd_bulk)
 
     p = sub.add_parser(
-        "verify", parents=[common], help="are two photos the same person?",
+        "verify",
+        parents=[common],
+        help="are two photos the same person?",
         description="Compare the largest faces of two photos. The exit status reports errors only (0 for "
-                    "'different people' too) unless --exit-code is given.")
+        "'different people' too) unless --exit-code is given.",
+    )
     p.add_argument("a", help="first photo (or - for standard input)")
     p.add_argument("b", help="second photo (or - for standard input)")
-    p.add_argument("--exit-code", action="store_true",
-                   help="exit 1 when the photos show different people (0: same person), like diff")
+    p.add_argument(
+        "--exit-code",
+        action="store_true",
+        help="exit 1 when the photos show different people (0: same person), like diff",
+    )
     p.set_defaults(func=cmd_verify)
 
     try:
@@ -504,6 +569,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for h in handlers:
             h.removeFilter(once)
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

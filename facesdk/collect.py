@@ -81,9 +81,14 @@ class CollectedFace:
 
     def meta(self) -> dict[str, Any]:
         """Per-photo metadata stored in the gallery."""
-        d: dict[str, Any] = {"source": self.source, "frame": self.frame, "box": [round(float(v), 1) for v in self.box],
-                             "size": round(self.size, 1), "sharpness": round(self.sharpness, 1),
-                             "collected": True}
+        d: dict[str, Any] = {
+            "source": self.source,
+            "frame": self.frame,
+            "box": [round(float(v), 1) for v in self.box],
+            "size": round(self.size, 1),
+            "sharpness": round(self.sharpness, 1),
+            "collected": True,
+        }
         if self.yaw is not None:
             d["yaw"], d["pitch"] = round(self.yaw, 1), round(float(self.pitch or 0.0), 1)
         d.update(self.crop_meta)
@@ -105,9 +110,17 @@ class Cluster:
     name: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "faces": len(self.members), "yaw_spread": round(self.yaw_spread, 1),
-                "pitch_spread": round(self.pitch_spread, 1), "mean_sharpness": round(self.mean_sharpness, 1),
-                "mean_size": round(self.mean_size, 1), "good": self.good, "reason": self.reason, "name": self.name}
+        return {
+            "label": self.label,
+            "faces": len(self.members),
+            "yaw_spread": round(self.yaw_spread, 1),
+            "pitch_spread": round(self.pitch_spread, 1),
+            "mean_sharpness": round(self.mean_sharpness, 1),
+            "mean_size": round(self.mean_size, 1),
+            "good": self.good,
+            "reason": self.reason,
+            "name": self.name,
+        }
 
 
 @dataclass
@@ -123,14 +136,21 @@ class CollectResult:
     dropped: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"frames": self.frames, "faces": len(self.faces), "dropped": self.dropped,
-                "eps": round(self.eps, 4), "noise": int((self.labels < 0).sum()),
-                "clusters": [c.to_dict() for c in self.clusters], "enrolled": self.enrolled}
+        return {
+            "frames": self.frames,
+            "faces": len(self.faces),
+            "dropped": self.dropped,
+            "eps": round(self.eps, 4),
+            "noise": int((self.labels < 0).sum()),
+            "clusters": [c.to_dict() for c in self.clusters],
+            "enrolled": self.enrolled,
+        }
 
 
 # ---------------------------------------------------------------------- inputs
-def iter_frames(source: str | os.PathLike | int, *, step: int = 1, max_frames: int | None = None
-                ) -> Iterator[tuple[str, int, np.ndarray]]:
+def iter_frames(
+    source: str | os.PathLike | int, *, step: int = 1, max_frames: int | None = None
+) -> Iterator[tuple[str, int, np.ndarray]]:
     """Yield ``(source name, frame index, RGB uint8 image)`` from a folder, a video file or a camera index."""
     from .image import load_image
 
@@ -165,12 +185,15 @@ def iter_frames(source: str | os.PathLike | int, *, step: int = 1, max_frames: i
     raise ConfigError(f"{source} is not an image folder, a video file or a camera index")
 
 
-def _iter_capture(src: int | str, name: str, step: int, max_frames: int | None
-                  ) -> Iterator[tuple[str, int, np.ndarray]]:
+def _iter_capture(
+    src: int | str, name: str, step: int, max_frames: int | None
+) -> Iterator[tuple[str, int, np.ndarray]]:
     try:
         import cv2
     except ImportError:
-        raise ConfigError("reading video or a camera needs OpenCV (pip install opencv-python-headless)") from None
+        raise ConfigError(
+            "reading video or a camera needs OpenCV (pip install opencv-python-headless)"
+        ) from None
     cap = cv2.VideoCapture(src)
     if not cap.isOpened():
         raise ImageError(f"cannot open video source {name}")
@@ -225,8 +248,15 @@ def sharpness(gray: np.ndarray) -> float:
 
 # ---------------------------------------------------------------------- detect + embed
 def collect_faces(
-    rec: FaceRecognizer, source: str | os.PathLike | int, *, step: int = 1, max_frames: int | None = None,
-    min_face: float = 40.0, min_sharpness: float = 15.0, keep_crops: bool = False, progress: bool = False,
+    rec: FaceRecognizer,
+    source: str | os.PathLike | int,
+    *,
+    step: int = 1,
+    max_frames: int | None = None,
+    min_face: float = 40.0,
+    min_sharpness: float = 15.0,
+    keep_crops: bool = False,
+    progress: bool = False,
 ) -> tuple[list[CollectedFace], int, dict[str, int]]:
     """Detect and embed every face of every frame; returns (faces, frames read, dropped counts)."""
     from .gallery_tools import loose_crop
@@ -234,8 +264,12 @@ def collect_faces(
     faces: list[CollectedFace] = []
     dropped = {"too_small": 0, "blurred": 0}
     frames = 0
-    for name, idx, img in tqdm(iter_frames(source, step=step, max_frames=max_frames), desc="collect",
-                               disable=not progress, unit="frame"):
+    for name, idx, img in tqdm(
+        iter_frames(source, step=step, max_frames=max_frames),
+        desc="collect",
+        disable=not progress,
+        unit="frame",
+    ):
         frames += 1
         dets = rec.detect(img)
         keep, crops, cmetas, sizes, sharp = [], [], [], [], []
@@ -246,7 +280,7 @@ def collect_faces(
                 continue
             crop, cmeta = loose_crop(img, d.box, d.landmarks, size=160, margin=0.4)
             c0 = int(160 * 0.4 / 1.8)
-            s = sharpness(crop[c0:160 - c0, c0:160 - c0])
+            s = sharpness(crop[c0 : 160 - c0, c0 : 160 - c0])
             if s < min_sharpness:
                 dropped["blurred"] += 1
                 continue
@@ -260,11 +294,22 @@ def collect_faces(
         emb = rec.embed_crops(rec.align(img, keep))
         for d, e, crop, cm, size, s in zip(keep, emb, crops, cmetas, sizes, sharp):
             yaw, pitch = head_pose(d.landmarks)
-            faces.append(CollectedFace(
-                source=name, frame=idx, box=np.asarray(d.box, np.float32), landmarks=d.landmarks, score=float(d.score),
-                embedding=e, size=size, sharpness=s, yaw=yaw, pitch=pitch,
-                crop=crop if keep_crops else None, crop_meta=cm if keep_crops else {},
-            ))
+            faces.append(
+                CollectedFace(
+                    source=name,
+                    frame=idx,
+                    box=np.asarray(d.box, np.float32),
+                    landmarks=d.landmarks,
+                    score=float(d.score),
+                    embedding=e,
+                    size=size,
+                    sharpness=s,
+                    yaw=yaw,
+                    pitch=pitch,
+                    crop=crop if keep_crops else None,
+                    crop_meta=cm if keep_crops else {},
+                )
+            )
     return faces, frames, dropped
 
 
@@ -286,7 +331,9 @@ def kdistance_eps(emb: np.ndarray, k: int) -> float:
     return float(kd[i])
 
 
-def cluster_faces(emb: np.ndarray, *, min_samples: int = 3, eps: float | None = None) -> tuple[np.ndarray, float]:
+def cluster_faces(
+    emb: np.ndarray, *, min_samples: int = 3, eps: float | None = None
+) -> tuple[np.ndarray, float]:
     """DBSCAN labels (``-1`` = noise) and the eps used."""
     from sklearn.cluster import DBSCAN
 
@@ -309,7 +356,10 @@ def collect(
     gallery: Gallery | None = None,
     *,
     mode: str = "some",
-    names: Sequence[str] | dict[int, str] | Callable[[Cluster, list[CollectedFace]], str | None] | None = None,
+    names: Sequence[str]
+    | dict[int, str]
+    | Callable[[Cluster, list[CollectedFace]], str | None]
+    | None = None,
     min_faces: int = 5,
     min_samples: int = 3,
     eps: float | None = None,
@@ -336,8 +386,16 @@ def collect(
     """
     if mode not in ("one", "some"):
         raise ConfigError("mode must be 'one' or 'some'")
-    faces, frames, dropped = collect_faces(rec, source, step=step, max_frames=max_frames, min_face=min_face,
-                                           min_sharpness=min_sharpness, keep_crops=keep_crops, progress=progress)
+    faces, frames, dropped = collect_faces(
+        rec,
+        source,
+        step=step,
+        max_frames=max_frames,
+        min_face=min_face,
+        min_sharpness=min_sharpness,
+        keep_crops=keep_crops,
+        progress=progress,
+    )
     if len(faces) <= min_samples:
         return CollectResult(faces, np.full(len(faces), -1), float("nan"), [], {}, frames, dropped)
     emb = np.stack([f.embedding for f in faces])
@@ -348,14 +406,21 @@ def collect(
         yaws = [faces[i].yaw for i in m if faces[i].yaw is not None]
         pitches = [faces[i].pitch for i in m if faces[i].pitch is not None]
         c = Cluster(
-            label=lab, members=m, yaw_spread=_spread(yaws), pitch_spread=_spread(pitches),  # type: ignore[arg-type]
+            label=lab,
+            members=m,
+            yaw_spread=_spread(yaws),
+            pitch_spread=_spread(pitches),  # type: ignore[arg-type]
             mean_sharpness=float(np.mean([faces[i].sharpness for i in m])),
-            mean_size=float(np.mean([faces[i].size for i in m])), good=True,
+            mean_size=float(np.mean([faces[i].size for i in m])),
+            good=True,
         )
         if len(m) < min_faces:
             c.good, c.reason = False, f"{len(m)} faces < {min_faces}"
         elif max(c.yaw_spread, c.pitch_spread) < min_pose_spread:
-            c.good, c.reason = False, f"pose spread {max(c.yaw_spread, c.pitch_spread):.1f}° < {min_pose_spread}°"
+            c.good, c.reason = (
+                False,
+                f"pose spread {max(c.yaw_spread, c.pitch_spread):.1f}° < {min_pose_spread}°",
+            )
         clusters.append(c)
     clusters.sort(key=lambda c: -len(c.members))
     good = [c for c in clusters if c.good]
@@ -381,12 +446,24 @@ def collect(
             if not c.good or not c.name:
                 continue
             fs = [faces[i] for i in c.members]
-            crops = np.stack([f.crop for f in fs]) if keep_crops and all(f.crop is not None for f in fs) else None
-            gallery.add_many([c.name] * len(fs), np.stack([f.embedding for f in fs]),
-                             metas=[f.meta() for f in fs], crops=crops)
+            crops = (
+                np.stack([f.crop for f in fs]) if keep_crops and all(f.crop is not None for f in fs) else None
+            )
+            gallery.add_many(
+                [c.name] * len(fs),
+                np.stack([f.embedding for f in fs]),
+                metas=[f.meta() for f in fs],
+                crops=crops,
+            )
             result.enrolled[c.name] = len(fs)
-    log.info("collected %d faces in %d frames: %d clusters (%d good), eps %.3f", len(faces), frames,
-             len(clusters), sum(c.good for c in clusters), used_eps)
+    log.info(
+        "collected %d faces in %d frames: %d clusters (%d good), eps %.3f",
+        len(faces),
+        frames,
+        len(clusters),
+        sum(c.good for c in clusters),
+        used_eps,
+    )
     return result
 
 
@@ -403,17 +480,32 @@ def _cmd_collect(args: Any) -> int:
     if args.names:
         names = [n.strip() for n in args.names.split(",") if n.strip()]
     elif args.prompt:
+
         def names(c: Cluster, fs: list[CollectedFace]) -> str | None:
-            sys.stderr.write(f"cluster of {len(c.members)} faces (e.g. {fs[0].source} frame {fs[0].frame}); "
-                             "name (empty = skip): ")
+            sys.stderr.write(
+                f"cluster of {len(c.members)} faces (e.g. {fs[0].source} frame {fs[0].frame}); "
+                "name (empty = skip): "
+            )
             sys.stderr.flush()
             line = sys.stdin.readline().strip()
             return line or None
+
     source: Any = int(args.source) if args.source.isdigit() else args.source
     res = collect(
-        rec, source, gallery, mode=args.mode, names=names, min_faces=args.min_faces, min_samples=args.min_samples,
-        eps=args.eps, min_pose_spread=args.min_pose_spread, min_face=args.min_face,
-        min_sharpness=args.min_sharpness, step=args.step, max_frames=args.max_frames, keep_crops=args.keep_crops,
+        rec,
+        source,
+        gallery,
+        mode=args.mode,
+        names=names,
+        min_faces=args.min_faces,
+        min_samples=args.min_samples,
+        eps=args.eps,
+        min_pose_spread=args.min_pose_spread,
+        min_face=args.min_face,
+        min_sharpness=args.min_sharpness,
+        step=args.step,
+        max_frames=args.max_frames,
+        keep_crops=args.keep_crops,
         progress=not args.json,
     )
     if gallery is not None:
@@ -423,23 +515,36 @@ def _cmd_collect(args: Any) -> int:
     if args.json:
         sys.stdout.write(json.dumps(d, indent=2) + "\n")
     else:
-        lines = [(f"{res.frames} frame(s), {len(res.faces)} face(s), eps {res.eps:.3f}, "
-                  f"{int((res.labels < 0).sum())} noise")]
+        lines = [
+            (
+                f"{res.frames} frame(s), {len(res.faces)} face(s), eps {res.eps:.3f}, "
+                f"{int((res.labels < 0).sum())} noise"
+            )
+        ]
         for c in res.clusters:
             state = f"enrolled as {c.name}" if c.good and c.name in res.enrolled else f"skipped ({c.reason})"
-            lines.append(f"  cluster {c.label}: {len(c.members)} faces, yaw spread {c.yaw_spread:.0f}°, {state}")
+            lines.append(
+                f"  cluster {c.label}: {len(c.members)} faces, yaw spread {c.yaw_spread:.0f}°, {state}"
+            )
         sys.stdout.write("\n".join(lines) + "\n")
     return 0
 
 
 def register_cli(subparsers: Any, common: Any) -> None:
     """Add ``facesdk collect``."""
-    p = subparsers.add_parser("collect", parents=[common],
-                              help="find the people in a video / folder / camera and enroll them (DBSCAN)")
+    p = subparsers.add_parser(
+        "collect",
+        parents=[common],
+        help="find the people in a video / folder / camera and enroll them (DBSCAN)",
+    )
     p.add_argument("source", help="video file, image folder, or camera index (0, 1, …)")
     p.add_argument("--gallery", "-g", help="gallery to enroll into (path or store URI); omit to only report")
-    p.add_argument("--mode", choices=["one", "some"], default="some",
-                   help="one-in-one (a single person) or some-in-one (several people), default some")
+    p.add_argument(
+        "--mode",
+        choices=["one", "some"],
+        default="some",
+        help="one-in-one (a single person) or some-in-one (several people), default some",
+    )
     p.add_argument("--names", help="comma-separated names, largest cluster first (default person_1, …)")
     p.add_argument("--prompt", action="store_true", help="ask a name for each good cluster on the terminal")
     p.add_argument("--min-faces", type=int, default=5)

@@ -168,7 +168,9 @@ def pyramid_down2(image: np.ndarray) -> np.ndarray:
 
 
 def extract_crop(image_rgb: np.ndarray, transform: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
-    """Bilinear sampling as dlib's ``interpolate_bilinear``: crop pixel (x, y) ← image at ``transform @ (x, y, 1)``.
+    """Bilinear sampling as dlib's ``interpolate_bilinear``.
+
+    Crop pixel (x, y) ← image at ``transform @ (x, y, 1)``.
 
     Weights in float64, result truncated to uint8; a pixel whose 2×2 neighbourhood is not
     entirely inside the image is black.
@@ -223,7 +225,9 @@ def extract_dlib_crop(image_rgb: np.ndarray, details: DlibCropDetails) -> np.nda
     c = _corners(rect, angle)
     bb = (c[:, 0].min() - grow, c[:, 1].min() - grow, c[:, 0].max() + grow, c[:, 1].max() + grow)
     bb = (max(bb[0], 0.0), max(bb[1], 0.0), min(bb[2], w - 1.0), min(bb[3], h - 1.0))
-    bl, bt, br, bbm = (int(math.floor(v + 0.5)) if v >= 0 else -int(math.floor(-v + 0.5)) for v in bb)  # lround
+    bl, bt, br, bbm = (
+        int(math.floor(v + 0.5)) if v >= 0 else -int(math.floor(-v + 0.5)) for v in bb
+    )  # lround
     sub = img[bt : bbm + 1, bl : br + 1]
     rect_s = (rect[0] - bl, rect[1] - bt, rect[2] - bl, rect[3] - bt)
     level = -1
@@ -236,7 +240,9 @@ def extract_dlib_crop(image_rgb: np.ndarray, details: DlibCropDetails) -> np.nda
     return extract_crop(src, _crop_to_image(rect_s, angle, rows, cols), (cols, rows))
 
 
-def dlib_face_crop(image_rgb: np.ndarray, landmarks5: np.ndarray, size: int = 150, padding: float = 0.25) -> np.ndarray:
+def dlib_face_crop(
+    image_rgb: np.ndarray, landmarks5: np.ndarray, size: int = 150, padding: float = 0.25
+) -> np.ndarray:
     """``dlib.get_face_chip(img, shape, size, padding)`` for a dlib 5-point shape → uint8 crop."""
     return extract_dlib_crop(image_rgb, dlib_crop_details(landmarks5, size, padding))
 
@@ -304,7 +310,9 @@ def dlib150_aligner_many(
 
     sp = load_default()
     b = np.asarray(boxes, np.float64).reshape(-1, 4)
-    rects = np.array([dlib_predictor_rect(sp, bx, lm) for bx, lm in zip(b, landmarks)], np.float64).reshape(-1, 4)
+    rects = np.array([dlib_predictor_rect(sp, bx, lm) for bx, lm in zip(b, landmarks)], np.float64).reshape(
+        -1, 4
+    )
     shapes = sp.predict_many(images, rects)
     if not len(shapes):
         return np.zeros((0, 150, 150, 3), np.uint8)

@@ -98,9 +98,7 @@ class DlibReader:
         start = self.pos
         n = self.uint(what)
         if n > MAX_ELEMENTS or n * elem_bytes > self.remaining:
-            raise self.error(
-                f"{what} length {n} exceeds the {self.remaining} remaining bytes", start
-            )
+            raise self.error(f"{what} length {n} exceeds the {self.remaining} remaining bytes", start)
         return n
 
     def bool_(self, what: str = "bool") -> bool:
@@ -208,7 +206,9 @@ class DlibReader:
         big = np.flatnonzero(nbytes == 8)
         over = big[(b[starts[big] + 8] & 0x80) > 0]
         if len(over):
-            raise self.error(f"{what}: integer magnitude does not fit in 63 bits", start + int(starts[over[0]]))
+            raise self.error(
+                f"{what}: integer magnitude does not fit in 63 bits", start + int(starts[over[0]])
+            )
         # read the (unaligned) 8 bytes after every control byte as one little-endian
         # uint64 through 8 shifted views of the padded buffer, then mask to the length
         padded = tail + bytes(16)

@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 __all__ = [
-    "atomic_path", "atomic_write_bytes", "atomic_writer", "commit_temp", "file_lock", "fsync_dir", "stale_temps",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_writer",
+    "commit_temp",
+    "file_lock",
+    "fsync_dir",
+    "stale_temps",
 ]
 
 #: ``verify(tmp_path)`` runs on the finished temp file before it replaces the target; raising aborts.

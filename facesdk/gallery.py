@@ -70,7 +70,10 @@ def new_image_id() -> str:
 def check_name(name: object) -> str:
     """Validate an identity name (non-empty text, not ``Unknown``, no control characters)."""
     if (
-        not isinstance(name, str) or not name.strip() or name == UNKNOWN or len(name) > MAX_NAME
+        not isinstance(name, str)
+        or not name.strip()
+        or name == UNKNOWN
+        or len(name) > MAX_NAME
         or any(ord(c) < 32 or ord(c) == 127 for c in name)
     ):
         raise ConfigError(f"invalid identity name {name!r}")
@@ -166,9 +169,13 @@ class Provenance:
         thr = check_threshold(d.get("threshold", 0.5), what="stored threshold", error=GalleryError)
         try:
             return cls(
-                model_id=d["model_id"], embedding_size=d["embedding_size"],
-                model_sha256=d.get("model_sha256"), backend=d.get("backend"), precision=d.get("precision"),
-                threshold=thr, calibration=d.get("calibration"),
+                model_id=d["model_id"],
+                embedding_size=d["embedding_size"],
+                model_sha256=d.get("model_sha256"),
+                backend=d.get("backend"),
+                precision=d.get("precision"),
+                threshold=thr,
+                calibration=d.get("calibration"),
                 threshold_source=str(d.get("threshold_source") or default_source),
             )
         except (KeyError, ConfigError) as exc:
@@ -218,13 +225,21 @@ class GalleryStore(ABC):
     # -- writes
     @abstractmethod
     def add(
-        self, name: str, embeddings: np.ndarray, image_ids: Sequence[str],
-        metas: Sequence[dict[str, Any]] | None = None, crops: np.ndarray | None = None,
+        self,
+        name: str,
+        embeddings: np.ndarray,
+        image_ids: Sequence[str],
+        metas: Sequence[dict[str, Any]] | None = None,
+        crops: np.ndarray | None = None,
     ) -> None:
         """Add per-image templates to ``name`` (creating the identity)."""
 
-    def add_many(self, groups: Sequence[tuple[str, np.ndarray, Sequence[str], Sequence[dict[str, Any]] | None,
-                                             np.ndarray | None]]) -> None:
+    def add_many(
+        self,
+        groups: Sequence[
+            tuple[str, np.ndarray, Sequence[str], Sequence[dict[str, Any]] | None, np.ndarray | None]
+        ],
+    ) -> None:
         """Add several identities' photos at once: ``(name, embeddings, image_ids, metas, crops)`` each.
         Stores with per-call overhead (databases) override this with one batched write."""
         for name, e, ids, metas, crops in groups:
@@ -338,8 +353,12 @@ def _split_uri(uri: str, store: str | None, factories: dict[str, Any]) -> tuple[
 
 
 def open_store(
-    uri: str | os.PathLike, *, store: str | None = None, provenance: Provenance | None = None,
-    create: bool = True, **options: Any,
+    uri: str | os.PathLike,
+    *,
+    store: str | None = None,
+    provenance: Provenance | None = None,
+    create: bool = True,
+    **options: Any,
 ) -> GalleryStore:
     """Open (or create) a gallery store by URI: ``people.npz`` / ``file:people.npz`` (embedded file
     store), ``milvus:galleries.db`` or ``milvus:http://host:19530`` (the Milvus plugin), …"""
@@ -389,8 +408,16 @@ class Gallery:
         if store is None:
             from .gallery_file import EmbeddedStore
 
-            prov = Provenance(model_id, embedding_size, model_sha256, backend, precision, threshold, calibration,
-                              threshold_source)
+            prov = Provenance(
+                model_id,
+                embedding_size,
+                model_sha256,
+                backend,
+                precision,
+                threshold,
+                calibration,
+                threshold_source,
+            )
             store = EmbeddedStore(prov, storage=storage, keep_crops=keep_crops)
         self._store = store
 
@@ -403,10 +430,20 @@ class Gallery:
 
     @classmethod
     def open(
-        cls, uri: str | os.PathLike, *, model_id: str | None = None, embedding_size: int | None = None,
-        model_sha256: str | None = None, backend: str | None = None, precision: str | None = None,
-        threshold: float = 0.5, calibration: dict[str, Any] | None = None, create: bool = True,
-        store: str | None = None, threshold_source: str = "default", **options: Any,
+        cls,
+        uri: str | os.PathLike,
+        *,
+        model_id: str | None = None,
+        embedding_size: int | None = None,
+        model_sha256: str | None = None,
+        backend: str | None = None,
+        precision: str | None = None,
+        threshold: float = 0.5,
+        calibration: dict[str, Any] | None = None,
+        create: bool = True,
+        store: str | None = None,
+        threshold_source: str = "default",
+        **options: Any,
     ) -> Gallery:
         """Open a gallery by path/URI, creating it (with this provenance) when missing.
 
@@ -418,8 +455,16 @@ class Gallery:
         if model_id is not None:
             if embedding_size is None:
                 raise ConfigError("embedding_size is required with model_id")
-            prov = Provenance(model_id, embedding_size, model_sha256, backend, precision, threshold, calibration,
-                              threshold_source)
+            prov = Provenance(
+                model_id,
+                embedding_size,
+                model_sha256,
+                backend,
+                precision,
+                threshold,
+                calibration,
+                threshold_source,
+            )
         st = open_store(uri, store=store, provenance=prov, create=create, **options)
         if prov is not None:
             st.provenance.check_compatible(prov.model_id, prov.embedding_size, prov.model_sha256)
@@ -480,7 +525,9 @@ class Gallery:
 
     @threshold_source.setter
     def threshold_source(self, value: str) -> None:
-        self._store.set_provenance(Provenance(**{**self.provenance.to_dict(), "threshold_source": str(value)}))
+        self._store.set_provenance(
+            Provenance(**{**self.provenance.to_dict(), "threshold_source": str(value)})
+        )
 
     def set_calibration(self, calibration: dict[str, Any] | None, threshold: float | None = None) -> None:
         """Record a calibration (and optionally its threshold) in the provenance."""
@@ -559,8 +606,13 @@ class Gallery:
 
     # ------------------------------------------------------------------ writes
     def add(
-        self, name: str, embeddings: np.ndarray, *, image_ids: Sequence[str] | None = None,
-        meta: dict[str, Any] | Sequence[dict[str, Any]] | None = None, crops: np.ndarray | None = None,
+        self,
+        name: str,
+        embeddings: np.ndarray,
+        *,
+        image_ids: Sequence[str] | None = None,
+        meta: dict[str, Any] | Sequence[dict[str, Any]] | None = None,
+        crops: np.ndarray | None = None,
     ) -> list[str]:
         """Enroll (or extend) ``name`` with one or more photos' embeddings; returns their image ids.
 
@@ -598,8 +650,13 @@ class Gallery:
     enroll = add
 
     def add_many(
-        self, names: Sequence[str], embeddings: np.ndarray, *, metas: Sequence[dict[str, Any]] | None = None,
-        crops: np.ndarray | None = None, image_ids: Sequence[str] | None = None,
+        self,
+        names: Sequence[str],
+        embeddings: np.ndarray,
+        *,
+        metas: Sequence[dict[str, Any]] | None = None,
+        crops: np.ndarray | None = None,
+        image_ids: Sequence[str] | None = None,
     ) -> list[str]:
         """Enroll many photos at once: ``names[i]`` is the identity of ``embeddings[i]``; returns image ids.
 
@@ -629,8 +686,13 @@ class Gallery:
         for i, n in enumerate(names):
             order.setdefault(n, []).append(i)
         groups = [
-            (n, e[rows], [ids[i] for i in rows], [metas[i] for i in rows] if metas is not None else None,
-             crops[rows] if crops is not None else None)
+            (
+                n,
+                e[rows],
+                [ids[i] for i in rows],
+                [metas[i] for i in rows] if metas is not None else None,
+                crops[rows] if crops is not None else None,
+            )
             for n, rows in order.items()
         ]
         self._store.add_many(groups)
@@ -693,8 +755,13 @@ class Gallery:
         return [[(h.name, h.similarity) for h in hs] for hs in hits]
 
     def identify(
-        self, embeddings: np.ndarray, *, threshold: float | None = None, top_k: int = 5,
-        templates: str = "identity", normalized: bool = False,
+        self,
+        embeddings: np.ndarray,
+        *,
+        threshold: float | None = None,
+        top_k: int = 5,
+        templates: str = "identity",
+        normalized: bool = False,
     ) -> list[Match]:
         """Best identity per probe, or ``Unknown`` below ``threshold`` (``normalized``: see similarities)."""
         from .calibration import check_threshold

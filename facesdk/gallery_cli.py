@@ -87,8 +87,10 @@ def cmd_remove(args: argparse.Namespace) -> int:
         removed["images"] = g.remove_images(args.image)
     g.save()
     removed["identities_left"] = len(g)
-    text = "\n".join([f"removed {n} ({k} photo(s))" for n, k in removed["identities"].items()]
-                     + ([f"removed {removed['images']} photo(s)"] if args.image else []))
+    text = "\n".join(
+        [f"removed {n} ({k} photo(s))" for n, k in removed["identities"].items()]
+        + ([f"removed {removed['images']} photo(s)"] if args.image else [])
+    )
     _out(args, removed, text)
     g.close()
     return 0
@@ -107,8 +109,15 @@ def _dest(uri: str, src: Any, args: argparse.Namespace, **prov: Any) -> Any:
     from .gallery import Gallery
 
     p = src.provenance
-    kw = {"model_id": p.model_id, "embedding_size": p.embedding_size, "model_sha256": p.model_sha256,
-          "backend": p.backend, "precision": p.precision, "threshold": p.threshold, "calibration": p.calibration}
+    kw = {
+        "model_id": p.model_id,
+        "embedding_size": p.embedding_size,
+        "model_sha256": p.model_sha256,
+        "backend": p.backend,
+        "precision": p.precision,
+        "threshold": p.threshold,
+        "calibration": p.calibration,
+    }
     kw.update(prov)
     dest_opts = {}
     for kv in getattr(args, "dest_opt", None) or []:
@@ -130,8 +139,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     rep = copy_gallery(src, dest)
     dest.save()
     rep["dest"] = args.dest
-    _out(args, rep, f"exported {rep['copied']} photo(s) of {rep['identities']} identities to {args.dest}"
-         + (f" ({rep['skipped']} already there)" if rep["skipped"] else ""))
+    _out(
+        args,
+        rep,
+        f"exported {rep['copied']} photo(s) of {rep['identities']} identities to {args.dest}"
+        + (f" ({rep['skipped']} already there)" if rep["skipped"] else ""),
+    )
     src.close()
     dest.close()
     return 0
@@ -146,8 +159,12 @@ def cmd_import(args: argparse.Namespace) -> int:
     rep = copy_gallery(src, dest)
     dest.save()
     rep["source"] = args.source
-    _out(args, rep, f"imported {rep['copied']} photo(s) of {rep['identities']} identities from {args.source}"
-         + (f" ({rep['skipped']} already there)" if rep["skipped"] else ""))
+    _out(
+        args,
+        rep,
+        f"imported {rep['copied']} photo(s) of {rep['identities']} identities from {args.source}"
+        + (f" ({rep['skipped']} already there)" if rep["skipped"] else ""),
+    )
     src.close()
     dest.close()
     return 0
@@ -163,14 +180,27 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     rec = _recognizer(args)
     if Path(args.dest).exists() if ":" not in args.dest else False:
         raise GalleryError(f"{args.dest} exists: migrate writes a new gallery")
-    dest = _dest(args.dest, src, args, model_id=rec.model_id, embedding_size=rec.embedding_size,
-                 model_sha256=rec.model_sha256, backend=rec.embedder_session.backend,
-                 precision=rec.embedder_session.precision, threshold=rec.threshold, calibration=None)
+    dest = _dest(
+        args.dest,
+        src,
+        args,
+        model_id=rec.model_id,
+        embedding_size=rec.embedding_size,
+        model_sha256=rec.model_sha256,
+        backend=rec.embedder_session.backend,
+        precision=rec.embedder_session.precision,
+        threshold=rec.threshold,
+        calibration=None,
+    )
     rep = migrate_gallery(src, dest, rec)
     dest.save()
     d = {**rep.to_dict(), "dest": args.dest, "model": rec.model_id}
-    _out(args, d, f"re-embedded {rep.reembedded} photo(s) of {rep.identities} identities with {rec.model_id} "
-         f"into {args.dest}" + (f"; {len(rep.skipped)} photo(s) had no crop" if rep.skipped else ""))
+    _out(
+        args,
+        d,
+        f"re-embedded {rep.reembedded} photo(s) of {rep.identities} identities with {rec.model_id} "
+        f"into {args.dest}" + (f"; {len(rep.skipped)} photo(s) had no crop" if rep.skipped else ""),
+    )
     return 0
 
 
@@ -186,8 +216,12 @@ def register(subparsers: Any) -> None:
     def sub(name: str, helptext: str, func: Any) -> argparse.ArgumentParser:
         p = gsub.add_parser(name, parents=[common], help=helptext)
         p.add_argument("gallery", help="gallery path or store URI (e.g. people.npz, milvus:faces.db)")
-        p.add_argument("--store-opt", action="append", metavar="KEY=VALUE",
-                       help="store option, e.g. collection=staff (repeatable)")
+        p.add_argument(
+            "--store-opt",
+            action="append",
+            metavar="KEY=VALUE",
+            help="store option, e.g. collection=staff (repeatable)",
+        )
         p.set_defaults(func=func)
         return p
 
@@ -203,8 +237,12 @@ def register(subparsers: Any) -> None:
     for name, func, helptext, arg in (
         ("export", cmd_export, "copy every photo into another gallery/store (same model)", "dest"),
         ("import", cmd_import, "copy another gallery's photos into this one (same model)", "source"),
-        ("migrate", cmd_migrate, "re-embed kept face crops with another model (--embedder) into a new gallery",
-         "dest"),
+        (
+            "migrate",
+            cmd_migrate,
+            "re-embed kept face crops with another model (--embedder) into a new gallery",
+            "dest",
+        ),
     ):
         p = sub(name, helptext, func)
         p.add_argument(arg)

@@ -60,9 +60,17 @@ MAX_JSON_BYTES = 256 << 20
 
 # member -> (dtype kind(s), rank)
 _V2 = {
-    "meta": ("U", 0), "names": ("U", 1), "identity_meta": ("U", 0), "image_ids": ("U", 1),
-    "image_identity": ("i", 1), "image_emb": ("f", 2), "image_weight": ("f", 1), "image_samples": ("i", 1),
-    "image_meta": ("U", 0), "crop_ids": ("U", 1), "crops": ("u", 4),
+    "meta": ("U", 0),
+    "names": ("U", 1),
+    "identity_meta": ("U", 0),
+    "image_ids": ("U", 1),
+    "image_identity": ("i", 1),
+    "image_emb": ("f", 2),
+    "image_weight": ("f", 1),
+    "image_samples": ("i", 1),
+    "image_meta": ("U", 0),
+    "crop_ids": ("U", 1),
+    "crops": ("u", 4),
 }
 _V1 = {"meta": ("U", 0), "names": ("U", 1), "sums": ("f", 2), "counts": ("i", 1)}
 _OPTIONAL = {"crop_ids", "crops"}
@@ -85,7 +93,7 @@ class _Grow:
             b = np.zeros((cap,), self.a.dtype)
             b[: self.n] = self.a[: self.n]
             self.a = b
-        self.a[self.n: need] = v
+        self.a[self.n : need] = v
         self.n = need
 
     @property
@@ -109,8 +117,13 @@ class EmbeddedStore(GalleryStore):
     kind = "file"
 
     def __init__(
-        self, provenance: Provenance, *, path: str | os.PathLike | None = None, storage: str = "fp32",
-        keep_crops: bool = False, lock_timeout: float = 60.0,
+        self,
+        provenance: Provenance,
+        *,
+        path: str | os.PathLike | None = None,
+        storage: str = "fp32",
+        keep_crops: bool = False,
+        lock_timeout: float = 60.0,
     ) -> None:
         self.provenance = provenance
         self.path = Path(path) if path is not None else None
@@ -143,8 +156,14 @@ class EmbeddedStore(GalleryStore):
     # ------------------------------------------------------------------ opening
     @classmethod
     def open(
-        cls, uri: str | os.PathLike, *, provenance: Provenance | None = None, create: bool = True,
-        storage: str = "fp32", keep_crops: bool = False, lock_timeout: float = 60.0,
+        cls,
+        uri: str | os.PathLike,
+        *,
+        provenance: Provenance | None = None,
+        create: bool = True,
+        storage: str = "fp32",
+        keep_crops: bool = False,
+        lock_timeout: float = 60.0,
         max_bytes: int | None = None,
     ) -> EmbeddedStore:
         """Open the gallery file at ``uri`` (bound: saves merge), or a new one bound to it."""
@@ -200,8 +219,12 @@ class EmbeddedStore(GalleryStore):
     def images(self, name: str | None = None) -> list[ImageRecord]:
         with self._lock:
             return [
-                ImageRecord(self._img_ids[r], self._names[self._img_ident.a[r]], dict(self._img_meta[r]),
-                            self._img_ids[r] in self._crops)
+                ImageRecord(
+                    self._img_ids[r],
+                    self._names[self._img_ident.a[r]],
+                    dict(self._img_meta[r]),
+                    self._img_ids[r] in self._crops,
+                )
                 for r in self._rows_of(name)
             ]
 
@@ -225,14 +248,24 @@ class EmbeddedStore(GalleryStore):
 
     # ------------------------------------------------------------------ writes (journalled)
     def add(
-        self, name: str, embeddings: np.ndarray, image_ids: Sequence[str],
-        metas: Sequence[dict[str, Any]] | None = None, crops: np.ndarray | None = None,
+        self,
+        name: str,
+        embeddings: np.ndarray,
+        image_ids: Sequence[str],
+        metas: Sequence[dict[str, Any]] | None = None,
+        crops: np.ndarray | None = None,
     ) -> None:
         m = len(embeddings)
-        op = ("add", name, np.asarray(embeddings, np.float32), list(image_ids),
-              np.ones(m, np.float32), np.ones(m, np.int64),
-              [dict(x) for x in metas] if metas is not None else [{} for _ in range(m)],
-              crops if (crops is not None and self.keep_crops) else None)
+        op = (
+            "add",
+            name,
+            np.asarray(embeddings, np.float32),
+            list(image_ids),
+            np.ones(m, np.float32),
+            np.ones(m, np.int64),
+            [dict(x) for x in metas] if metas is not None else [{} for _ in range(m)],
+            crops if (crops is not None and self.keep_crops) else None,
+        )
         self._do(op)
 
     def remove(self, name: str) -> int:
@@ -294,11 +327,15 @@ class EmbeddedStore(GalleryStore):
             _, old, new = op
             if old not in self._pos:
                 if replay:
-                    raise GalleryConflictError(f"cannot rename {old!r}: another process removed or renamed it")
+                    raise GalleryConflictError(
+                        f"cannot rename {old!r}: another process removed or renamed it"
+                    )
                 raise GalleryError(f"{old!r} is not enrolled")
             if new in self._pos and new != old:
                 if replay:
-                    raise GalleryConflictError(f"cannot rename {old!r} to {new!r}: another process enrolled {new!r}")
+                    raise GalleryConflictError(
+                        f"cannot rename {old!r} to {new!r}: another process enrolled {new!r}"
+                    )
                 raise GalleryError(f"{new!r} is already enrolled")
             i = self._pos.pop(old)
             self._names[i] = new
@@ -318,8 +355,14 @@ class EmbeddedStore(GalleryStore):
         raise AssertionError(kind)  # pragma: no cover
 
     def _add_rows(
-        self, name: str, emb: np.ndarray, ids: list[str], weights: np.ndarray, samples: np.ndarray,
-        metas: list[dict[str, Any]], crops: np.ndarray | None,
+        self,
+        name: str,
+        emb: np.ndarray,
+        ids: list[str],
+        weights: np.ndarray,
+        samples: np.ndarray,
+        metas: list[dict[str, Any]],
+        crops: np.ndarray | None,
     ) -> None:
         d = self.provenance.embedding_size
         i = self._pos.get(name)
@@ -366,7 +409,7 @@ class EmbeddedStore(GalleryStore):
         keep[i] = False
         self._counts.keep(keep)
         k = len(self._names)
-        self._sums[i:k] = self._sums[i + 1: k + 1]
+        self._sums[i:k] = self._sums[i + 1 : k + 1]
         self._tindex.delete([i])
         self._pos = {n: j for j, n in enumerate(self._names)}
         self._img_ident.a[: self._img_ident.n][self._img_ident.v > i] -= 1
@@ -448,13 +491,16 @@ class EmbeddedStore(GalleryStore):
     def _rows_for(self, i: int) -> np.ndarray:
         order, starts = self._grouping()
         end = starts[i + 1] if i + 1 < len(starts) else len(order)
-        return order[starts[i]: end]
+        return order[starts[i] : end]
 
     # ------------------------------------------------------------------ persistence
     def describe(self) -> dict[str, Any]:
         return {
-            "store": self.kind, "path": str(self.path) if self.path else None, "storage": self.storage,
-            "images_total": len(self._img_ids), "crops_kept": len(self._crops),
+            "store": self.kind,
+            "path": str(self.path) if self.path else None,
+            "storage": self.storage,
+            "images_total": len(self._img_ids),
+            "crops_kept": len(self._crops),
             "unsaved_changes": len(self._journal),
         }
 
@@ -484,7 +530,9 @@ class EmbeddedStore(GalleryStore):
                 raise GalleryLockedError(str(exc)) from None
             self.path, self._base_gen = target, gen
             self._journal.clear()
-        log.info("saved gallery with %d identities (%d images) to %s", len(self._names), len(self._img_ids), target)
+        log.info(
+            "saved gallery with %d identities (%d images) to %s", len(self._names), len(self._img_ids), target
+        )
         return target
 
     def _merge_from_disk(self, target: Path) -> None:
@@ -495,22 +543,45 @@ class EmbeddedStore(GalleryStore):
         disk.keep_crops = self.keep_crops
         for op in self._journal:
             disk._apply(op, replay=True)  # GalleryConflictError leaves the file as it is
-        log.info("merged %d pending change(s) into %s saved meanwhile by another process", len(self._journal), target)
+        log.info(
+            "merged %d pending change(s) into %s saved meanwhile by another process",
+            len(self._journal),
+            target,
+        )
         self._adopt(disk)
 
     def _adopt(self, other: EmbeddedStore) -> None:
-        for attr in ("provenance", "_names", "_pos", "_imeta", "_sums", "_counts", "_tindex", "_iindex",
-                     "_img_ids", "_img_pos", "_img_ident", "_img_weight", "_img_samples", "_img_meta",
-                     "_crops"):
+        for attr in (
+            "provenance",
+            "_names",
+            "_pos",
+            "_imeta",
+            "_sums",
+            "_counts",
+            "_tindex",
+            "_iindex",
+            "_img_ids",
+            "_img_pos",
+            "_img_ident",
+            "_img_weight",
+            "_img_samples",
+            "_img_meta",
+            "_crops",
+        ):
             setattr(self, attr, getattr(other, attr))
         self._groups = None
 
     def _write(self, target: Path, generation: str) -> None:
         n = len(self._img_ids)
         meta = {
-            "format": FORMAT, "version": VERSION, "provenance": self.provenance.to_dict(),
-            "generation": generation, "identities": len(self._names), "images": n,
-            "storage": self.storage, "saved_at": _dt(time.time()),
+            "format": FORMAT,
+            "version": VERSION,
+            "provenance": self.provenance.to_dict(),
+            "generation": generation,
+            "identities": len(self._names),
+            "images": n,
+            "storage": self.storage,
+            "saved_at": _dt(time.time()),
         }
         arrays: dict[str, np.ndarray] = {
             "meta": np.array(json.dumps(meta)),
@@ -579,8 +650,15 @@ class EmbeddedStore(GalleryStore):
         return st
 
     def _load_rows(
-        self, names: list[str], imeta: list[dict[str, Any]], ids: list[str], ident: np.ndarray,
-        emb: np.ndarray, w: np.ndarray, samples: np.ndarray, gmeta: list[dict[str, Any]],
+        self,
+        names: list[str],
+        imeta: list[dict[str, Any]],
+        ids: list[str],
+        ident: np.ndarray,
+        emb: np.ndarray,
+        w: np.ndarray,
+        samples: np.ndarray,
+        gmeta: list[dict[str, Any]],
     ) -> None:
         k, d = len(names), self.provenance.embedding_size
         self._names = list(names)
@@ -608,7 +686,9 @@ class EmbeddedStore(GalleryStore):
         self._groups = None
 
     @classmethod
-    def _from_v1(cls, p: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any], storage: str) -> EmbeddedStore:
+    def _from_v1(
+        cls, p: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any], storage: str
+    ) -> EmbeddedStore:
         if meta.get("format") != FORMAT:
             raise GalleryError(f"{p} is not a facesdk gallery")
         try:
@@ -629,8 +709,14 @@ class EmbeddedStore(GalleryStore):
         st = cls(prov, path=p, storage=storage)
         ids = [new_image_id() for _ in names]
         st._load_rows(
-            names, [{} for _ in names], ids, np.arange(len(names)), l2_normalize(sums), norms.astype(np.float32),
-            counts, [{"migrated_from": "v1 identity sum"} for _ in names],
+            names,
+            [{} for _ in names],
+            ids,
+            np.arange(len(names)),
+            l2_normalize(sums),
+            norms.astype(np.float32),
+            counts,
+            [{"migrated_from": "v1 identity sum"} for _ in names],
         )
         st._base_gen = None  # a v1 file has no generation: the first save re-reads and merges
         log.info("%s: version-1 gallery (one template per identity) migrated in memory", p)
@@ -699,13 +785,17 @@ def _read_members(p: Path, max_bytes: int) -> tuple[dict[str, np.ndarray], dict[
                 if hlen < 0:
                     raise GalleryError(f"{p}: member {name!r} is Fortran-ordered")
                 if dtype.hasobject or dtype.kind != kind or len(shape) != rank:
-                    raise GalleryError(f"{p}: member {name!r} has dtype {dtype} / rank {len(shape)}, expected "
-                                       f"{kind!r} / {rank}")
+                    raise GalleryError(
+                        f"{p}: member {name!r} has dtype {dtype} / rank {len(shape)}, expected "
+                        f"{kind!r} / {rank}"
+                    )
                 if kind == "U" and rank == 0 and dtype.itemsize > 4 * MAX_JSON_BYTES:
                     raise GalleryError(f"{p}: member {name!r} is too large")
                 nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if shape else dtype.itemsize
                 if hlen + nbytes != info.file_size:
-                    raise GalleryError(f"{p}: member {name!r} declares {nbytes} bytes, holds {info.file_size - hlen}")
+                    raise GalleryError(
+                        f"{p}: member {name!r} declares {nbytes} bytes, holds {info.file_size - hlen}"
+                    )
                 try:
                     with zf.open(info) as f:
                         arrays[name] = np.lib.format.read_array(f, allow_pickle=False)  # type: ignore[arg-type]

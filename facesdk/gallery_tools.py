@@ -28,7 +28,12 @@ log = logging.getLogger(__name__)
 
 
 def loose_crop(
-    image: np.ndarray, box: np.ndarray, landmarks: np.ndarray | None, *, size: int = 192, margin: float = 0.5,
+    image: np.ndarray,
+    box: np.ndarray,
+    landmarks: np.ndarray | None,
+    *,
+    size: int = 192,
+    margin: float = 0.5,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """A ``size``×``size`` RGB crop around a face and its box/landmarks in crop pixels (JSON-able)."""
     b = np.asarray(box, np.float64)
@@ -40,7 +45,10 @@ def loose_crop(
     scale = size / side
     img = Image.fromarray(np.ascontiguousarray(image, np.uint8))
     crop = img.transform(
-        (size, size), Image.Transform.AFFINE, (1 / scale, 0, x0, 0, 1 / scale, y0), resample=Image.Resampling.BILINEAR,
+        (size, size),
+        Image.Transform.AFFINE,
+        (1 / scale, 0, x0, 0, 1 / scale, y0),
+        resample=Image.Resampling.BILINEAR,
     )
     cb = (b - [x0, y0, x0, y0]) * scale
     meta: dict[str, Any] = {"crop_box": [round(float(v), 3) for v in cb]}
@@ -66,7 +74,9 @@ def copy_gallery(src: Gallery, dest: Gallery, *, skip_existing: bool = True) -> 
         by_shape.setdefault(None if c is None else c.shape, []).append(i)
     for shape, rows in by_shape.items():
         dest.add_many(
-            [names[i] for i in rows], mat[rows], image_ids=[ids[i] for i in rows],
+            [names[i] for i in rows],
+            mat[rows],
+            image_ids=[ids[i] for i in rows],
             metas=[recs[ids[i]].meta for i in rows],
             crops=None if shape is None else np.stack([crops[ids[i]] for i in rows]),
         )
@@ -108,18 +118,25 @@ def migrate_gallery(src: Gallery, dest: Gallery, rec: FaceRecognizer, *, batch: 
             continue
         todo.append(r)
     if not todo:
-        raise GalleryError("no photo of this gallery kept a face crop: nothing to re-embed (enroll with crops kept)")
+        raise GalleryError(
+            "no photo of this gallery kept a face crop: nothing to re-embed (enroll with crops kept)"
+        )
     for s in range(0, len(todo), batch):
-        part = todo[s: s + batch]
+        part = todo[s : s + batch]
         aligned = []
         for r in part:
             lm = r.meta.get("crop_landmarks")
-            det = Detection(np.asarray(r.meta["crop_box"], np.float32), 1.0,
-                            None if lm is None else np.asarray(lm, np.float32))
+            det = Detection(
+                np.asarray(r.meta["crop_box"], np.float32),
+                1.0,
+                None if lm is None else np.asarray(lm, np.float32),
+            )
             aligned.append(rec.align(crops[r.image_id], [det])[0])
         emb = rec.embed_crops(np.stack(aligned))
         dest.add_many(
-            [r.name for r in part], emb, image_ids=[r.image_id for r in part],
+            [r.name for r in part],
+            emb,
+            image_ids=[r.image_id for r in part],
             metas=[{**r.meta, "migrated_from": src.model_id} for r in part],
             crops=np.stack([crops[r.image_id] for r in part]),
         )
@@ -129,6 +146,11 @@ def migrate_gallery(src: Gallery, dest: Gallery, rec: FaceRecognizer, *, batch: 
         if m and n in dest:
             dest.set_identity_meta(n, m)
     rep.identities = len({r.name for r in todo})
-    log.info("migrated %d photos of %d identities from %s to %s", rep.reembedded, rep.identities,
-             src.model_id, rec.model_id)
+    log.info(
+        "migrated %d photos of %d identities from %s to %s",
+        rep.reembedded,
+        rep.identities,
+        src.model_id,
+        rec.model_id,
+    )
     return rep

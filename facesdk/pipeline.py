@@ -95,8 +95,12 @@ class Verification:
         return self.similarity >= self.threshold
 
     def to_dict(self) -> dict[str, Any]:
-        return {"same": self.same, "similarity": round(self.similarity, 4), "threshold": self.threshold,
-                "operating_point": self.operating_point}
+        return {
+            "same": self.same,
+            "similarity": round(self.similarity, 4),
+            "threshold": self.threshold,
+            "operating_point": self.operating_point,
+        }
 
 
 def _load_card(ref: str | ModelCard | os.PathLike) -> ModelCard:
@@ -245,7 +249,9 @@ class FaceRecognizer:
             raise ConfigError("batch_size must be >= 1")
         self.batch_size = int(batch_size)
         self.max_pixels = check_max_pixels(max_pixels)  # ConfigError now, not at the first image
-        opts: dict[str, Any] = dict(device=device, precision=precision, strict=strict, **(backend_options or {}))
+        opts: dict[str, Any] = dict(
+            device=device, precision=precision, strict=strict, **(backend_options or {})
+        )
         det_opts = {**opts, "precision": detector_precision}
         self.detector: FaceDetector = self._build_detector(
             det_be, detector_precision, score_threshold, det_opts
@@ -257,9 +263,7 @@ class FaceRecognizer:
         self.template_policy = str(policy)
         if self.template_policy not in TEMPLATE_POLICIES:
             raise ConfigError(f"template_policy must be one of {TEMPLATE_POLICIES}, not {policy!r}")
-        self._user_threshold = (
-            None if threshold is None else check_threshold(threshold, what="threshold")
-        )
+        self._user_threshold = None if threshold is None else check_threshold(threshold, what="threshold")
         self._margin: CohortMargin | None = None
         self.score_normalization = self._init_normalization(score_normalization)
         self.verification_point = self._operating_point("verification")
@@ -270,8 +274,12 @@ class FaceRecognizer:
         self._gallery: Gallery | None = None
         log.info(
             "FaceRecognizer: detector %s on %s/%s, embedder %s on %s/%s/%s",
-            self.detector_card.id, self.detector.session.backend, self.detector.session.device,
-            self.embedder_card.id, self.embedder_session.backend, self.embedder_session.device,
+            self.detector_card.id,
+            self.detector.session.backend,
+            self.detector.session.device,
+            self.embedder_card.id,
+            self.embedder_session.backend,
+            self.embedder_session.device,
             self.embedder_session.precision,
         )
 
@@ -339,16 +347,21 @@ class FaceRecognizer:
         except (OSError, ValueError, KeyError) as exc:
             raise ConfigError(f"cohort file {path} is not readable: {exc}") from None
         if cohort.ndim != 2 or cohort.shape[1] != self.embedding_size:
-            raise ConfigError(f"cohort file {path} holds {cohort.shape} embeddings, "
-                              f"not [C, {self.embedding_size}]")
+            raise ConfigError(
+                f"cohort file {path} holds {cohort.shape} embeddings, not [C, {self.embedding_size}]"
+            )
         self._margin = CohortMargin(cohort, float(params.get("margin_lambda", 0.5)))
         return name
 
     def _operating_point(self, task: str) -> OperatingPoint:
         """The threshold for ``task`` and where it came from (explicit argument first, then the card)."""
         sess = self.embedder_session
-        cfg = {"backend": sess.backend, "precision": sess.precision, "tta": self.tta,
-               "template": self.template_policy}
+        cfg = {
+            "backend": sess.backend,
+            "precision": sess.precision,
+            "tta": self.tta,
+            "template": self.template_policy,
+        }
         if self._user_threshold is not None:
             return OperatingPoint.user(task, self._user_threshold, **cfg)
         norm = self.score_normalization if task == "identification" else "none"
@@ -356,8 +369,12 @@ class FaceRecognizer:
         if pt is not None:
             return pt
         if norm != "none":
-            log.warning("embedder %s has no calibrated %s identification point for this configuration; "
-                        "deciding on the plain top-1 cosine", self.embedder_card.id, norm)
+            log.warning(
+                "embedder %s has no calibrated %s identification point for this configuration; "
+                "deciding on the plain top-1 cosine",
+                self.embedder_card.id,
+                norm,
+            )
             self.score_normalization, self._margin = "none", None
             return self._operating_point(task)
         # legacy flat [thresholds] table: best-accuracy verification thresholds
@@ -370,12 +387,20 @@ class FaceRecognizer:
                 "embedder %s has no calibrated open-set identification threshold for %s/%s tta=%s "
                 "template=%s; "
                 "using its verification threshold %.3f (1:N false accepts grow with the gallery): run "
-                "`facesdk calibrate`", self.embedder_card.id, sess.backend, sess.precision, self.tta,
-                self.template_policy, thr,
+                "`facesdk calibrate`",
+                self.embedder_card.id,
+                sess.backend,
+                sess.precision,
+                self.tta,
+                self.template_policy,
+                thr,
             )
         return OperatingPoint(
-            task=task, threshold=thr, target="uncalibrated" if task == "identification" else "best-accuracy",
-            data=note, **{**cfg, "backend": "*", "precision": "*"},
+            task=task,
+            threshold=thr,
+            target="uncalibrated" if task == "identification" else "best-accuracy",
+            data=note,
+            **{**cfg, "backend": "*", "precision": "*"},
         )
 
     # ------------------------------------------------------------------ info
@@ -394,9 +419,13 @@ class FaceRecognizer:
     def describe(self) -> dict[str, Any]:
         """What runs: models, backends, devices, precisions."""
         return {
-            "detector": {"model": self.detector_card.id, **self.detector.session.describe(),
-                         **({"mode": self.detector.describe_mode()} if hasattr(self.detector, "describe_mode")
-                            else {})},
+            "detector": {
+                "model": self.detector_card.id,
+                **self.detector.session.describe(),
+                **(
+                    {"mode": self.detector.describe_mode()} if hasattr(self.detector, "describe_mode") else {}
+                ),
+            },
             "landmarker": self.landmarker_card.id if self.landmarker_card else None,
             "tta": self.tta,
             "embedder": {"model": self.embedder_card.id, **self.embedder_session.describe()},
@@ -478,7 +507,12 @@ class FaceRecognizer:
             if self.tta == "flip":
                 part = np.concatenate([part, part[:, :, ::-1]])
             t = to_tensor(
-                part, layout=self.embed_layout, color=spec.color, mean=spec.mean, std=spec.std, dtype=spec.dtype,
+                part,
+                layout=self.embed_layout,
+                color=spec.color,
+                mean=spec.mean,
+                std=spec.std,
+                dtype=spec.dtype,
             )
             y = np.asarray(self.embedder_session.run_batched(t)[0], np.float32).reshape(len(t), -1)
             if self.tta == "flip":
@@ -488,8 +522,9 @@ class FaceRecognizer:
             return np.zeros((0, self.embedding_size), np.float32)
         return l2_normalize(np.concatenate(out))
 
-    def embed_aligned(self, images: ImageInput | Iterable[ImageInput] | np.ndarray, *,
-                      template: str = "arcface112") -> np.ndarray:
+    def embed_aligned(
+        self, images: ImageInput | Iterable[ImageInput] | np.ndarray, *, template: str = "arcface112"
+    ) -> np.ndarray:
         """Embed faces that are already aligned crops, without a detector → ``[N, D]``.
 
         Args:
@@ -526,8 +561,11 @@ class FaceRecognizer:
             if abs(ih - iw) > 1:
                 raise ConfigError(f"an aligned {name} crop is square, got {iw}x{ih}")
             if name == own:
-                crop = im if (iw, ih) == (w, h) else np.asarray(
-                    Image.fromarray(im).resize((w, h), Image.BILINEAR))
+                crop = (
+                    im
+                    if (iw, ih) == (w, h)
+                    else np.asarray(Image.fromarray(im).resize((w, h), Image.BILINEAR))
+                )
             elif name == "arcface112":
                 pts = ARCFACE_112 * (iw / 112.0)
                 box = np.array([0, 0, iw, ih], np.float32)
@@ -570,7 +608,12 @@ class FaceRecognizer:
         return stream_faces(self, inputs, **options)
 
     def identify_many(
-        self, inputs: Any, *, gallery: Gallery | None = None, top_k: int = 5, threshold: float | None = None,
+        self,
+        inputs: Any,
+        *,
+        gallery: Gallery | None = None,
+        top_k: int = 5,
+        threshold: float | None = None,
         **options: Any,
     ) -> Iterator["ImageResult"]:
         """:meth:`faces_many` plus a gallery match for every face (one search per embedder batch).
@@ -602,7 +645,10 @@ class FaceRecognizer:
             d = max(dets, key=lambda d: d.width * d.height)
         elif select == "center":
             cy, cx = img.shape[0] / 2, img.shape[1] / 2
-            d = min(dets, key=lambda d: ((d.box[0] + d.box[2]) / 2 - cx) ** 2 + ((d.box[1] + d.box[3]) / 2 - cy) ** 2)
+            d = min(
+                dets,
+                key=lambda d: ((d.box[0] + d.box[2]) / 2 - cx) ** 2 + ((d.box[1] + d.box[3]) / 2 - cy) ** 2,
+            )
         else:
             raise ConfigError("select must be 'largest' or 'center'")
         f = Face.from_detection(d)
@@ -620,8 +666,11 @@ class FaceRecognizer:
     def new_gallery(self) -> Gallery:
         """An empty gallery stamped with this recogniser's model and backend."""
         return Gallery(
-            self.model_id, self.embedding_size, model_sha256=self.model_sha256,
-            backend=self.embedder_session.backend, precision=self.embedder_session.precision,
+            self.model_id,
+            self.embedding_size,
+            model_sha256=self.model_sha256,
+            backend=self.embedder_session.backend,
+            precision=self.embedder_session.precision,
             threshold=self.identification_threshold,
             threshold_source="user" if self._user_threshold is not None else "card",
         )
@@ -633,9 +682,15 @@ class FaceRecognizer:
         merges what other processes saved meanwhile (see :mod:`facesdk.gallery_file`).
         """
         g = Gallery.open(
-            uri, model_id=self.model_id, embedding_size=self.embedding_size, model_sha256=self.model_sha256,
-            backend=self.embedder_session.backend, precision=self.embedder_session.precision,
-            threshold=self.threshold, create=create, **options,
+            uri,
+            model_id=self.model_id,
+            embedding_size=self.embedding_size,
+            model_sha256=self.model_sha256,
+            backend=self.embedder_session.backend,
+            precision=self.embedder_session.precision,
+            threshold=self.threshold,
+            create=create,
+            **options,
         )
         return self.use_gallery(g)
 
@@ -647,8 +702,14 @@ class FaceRecognizer:
         return g
 
     def enroll(
-        self, name: str, images: ImageInput | Iterable[ImageInput], *, gallery: Gallery | None = None,
-        progress: bool = False, strict: bool = False, quality: QualityPolicy | None = None,
+        self,
+        name: str,
+        images: ImageInput | Iterable[ImageInput],
+        *,
+        gallery: Gallery | None = None,
+        progress: bool = False,
+        strict: bool = False,
+        quality: QualityPolicy | None = None,
         color: str = "RGB",
     ) -> EnrollmentResult:
         """Enroll ``name`` from one or more photos (the largest face of each).
@@ -705,8 +766,10 @@ class FaceRecognizer:
             if not rep.enrolled:
                 log.warning("enroll %s: skipping photo %d (%s): %s", name, i, src, rep.reason)
                 if strict:
-                    raise NoFaceError(f"enroll {name!r}: photo {i} ({src}) not usable: {rep.reason}; "
-                                      "nothing enrolled (strict)")
+                    raise NoFaceError(
+                        f"enroll {name!r}: photo {i} ({src}) not usable: {rep.reason}; "
+                        "nothing enrolled (strict)"
+                    )
             reports.append(rep)
         result = EnrollmentResult(name, reports)
         if not embs:
@@ -717,7 +780,9 @@ class FaceRecognizer:
         return result
 
     def identification_threshold_for(
-        self, gallery: Gallery | None = None, threshold: float | None = None,
+        self,
+        gallery: Gallery | None = None,
+        threshold: float | None = None,
     ) -> tuple[float, str]:
         """The threshold :meth:`identify` uses, and the operating point it came from.
 
@@ -730,7 +795,9 @@ class FaceRecognizer:
         return thr, point
 
     def _identification_decision(
-        self, gallery: Gallery | None, threshold: float | None,
+        self,
+        gallery: Gallery | None,
+        threshold: float | None,
     ) -> tuple[float, str, bool]:
         """(threshold, operating point, whether the decision score is the card's normalised one)."""
         if threshold is not None:
@@ -745,7 +812,12 @@ class FaceRecognizer:
         return self.identification_threshold, self.identification_point.describe(), self._margin is not None
 
     def identify(
-        self, image: ImageInput, *, gallery: Gallery | None = None, top_k: int = 5, threshold: float | None = None,
+        self,
+        image: ImageInput,
+        *,
+        gallery: Gallery | None = None,
+        top_k: int = 5,
+        threshold: float | None = None,
         color: str = "RGB",
     ) -> list[Face]:
         """Every face in the image with its best identity (or ``Unknown``) and top-K.
@@ -758,11 +830,13 @@ class FaceRecognizer:
 
         g = self._ready_gallery(gallery)
         item = StreamItem(_describe(image), image)
-        return first_result(self.faces_many(item, gallery=g, top_k=top_k, threshold=threshold, workers=0,
-                                             color=color)).faces
+        return first_result(
+            self.faces_many(item, gallery=g, top_k=top_k, threshold=threshold, workers=0, color=color)
+        ).faces
 
-    def match_batch(self, embeddings: np.ndarray, gallery: Gallery, *, threshold: float | None = None,
-                    top_k: int = 5) -> list[Match]:
+    def match_batch(
+        self, embeddings: np.ndarray, gallery: Gallery, *, threshold: float | None = None, top_k: int = 5
+    ) -> list[Match]:
         """Open-set matches for a batch of embeddings, with the threshold precedence and decision score
         of :meth:`identify` (the streaming pipeline matches through this)."""
         thr, point, normalized = self._identification_decision(gallery, threshold)
@@ -778,15 +852,24 @@ class FaceRecognizer:
             return gallery.search(embeddings, top_k=k)
         if self.template_policy == "max":
             return gallery.search(embeddings, top_k=k, templates="image")
-        sims = 0.5 * (gallery.similarities(embeddings, "identity")
-                      + gallery.similarities(embeddings, "image"))
+        sims = 0.5 * (
+            gallery.similarities(embeddings, "identity") + gallery.similarities(embeddings, "image")
+        )
         names = gallery.names
         kk = min(k, sims.shape[1])
         idx = np.argsort(-sims, axis=1, kind="stable")[:, :kk]
         return [[(names[j], float(sims[i, j])) for j in idx[i]] for i in range(len(sims))]
 
-    def decide(self, embeddings: np.ndarray, gallery: Gallery, threshold: float, operating_point: str, *,
-               normalized: bool = False, top_k: int = 5) -> list[Match]:
+    def decide(
+        self,
+        embeddings: np.ndarray,
+        gallery: Gallery,
+        threshold: float,
+        operating_point: str,
+        *,
+        normalized: bool = False,
+        top_k: int = 5,
+    ) -> list[Match]:
         """Open-set decisions for embeddings: the best identity, or ``Unknown`` below the threshold.
 
         ``normalized`` (the card's calibrated ``cohort-margin`` point, no explicit threshold): the
@@ -805,12 +888,21 @@ class FaceRecognizer:
             s1 = c[0][1] if c else -1.0
             score = s1 - self._margin.lam * float(ref[i]) if ref is not None and self._margin else s1
             name = c[0][0] if c and score >= threshold else UNKNOWN
-            out.append(Match(name, s1, c[:top_k], threshold, operating_point,
-                             score=float(score) if ref is not None else None))
+            out.append(
+                Match(
+                    name,
+                    s1,
+                    c[:top_k],
+                    threshold,
+                    operating_point,
+                    score=float(score) if ref is not None else None,
+                )
+            )
         return out
 
-    def verify(self, a: ImageInput, b: ImageInput, *, threshold: float | None = None,
-               color: str = "RGB") -> Verification:
+    def verify(
+        self, a: ImageInput, b: ImageInput, *, threshold: float | None = None, color: str = "RGB"
+    ) -> Verification:
         """Are the largest faces of two images the same person? (verification threshold)"""
         ea = self.embed_face(a, color=color).embedding
         eb = self.embed_face(b, color=color).embedding

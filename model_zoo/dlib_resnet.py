@@ -39,7 +39,16 @@ import numpy as np
 from facesdk.dlibfmt import DlibReader, read_dat
 from facesdk.errors import ConversionError, ModelFormatError
 
-__all__ = ["CONVERTER_VERSION", "Layer", "DlibNet", "parse_resnet", "resnet_plan", "to_onnx", "convert", "recipe"]
+__all__ = [
+    "CONVERTER_VERSION",
+    "Layer",
+    "DlibNet",
+    "parse_resnet",
+    "resnet_plan",
+    "to_onnx",
+    "convert",
+    "recipe",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +57,7 @@ CONVERTER_NAME = "facesdk_zoo.dlib_resnet"
 
 
 # --------------------------------------------------------------------------- plan
+
 
 def resnet_plan() -> list[str]:
     """Forward-order tokens of dlib's face-recognition ``anet_type``.
@@ -59,8 +69,22 @@ def resnet_plan() -> list[str]:
     def ares() -> list[str]:  # relu<add_prev1<block<N,affine,1,tag1<SUBNET>>>>
         return ["tag1", "con", "affine", "relu", "con", "affine", "add_prev1", "relu"]
 
-    def ares_down() -> list[str]:  # relu<add_prev2<avg_pool<2,2,2,2,skip1<tag2<block<N,affine,2,tag1<..>>>>>>>
-        return ["tag1", "con", "affine", "relu", "con", "affine", "tag2", "skip1", "avg_pool", "add_prev2", "relu"]
+    def ares_down() -> list[
+        str
+    ]:  # relu<add_prev2<avg_pool<2,2,2,2,skip1<tag2<block<N,affine,2,tag1<..>>>>>>>
+        return [
+            "tag1",
+            "con",
+            "affine",
+            "relu",
+            "con",
+            "affine",
+            "tag2",
+            "skip1",
+            "avg_pool",
+            "add_prev2",
+            "relu",
+        ]
 
     plan = ["con", "affine", "relu", "max_pool"]
     plan += ares() * 3  # alevel4, 32 channels
@@ -77,6 +101,7 @@ def _is_tagskip(tok: str) -> bool:
 
 
 # --------------------------------------------------------------------------- parsing
+
 
 @dataclass
 class Layer:
@@ -141,7 +166,9 @@ def _read_affine(r: DlibReader) -> Layer:
         raise r.error(f"affine_ mode {mode} (FC_MODE) is not supported by this converter", off)
     if g != b or params.size != 2 * n:
         raise r.error(f"inconsistent affine_ layer (gamma {g}, beta {b}, {params.size} params)", off)
-    return Layer("affine", off, dict(disabled=disabled), {"gamma": params[:n].copy(), "beta": params[n:].copy()})
+    return Layer(
+        "affine", off, dict(disabled=disabled), {"gamma": params[:n].copy(), "beta": params[n:].copy()}
+    )
 
 
 def _read_relu(r: DlibReader) -> Layer:
@@ -258,6 +285,7 @@ def parse_resnet(path: str | Path, plan: list[str] | None = None) -> DlibNet:
 
 # --------------------------------------------------------------------------- ONNX
 
+
 def to_onnx(net: DlibNet, metadata: dict[str, str] | None = None) -> Any:
     """Build an ``onnx.ModelProto`` (opset 13) computing dlib's descriptor from a normalised crop."""
     import onnx
@@ -296,12 +324,18 @@ def to_onnx(net: DlibNet, metadata: dict[str, str] | None = None) -> Any:
             (sy, sx), (py, px) = a["stride"], a["pad"]
             out_c, in_c, kh, kw = w["W"].shape
             if in_c != shape[0]:
-                raise ConversionError(f"con at byte {layer.offset}: {in_c} input channels, tensor has {shape[0]}")
+                raise ConversionError(
+                    f"con at byte {layer.offset}: {in_c} input channels, tensor has {shape[0]}"
+                )
             y = name("conv")
             nodes.append(
                 helper.make_node(
-                    "Conv", [cur, const(w["W"], "W"), const(w["B"], "B")], [y],
-                    kernel_shape=[kh, kw], strides=[sy, sx], pads=[py, px, py, px],
+                    "Conv",
+                    [cur, const(w["W"], "W"), const(w["B"], "B")],
+                    [y],
+                    kernel_shape=[kh, kw],
+                    strides=[sy, sx],
+                    pads=[py, px, py, px],
                 )
             )
             cur, shape = y, (out_c, out_size(shape[1], kh, sy, py), out_size(shape[2], kw, sx, px))
@@ -314,7 +348,9 @@ def to_onnx(net: DlibNet, metadata: dict[str, str] | None = None) -> Any:
                 continue
             c = shape[0]
             if w["gamma"].size != c:
-                raise ConversionError(f"affine at byte {layer.offset}: {w['gamma'].size} channels, tensor has {c}")
+                raise ConversionError(
+                    f"affine at byte {layer.offset}: {w['gamma'].size} channels, tensor has {c}"
+                )
             y1, y2 = name("mul"), name("add")
             nodes.append(helper.make_node("Mul", [cur, const(w["gamma"].reshape(1, c, 1, 1), "gamma")], [y1]))
             nodes.append(helper.make_node("Add", [y1, const(w["beta"].reshape(1, c, 1, 1), "beta")], [y2]))
@@ -334,20 +370,24 @@ def to_onnx(net: DlibNet, metadata: dict[str, str] | None = None) -> Any:
                 shape = (shape[0], 1, 1)
             else:
                 if py or px:
-                    raise ConversionError(f"{layer.kind} at byte {layer.offset}: padded pooling is not supported")
+                    raise ConversionError(
+                        f"{layer.kind} at byte {layer.offset}: padded pooling is not supported"
+                    )
                 op = "MaxPool" if layer.kind == "max_pool" else "AveragePool"
                 nodes.append(helper.make_node(op, [cur], [y], kernel_shape=[kh, kw], strides=[sy, sx]))
                 shape = (shape[0], out_size(shape[1], kh, sy, 0), out_size(shape[2], kw, sx, 0))
             cur = y
         elif layer.kind == "add_prev":
-            tag_id = tok[len("add_prev"):]
+            tag_id = tok[len("add_prev") :]
             other, oshape = tags[tag_id]
             target = tuple(max(p, q) for p, q in zip(shape, oshape))
 
             def padded(t: str, s: tuple[int, int, int]) -> str:
                 if s == target:
                     return t
-                pads = np.array([0, 0, 0, 0, 0, target[0] - s[0], target[1] - s[1], target[2] - s[2]], np.int64)
+                pads = np.array(
+                    [0, 0, 0, 0, 0, target[0] - s[0], target[1] - s[1], target[2] - s[2]], np.int64
+                )
                 y = name("pad")
                 nodes.append(helper.make_node("Pad", [t, const(pads, "pads")], [y], mode="constant"))
                 return y
@@ -358,7 +398,9 @@ def to_onnx(net: DlibNet, metadata: dict[str, str] | None = None) -> Any:
         elif layer.kind == "fc":
             nin = int(np.prod(shape))
             if nin != a["num_inputs"]:
-                raise ConversionError(f"fc at byte {layer.offset}: {a['num_inputs']} inputs, tensor has {nin}")
+                raise ConversionError(
+                    f"fc at byte {layer.offset}: {a['num_inputs']} inputs, tensor has {nin}"
+                )
             f, y = name("flatten"), name("fc")
             nodes.append(helper.make_node("Flatten", [cur], [f], axis=1))
             nodes.append(helper.make_node("MatMul", [f, const(w["W"], "fcW")], [y]))

@@ -54,7 +54,9 @@ def _people(path: Path) -> set[str]:
     return {ln.split("\t")[0] for ln in lines if ln.strip()}
 
 
-def collect(detector: str, shared: Path, people: set[str], limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def collect(
+    detector: str, shared: Path, people: set[str], limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Detector points and dlib points for LFW images of ``people`` (face nearest the centre)."""
     import facesdk
 
@@ -75,11 +77,15 @@ def collect(detector: str, shared: Path, people: set[str], limit: int | None = N
 
 
 def card_toml(card_id: str, detector: str, weights: np.ndarray, n: int, rmse: float) -> str:
+    description = (
+        f"Linear bridge from {detector} 5-point landmarks to dlib's 5 points (eye corners, nose base); "
+        f"fitted on {n} LFW DevTrain faces, RMSE {rmse:.2f} px on held-out DevTest faces"
+    )
     rows = ",\n".join("  [" + ", ".join(f"{v:.8g}" for v in r) + "]" for r in weights)
     return f'''id = "{card_id}"
 task = "landmarks"
 family = "bridge"
-description = "Linear bridge from {detector} 5-point landmarks to dlib's 5 points (eye corners, nose base); fitted on {n} LFW DevTrain faces, RMSE {rmse:.2f} px on held-out DevTest faces"
+description = "{description}"
 license = "CC0-1.0"
 homepage = "model_zoo/landmark_bridge.py"
 

@@ -61,7 +61,9 @@ def nhwc_input(model: Any) -> Any:
     idx = list(graph.input).index(inp)
     graph.input.remove(inp)
     graph.input.insert(idx, new_inp)
-    graph.node.insert(0, helper.make_node("Transpose", [name], [inner], perm=[0, 3, 1, 2], name="nhwc_to_nchw"))
+    graph.node.insert(
+        0, helper.make_node("Transpose", [name], [inner], perm=[0, 3, 1, 2], name="nhwc_to_nchw")
+    )
     return model
 
 

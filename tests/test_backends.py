@@ -66,8 +66,9 @@ def test_yunet_on_openvino_matches_onnxruntime(shared: Path) -> None:
 
 def test_ultraface_raw_tflite_host_priors_match_onnx_graph(shared: Path) -> None:
     img = shared / "data/photos/knn_examples/test/obama_and_biden.jpg"
-    raw = facesdk.FaceRecognizer(detector="ultraface-rfb-320-raw", detector_backend="tflite",
-                                 embedder_backend="onnxruntime").detect(img)
+    raw = facesdk.FaceRecognizer(
+        detector="ultraface-rfb-320-raw", detector_backend="tflite", embedder_backend="onnxruntime"
+    ).detect(img)
     onnx = facesdk.FaceRecognizer(detector="ultraface-rfb-320", backend="onnxruntime").detect(img)
     assert len(raw) == len(onnx) >= 2
     for x, y in zip(raw, onnx):
@@ -118,8 +119,15 @@ def test_strict_devices() -> None:
         tfl.load(art, precision="int8")  # a float model is not int8
 
 
-@pytest.mark.parametrize("backend, fmt, suffix", [("openvino", "onnx", ".onnx"), ("openvino", "openvino-ir", ".xml"),
-                                                  ("tflite", "tflite", ".tflite"), ("onnxruntime", "onnx", ".onnx")])
+@pytest.mark.parametrize(
+    "backend, fmt, suffix",
+    [
+        ("openvino", "onnx", ".onnx"),
+        ("openvino", "openvino-ir", ".xml"),
+        ("tflite", "tflite", ".tflite"),
+        ("onnxruntime", "onnx", ".onnx"),
+    ],
+)
 def test_corrupt_model_files(backend: str, fmt: str, suffix: str, tmp_path: Path) -> None:
     bad = tmp_path / f"bad{suffix}"
     bad.write_bytes(os.urandom(4096))

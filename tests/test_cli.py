@@ -15,7 +15,9 @@ from facesdk.cli import main
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
-    return subprocess.run([sys.executable, "-m", "facesdk", *args], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "facesdk", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def test_enroll_folder_then_identify_obama_and_biden(shared: Path, tmp_path: Path) -> None:
@@ -34,7 +36,9 @@ def test_enroll_folder_then_identify_obama_and_biden(shared: Path, tmp_path: Pat
     assert r.returncode == 0 and "obama" in r.stdout
 
 
-def test_enroll_single_name_and_verify(shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_enroll_single_name_and_verify(
+    shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     knn = shared / "data/photos/knn_examples"
     g = tmp_path / "g.npz"
     assert main(["enroll", "-g", str(g), "--name", "Barack", str(knn / "train/obama")]) == 0
@@ -56,7 +60,16 @@ def test_listing_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "--commercial-safe", "--json"]) == 0
     safe = json.loads(capsys.readouterr().out)
     assert all(m["commercial_safe"] for m in safe) and defaults <= {m["id"] for m in safe}
-    assert main(["detect", "--json", str(Path(os.environ["FACESDK_MODEL_MIRROR"]).parent / "data/photos/two_people.jpg")]) == 0
+    assert (
+        main(
+            [
+                "detect",
+                "--json",
+                str(Path(os.environ["FACESDK_MODEL_MIRROR"]).parent / "data/photos/two_people.jpg"),
+            ]
+        )
+        == 0
+    )
     assert len(json.loads(capsys.readouterr().out)[0]["faces"]) == 2
 
 
@@ -65,15 +78,37 @@ def test_listing_commands(capsys: pytest.CaptureFixture[str]) -> None:
     [
         (lambda t, s: ["detect", str(t / "missing.jpg")], 3, "not found"),
         (lambda t, s: ["detect", str(t / "corrupt.jpg")], 3, "corrupt"),
-        (lambda t, s: ["identify", "-g", str(t / "nogallery.npz"), str(s / "data/photos/obama-240p.jpg")], 7, "gallery"),
+        (
+            lambda t, s: ["identify", "-g", str(t / "nogallery.npz"), str(s / "data/photos/obama-240p.jpg")],
+            7,
+            "gallery",
+        ),
         (lambda t, s: ["verify", str(t / "blank.png"), str(s / "data/photos/obama-240p.jpg")], 4, "no face"),
-        (lambda t, s: ["detect", "--backend", "nope", str(s / "data/photos/obama-240p.jpg")], 6, "unknown backend"),
-        (lambda t, s: ["detect", "--device", "cuda", str(s / "data/photos/obama-240p.jpg")], 6, "not available"),
-        (lambda t, s: ["detect", "--detector", "nope", str(s / "data/photos/obama-240p.jpg")], 5, "no model card"),
-        (lambda t, s: ["enroll", "-g", str(t / "g.npz"), str(s / "data/photos/obama-240p.jpg")], 2, "not a folder"),
+        (
+            lambda t, s: ["detect", "--backend", "nope", str(s / "data/photos/obama-240p.jpg")],
+            6,
+            "unknown backend",
+        ),
+        (
+            lambda t, s: ["detect", "--device", "cuda", str(s / "data/photos/obama-240p.jpg")],
+            6,
+            "not available",
+        ),
+        (
+            lambda t, s: ["detect", "--detector", "nope", str(s / "data/photos/obama-240p.jpg")],
+            5,
+            "no model card",
+        ),
+        (
+            lambda t, s: ["enroll", "-g", str(t / "g.npz"), str(s / "data/photos/obama-240p.jpg")],
+            2,
+            "not a folder",
+        ),
     ],
 )
-def test_bad_input_gives_one_line_and_exit_code(shared: Path, tmp_path: Path, make_args, code, needle) -> None:  # type: ignore[no-untyped-def]
+def test_bad_input_gives_one_line_and_exit_code(
+    shared: Path, tmp_path: Path, make_args, code, needle
+) -> None:  # type: ignore[no-untyped-def]
     data = (shared / "data/photos/obama-240p.jpg").read_bytes()
     (tmp_path / "corrupt.jpg").write_bytes(data[: len(data) // 2])
     from PIL import Image

@@ -24,7 +24,9 @@ DISTRACTORS = 20
 
 @pytest.fixture(scope="module")
 def rec() -> facesdk.FaceRecognizer:
-    return facesdk.FaceRecognizer(detector="yunet-2023mar", embedder="mobilefacenet-sirius", backend="onnxruntime")
+    return facesdk.FaceRecognizer(
+        detector="yunet-2023mar", embedder="mobilefacenet-sirius", backend="onnxruntime"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,7 @@ def sequence(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
     for i, person in enumerate(PEOPLE):
         for j in range(1, PER_PERSON + 1):
             frames.append((root / person / f"{person}_{j:04d}.jpg", person))
-        for d in distractors[i * per_gap:(i + 1) * per_gap]:
+        for d in distractors[i * per_gap : (i + 1) * per_gap]:
             frames.append((d, "distractor:" + d.parent.name))
     out = tmp_path_factory.mktemp("seq")
     truth = {}
@@ -75,8 +77,11 @@ def test_collect_some_in_one_recovers_people_with_purity(rec, sequence, tmp_path
         if top in PEOPLE:
             recovered.add(top)
     purity = majority / max(total, 1)
-    print(f"collect: {len(res.faces)} faces, eps {res.eps:.3f}, {len(good)} good clusters, purity {purity:.3f}, "
-          f"recovered {len(recovered)}/{len(PEOPLE)}")
+    print(
+        f"collect: {len(res.faces)} faces, eps {res.eps:.3f}, {len(good)} good clusters, purity "
+        f"{purity:.3f}, "
+        f"recovered {len(recovered)}/{len(PEOPLE)}"
+    )
     assert purity >= 0.95
     assert len(recovered) >= len(PEOPLE) - 1 and len(good) == len(recovered)  # one cluster per person
     assert set(res.enrolled) == {c.name for c in good} and all(n.startswith("person_") for n in res.enrolled)
@@ -126,7 +131,9 @@ def test_gallery_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert code == 0 and info["model_id"] == "m" and info["identities"] == 3 and info["images"] == 6
     code, out = _run(capsys, "gallery", "list", str(p), "--images", "--json")
     rows = json.loads(out)
-    assert [r["name"] for r in rows] == ["ada", "bob", "cy"] and rows[0]["images"][0]["meta"]["source"] == "ada.jpg"
+    assert [r["name"] for r in rows] == ["ada", "bob", "cy"] and rows[0]["images"][0]["meta"][
+        "source"
+    ] == "ada.jpg"
     code, out = _run(capsys, "gallery", "rename", str(p), "bob", "Robert", "--json")
     assert code == 0 and Gallery.load(p).names == ["ada", "Robert", "cy"]
     img = rows[0]["images"][0]["image_id"]
@@ -137,7 +144,9 @@ def test_gallery_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     # export to a new file and to Milvus Lite, import back (nothing duplicated)
     e = tmp_path / "copy.npz"
     code, out = _run(capsys, "gallery", "export", str(p), str(e), "--json")
-    assert code == 0 and json.loads(out)["copied"] == 3 and Gallery.load(e).counts() == Gallery.load(p).counts()
+    assert (
+        code == 0 and json.loads(out)["copied"] == 3 and Gallery.load(e).counts() == Gallery.load(p).counts()
+    )
     pytest.importorskip("pymilvus")
     mdb = tmp_path / "m.db"
     code, out = _run(capsys, "gallery", "export", str(p), f"milvus:{mdb}", "--json")
@@ -148,13 +157,25 @@ def test_gallery_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert code == 0 and json.loads(out)["skipped"] == 3 and json.loads(out)["copied"] == 0
     code, out = _run(capsys, "gallery", "info", str(tmp_path / "absent.npz"))
     assert code == GalleryError.exit_code and "not found" in out
-    code, out = _run(capsys, "gallery", "migrate", str(p), str(tmp_path / "new.npz"), "--embedder",
-                     "mobilefacenet-sirius", "--detector", "yunet-2023mar", "--backend", "onnxruntime")
+    code, out = _run(
+        capsys,
+        "gallery",
+        "migrate",
+        str(p),
+        str(tmp_path / "new.npz"),
+        "--embedder",
+        "mobilefacenet-sirius",
+        "--detector",
+        "yunet-2023mar",
+        "--backend",
+        "onnxruntime",
+    )
     assert code == GalleryError.exit_code and "crop" in out  # nothing kept to re-embed
 
 
-def test_collect_cli_then_migrate_crops_to_another_model(rec, shared: Path, tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_collect_cli_then_migrate_crops_to_another_model(
+    rec, shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = shared / "data/lfw/images"
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -164,9 +185,25 @@ def test_collect_cli_then_migrate_crops_to_another_model(rec, shared: Path, tmp_
             (folder / f"f{k:03d}.jpg").symlink_to(root / person / f"{person}_{j:04d}.jpg")
             k += 1
     gal = tmp_path / "c.npz"
-    code, out = _run(capsys, "collect", str(folder), "-g", str(gal), "--keep-crops", "--min-faces", "4",
-                     "--names", "Sharon,Chavez", "--detector", "yunet-2023mar", "--embedder",
-                     "mobilefacenet-sirius", "--backend", "onnxruntime", "--json")
+    code, out = _run(
+        capsys,
+        "collect",
+        str(folder),
+        "-g",
+        str(gal),
+        "--keep-crops",
+        "--min-faces",
+        "4",
+        "--names",
+        "Sharon,Chavez",
+        "--detector",
+        "yunet-2023mar",
+        "--embedder",
+        "mobilefacenet-sirius",
+        "--backend",
+        "onnxruntime",
+        "--json",
+    )
     assert code == 0, out
     res = json.loads(out)
     assert sorted(res["enrolled"]) == ["Chavez", "Sharon"]
@@ -174,17 +211,44 @@ def test_collect_cli_then_migrate_crops_to_another_model(rec, shared: Path, tmp_
     mdb = tmp_path / "c.db"
     code, out = _run(capsys, "gallery", "export", str(gal), f"milvus:{mdb}")
     assert code == 0, out
-    code, out = _run(capsys, "identify", "-g", f"milvus:{mdb}", str(root / PEOPLE[1] / f"{PEOPLE[1]}_0010.jpg"),
-                     "--detector", "yunet-2023mar", "--embedder", "mobilefacenet-sirius", "--backend",
-                     "onnxruntime", "--json")
+    code, out = _run(
+        capsys,
+        "identify",
+        "-g",
+        f"milvus:{mdb}",
+        str(root / PEOPLE[1] / f"{PEOPLE[1]}_0010.jpg"),
+        "--detector",
+        "yunet-2023mar",
+        "--embedder",
+        "mobilefacenet-sirius",
+        "--backend",
+        "onnxruntime",
+        "--json",
+    )
     assert code == 0, out
     assert json.loads(out)[0]["faces"][0]["top_k"][0][0] == "Chavez"
     new = tmp_path / "dlib.npz"
-    code, out = _run(capsys, "gallery", "migrate", str(gal), str(new), "--embedder", "dlib-resnet-v1",
-                     "--detector", "yunet-2023mar", "--backend", "onnxruntime", "--json")
+    code, out = _run(
+        capsys,
+        "gallery",
+        "migrate",
+        str(gal),
+        str(new),
+        "--embedder",
+        "dlib-resnet-v1",
+        "--detector",
+        "yunet-2023mar",
+        "--backend",
+        "onnxruntime",
+        "--json",
+    )
     assert code == 0, out
     m = Gallery.load(new)
-    assert m.model_id == "dlib-resnet-v1" and m.embedding_size == 128 and m.counts() == Gallery.load(gal).counts()
+    assert (
+        m.model_id == "dlib-resnet-v1"
+        and m.embedding_size == 128
+        and m.counts() == Gallery.load(gal).counts()
+    )
     # the migrated gallery recognises a held-out photo with the new model
     r2 = facesdk.FaceRecognizer(detector="yunet-2023mar", embedder="dlib-resnet-v1", backend="onnxruntime")
     r2.use_gallery(m)
@@ -198,4 +262,6 @@ def test_enroll_keeps_sources_and_crops_when_the_store_does(rec, shared: Path, t
     rec.enroll("obama", sorted(knn.iterdir()), gallery=g)
     g.save()
     imgs = Gallery.load(tmp_path / "k.npz").images("obama")
-    assert imgs and all(r.has_crop and r.meta["source"].endswith(".jpg") and "crop_box" in r.meta for r in imgs)
+    assert imgs and all(
+        r.has_crop and r.meta["source"].endswith(".jpg") and "crop_box" in r.meta for r in imgs
+    )

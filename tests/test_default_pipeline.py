@@ -22,9 +22,15 @@ def rec() -> facesdk.FaceRecognizer:
     return facesdk.FaceRecognizer(backend="onnxruntime")
 
 
-def test_defaults_come_from_pypi_packages(rec: facesdk.FaceRecognizer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_defaults_come_from_pypi_packages(
+    rec: facesdk.FaceRecognizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     d = rec.describe()
-    assert d["detector"]["model"] == "mtcnn" and d["embedder"]["model"] == "dlib-resnet-v1" and d["tta"] == "flip"
+    assert (
+        d["detector"]["model"] == "mtcnn"
+        and d["embedder"]["model"] == "dlib-resnet-v1"
+        and d["tta"] == "flip"
+    )
     for cid in ("mtcnn", "dlib-resnet-v1", "dlib-shape-predictor-5"):
         card = zoo.get_card(cid)
         assert card.commercial_safe, cid

@@ -14,8 +14,12 @@ from facesdk.detect import detector_class, iou, nms
 from facesdk.image import load_image, resize
 from facesdk.plugins import get_backend
 
-PHOTOS = ["data/photos/obama-240p.jpg", "data/photos/two_people.jpg", "data/photos/knn_examples/test/obama_and_biden.jpg",
-          "data/photos/knn_examples/test/kit_with_rose.jpg"]
+PHOTOS = [
+    "data/photos/obama-240p.jpg",
+    "data/photos/two_people.jpg",
+    "data/photos/knn_examples/test/obama_and_biden.jpg",
+    "data/photos/knn_examples/test/kit_with_rose.jpg",
+]
 
 
 def _detector(card_id: str, **kw: object) -> facesdk.detect.FaceDetector:

@@ -32,6 +32,7 @@ MEAN = np.array([122.78199768066406, 117.0009994506836, 104.2979965209961], np.f
 
 # --------------------------------------------------------------------------- fixtures
 
+
 @pytest.fixture(scope="module")
 def ref(shared: Path) -> dict[str, np.ndarray]:
     r = shared / "reference"
@@ -92,6 +93,7 @@ def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- network
 
+
 def test_network_parity_on_200_dlib_crops(session, ref) -> None:
     got = _embed(session, ref["crops"])
     assert got.shape == (200, 128) and got.dtype == np.float32
@@ -116,7 +118,12 @@ def test_onnx_metadata_and_shape(onnx_path: Path, dat_path: Path) -> None:
     assert props["facesdk.source_sha256"] == zoo.sha256_file(dat_path)
     assert props["facesdk.converter_version"]
     assert m.opset_import[0].version >= 13
-    assert [d.dim_param or d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim] == ["N", 3, 150, 150]
+    assert [d.dim_param or d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim] == [
+        "N",
+        3,
+        150,
+        150,
+    ]
     assert zoo.sha256_file(onnx_path) == zoo.get_card("dlib-resnet-v1").artifact("onnx").sha256
 
 
@@ -139,6 +146,7 @@ def test_conversion_happens_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 # --------------------------------------------------------------------------- format errors
+
 
 @pytest.mark.parametrize("cut", [0, 1, 5, 300, 340, 20_000, 5_000_000, -1])
 def test_truncated_resnet_names_offset(tmp_path: Path, dat_path: Path, cut: int) -> None:
@@ -173,11 +181,11 @@ def test_corrupt_resnet_structure_and_lengths(tmp_path: Path, dat_path: Path) ->
 
 
 def test_reader_primitives_and_limits() -> None:
-    r = DlibReader(bytes.fromhex("0102" "0196" "811c" "030ad7a3" "0100" "31" "30"))
+    r = DlibReader(bytes.fromhex("01020196811c030ad7a301003130"))
     assert [r.int_(), r.int_(), r.int_(), r.int_(), r.int_()] == [2, 150, -28, 10737418, 0]
     assert r.bool_() is True and r.bool_() is False and r.at_end()
     # float: mantissa 3, exponent -1 -> 1.5 ; +inf
-    r = DlibReader(bytes.fromhex("0103" "8101" "0100" "02007d"))
+    r = DlibReader(bytes.fromhex("01038101010002007d"))
     assert r.float_() == 1.5 and r.float_() == float("inf")
     # a string whose length is larger than the file
     r = DlibReader(bytes.fromhex("08ffffffffffffff7f") + b"abc")
@@ -206,6 +214,7 @@ def test_corrupt_shape_predictor(tmp_path: Path, mode: str) -> None:
 
 
 # --------------------------------------------------------------------------- geometry
+
 
 def test_crop_geometry_parity(session, ref, lm_index, shared: Path) -> None:
     idx = np.arange(0, 200, 5)  # 40 of the 200
@@ -258,6 +267,7 @@ def test_crop_bad_landmarks() -> None:
 
 # --------------------------------------------------------------------------- shape predictor
 
+
 def test_shape_predictor_exact_on_fixed_box_images(sp, ref, lm_index, shared: Path) -> None:
     names = [
         ln.strip()
@@ -302,7 +312,9 @@ def test_dlib150_aligner_registered_and_end_to_end(ref, shared: Path) -> None:
     from facesdk.align import get_aligner
 
     assert get_aligner("dlib150") is not None
-    fr = FaceRecognizer(detector="yunet-2023mar", embedder="dlib-resnet-v1", backend="onnxruntime", device="cpu")
+    fr = FaceRecognizer(
+        detector="yunet-2023mar", embedder="dlib-resnet-v1", backend="onnxruntime", device="cpu"
+    )
     cos = []
     for i in range(0, 40, 8):
         p = ref["crop_paths"][i]
@@ -320,8 +332,12 @@ def test_shape_predictor_landmarker_matches_the_dlib150_aligner(shared: Path) ->
 
     img = load_image(shared / "data" / "photos" / "two_people.jpg")
     one = FaceRecognizer(detector="yunet-2023mar", embedder="dlib-resnet-v1", backend="onnxruntime")
-    two = FaceRecognizer(detector="yunet-2023mar", embedder="dlib-resnet-v1", backend="onnxruntime",
-                         landmarker="dlib-shape-predictor-5")
+    two = FaceRecognizer(
+        detector="yunet-2023mar",
+        embedder="dlib-resnet-v1",
+        backend="onnxruntime",
+        landmarker="dlib-shape-predictor-5",
+    )
     assert two.describe()["landmarker"] == "dlib-shape-predictor-5"
     dets = one.detect(img)
     assert len(dets) == 2 and np.array_equal(one.align(img, dets), two.align(img, dets))

@@ -51,7 +51,9 @@ def test_enroll_search_rename_remove_and_templates(tmp_path: Path) -> None:
     assert img_ids == ids["p3"] and names == ["p3"] * 3 and np.allclose(mat, people["p3"])
     # a photo's own embedding finds its identity and that very photo (per-image templates)
     hits = g.search_hits(people["p7"][1], top_k=3, templates="image")[0]
-    assert hits[0].name == "p7" and hits[0].image_id == ids["p7"][1] and hits[0].similarity == pytest.approx(1.0)
+    assert (
+        hits[0].name == "p7" and hits[0].image_id == ids["p7"][1] and hits[0].similarity == pytest.approx(1.0)
+    )
     assert g.search(people["p7"][1], top_k=3)[0][0][0] == "p7"
     m = g.identify(np.stack([people["p5"][0], -people["p5"][0]]), threshold=0.3)
     assert m[0].name == "p5" and m[0].image_id in ids["p5"] and m[1].name == UNKNOWN
@@ -94,7 +96,7 @@ def test_exact_search_matches_brute_force_all_storages() -> None:
     for storage in ("fp32", "fp16", "int8"):
         ix = ExactIndex(64, storage=storage)
         for i in range(0, len(x), 7):  # many small appends
-            ix.append(x[i: i + 7])
+            ix.append(x[i : i + 7])
         assert ix.capacity <= 2 * len(x) and np.array_equal(ix.matrix, x)
         r = ix.search(q, 10)
         assert np.array_equal(r.rows[:, 0], ref_top[:, 0]), storage  # top-1 identical
@@ -253,13 +255,22 @@ def _npz(path: Path, **arrays: np.ndarray) -> Path:
 
 
 def _good_members() -> dict[str, np.ndarray]:
-    meta = {"format": "facesdk-gallery", "version": 2, "provenance": {"model_id": "m", "embedding_size": 4},
-            "generation": "x"}
+    meta = {
+        "format": "facesdk-gallery",
+        "version": 2,
+        "provenance": {"model_id": "m", "embedding_size": 4},
+        "generation": "x",
+    }
     e = l2_normalize(np.eye(4, dtype=np.float32)[:2])
     return {
-        "meta": np.array(json.dumps(meta)), "names": np.array(["a", "b"]), "identity_meta": np.array("[{}, {}]"),
-        "image_ids": np.array(["i1", "i2"]), "image_identity": np.array([0, 1]), "image_emb": e,
-        "image_weight": np.ones(2, np.float32), "image_samples": np.ones(2, np.int64),
+        "meta": np.array(json.dumps(meta)),
+        "names": np.array(["a", "b"]),
+        "identity_meta": np.array("[{}, {}]"),
+        "image_ids": np.array(["i1", "i2"]),
+        "image_identity": np.array([0, 1]),
+        "image_emb": e,
+        "image_weight": np.ones(2, np.float32),
+        "image_samples": np.ones(2, np.int64),
         "image_meta": np.array("[{}, {}]"),
     }
 
@@ -320,10 +331,23 @@ def test_hostile_and_malformed_files(tmp_path: Path) -> None:
 def test_version_1_files_still_load_and_migrate(tmp_path: Path) -> None:
     rng = np.random.default_rng(6)
     sums = rng.standard_normal((3, D)).astype(np.float32)
-    meta = {"format": "facesdk-gallery", "version": 1, "model_id": "m", "model_sha256": None,
-            "embedding_size": D, "backend": "onnxruntime", "precision": "fp32", "threshold": 0.4}
-    p = _npz(tmp_path / "v1.npz", names=np.array(["a", "b", "c"]), sums=sums, counts=np.array([2, 1, 5]),
-             meta=np.array(json.dumps(meta)))
+    meta = {
+        "format": "facesdk-gallery",
+        "version": 1,
+        "model_id": "m",
+        "model_sha256": None,
+        "embedding_size": D,
+        "backend": "onnxruntime",
+        "precision": "fp32",
+        "threshold": 0.4,
+    }
+    p = _npz(
+        tmp_path / "v1.npz",
+        names=np.array(["a", "b", "c"]),
+        sums=sums,
+        counts=np.array([2, 1, 5]),
+        meta=np.array(json.dumps(meta)),
+    )
     g = Gallery.load(p)
     assert g.names == ["a", "b", "c"] and g.counts() == {"a": 2, "b": 1, "c": 5} and g.threshold == 0.4
     assert np.allclose(g.templates, l2_normalize(sums), atol=1e-6)

@@ -178,11 +178,12 @@ def test_weights_h_layout(tmp_path):
     toks = re.findall(r"0x[0-9a-f]{8}", text)
     assert len(toks) == 64 * (2 + 257) + 1
     p0 = [int(t, 16) for t in toks[2:259]]
-    # slots reversed in groups of 9, 4 per big-endian word: slot 8 -> byte 0, slot 1 -> byte 7, slot 0 -> byte 8
+    # slots reversed in groups of 9, 4 per big-endian word: slot 8 -> byte 0, slot 1 -> byte 7, slot 0 ->
+    # byte 8
     assert p0[0] == 0x07000000 and p0[1] == 0x000000EC and p0[2] == 0x04000000
     assert p0[4] == 0x00010000  # slot 9 -> byte 17 (word 4, second byte)
     assert not any(p0[5:])
-    last = toks[63 * 259: 63 * 259 + 2]
+    last = toks[63 * 259 : 63 * 259 + 2]
     assert last == ["0x50dbc000", "0x00000101"]
     full, prof = dbx.read_weights_h(path)
     assert prof.name == "max78000" and np.array_equal(full[:10], w) and not full[10:].any()
@@ -192,7 +193,10 @@ def test_weights_h_layout(tmp_path):
 
 def test_embeddings_h_text_and_errors(tmp_path):
     p = dbx.write_embeddings_h(["Alice", "Bob", "Charlie"], tmp_path / "embeddings.h")
-    assert p.read_text() == '#define DEFAULT_EMBS_NUM 3 \n\n#define DEFAULT_NAMES { \\\n "Alice", "Bob", "Charli" \\\n}\n'
+    assert (
+        p.read_text()
+        == '#define DEFAULT_EMBS_NUM 3 \n\n#define DEFAULT_NAMES { \\\n "Alice", "Bob", "Charli" \\\n}\n'
+    )
     assert dbx.read_embeddings_h(p) == ["Alice", "Bob", "Charli"]
     bad = tmp_path / "bad.h"
     bad.write_text('#define DEFAULT_EMBS_NUM 4 \n#define DEFAULT_NAMES { "a", "b" }\n')
@@ -229,7 +233,7 @@ def test_flash_record_layout(tmp_path):
     first, second = struct.unpack_from("<II", raw, 0x4004)
     assert first == (ord("A") << 24) | (ord("l") << 16) | (ord("i") << 8) | ord("c")
     assert second == (ord("e") << 24) | (1 << 4) | 2
-    assert raw[0x400C : 0x400C + 64] == rows[0].tobytes() and raw[0x404C : 0x408C] == rows[1].tobytes()
+    assert raw[0x400C : 0x400C + 64] == rows[0].tobytes() and raw[0x404C:0x408C] == rows[1].tobytes()
     _, bob = struct.unpack_from("<II", raw, 0x408C)
     assert bob == (2 << 4) | 15
     assert set(raw[8:0x4000]) == {0xFF}  # erased flash elsewhere
@@ -292,12 +296,22 @@ def _cli(argv: list[str]) -> tuple[int, str]:
 
 def test_cli_export_and_import(gallery, tmp_path):
     gpath = gallery.save(tmp_path / "g.npz")
-    rc, out = _cli(["--json", "export-db", str(gpath), str(tmp_path / "fw"), "--profile", "max78002", "--flash"])
+    rc, out = _cli(
+        ["--json", "export-db", str(gpath), str(tmp_path / "fw"), "--profile", "max78002", "--flash"]
+    )
     d = json.loads(out)
     assert rc == 0 and d["identities"] == len(gallery) and d["threshold"] == 64
     assert Path(d["files"]["flash"]).exists()
-    rc, out = _cli(["import-db", str(tmp_path / "back.npz"), "--weights", d["files"]["weights_h"],
-                    "--embeddings", d["files"]["embeddings_h"]])
+    rc, out = _cli(
+        [
+            "import-db",
+            str(tmp_path / "back.npz"),
+            "--weights",
+            d["files"]["weights_h"],
+            "--embeddings",
+            d["files"]["embeddings_h"],
+        ]
+    )
     assert rc == 0 and "identities" in out
     g2 = Gallery.load(tmp_path / "back.npz")
     assert g2.names == gallery.names
@@ -307,20 +321,26 @@ def test_cli_export_and_import(gallery, tmp_path):
         _cli(["import-db", str(tmp_path / "x.npz"), "--weights", d["files"]["weights_h"]])
 
 
-# ============================================================================ core Gallery scored the firmware way
+# ======================================================================= core Gallery scored the firmware way
 def _emulated_dot_layer(probes_q: np.ndarray, rows: np.ndarray, shift: int = -1) -> np.ndarray:
     """The dot-product layer as the accelerator emulator computes a 1x1 convolution layer."""
     from facesdk_backends.max7800x.accel.emulator import conv2d_acc, requantize
 
-    acc = conv2d_acc(probes_q.astype(np.int64)[:, :, None, None], rows.astype(np.int64)[:, :, None, None],
-                     None, pad=(0, 0))
+    acc = conv2d_acc(
+        probes_q.astype(np.int64)[:, :, None, None], rows.astype(np.int64)[:, :, None, None], None, pad=(0, 0)
+    )
     return requantize(acc[:, :, 0, 0], shift).astype(np.int8)
 
 
 def test_firmware_gallery_scorer_integer_path_is_exact(gallery, real_embeddings, tmp_path):
     rng = np.random.default_rng(4)
-    probes = np.concatenate([real_embeddings, rng.normal(size=(30, 64)).astype(np.float32),
-                             rng.integers(-128, 128, (30, 64)).astype(np.int8).astype(np.float32)])
+    probes = np.concatenate(
+        [
+            real_embeddings,
+            rng.normal(size=(30, 64)).astype(np.float32),
+            rng.integers(-128, 128, (30, 64)).astype(np.int8).astype(np.float32),
+        ]
+    )
     sc = dbx.FirmwareGalleryScorer(gallery)
     assert sc.threshold == 70 and sc.float_threshold == gallery.threshold
     s = sc.scores(probes)
@@ -339,7 +359,9 @@ def test_firmware_gallery_scorer_integer_path_is_exact(gallery, real_embeddings,
     g512 = Gallery("ai85-faceid", 512, threshold=0.6)
     g512.add("a", rng.normal(size=512))
     assert dbx.FirmwareGalleryScorer(g512).threshold == 76  # floor(128 * 0.6)
-    assert [m.name for m in dbx.FirmwareGalleryScorer(Gallery("x", 64)).identify(probes[:3])] == ["Unknown"] * 3
+    assert [m.name for m in dbx.FirmwareGalleryScorer(Gallery("x", 64)).identify(probes[:3])] == [
+        "Unknown"
+    ] * 3
     with pytest.raises(IncompatibleGalleryError):
         sc.scores(np.zeros((1, 512)))
 
@@ -347,9 +369,14 @@ def test_firmware_gallery_scorer_integer_path_is_exact(gallery, real_embeddings,
 def test_firmware_gallery_scorer_agrees_with_float_outside_the_margin(gallery, real_embeddings):
     rng = np.random.default_rng(5)
     e = real_embeddings
-    probes = np.concatenate([e, rng.normal(size=(40, 64)).astype(np.float32),
-                             e + 0.05 * rng.normal(size=e.shape).astype(np.float32),
-                             e + 0.12 * rng.normal(size=e.shape).astype(np.float32)])
+    probes = np.concatenate(
+        [
+            e,
+            rng.normal(size=(40, 64)).astype(np.float32),
+            e + 0.05 * rng.normal(size=e.shape).astype(np.float32),
+            e + 0.12 * rng.normal(size=e.shape).astype(np.float32),
+        ]
+    )
     sc = dbx.FirmwareGalleryScorer(gallery)
     bound = sc.error_bound()
     assert 4 < bound.max() < 10  # (|r|_1 + 128|eps|_2)/256 + 0.5 for 64-d rows
@@ -385,17 +412,54 @@ def test_facesdk_command_line_db_commands(gallery, tmp_path, capsys):
         assert all(w in err for w in words), err
 
     gpath = gallery.save(tmp_path / "g.npz")
-    assert main(["max7800x", "export-db", str(gpath), str(tmp_path / "fw"), "--json", "--profile", "MAX78000"]) == 0
+    assert (
+        main(["max7800x", "export-db", str(gpath), str(tmp_path / "fw"), "--json", "--profile", "MAX78000"])
+        == 0
+    )
     d = json.loads(capsys.readouterr().out)
     assert d["names"] == gallery.names and d["threshold"] == 70
-    assert main(["--json", "max7800x", "import-db", str(tmp_path / "b.npz"), "--weights", d["files"]["weights_h"],
-                 "--embeddings", d["files"]["embeddings_h"]]) == 0
+    assert (
+        main(
+            [
+                "--json",
+                "max7800x",
+                "import-db",
+                str(tmp_path / "b.npz"),
+                "--weights",
+                d["files"]["weights_h"],
+                "--embeddings",
+                d["files"]["embeddings_h"],
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["names"] == gallery.names
     one_line(main(["max7800x", "export-db", str(tmp_path / "none.npz"), str(tmp_path / "o")]), 7, "none.npz")
-    one_line(main(["max7800x", "export-db", str(gpath), str(tmp_path / "o"), "--profile", "max7800"]), 2, "max7800")
-    one_line(main(["max7800x", "import-db", str(tmp_path / "x.npz"), "--weights", str(tmp_path / "no.h"),
-                   "--embeddings", d["files"]["embeddings_h"]]), 7, "no.h")
-    one_line(main(["max7800x", "import-db", str(tmp_path / "x.npz"), "--flash", str(tmp_path / "no.hex")]), 7, "no.hex")
+    one_line(
+        main(["max7800x", "export-db", str(gpath), str(tmp_path / "o"), "--profile", "max7800"]), 2, "max7800"
+    )
+    one_line(
+        main(
+            [
+                "max7800x",
+                "import-db",
+                str(tmp_path / "x.npz"),
+                "--weights",
+                str(tmp_path / "no.h"),
+                "--embeddings",
+                d["files"]["embeddings_h"],
+            ]
+        ),
+        7,
+        "no.h",
+    )
+    one_line(
+        main(["max7800x", "import-db", str(tmp_path / "x.npz"), "--flash", str(tmp_path / "no.hex")]),
+        7,
+        "no.hex",
+    )
     g512 = Gallery("ai85-faceid", 512)
     g512.add("a", np.ones(512, np.float32))
-    one_line(main(["max7800x", "export-db", str(g512.save(tmp_path / "g512.npz")), str(tmp_path / "o")]), 7, "64")
+    one_line(
+        main(["max7800x", "export-db", str(g512.save(tmp_path / "g512.npz")), str(tmp_path / "o")]), 7, "64"
+    )

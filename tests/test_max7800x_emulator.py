@@ -118,6 +118,7 @@ def test_requantize_rounding_and_input_checks(models):
 
 # --------------------------------------------------------------------- hostile / broken files
 
+
 def _torch_like_zip(path: Path, pkl: bytes, extra: dict[str, bytes] | None = None) -> Path:
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("archive/data.pkl", pkl)
@@ -130,7 +131,12 @@ def _torch_like_zip(path: Path, pkl: bytes, extra: dict[str, bytes] | None = Non
 def test_hostile_pickle_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     # protocol-2 pickle: GLOBAL posix.system, then REDUCE with a shell command
-    evil = b"\x80\x02cposix\nsystem\nq\x00X" + len(f"touch {marker}").to_bytes(4, "little") + f"touch {marker}".encode() + b"\x85R."
+    evil = (
+        b"\x80\x02cposix\nsystem\nq\x00X"
+        + len(f"touch {marker}").to_bytes(4, "little")
+        + f"touch {marker}".encode()
+        + b"\x85R."
+    )
     p = _torch_like_zip(tmp_path / "evil.pth.tar", evil)
     with pytest.raises(ModelFormatError, match="posix.system"):
         load_checkpoint(p)
@@ -173,11 +179,15 @@ def test_checkpoint_zip_failures_are_typed(ai8x, tmp_path):
         "encrypted": H.patch_zip_header(good, b"archive/data.pkl", flag_or=0x1),
         "lzma-method": H.patch_zip_header(good, b"archive/data/0", method=14),
         "unknown-method": H.patch_zip_header(good, b"archive/data.pkl", method=99),
-        "utf8-flag-bad-name": H.patch_zip_header(good.replace(b"archive/version", b"archive/\xff\xfersion"),
-                                                 b"archive/\xff\xfersion", flag_or=0x800),
+        "utf8-flag-bad-name": H.patch_zip_header(
+            good.replace(b"archive/version", b"archive/\xff\xfersion"),
+            b"archive/\xff\xfersion",
+            flag_or=0x800,
+        ),
     }
-    deflated = H.checkpoint(tmp_path / "d.pth.tar", root, {"0": b"\1" * 4096},
-                            compression=zipfile.ZIP_DEFLATED).read_bytes()
+    deflated = H.checkpoint(
+        tmp_path / "d.pth.tar", root, {"0": b"\1" * 4096}, compression=zipfile.ZIP_DEFLATED
+    ).read_bytes()
     i = deflated.find(b"archive/data/0") + len(b"archive/data/0")
     cases["bad-deflate"] = deflated[:i] + bytes(b ^ 0x5A for b in deflated[i : i + 12]) + deflated[i + 12 :]
     for name, data in cases.items():
@@ -270,10 +280,13 @@ def test_checkpoint_content_is_plain_data(ai8x):
 
 def test_yaml_checkpoint_mismatch(ai8x):
     with pytest.raises(ModelFormatError, match="ai85faceidnet|ai85tinierssdface"):
-        load_model(ai8x / "trained" / "ai85-faceid-qat8-q.pth.tar", ai8x / "networks" / "ai85-facedet-tinierssd.yaml")
+        load_model(
+            ai8x / "trained" / "ai85-faceid-qat8-q.pth.tar", ai8x / "networks" / "ai85-facedet-tinierssd.yaml"
+        )
 
 
 # --------------------------------------------------------------------- fit
+
 
 def test_fit_reports(models, ai8x):
     det = check_fit(models["facedet"], "max78000")
@@ -285,8 +298,11 @@ def test_fit_reports(models, ai8x):
     d = det.to_dict()
     assert d["chip"] == "MAX78000" and d["weights"]["memory_bytes"] == 442_368 and len(d["per_layer"]) == 16
     assert "FITS" in det.format()
-    ai87 = load_model(ai8x / "trained" / "ai87-facedet-tinierssd-qat8-q.pth.tar",
-                      ai8x / "networks" / "ai87-facedet-tinierssd.yaml", chip="max78002")
+    ai87 = load_model(
+        ai8x / "trained" / "ai87-facedet-tinierssd-qat8-q.pth.tar",
+        ai8x / "networks" / "ai87-facedet-tinierssd.yaml",
+        chip="max78002",
+    )
     r87 = check_fit(ai87)
     assert r87.fits and r87.chip.name == "MAX78002" and r87.chip.weight_bytes == 2_396_160
 
@@ -297,11 +313,29 @@ def test_oversized_network_does_not_fit(ai8x, tmp_path):
     from facesdk_backends.max7800x.accel.network import Layer, Network
 
     rng = np.random.default_rng(0)
-    layers = [Layer(index=0, op="conv2d", kernel_size=(3, 3), pad=(1, 1), in_sequences=[-1],
-                    weights=rng.integers(-128, 128, (512, 3, 3, 3)), activation="relu")]
+    layers = [
+        Layer(
+            index=0,
+            op="conv2d",
+            kernel_size=(3, 3),
+            pad=(1, 1),
+            in_sequences=[-1],
+            weights=rng.integers(-128, 128, (512, 3, 3, 3)),
+            activation="relu",
+        )
+    ]
     for i in range(1, 9):
-        layers.append(Layer(index=i, op="conv2d", kernel_size=(3, 3), pad=(1, 1), in_sequences=[i - 1],
-                            weights=rng.integers(-8, 8, (512, 512, 3, 3)), activation="relu"))
+        layers.append(
+            Layer(
+                index=i,
+                op="conv2d",
+                kernel_size=(3, 3),
+                pad=(1, 1),
+                in_sequences=[i - 1],
+                weights=rng.integers(-8, 8, (512, 512, 3, 3)),
+                activation="relu",
+            )
+        )
     m = Model(Network("synthetic", layers, (3, 64, 64)))
     rep = check_fit(m, "max78000")
     assert not rep.fits
@@ -311,8 +345,15 @@ def test_oversized_network_does_not_fit(ai8x, tmp_path):
     r2 = check_fit(m, "max78002")  # 18.9 MB of weights exceed MAX78002 too
     assert not r2.fits and any(p.startswith("weights") for p in r2.problems)
     # depthwise is MAX78002-only
-    dw = Layer(index=0, op="conv2d", kernel_size=(3, 3), pad=(1, 1), in_sequences=[-1], groups=3,
-               weights=rng.integers(-128, 128, (3, 1, 3, 3)))
+    dw = Layer(
+        index=0,
+        op="conv2d",
+        kernel_size=(3, 3),
+        pad=(1, 1),
+        in_sequences=[-1],
+        groups=3,
+        weights=rng.integers(-128, 128, (3, 1, 3, 3)),
+    )
     md = Model(Network("dw", [dw], (3, 16, 16)))
     assert any("depthwise" in p for p in check_fit(md, "max78000").problems)
     assert check_fit(md, "max78002").fits
@@ -320,25 +361,63 @@ def test_oversized_network_does_not_fit(ai8x, tmp_path):
 
 def test_cli_fit(ai8x, tmp_path):
     ck, y = ai8x / "trained" / NETS["faceid"][0], ai8x / "networks" / NETS["faceid"][1]
-    r = subprocess.run([sys.executable, "-m", "facesdk", "--json", "max7800x", "fit", str(ck), "--yaml", str(y),
-                        "--chip", "max78000"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "facesdk",
+            "--json",
+            "max7800x",
+            "fit",
+            str(ck),
+            "--yaml",
+            str(y),
+            "--chip",
+            "max78000",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     assert d["fits"] and d["weights"]["bytes"] == 176_048
     x = tmp_path / "x.npy"
     np.save(x, np.load(ai8x / "reference" / "faceid_rand0_input.npy"))
     out = tmp_path / "o.npz"
-    r = subprocess.run([sys.executable, "-m", "facesdk", "max7800x", "run", str(ck), "--yaml", str(y),
-                        "--input", str(x), "--out", str(out)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "facesdk",
+            "max7800x",
+            "run",
+            str(ck),
+            "--yaml",
+            str(y),
+            "--input",
+            str(x),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     with np.load(out) as z:
         assert np.array_equal(z["L08"], np.load(ai8x / "reference" / "faceid_rand0_L08_avgpool.npy"))
-    r = subprocess.run([sys.executable, "-m", "facesdk", "max7800x", "fit", str(ck)], capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "facesdk", "max7800x", "fit", str(ck)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode != 0 and "yaml" in r.stderr.lower()
 
 
 # --------------------------------------------------------------------- detection / pipeline
+
 
 def test_tinierssd_decode_on_reference(ai8x):
     from facesdk.detect.tinierssd import decode_tinierssd, load_detection_params, tinierssd_priors
@@ -348,13 +427,20 @@ def test_tinierssd_decode_on_reference(ai8x):
     assert pri.shape == (1246, 4) and pri.min() >= 0 and pri.max() <= 1
     params = load_detection_params(ai8x / "networks" / "obj_detection_params_facedet.yaml")
     assert params == {"min_score": 0.75, "max_overlap": 0.3, "top_k": 20}
-    locs, sc = np.load(ref / "facedet_sample_model_locs.npy"), np.load(ref / "facedet_sample_model_class_scores.npy")
+    locs, sc = (
+        np.load(ref / "facedet_sample_model_locs.npy"),
+        np.load(ref / "facedet_sample_model_class_scores.npy"),
+    )
     boxes, scores = decode_tinierssd(locs, sc, pri, min_score=0.5)
     assert len(boxes) >= 1 and scores[0] > 0.5 and np.all(np.diff(scores) <= 0)
     b = boxes[0] * np.array([168, 224, 168, 224])
     assert 0 <= b[0] < b[2] <= 168 and 0 <= b[1] < b[3] <= 224 and (b[2] - b[0]) > 40
-    none, _ = decode_tinierssd(np.load(ref / "facedet_rand0_model_locs.npy"),
-                               np.load(ref / "facedet_rand0_model_class_scores.npy"), pri, min_score=0.5)
+    none, _ = decode_tinierssd(
+        np.load(ref / "facedet_rand0_model_locs.npy"),
+        np.load(ref / "facedet_rand0_model_class_scores.npy"),
+        pri,
+        min_score=0.5,
+    )
     assert len(none) == 0
     with pytest.raises(ConfigError):
         decode_tinierssd(locs[:10], sc, pri)
@@ -368,7 +454,9 @@ def ai8x_env(ai8x, monkeypatch):
 def test_face_recognizer_on_max78000(ai8x_env, shared):
     import facesdk
 
-    rec = facesdk.FaceRecognizer(detector="ai85-facedet-tinierssd", embedder="ai85-faceid", backend="max78000")
+    rec = facesdk.FaceRecognizer(
+        detector="ai85-facedet-tinierssd", embedder="ai85-faceid", backend="max78000"
+    )
     d = rec.describe()
     assert d["embedder"]["precision"] == "ai8x" and d["detector"]["device"] == "emulator"
     lfw = shared / "data" / "lfw" / "images"
@@ -428,16 +516,33 @@ def _post_process_c(locs: np.ndarray, cls: np.ndarray, w: int = 168, h: int = 22
     k = i - (0 if scale_idx == 0 else 2 * 28 * 21)
     ar, rel = k % 2, k // 2
     cy, cx = rel // dims[scale_idx][1], rel % dims[scale_idx][1]
-    pr = [f32(f32(cx + 0.5) / f32(dims[scale_idx][1])), f32(f32(cy + 0.5) / f32(dims[scale_idx][0])),
-          f32(float(scales[scale_idx]) * math.sqrt(float(ars[ar]))),
-          f32(float(scales[scale_idx]) / math.sqrt(float(ars[ar])))]
+    pr = [
+        f32(f32(cx + 0.5) / f32(dims[scale_idx][1])),
+        f32(f32(cy + 0.5) / f32(dims[scale_idx][0])),
+        f32(float(scales[scale_idx]) * math.sqrt(float(ars[ar]))),
+        f32(float(scales[scale_idx]) / math.sqrt(float(ars[ar]))),
+    ]
     pr = [min(max(v, f32(0)), f32(1)) for v in pr]
     g = [f32(int(locs[i, j]) / 128.0) for j in range(4)]
-    cxcy = [f32(pr[0] + g[0] * pr[2] / f32(10)), f32(pr[1] + g[1] * pr[3] / f32(10)),
-            f32(math.exp(float(g[2] / f32(5))) * float(pr[2])), f32(math.exp(float(g[3] / f32(5))) * float(pr[3]))]
-    xy = [cxcy[0] - cxcy[2] / f32(2), cxcy[1] - cxcy[3] / f32(2), cxcy[0] + cxcy[2] / f32(2), cxcy[1] + cxcy[3] / f32(2)]
+    cxcy = [
+        f32(pr[0] + g[0] * pr[2] / f32(10)),
+        f32(pr[1] + g[1] * pr[3] / f32(10)),
+        f32(math.exp(float(g[2] / f32(5))) * float(pr[2])),
+        f32(math.exp(float(g[3] / f32(5))) * float(pr[3])),
+    ]
+    xy = [
+        cxcy[0] - cxcy[2] / f32(2),
+        cxcy[1] - cxcy[3] / f32(2),
+        cxcy[0] + cxcy[2] / f32(2),
+        cxcy[1] + cxcy[3] / f32(2),
+    ]
     xy = [min(max(v, f32(0)), f32(1)) for v in xy]
-    return [int(f32(w) * xy[0]), int(f32(h) * xy[1]), int(f32(w) * xy[2]), int(f32(h) * xy[3])], best_val / 65536
+    return [
+        int(f32(w) * xy[0]),
+        int(f32(h) * xy[1]),
+        int(f32(w) * xy[2]),
+        int(f32(h) * xy[3]),
+    ], best_val / 65536
 
 
 def _faceid_c(frame: np.ndarray, box) -> np.ndarray:
@@ -461,8 +566,10 @@ def test_firmware_decode_is_post_process_c(ai8x):
 
     ref = ai8x / "reference"
     rng = np.random.default_rng(0)
-    cases = [(np.load(ref / f"facedet_{k}_model_locs.npy"), np.load(ref / f"facedet_{k}_model_class_scores.npy"))
-             for k in INPUTS]
+    cases = [
+        (np.load(ref / f"facedet_{k}_model_locs.npy"), np.load(ref / f"facedet_{k}_model_class_scores.npy"))
+        for k in INPUTS
+    ]
     for _ in range(6):  # random heads, many saturated ties (the first maximum must win)
         sc = rng.integers(-128, 128, (1246, 2))
         sc[rng.random(1246) < 0.05] = (-128, 127)
@@ -489,7 +596,13 @@ def test_firmware_faceid_crop_is_faceid_c(shared):
     frame = rgb565_quantize(rng.integers(0, 256, (224, 168, 3)).astype(np.uint8))
     assert set(np.unique(frame[..., 0] % 8)) == {0} and set(np.unique(frame[..., 1] % 4)) == {0}
     assert rgb565_quantize(np.array([[[255, 255, 255]]], np.uint8)).tolist() == [[[248, 252, 248]]]
-    for box in [(66, 3, 136, 108), (0, 0, 168, 224), (10, 20, 11, 21), (17, 33, 97, 131), (100, 150, 167, 223)]:
+    for box in [
+        (66, 3, 136, 108),
+        (0, 0, 168, 224),
+        (10, 20, 11, 21),
+        (17, 33, 97, 131),
+        (100, 150, 167, 223),
+    ]:
         assert np.array_equal(firmware_faceid_crop(frame, box), _faceid_c(frame, box)), box
     with pytest.raises(ConfigError):
         firmware_faceid_crop(frame, (10, 10, 10, 50))  # empty box
@@ -503,7 +616,9 @@ def test_detector_firmware_exact_mode(ai8x_env, shared):
     from facesdk.detect.tinierssd import firmware_box, firmware_faceid_crop, firmware_frame
     from facesdk.image import load_image
 
-    rec = facesdk.FaceRecognizer(detector="ai85-facedet-tinierssd", embedder="ai85-faceid", backend="max78000")
+    rec = facesdk.FaceRecognizer(
+        detector="ai85-facedet-tinierssd", embedder="ai85-faceid", backend="max78000"
+    )
     img = load_image(shared / "data" / "lfw" / "images" / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg")
     host = rec.detect(img)
     rec.detector.firmware_exact = True
@@ -524,7 +639,7 @@ def _iou(a, b) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-# --------------------------------------------------------------------- command line: --json and one-line errors
+# ------------------------------------------------------------------- command line: --json and one-line errors
 def _one_line_error(capsys, rc: int, want_rc: int, *words: str) -> None:
     err = capsys.readouterr().err.strip()
     assert rc == want_rc, err
@@ -538,8 +653,10 @@ def test_cli_fit_and_run_json_and_bad_input(ai8x, ai8x_env, tmp_path, capsys):
     from facesdk.cli import main
 
     ck, y = ai8x / "trained" / NETS["faceid"][0], ai8x / "networks" / NETS["faceid"][1]
-    for argv in (["max7800x", "fit", str(ck), "--yaml", str(y), "--json"],
-                 ["--json", "max7800x", "fit", "ai85-faceid", "--chip", "MAX78002"]):
+    for argv in (
+        ["max7800x", "fit", str(ck), "--yaml", str(y), "--json"],
+        ["--json", "max7800x", "fit", "ai85-faceid", "--chip", "MAX78002"],
+    ):
         assert main(argv) == 0
         d = json.loads(capsys.readouterr().out)
         assert d["fits"] and d["chip"] in ("MAX78000", "MAX78002")
@@ -549,31 +666,55 @@ def test_cli_fit_and_run_json_and_bad_input(ai8x, ai8x_env, tmp_path, capsys):
     d = json.loads(capsys.readouterr().out)
     assert d["outputs"]["L08"]["shape"] == [512, 1, 1]
     # bad input → one line, the error's exit code
-    _one_line_error(capsys, main(["max7800x", "fit", str(tmp_path / "missing.pth.tar"), "--yaml", str(y)]), 5,
-                    "checkpoint not found")
+    _one_line_error(
+        capsys,
+        main(["max7800x", "fit", str(tmp_path / "missing.pth.tar"), "--yaml", str(y)]),
+        5,
+        "checkpoint not found",
+    )
     _one_line_error(capsys, main(["max7800x", "fit", "no-such-card"]), 5, "no-such-card")
-    _one_line_error(capsys, main(["max7800x", "fit", str(ck), "--yaml", str(y), "--chip", "max78001"]), 2,
-                    "max78001", "max78000 or max78002")
+    _one_line_error(
+        capsys,
+        main(["max7800x", "fit", str(ck), "--yaml", str(y), "--chip", "max78001"]),
+        2,
+        "max78001",
+        "max78000 or max78002",
+    )
     marker = tmp_path / "pwned"
-    evil = (b"\x80\x02cposix\nsystem\nq\x00X" + len(f"touch {marker}").to_bytes(4, "little")
-            + f"touch {marker}".encode() + b"\x85R.")
+    evil = (
+        b"\x80\x02cposix\nsystem\nq\x00X"
+        + len(f"touch {marker}").to_bytes(4, "little")
+        + f"touch {marker}".encode()
+        + b"\x85R."
+    )
     hostile = _torch_like_zip(tmp_path / "evil.pth.tar", evil)
-    _one_line_error(capsys, main(["max7800x", "fit", str(hostile), "--yaml", str(y), "--json"]), 5, "posix.system")
+    _one_line_error(
+        capsys, main(["max7800x", "fit", str(hostile), "--yaml", str(y), "--json"]), 5, "posix.system"
+    )
     assert not marker.exists()
-    _one_line_error(capsys, main(["max7800x", "run", str(ck), "--yaml", str(y), "--input", str(tmp_path / "no.npy")]),
-                    2, "no.npy")
+    _one_line_error(
+        capsys,
+        main(["max7800x", "run", str(ck), "--yaml", str(y), "--input", str(tmp_path / "no.npy")]),
+        2,
+        "no.npy",
+    )
     bad = tmp_path / "bad.npy"
     np.save(bad, np.full((3, 160, 120), 300))
-    _one_line_error(capsys, main(["max7800x", "run", str(ck), "--yaml", str(y), "--input", str(bad)]), 2, "-128..127")
+    _one_line_error(
+        capsys, main(["max7800x", "run", str(ck), "--yaml", str(y), "--input", str(bad)]), 2, "-128..127"
+    )
 
 
-@pytest.mark.parametrize("c,o,k,pad,stride,wmax", [
-    (129, 16, (3, 3), (1, 1), (1, 1), 127),   # 9·129·128·127 > 2**24: taps summed in two exact groups
-    (5, 7, (3, 2), (2, 0), (1, 1), 127),      # non-square kernel, asymmetric padding
-    (8, 4, (3, 3), (1, 1), (2, 2), 127),      # stride 2: im2col path
-    (1100, 3, (3, 3), (1, 1), (1, 1), 127),   # one tap alone could pass 2**24: im2col with split K
-    (16, 8, (1, 1), (0, 0), (1, 1), 127),     # 1x1
-])
+@pytest.mark.parametrize(
+    "c,o,k,pad,stride,wmax",
+    [
+        (129, 16, (3, 3), (1, 1), (1, 1), 127),  # 9·129·128·127 > 2**24: taps summed in two exact groups
+        (5, 7, (3, 2), (2, 0), (1, 1), 127),  # non-square kernel, asymmetric padding
+        (8, 4, (3, 3), (1, 1), (2, 2), 127),  # stride 2: im2col path
+        (1100, 3, (3, 3), (1, 1), (1, 1), 127),  # one tap alone could pass 2**24: im2col with split K
+        (16, 8, (1, 1), (0, 0), (1, 1), 127),  # 1x1
+    ],
+)
 def test_conv_paths_are_exact_integer_convolutions(c, o, k, pad, stride, wmax):
     from facesdk_backends.max7800x.accel.emulator import conv2d_acc
 
@@ -592,7 +733,12 @@ def test_conv_paths_are_exact_integer_convolutions(c, o, k, pad, stride, wmax):
     want = np.zeros((2, o, ho, wo), np.int64)
     for ky in range(k[0]):
         for kx in range(k[1]):
-            sl = xp[:, :, ky : ky + (ho - 1) * stride[0] + 1 : stride[0], kx : kx + (wo - 1) * stride[1] + 1 : stride[1]]
+            sl = xp[
+                :,
+                :,
+                ky : ky + (ho - 1) * stride[0] + 1 : stride[0],
+                kx : kx + (wo - 1) * stride[1] + 1 : stride[1],
+            ]
             want += np.einsum("nchw,oc->nohw", sl, w[:, :, ky, kx].astype(np.int64))
     want += (b * 128)[None, :, None, None]
     assert got.shape == want.shape and np.array_equal(got, want)

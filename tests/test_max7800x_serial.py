@@ -100,7 +100,7 @@ def test_corrupt_length_does_not_stall_and_buffer_is_bounded():
     f = bytearray(encode_frame(MsgType.INFO_R, 1, b"hi"))
     f[10:14] = struct.pack("<I", 50_000_000)  # absurd length (header CRC now wrong too)
     p = FrameParser()
-    assert p.feed(bytes(f) + encode_frame(MsgType.INFO_R, 2)) [0].seq == 2
+    assert p.feed(bytes(f) + encode_frame(MsgType.INFO_R, 2))[0].seq == 2
     # a frame with a *valid* header CRC but oversize length is refused as well
     head = struct.pack("<BBHII", 2, 0x81, 5, 0, MAX_PAYLOAD + 1)
     forged = SYNC + head + struct.pack("<H", zlib.crc32(head) & 0xFFFF)
@@ -136,8 +136,8 @@ def test_frame_hidden_in_an_image_is_never_decoded_after_a_line_error():
     assert SYNC not in outer[2:]  # stuffing: no sync word inside a body
     nxt = encode_frame(MsgType.INFO, 2, session=5)
     for pos in range(len(outer)):  # every byte corrupted (three ways), dropped, or duplicated
-        variants = [outer[:pos] + bytes([outer[pos] ^ x]) + outer[pos + 1:] for x in (0x01, 0x80, 0xFF)]
-        variants += [outer[:pos] + outer[pos + 1:], outer[:pos + 1] + outer[pos:]]
+        variants = [outer[:pos] + bytes([outer[pos] ^ x]) + outer[pos + 1 :] for x in (0x01, 0x80, 0xFF)]
+        variants += [outer[:pos] + outer[pos + 1 :], outer[: pos + 1] + outer[pos:]]
         for v in variants:
             got = FrameParser().feed(v + nxt)
             assert all(f.type != MsgType.LOAD_DB for f in got), pos
@@ -261,7 +261,10 @@ def test_random_link_faults_lose_or_duplicate_no_enrolment():
 def test_application_retry_with_same_request_id_is_deduplicated():
     e = _emb(np.random.default_rng(6), 1)[0]
     faults = Faults(tx_script=["lose"])  # the device enrols, but its answer never arrives
-    with DeviceSimulator(embedding_size=64, faults=faults) as sim, Max7800xDevice(sim.port, timeout=0.1, retries=0) as dev:
+    with (
+        DeviceSimulator(embedding_size=64, faults=faults) as sim,
+        Max7800xDevice(sim.port, timeout=0.1, retries=0) as dev,
+    ):
         with pytest.raises(LinkTimeoutError):
             dev.enrol("carol", e, request_id=1234)
         r = dev.enrol("carol", e, request_id=1234)  # new seq, same id
@@ -270,7 +273,10 @@ def test_application_retry_with_same_request_id_is_deduplicated():
 
 
 def test_silent_port_gives_a_clear_timeout():
-    with DeviceSimulator(faults=Faults(silent=True)) as sim, Max7800xDevice(sim.port, timeout=0.1, retries=1) as dev:
+    with (
+        DeviceSimulator(faults=Faults(silent=True)) as sim,
+        Max7800xDevice(sim.port, timeout=0.1, retries=1) as dev,
+    ):
         with pytest.raises(LinkTimeoutError, match="silent"):
             dev.info()
         assert dev.stats.retries == 1
@@ -313,7 +319,9 @@ def test_device_errors_and_bad_ports():
 @pytest.fixture(scope="module")
 def faceid_compute(shared):
     ai8x = shared / "ai8x"
-    return EmulatorCompute.faceid(ai8x / "trained" / "ai85-faceid-qat8-q.pth.tar", ai8x / "networks" / "faceid.yaml")
+    return EmulatorCompute.faceid(
+        ai8x / "trained" / "ai85-faceid-qat8-q.pth.tar", ai8x / "networks" / "faceid.yaml"
+    )
 
 
 def _as_image(x: np.ndarray) -> np.ndarray:
@@ -341,7 +349,8 @@ def test_run_image_is_bit_exact_and_identifies(shared, faceid_compute):
         other = _as_image(np.load(shared / "ai8x" / "samples" / "sample_faceid.npy"))
         r = dev.run_image(other)
         _slot, mx, known = dbexport.firmware_decision(
-            dbexport.dot_product_scores(dbexport.quantize_probe(r.embedding)[None], rows), 70)
+            dbexport.dot_product_scores(dbexport.quantize_probe(r.embedding)[None], rows), 70
+        )
         assert r.known == bool(known[0]) and r.score == int(mx[0])
 
 
@@ -405,10 +414,12 @@ def test_run_image_detects_embeds_and_identifies_on_the_emulated_pipeline(shared
 
     photos = shared / "data" / "photos"
     probe = _camera_frame(photos / "obama-240p.jpg", (168, 224))  # the firmware's frame size
-    people = {"obama": photos / "knn_examples" / "train" / "obama" / "obama.jpg",
-              "biden": photos / "knn_examples" / "train" / "biden" / "biden2.jpg",
-              "alex": photos / "knn_examples" / "train" / "alex_lacamoire" / "img1.jpg",
-              "rose": photos / "knn_examples" / "train" / "rose_leslie" / "img1.jpg"}
+    people = {
+        "obama": photos / "knn_examples" / "train" / "obama" / "obama.jpg",
+        "biden": photos / "knn_examples" / "train" / "biden" / "biden2.jpg",
+        "alex": photos / "knn_examples" / "train" / "alex_lacamoire" / "img1.jpg",
+        "rose": photos / "knn_examples" / "train" / "rose_leslie" / "img1.jpg",
+    }
     # host-side expectation, step by step as the firmware does it
     (det,) = face_pipeline.detect(probe)
     b8 = firmware_box(det.box, (probe.shape[1], probe.shape[0]))
@@ -429,8 +440,9 @@ def test_run_image_detects_embeds_and_identifies_on_the_emulated_pipeline(shared
     assert (r565.name, r565.score) == (r.name, r.score) and np.array_equal(r565.embedding, r.embedding)
     # the emulated TinierSSD box is the face YuNet finds
     card = zoo.get_card("yunet-2023mar")
-    yunet = detector_class(card.family)(card, get_backend("onnxruntime"),
-                                        {"main": Artifact(zoo.fetch(card, "onnx"), "onnx", card)}, threads=1)
+    yunet = detector_class(card.family)(
+        card, get_backend("onnxruntime"), {"main": Artifact(zoo.fetch(card, "onnx"), "onnx", card)}, threads=1
+    )
     (yd,) = yunet.detect(probe)
     assert _iou(r.detections[0].box, yd.box) > 0.5
 
@@ -446,9 +458,11 @@ def test_simulator_runs_the_current_msdk_generation_end_to_end(shared):
     assert comp.generation == "faceid_112" and comp.input_size == (112, 112) and comp.embedding_size == 64
     photos = shared / "data" / "photos"
     probe = _camera_frame(photos / "obama-240p.jpg", (168, 224))
-    people = {"obama": photos / "knn_examples" / "train" / "obama" / "obama.jpg",
-              "biden": photos / "knn_examples" / "train" / "biden" / "biden2.jpg",
-              "rose": photos / "knn_examples" / "train" / "rose_leslie" / "img1.jpg"}
+    people = {
+        "obama": photos / "knn_examples" / "train" / "obama" / "obama.jpg",
+        "biden": photos / "knn_examples" / "train" / "biden" / "biden2.jpg",
+        "rose": photos / "knn_examples" / "train" / "rose_leslie" / "img1.jpg",
+    }
     (det,) = comp.detect(probe)
     crop = firmware_faceid_crop(firmware_frame(probe), firmware_box(det.box, (168, 224)), (112, 112))
     want = comp.embed(crop)
@@ -475,8 +489,9 @@ def test_face_pipeline_compute_host_mode_and_errors(shared, face_pipeline):
     from facesdk_backends.max7800x.board.simulator import FacePipelineCompute
 
     probe = _camera_frame(shared / "data" / "photos" / "obama-240p.jpg", (168, 224))
-    host = FacePipelineCompute(face_pipeline.model, face_pipeline.facedet, firmware_exact=False,
-                               nms=face_pipeline.nms)
+    host = FacePipelineCompute(
+        face_pipeline.model, face_pipeline.facedet, firmware_exact=False, nms=face_pipeline.nms
+    )
     dets = host.detect(probe)
     (fw,) = face_pipeline.detect(probe)
     assert len(dets) >= 1 and _iou(dets[0].box, fw.box) > 0.7 and dets[0].score > fw.score
@@ -495,7 +510,8 @@ def _demo_stream(frames: list[np.ndarray]) -> bytes:
         out += encode_str_frame(f, "RGB565")
         out += b"D[faceid    : 312] CNN_3 max value: %d \r\n" % (80 + i)
         if i == 0:
-            out += b"I[faceid    : 316] FaceID result: subject id: 3 \r\nI[faceid    : 318] FaceID result: subject name: Alice \r\n"
+            out += b"I[faceid    : 316] FaceID result: subject id: 3 \r\n"
+            out += b"I[faceid    : 318] FaceID result: subject name: Alice \r\n"
         else:
             out += b"I[faceid    : 321] FaceID result: Unknown subject\r\n"
     return out
@@ -574,7 +590,9 @@ def test_facesdk_command_line_serial_info(capsys):
         assert main(["max7800x", "serial-info", sim.port, "--timeout", "0.05", "--retries", "0"]) == 8
         assert "not facesdk frames" in capsys.readouterr().err
     with DeviceSimulator(faults=Faults(silent=True)) as sim:
-        assert main(["max7800x", "serial-info", sim.port, "--json", "--timeout", "0.05", "--retries", "1"]) == 8
+        assert (
+            main(["max7800x", "serial-info", sim.port, "--json", "--timeout", "0.05", "--retries", "1"]) == 8
+        )
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "silent" in err, err
     assert main(["max7800x", "serial-info", "/dev/does-not-exist-facesdk", "--json"]) == 8
@@ -591,12 +609,17 @@ def test_backend_session_over_serial_runs_on_the_board(shared, faceid_compute):
     with DeviceSimulator(faceid_compute) as sim:
         sess = get_backend("max78000").load(
             Artifact(path=ai8x / "trained" / "ai85-faceid-qat8-q.pth.tar", format="ai8x"),
-            device=f"serial:{sim.port}", yaml=ai8x / "networks" / "faceid.yaml", timeout=0.5)
+            device=f"serial:{sim.port}",
+            yaml=ai8x / "networks" / "faceid.yaml",
+            timeout=0.5,
+        )
         with sess:
             assert sess.device == f"serial:{sim.port}"
             (out,) = sess.run(np.stack([x, x]))
         assert out.shape == (2, 512, 1, 1) and out.dtype == np.int8
-        assert np.array_equal(out[1].reshape(-1), np.load(ai8x / "reference" / "faceid_sample_embedding512.npy"))
+        assert np.array_equal(
+            out[1].reshape(-1), np.load(ai8x / "reference" / "faceid_sample_embedding512.npy")
+        )
         assert sim.requests_executed["RUN_TENSOR"] == 2
 
 
@@ -625,8 +648,13 @@ def test_cli_simulate_serves_a_pty_that_serial_info_reaches(shared):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    r = subprocess.run([sys.executable, "-m", "facesdk", "max7800x", "simulate", "--chip", "max78001",
-                        "--duration", "0"], capture_output=True, text=True, env=env, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "facesdk", "max7800x", "simulate", "--chip", "max78001", "--duration", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert r.returncode == 2 and "max78001" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -641,6 +669,9 @@ def test_serial_device_port_keeps_its_case(shared, faceid_compute, tmp_path):
         link.symlink_to(sim.port)
         sess = get_backend("max78000").load(
             Artifact(path=ai8x / "trained" / "ai85-faceid-qat8-q.pth.tar", format="ai8x"),
-            device=f"SERIAL:{link}", yaml=ai8x / "networks" / "faceid.yaml", timeout=0.5)
+            device=f"SERIAL:{link}",
+            yaml=ai8x / "networks" / "faceid.yaml",
+            timeout=0.5,
+        )
         with sess:
             assert str(link) in sess.device

@@ -22,7 +22,9 @@ from facesdk.gallery import UNKNOWN, Gallery
 
 @pytest.fixture(scope="module")
 def rec() -> facesdk.FaceRecognizer:
-    return facesdk.FaceRecognizer(detector="yunet-2023mar", embedder="mobilefacenet-sirius", backend="onnxruntime")
+    return facesdk.FaceRecognizer(
+        detector="yunet-2023mar", embedder="mobilefacenet-sirius", backend="onnxruntime"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +99,9 @@ def test_weight_imprinting_is_mean_of_normalised(rec: facesdk.FaceRecognizer) ->
     assert np.allclose(g.templates[0], want, atol=1e-6) and g.counts() == {"a": 3}
 
 
-def test_gallery_roundtrip_and_provenance(rec: facesdk.FaceRecognizer, enrolled: Gallery, tmp_path: Path) -> None:
+def test_gallery_roundtrip_and_provenance(
+    rec: facesdk.FaceRecognizer, enrolled: Gallery, tmp_path: Path
+) -> None:
     p = enrolled.save(tmp_path / "g.npz")
     # no temp files left behind (the empty ``.lock`` beside it is the inter-process save lock)
     assert sorted(f.name for f in tmp_path.iterdir()) == ["g.npz", "g.npz.lock"]

@@ -24,12 +24,17 @@ FIXTURE = Path(__file__).with_name("plugin_fixture")
 def test_import_facesdk_imports_no_engine() -> None:
     code = (
         "import sys, facesdk, facesdk.pipeline, facesdk.cli; "
-        "print(sorted(m for m in ('onnxruntime','openvino','ai_edge_litert','tensorrt','serial','torch') if m in sys.modules))"
+        "print(sorted(m for m in ('onnxruntime','openvino','ai_edge_litert','tensorrt','serial','torch') if "
+        "m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
-    out = subprocess.run([sys.executable, "-c", "import facesdk, sys; print('onnxruntime' in sys.modules)"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", "import facesdk, sys; print('onnxruntime' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert out.strip() == "False"
 
 
@@ -64,13 +69,25 @@ def test_third_party_backend_found_by_entry_point(toy_plugin: None, tmp_path: Pa
     s = be.load(Artifact(tmp_path / "proj.npz", "npz-linear"))
     assert s.run(np.ones((2, 112 * 112 * 3), np.float32))[0].shape == (2, 16)
     # The third-party backend runs the embedder inside the normal pipeline.
-    card = zoo.ModelCard.from_dict({
-        "id": "toy-projection", "task": "embed", "family": "toy", "license": "MIT", "embedding_size": 16,
-        "template": "arcface112",
-        "input": {"size": [112, 112], "mean": [127.5] * 3, "std": [128.0] * 3, "layout": "NHWC"},
-        "artifacts": [{"format": "npz-linear", "file": "proj.npz", "sha256": zoo.sha256_file(tmp_path / "proj.npz"),
-                       "sources": [{"kind": "path", "location": str(tmp_path / "proj.npz")}]}],
-    })
+    card = zoo.ModelCard.from_dict(
+        {
+            "id": "toy-projection",
+            "task": "embed",
+            "family": "toy",
+            "license": "MIT",
+            "embedding_size": 16,
+            "template": "arcface112",
+            "input": {"size": [112, 112], "mean": [127.5] * 3, "std": [128.0] * 3, "layout": "NHWC"},
+            "artifacts": [
+                {
+                    "format": "npz-linear",
+                    "file": "proj.npz",
+                    "sha256": zoo.sha256_file(tmp_path / "proj.npz"),
+                    "sources": [{"kind": "path", "location": str(tmp_path / "proj.npz")}],
+                }
+            ],
+        }
+    )
     rec = facesdk.FaceRecognizer(embedder=card, detector_backend="onnxruntime", embedder_backend="toy")
     faces = rec.faces(shared / "data/photos/two_people.jpg")
     assert len(faces) == 2 and faces[0].embedding.shape == (16,)  # type: ignore[union-attr]
@@ -123,14 +140,17 @@ def test_plugin_discovery_imports_no_backend_module() -> None:
         "import sys\n"
         "from facesdk.plugins import backend_classes, get_plugin_manager\n"
         "get_plugin_manager()\n"
-        "print(sorted(m for m in sys.modules if m.startswith('facesdk_backends.') and not m.endswith('.plugin')"
+        "print(sorted(m for m in sys.modules if m.startswith('facesdk_backends.') and not "
+        "m.endswith('.plugin')"
         " and m.count('.') > 1))\n"
         "backend_classes()\n"
         "heavy = ('onnxruntime', 'openvino', 'ai_edge_litert', 'tensorrt', 'serial', 'yaml',\n"
         "         'facesdk_backends.max7800x.emulator', 'facesdk_backends.max7800x.network')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
     assert out[0] == "[]" and out[1] == "[]", out
 
 
@@ -143,7 +163,12 @@ def test_backend_order_and_aliases_are_class_attributes(toy_plugin: None) -> Non
     assert order[:4] == ["onnxruntime", "openvino", "tensorrt", "tflite"]  # by Backend.priority
     assert order.index("toy") > order.index("tflite")  # a third party without a priority comes last
     assert classes["toy"].priority == Backend.priority
-    for alias, name in [("ort", "onnxruntime"), ("ov", "openvino"), ("litert", "tflite"), ("trt", "tensorrt")]:
+    for alias, name in [
+        ("ort", "onnxruntime"),
+        ("ov", "openvino"),
+        ("litert", "tflite"),
+        ("trt", "tensorrt"),
+    ]:
         assert alias in classes[name].aliases and get_backend(alias).name == name
 
 
@@ -186,8 +211,9 @@ def test_third_party_detector_family_landmarker_and_aligner(toy_plugin: None, sh
     assert "toy-centre" in families() and "yunet" in families()
     assert "toy-identity5" in landmarker_families() and "arcface112:toy5" in aligners()
     img = load_image(shared / "data/photos/two_people.jpg")
-    ref = facesdk.FaceRecognizer(detector="yunet-2023mar", embedder="mobilefacenet-sirius",
-                                 backend="onnxruntime")
+    ref = facesdk.FaceRecognizer(
+        detector="yunet-2023mar", embedder="mobilefacenet-sirius", backend="onnxruntime"
+    )
     everyone = ref.detect(img)
     assert len(everyone) == 2
     centre = dataclasses.replace(zoo.get_card("yunet-2023mar"), id="toy-centre-yunet", family="toy-centre")
@@ -197,10 +223,15 @@ def test_third_party_detector_family_landmarker_and_aligner(toy_plugin: None, sh
     want = min(everyone, key=lambda d: abs((d.box[0] + d.box[2]) / 2 - cx))
     assert len(got) == 1 and facesdk_toy.CALLS["detector"] == 1 and np.allclose(got[0].box, want.box)
 
-    lm_card = zoo.ModelCard.from_dict({
-        "id": "toy-identity", "task": "landmarks", "family": "toy-identity5", "license": "MIT",
-        "input": {"size": [112, 112]},
-    })
+    lm_card = zoo.ModelCard.from_dict(
+        {
+            "id": "toy-identity",
+            "task": "landmarks",
+            "family": "toy-identity5",
+            "license": "MIT",
+            "input": {"size": [112, 112]},
+        }
+    )
     rec2 = facesdk.FaceRecognizer(
         detector="yunet-2023mar", embedder="mobilefacenet-sirius", backend="onnxruntime", landmarker=lm_card
     )
@@ -217,21 +248,36 @@ def test_alignment_template_is_card_data(shared: Path) -> None:
 
     pts, size = template_points("arcface112")  # carried by the mobilefacenet-sirius card
     assert size == (112, 112) and np.allclose(pts, ARCFACE_112)
-    shifted = zoo.ModelCard.from_dict({
-        "id": "toy-shifted", "task": "embed", "family": "toy", "license": "MIT", "template": "toy-shifted",
-        "input": {"size": [120, 112]},
-        "alignment": {"points": (ARCFACE_112 + [8.0, 0.0]).tolist(), "size": [120, 112]},
-    })
+    shifted = zoo.ModelCard.from_dict(
+        {
+            "id": "toy-shifted",
+            "task": "embed",
+            "family": "toy",
+            "license": "MIT",
+            "template": "toy-shifted",
+            "input": {"size": [120, 112]},
+            "alignment": {"points": (ARCFACE_112 + [8.0, 0.0]).tolist(), "size": [120, 112]},
+        }
+    )
     assert shifted.alignment is not None and shifted.alignment.name == "toy-shifted"
     img = load_image(shared / "data/photos/two_people.jpg")
-    d = facesdk.FaceRecognizer(detector="yunet-2023mar", embedder="mobilefacenet-sirius",
-                               backend="onnxruntime").detect(img)[0]
+    d = facesdk.FaceRecognizer(
+        detector="yunet-2023mar", embedder="mobilefacenet-sirius", backend="onnxruntime"
+    ).detect(img)[0]
     a = align_face(img, d.box, d.landmarks, "arcface112")
     b = align_face(img, d.box, d.landmarks, shifted.alignment)
     assert b.shape == (112, 120, 3)
     assert np.abs(b[:, 8:120].astype(int) - a.astype(int)).mean() < 1.0  # the same face, 8 px to the right
     with pytest.raises(ConfigError, match="alignment"):
-        zoo.ModelCard.from_dict({"id": "bad", "task": "embed", "family": "x", "license": "MIT",
-                                 "input": {"size": [1, 1]}, "alignment": {"points": [[0, 0]], "size": [9, 9]}})
+        zoo.ModelCard.from_dict(
+            {
+                "id": "bad",
+                "task": "embed",
+                "family": "x",
+                "license": "MIT",
+                "input": {"size": [1, 1]},
+                "alignment": {"points": [[0, 0]], "size": [9, 9]},
+            }
+        )
     with pytest.raises(ConfigError, match="unknown alignment template"):
         template_points("no-such-template")

@@ -173,20 +173,28 @@ def test_tensorrt_int8_build_is_import_safe() -> None:
         pytest.skip("tensorrt is installed: the GPU tests cover engine builds")
     art = Artifact.from_path(zoo.fetch(MFN, "onnx"))
     with pytest.raises(BackendUnavailableError):
-        get_backend("tensorrt").compile(art, precision="int8", calibration=[np.zeros((1, 3, 112, 112), np.float32)])
+        get_backend("tensorrt").compile(
+            art, precision="int8", calibration=[np.zeros((1, 3, 112, 112), np.float32)]
+        )
 
 
 def test_card_has_thresholds_per_backend_and_precision() -> None:
     from facesdk.calibration import select_operating_point
 
     card = zoo.get_card(DLIB)
-    for backend, precision in [("onnxruntime", "int8"), ("openvino", "int8"), ("openvino", "bf16"),
-                               ("tflite", "int8")]:
-        pt = select_operating_point(card.operating_points, "verification", backend=backend,
-                                    precision=precision, tta="flip")
+    for backend, precision in [
+        ("onnxruntime", "int8"),
+        ("openvino", "int8"),
+        ("openvino", "bf16"),
+        ("tflite", "int8"),
+    ]:
+        pt = select_operating_point(
+            card.operating_points, "verification", backend=backend, precision=precision, tta="flip"
+        )
         assert pt is not None and pt.backend == backend and pt.precision == precision
         assert 0.8 < pt.threshold < 1.0 and "LFW" in pt.data and "cross-validation" in pt.method
     # fp32 uses its own calibrated point (issue 9: LFW DevTrain) or [thresholds]; no int8 point is borrowed
-    fp32 = select_operating_point(card.operating_points, "verification", backend="onnxruntime",
-                                  precision="fp32", tta="flip")
+    fp32 = select_operating_point(
+        card.operating_points, "verification", backend="onnxruntime", precision="fp32", tta="flip"
+    )
     assert fp32 is None or fp32.precision in ("fp32", "*")

@@ -1,4 +1,6 @@
-"""TensorRT backend: import-safe everywhere; engine header checks; GPU run only where a GPU and TensorRT exist."""
+"""TensorRT backend: import-safe everywhere; engine header checks; GPU run only where a GPU and
+TensorRT exist.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ def test_listed_with_a_reason_when_unavailable() -> None:
     if not row["available"]:
         assert row["reason"]
     code = "import facesdk_backends.tensorrt, sys; print('tensorrt' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    )
 
 
 def test_engine_header_roundtrip_and_refusals(tmp_path: Path) -> None:

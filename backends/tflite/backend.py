@@ -49,7 +49,9 @@ def _import_interpreter() -> tuple[Any, Any, str]:
 
         return mod2.Interpreter, mod2.load_delegate, "tflite-runtime"
     except ImportError as exc:
-        raise BackendUnavailableError("ai-edge-litert is not installed (pip install 'facesdk[tflite]')") from exc
+        raise BackendUnavailableError(
+            "ai-edge-litert is not installed (pip install 'facesdk[tflite]')"
+        ) from exc
 
 
 def _edgetpu_delegate(load_delegate: Any) -> Any:
@@ -92,8 +94,12 @@ class TFLiteSession(Session):
         out = interp.get_output_details()
         self._in = inp[0]
         self._outs = out
-        self.inputs = [TensorSpec(d["name"], tuple(int(x) for x in d["shape"]), np.dtype(d["dtype"]).name) for d in inp]
-        self.outputs = [TensorSpec(d["name"], tuple(int(x) for x in d["shape"]), np.dtype(d["dtype"]).name) for d in out]
+        self.inputs = [
+            TensorSpec(d["name"], tuple(int(x) for x in d["shape"]), np.dtype(d["dtype"]).name) for d in inp
+        ]
+        self.outputs = [
+            TensorSpec(d["name"], tuple(int(x) for x in d["shape"]), np.dtype(d["dtype"]).name) for d in out
+        ]
         self.precision = _tflite_precision(interp)
         sig = self._in.get("shape_signature")
         self._dynamic_batch = sig is not None and len(sig) > 0 and int(sig[0]) == -1
@@ -205,7 +211,9 @@ class TFLiteBackend(Backend):
         elif dev != "cpu":
             raise DeviceMismatchError(f"the tflite backend has no device {device!r} (cpu, edgetpu)")
         try:
-            interp = interp_cls(model_path=str(path), num_threads=threads, experimental_delegates=delegates or None)
+            interp = interp_cls(
+                model_path=str(path), num_threads=threads, experimental_delegates=delegates or None
+            )
             interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelFormatError(f"LiteRT cannot load {path.name}: {exc}") from None

@@ -181,11 +181,15 @@ class BlazeFaceDetector(FaceDetector):
             from ..errors import ModelFormatError
 
             shapes = {k: tuple(np.shape(v)) for k, v in outputs.items()}
-            raise ModelFormatError(f"{self.card.id}: BlazeFace outputs for {n} anchors expected, got {shapes}")
+            raise ModelFormatError(
+                f"{self.card.id}: BlazeFace outputs for {n} anchors expected, got {shapes}"
+            )
         return reg, logit
 
     def decode_raw(self, reg: np.ndarray, logit: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """All anchors above the score threshold → (boxes ``[M,4]``, scores, keypoints ``[M,K,2]``) in model pixels."""
+        """All anchors above the score threshold → (boxes ``[M,4]``, scores, keypoints ``[M,K,2]``) in
+        model pixels.
+        """
         z = np.clip(logit.astype(np.float64), -self.clip, self.clip)
         score = 1.0 / (1.0 + np.exp(-z))
         idx = np.nonzero(score >= self.score_threshold)[0]

@@ -180,7 +180,9 @@ class MTCNNDetector(FaceDetector):
             rows, cols = np.nonzero(prob >= self.pnet_threshold)
             if rows.size == 0:
                 continue
-            boxes = np.stack([2 * cols, 2 * rows, 2 * cols + 12, 2 * rows + 12], axis=1).astype(np.float32) / s
+            boxes = (
+                np.stack([2 * cols, 2 * rows, 2 * cols + 12, 2 * rows + 12], axis=1).astype(np.float32) / s
+            )
             scores = prob[rows, cols].astype(np.float32)
             keep = nms(boxes, scores, 0.5)
             all_boxes.append(boxes[keep])
@@ -198,8 +200,9 @@ class MTCNNDetector(FaceDetector):
         """R-Net on 24×24 crops → refined, squared boxes."""
         if len(boxes) == 0:
             return boxes
-        reg, prob = _by_width(self.sessions["rnet"].run_batched(self._tensor(self.crops(image, boxes, 24))),
-                              (4, 2), "R-Net")
+        reg, prob = _by_width(
+            self.sessions["rnet"].run_batched(self._tensor(self.crops(image, boxes, 24))), (4, 2), "R-Net"
+        )
         score = prob[:, 1]
         ok = np.nonzero(score > self.rnet_threshold)[0]
         if ok.size == 0:

@@ -109,7 +109,9 @@ def tinierssd_priors(fmaps: Sequence[Sequence[Any]] = DEFAULT_FMAPS) -> np.ndarr
     return np.clip(np.concatenate(out).astype(np.float32), 0.0, 1.0)
 
 
-def heads_to_priors(locs: Sequence[np.ndarray], scores: Sequence[np.ndarray], n_classes: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def heads_to_priors(
+    locs: Sequence[np.ndarray], scores: Sequence[np.ndarray], n_classes: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
     """Raw CHW heads (one location and one score head per map) → ``[P,4]`` and ``[P,n_classes]``."""
     if len(locs) != len(scores) or not locs:
         raise ConfigError("TinierSSD needs one location head and one score head per feature map")
@@ -136,7 +138,9 @@ def decode_tinierssd(
     locs = np.asarray(locs, np.float32).reshape(-1, 4) / scale
     sc = np.asarray(scores, np.float32) / scale
     if locs.shape[0] != priors.shape[0] or sc.shape[0] != priors.shape[0]:
-        raise ConfigError(f"{locs.shape[0]} box predictions and {sc.shape[0]} scores for {priors.shape[0]} priors")
+        raise ConfigError(
+            f"{locs.shape[0]} box predictions and {sc.shape[0]} scores for {priors.shape[0]} priors"
+        )
     e = np.exp(sc - sc.max(axis=1, keepdims=True))
     prob = e / e.sum(axis=1, keepdims=True)
     face = prob[:, 1]
@@ -198,13 +202,17 @@ class TinierSSDDetector(FaceDetector):
     def describe_mode(self) -> str:
         """Which framing runs: what TinierSSD sees (for ``describe()``)."""
         if self.photo_mode:
-            return ("photo mode: 3:4 windows at scales 1.8x apart (50 % overlap, smallest "
-                    f"{self.photo_min_window:g} of the shorter side) each run through TinierSSD at 168x224, "
-                    f"score >= {self.photo_min_score:g}, boxes merged by NMS on the host (tiling and merging "
-                    "run on the host; every window runs on the accelerator)")
+            return (
+                "photo mode: 3:4 windows at scales 1.8x apart (50 % overlap, smallest "
+                f"{self.photo_min_window:g} of the shorter side) each run through TinierSSD at 168x224, "
+                f"score >= {self.photo_min_score:g}, boxes merged by NMS on the host (tiling and merging "
+                "run on the host; every window runs on the accelerator)"
+            )
         if self.firmware_exact:
-            return ("firmware framing, firmware-exact: whole image as a 168x224 RGB565 frame, one box "
-                    "(post_process.c)")
+            return (
+                "firmware framing, firmware-exact: whole image as a 168x224 RGB565 frame, one box "
+                "(post_process.c)"
+            )
         return "firmware framing: whole image stretched to 168x224 (the board camera's view)"
 
     def windows(self, w: int, h: int) -> list[tuple[int, int, int, int]]:
@@ -220,8 +228,11 @@ class TinierSSDDetector(FaceDetector):
             ny = max(1, int(np.ceil((h - wh) / (wh / 2))) + 1)
             xs = np.linspace(0, max(0.0, w - ww), nx)
             ys = np.linspace(0, max(0.0, h - wh), ny)
-            out += [(int(round(x)), int(round(y)), max(1, int(round(ww))), max(1, int(round(wh))))
-                    for y in ys for x in xs]
+            out += [
+                (int(round(x)), int(round(y)), max(1, int(round(ww))), max(1, int(round(wh))))
+                for y in ys
+                for x in xs
+            ]
             wh /= 1.8
             if wh < smallest:
                 break
@@ -237,16 +248,23 @@ class TinierSSDDetector(FaceDetector):
         boxes, scores = [], []
         for k in range(0, len(wins), 16):
             chunk = wins[k : k + 16]
-            frames = np.stack([resize(image[y : y + wh, x : x + ww], tuple(spec.size))
-                               for x, y, ww, wh in chunk])
+            frames = np.stack(
+                [resize(image[y : y + wh, x : x + ww], tuple(spec.size)) for x, y, ww, wh in chunk]
+            )
             t = to_tensor(frames, layout="NCHW", color=spec.color, dtype=spec.dtype or "int8")
             out = self.run_main(t)
             for i, (x, y, ww, wh) in enumerate(chunk):
                 heads = [np.asarray(v)[i] for v in out.values()]
                 n = len(self.fmaps)
                 locs, sc = heads_to_priors(heads[:n], heads[n:], self.n_classes)
-                bx, bs = decode_tinierssd(locs, sc, self.priors, min_score=self.photo_min_score,
-                                          max_overlap=self.nms_threshold, top_k=self.top_k)
+                bx, bs = decode_tinierssd(
+                    locs,
+                    sc,
+                    self.priors,
+                    min_score=self.photo_min_score,
+                    max_overlap=self.nms_threshold,
+                    top_k=self.top_k,
+                )
                 for b, s_ in zip(bx, bs):
                     boxes.append([x + b[0] * ww, y + b[1] * wh, x + b[2] * ww, y + b[3] * wh])
                     scores.append(float(s_))
@@ -293,14 +311,22 @@ class TinierSSDDetector(FaceDetector):
             box = np.array([b8[0] * sx, b8[1] * sy, b8[2] * sx, b8[3] * sy], np.float32)
             return [Detection(box=box, score=score)]
         boxes, sc = decode_tinierssd(
-            locs, scores, self.priors, min_score=self.score_threshold, max_overlap=self.nms_threshold, top_k=self.top_k
+            locs,
+            scores,
+            self.priors,
+            min_score=self.score_threshold,
+            max_overlap=self.nms_threshold,
+            top_k=self.top_k,
         )
         scale = np.array([meta["w"], meta["h"], meta["w"], meta["h"]], np.float32)
         return [Detection(box=b * scale, score=float(s)) for b, s in zip(boxes, sc)]
 
 
 def ai8x_faceid_crop(
-    image: np.ndarray, box: np.ndarray, landmarks: np.ndarray | None = None, size: tuple[int, int] = (120, 160)
+    image: np.ndarray,
+    box: np.ndarray,
+    landmarks: np.ndarray | None = None,
+    size: tuple[int, int] = (120, 160),
 ) -> np.ndarray:
     """Crop a face for the ai85 FaceID network: the box widened to ``size``'s aspect, resized.
 
@@ -314,7 +340,9 @@ def ai8x_faceid_crop(
     else:
         h = w / aspect
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    crop = Image.fromarray(image).crop((round(cx - w / 2), round(cy - h / 2), round(cx + w / 2), round(cy + h / 2)))
+    crop = Image.fromarray(image).crop(
+        (round(cx - w / 2), round(cy - h / 2), round(cx + w / 2), round(cy + h / 2))
+    )
     return np.asarray(crop.resize(size, Image.BILINEAR))
 
 
@@ -342,8 +370,15 @@ def _firmware_prior(k: int, fmaps: Sequence[Sequence[Any]]) -> np.ndarray:
             rel, ar = divmod(k, len(ratios))
             cy, cx = divmod(rel, int(cols))
             sc, r = float(np.float32(scale)), float(np.float32(ratios[ar]))
-            p = np.array([np.float32(cx + 0.5) / np.float32(cols), np.float32(cy + 0.5) / np.float32(rows),
-                          np.float32(sc * np.sqrt(r)), np.float32(sc / np.sqrt(r))], np.float32)
+            p = np.array(
+                [
+                    np.float32(cx + 0.5) / np.float32(cols),
+                    np.float32(cy + 0.5) / np.float32(rows),
+                    np.float32(sc * np.sqrt(r)),
+                    np.float32(sc / np.sqrt(r)),
+                ],
+                np.float32,
+            )
             return np.clip(p, np.float32(0), np.float32(1))
         k -= n
     raise ConfigError(f"prior {k} beyond the feature maps")
@@ -422,7 +457,10 @@ def firmware_faceid_crop(
 
 
 def ai8x_faceid_crop_firmware(
-    image: np.ndarray, box: np.ndarray, landmarks: np.ndarray | None = None, size: tuple[int, int] = (120, 160)
+    image: np.ndarray,
+    box: np.ndarray,
+    landmarks: np.ndarray | None = None,
+    size: tuple[int, int] = (120, 160),
 ) -> np.ndarray:
     """Aligner ``ai8x-faceid-firmware``: :func:`firmware_frame` of the image, the box as the
     firmware's integer frame box, :func:`firmware_faceid_crop`."""
@@ -430,7 +468,9 @@ def ai8x_faceid_crop_firmware(
     return firmware_faceid_crop(firmware_frame(image), firmware_box(box, (w, h)), size)
 
 
-def ai8x_faceid112_crop(image: np.ndarray, box: np.ndarray, landmarks: np.ndarray | None = None) -> np.ndarray:
+def ai8x_faceid112_crop(
+    image: np.ndarray, box: np.ndarray, landmarks: np.ndarray | None = None
+) -> np.ndarray:
     """Aligner ``ai8x-faceid-112``: :func:`ai8x_faceid_crop` to 112×112 (box widened to a square)."""
     return ai8x_faceid_crop(image, box, landmarks, size=(112, 112))
 

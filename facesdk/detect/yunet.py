@@ -54,7 +54,9 @@ class YuNetDetector(FaceDetector):
             image = resize(image, (max(1, round(w * scale)), max(1, round(h * scale))))
             h, w = image.shape[:2]
         size = (int(np.ceil(w / 32) * 32), int(np.ceil(h / 32) * 32))
-        t = np.zeros((1, 3, size[1], size[0]) if self.layout == "NCHW" else (1, size[1], size[0], 3), np.float32)
+        t = np.zeros(
+            (1, 3, size[1], size[0]) if self.layout == "NCHW" else (1, size[1], size[0], 3), np.float32
+        )
         x = to_tensor(image[None], layout=self.layout, color=spec.color, mean=spec.mean, std=spec.std)
         if self.layout == "NCHW":
             t[:, :, :h, :w] = x
@@ -95,6 +97,4 @@ class YuNetDetector(FaceDetector):
         kps = np.concatenate(kps_all).astype(np.float32)
         keep = nms(boxes, scores, self.nms_threshold, top_k=int(self.params.get("keep_top_k", 750)))
         inv = 1.0 / meta["scale"]
-        return [
-            Detection(box=boxes[i] * inv, score=float(scores[i]), landmarks=kps[i] * inv) for i in keep
-        ]
+        return [Detection(box=boxes[i] * inv, score=float(scores[i]), landmarks=kps[i] * inv) for i in keep]

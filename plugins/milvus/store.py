@@ -73,7 +73,13 @@ class MilvusStore(GalleryStore):
     kind = "milvus"
 
     def __init__(
-        self, client: Any, collection: str, provenance: Provenance, *, uri: str, index: str = "FLAT",
+        self,
+        client: Any,
+        collection: str,
+        provenance: Provenance,
+        *,
+        uri: str,
+        index: str = "FLAT",
     ) -> None:
         self.client = client
         self.collection = collection
@@ -86,15 +92,25 @@ class MilvusStore(GalleryStore):
     # ------------------------------------------------------------------ opening
     @classmethod
     def open(
-        cls, uri: str, *, provenance: Provenance | None = None, create: bool = True,
-        collection: str = "facesdk_gallery", index: str = "FLAT", index_params: dict[str, Any] | None = None,
-        token: str = "", db_name: str = "", **_: Any,
+        cls,
+        uri: str,
+        *,
+        provenance: Provenance | None = None,
+        create: bool = True,
+        collection: str = "facesdk_gallery",
+        index: str = "FLAT",
+        index_params: dict[str, Any] | None = None,
+        token: str = "",
+        db_name: str = "",
+        **_: Any,
     ) -> MilvusStore:
         """Connect, then open ``collection`` (checking its model) or create it with ``provenance``."""
         try:
             from pymilvus import MilvusClient
         except ImportError:
-            raise ConfigError("the milvus gallery store needs pymilvus (pip install 'facesdk[milvus]')") from None
+            raise ConfigError(
+                "the milvus gallery store needs pymilvus (pip install 'facesdk[milvus]')"
+            ) from None
         if not collection.replace("_", "").isalnum() or not collection[:1].isalpha() or len(collection) > 200:
             raise ConfigError(f"invalid Milvus collection name {collection!r}")
         key = index.upper()
@@ -122,7 +138,9 @@ class MilvusStore(GalleryStore):
             exists = client.has_collection(collection)
             if exists:
                 if not client.has_collection(meta_coll):
-                    raise GalleryError(f"Milvus collection {collection!r} was not made by facesdk (no provenance)")
+                    raise GalleryError(
+                        f"Milvus collection {collection!r} was not made by facesdk (no provenance)"
+                    )
                 for c in (collection, collection + "_identities", meta_coll):
                     client.load_collection(c)  # Milvus Lite needs it after a restart
                 rows = client.get(meta_coll, ids=["provenance"], output_fields=["value"])
@@ -130,7 +148,9 @@ class MilvusStore(GalleryStore):
                     raise GalleryError(f"Milvus collection {collection!r} has no provenance record")
                 stored = Provenance.from_dict(json.loads(rows[0]["value"]))
                 if provenance is not None:
-                    stored.check_compatible(provenance.model_id, provenance.embedding_size, provenance.model_sha256)
+                    stored.check_compatible(
+                        provenance.model_id, provenance.embedding_size, provenance.model_sha256
+                    )
                 st = cls(client, collection, stored, uri=target, index=key)
                 st.index = st._described_index()
                 return st
@@ -165,7 +185,9 @@ class MilvusStore(GalleryStore):
         s.add_field("seq", DataType.INT64)
         itype, defaults = INDEXES[index]
         ip = c.prepare_index_params()
-        ip.add_index(field_name="embedding", index_type=itype, metric_type="IP", params={**defaults, **params})
+        ip.add_index(
+            field_name="embedding", index_type=itype, metric_type="IP", params={**defaults, **params}
+        )
         c.create_collection(self.collection, schema=s, index_params=ip, consistency_level="Strong")
 
         s2 = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -177,9 +199,13 @@ class MilvusStore(GalleryStore):
         s2.add_field("seq", DataType.INT64)
         s2.add_field("meta", DataType.VARCHAR, max_length=_MAXLEN["meta"])
         ip2 = c.prepare_index_params()
-        ip2.add_index(field_name="embedding", index_type=itype, metric_type="IP", params={**defaults, **params})
+        ip2.add_index(
+            field_name="embedding", index_type=itype, metric_type="IP", params={**defaults, **params}
+        )
         ip2.add_index(field_name="sum", index_type="FLAT", metric_type="IP")
-        c.create_collection(self.collection + "_identities", schema=s2, index_params=ip2, consistency_level="Strong")
+        c.create_collection(
+            self.collection + "_identities", schema=s2, index_params=ip2, consistency_level="Strong"
+        )
 
         s3 = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         s3.add_field("key", DataType.VARCHAR, is_primary=True, max_length=64)
@@ -187,7 +213,9 @@ class MilvusStore(GalleryStore):
         s3.add_field("dummy", DataType.FLOAT_VECTOR, dim=2)  # Milvus requires a vector field
         ip3 = c.prepare_index_params()
         ip3.add_index(field_name="dummy", index_type="FLAT", metric_type="L2")
-        c.create_collection(self.collection + "_facesdk", schema=s3, index_params=ip3, consistency_level="Strong")
+        c.create_collection(
+            self.collection + "_facesdk", schema=s3, index_params=ip3, consistency_level="Strong"
+        )
         self._put_provenance()
         self.index = self._described_index()
 
@@ -243,15 +271,28 @@ class MilvusStore(GalleryStore):
         return rows
 
     def _get_identity(self, name: str) -> dict[str, Any] | None:
-        rows = self.client.get(self.collection + "_identities", ids=[_key(name)],
-                               output_fields=["identity", "sum", "samples", "seq", "meta"])
+        rows = self.client.get(
+            self.collection + "_identities",
+            ids=[_key(name)],
+            output_fields=["identity", "sum", "samples", "seq", "meta"],
+        )
         return dict(rows[0]) if rows else None
 
     def _put_identity(self, name: str, s: np.ndarray, samples: int, seq: int, meta: str) -> None:
-        self.client.upsert(self.collection + "_identities", [{
-            "key": _key(name), "identity": name, "embedding": l2_normalize(s).tolist(), "sum": np.asarray(s, np.float32).tolist(),
-            "samples": int(samples), "seq": int(seq), "meta": meta,
-        }])
+        self.client.upsert(
+            self.collection + "_identities",
+            [
+                {
+                    "key": _key(name),
+                    "identity": name,
+                    "embedding": l2_normalize(s).tolist(),
+                    "sum": np.asarray(s, np.float32).tolist(),
+                    "samples": int(samples),
+                    "seq": int(seq),
+                    "meta": meta,
+                }
+            ],
+        )
 
     def _rebuild_identity(self, name: str, seq: int | None = None, meta: str | None = None) -> int:
         rows = self._images_of(name, ["embedding", "weight", "samples"])
@@ -262,7 +303,9 @@ class MilvusStore(GalleryStore):
         w = np.asarray([r["weight"] for r in rows], np.float32)
         old = self._get_identity(name)
         self._put_identity(
-            name, (e * w[:, None]).sum(0), sum(int(r["samples"]) for r in rows),
+            name,
+            (e * w[:, None]).sum(0),
+            sum(int(r["samples"]) for r in rows),
             seq if seq is not None else (int(old["seq"]) if old else self._next_seq()),
             meta if meta is not None else (old["meta"] if old else "{}"),
         )
@@ -284,8 +327,12 @@ class MilvusStore(GalleryStore):
 
     # ------------------------------------------------------------------ writes
     def add(
-        self, name: str, embeddings: np.ndarray, image_ids: Sequence[str],
-        metas: Sequence[dict[str, Any]] | None = None, crops: np.ndarray | None = None,
+        self,
+        name: str,
+        embeddings: np.ndarray,
+        image_ids: Sequence[str],
+        metas: Sequence[dict[str, Any]] | None = None,
+        crops: np.ndarray | None = None,
     ) -> None:
         if len(name) > _MAXLEN["identity"] // 4:
             raise ConfigError("identity name too long for the Milvus schema")
@@ -297,11 +344,19 @@ class MilvusStore(GalleryStore):
                 mj = json.dumps(m)
                 if len(mj) > _MAXLEN["meta"]:
                     raise ConfigError("photo metadata too large for the Milvus schema")
-                rows.append({
-                    "image_id": iid, "identity": name, "embedding": v.tolist(), "weight": 1.0, "samples": 1,
-                    "model_id": self.provenance.model_id, "model_sha256": self.provenance.model_sha256 or "",
-                    "meta": mj, "seq": self._next_seq(),
-                })
+                rows.append(
+                    {
+                        "image_id": iid,
+                        "identity": name,
+                        "embedding": v.tolist(),
+                        "weight": 1.0,
+                        "samples": 1,
+                        "model_id": self.provenance.model_id,
+                        "model_sha256": self.provenance.model_sha256 or "",
+                        "meta": mj,
+                        "seq": self._next_seq(),
+                    }
+                )
             if self.client.get(self.collection, ids=list(image_ids), output_fields=["image_id"]):
                 raise GalleryError("an image id is already enrolled")
             self.client.insert(self.collection, rows)
@@ -321,11 +376,19 @@ class MilvusStore(GalleryStore):
                     raise ConfigError("identity name too long for the Milvus schema")
                 metas = list(metas) if metas is not None else [{} for _ in ids]
                 for iid, v, m in zip(ids, np.asarray(e, np.float32), metas):
-                    rows.append({
-                        "image_id": iid, "identity": name, "embedding": v.tolist(), "weight": 1.0, "samples": 1,
-                        "model_id": self.provenance.model_id, "model_sha256": self.provenance.model_sha256 or "",
-                        "meta": json.dumps(m), "seq": self._next_seq(),
-                    })
+                    rows.append(
+                        {
+                            "image_id": iid,
+                            "identity": name,
+                            "embedding": v.tolist(),
+                            "weight": 1.0,
+                            "samples": 1,
+                            "model_id": self.provenance.model_id,
+                            "model_sha256": self.provenance.model_sha256 or "",
+                            "meta": json.dumps(m),
+                            "seq": self._next_seq(),
+                        }
+                    )
                 s, c = sums.get(name, (0.0, 0))
                 sums[name] = (s + np.asarray(e, np.float32).sum(0), c + len(ids))
             if not rows:
@@ -333,25 +396,34 @@ class MilvusStore(GalleryStore):
             old = {}
             names = list(sums)
             for i in range(0, len(names), _BATCH):
-                keys = [_key(n) for n in names[i: i + _BATCH]]
-                for r in self.client.get(self.collection + "_identities", ids=keys,
-                                         output_fields=["identity", "sum", "samples", "seq", "meta"]):
+                keys = [_key(n) for n in names[i : i + _BATCH]]
+                for r in self.client.get(
+                    self.collection + "_identities",
+                    ids=keys,
+                    output_fields=["identity", "sum", "samples", "seq", "meta"],
+                ):
                     old[r["identity"]] = r
             for i in range(0, len(rows), _BATCH):
-                self.client.insert(self.collection, rows[i: i + _BATCH])
+                self.client.insert(self.collection, rows[i : i + _BATCH])
             ident_rows = []
             for name, (s, c) in sums.items():
                 o = old.get(name)
                 if o is not None:
                     s = np.asarray(o["sum"], np.float32) + s
                     c += int(o["samples"])
-                ident_rows.append({
-                    "key": _key(name), "identity": name, "embedding": l2_normalize(s).tolist(), "sum": np.asarray(s, np.float32).tolist(),
-                    "samples": int(c), "seq": int(o["seq"]) if o else self._next_seq(),
-                    "meta": o["meta"] if o else "{}",
-                })
+                ident_rows.append(
+                    {
+                        "key": _key(name),
+                        "identity": name,
+                        "embedding": l2_normalize(s).tolist(),
+                        "sum": np.asarray(s, np.float32).tolist(),
+                        "samples": int(c),
+                        "seq": int(o["seq"]) if o else self._next_seq(),
+                        "meta": o["meta"] if o else "{}",
+                    }
+                )
             for i in range(0, len(ident_rows), _BATCH):
-                self.client.upsert(self.collection + "_identities", ident_rows[i: i + _BATCH])
+                self.client.upsert(self.collection + "_identities", ident_rows[i : i + _BATCH])
 
     def remove(self, name: str) -> int:
         with self._guard("delete"):
@@ -365,7 +437,9 @@ class MilvusStore(GalleryStore):
 
     def remove_images(self, image_ids: Sequence[str]) -> int:
         with self._guard("delete"):
-            rows = self.client.get(self.collection, ids=list(image_ids), output_fields=["image_id", "identity"])
+            rows = self.client.get(
+                self.collection, ids=list(image_ids), output_fields=["image_id", "identity"]
+            )
             found = {r["image_id"]: r["identity"] for r in rows}
             missing = [i for i in image_ids if i not in found]
             if missing:
@@ -384,12 +458,16 @@ class MilvusStore(GalleryStore):
                 return
             if self._get_identity(new) is not None:
                 raise GalleryError(f"{new!r} is already enrolled")
-            rows = self._images_of(old, ["embedding", "weight", "samples", "model_id", "model_sha256", "meta"])
+            rows = self._images_of(
+                old, ["embedding", "weight", "samples", "model_id", "model_sha256", "meta"]
+            )
             for r in rows:
                 r["identity"] = new
             if rows:
                 self.client.upsert(self.collection, rows)
-            self._put_identity(new, np.asarray(o["sum"], np.float32), int(o["samples"]), int(o["seq"]), o["meta"])
+            self._put_identity(
+                new, np.asarray(o["sum"], np.float32), int(o["samples"]), int(o["seq"]), o["meta"]
+            )
             self.client.delete(self.collection + "_identities", ids=[_key(old)])
 
     def set_identity_meta(self, name: str, meta: dict[str, Any]) -> None:
@@ -397,8 +475,9 @@ class MilvusStore(GalleryStore):
             o = self._get_identity(name)
             if o is None:
                 raise GalleryError(f"{name!r} is not enrolled")
-            self._put_identity(name, np.asarray(o["sum"], np.float32), int(o["samples"]), int(o["seq"]),
-                               json.dumps(meta))
+            self._put_identity(
+                name, np.asarray(o["sum"], np.float32), int(o["samples"]), int(o["seq"]), json.dumps(meta)
+            )
 
     def rebuild_templates(self) -> int:
         """Recompute every identity template from its photos (after concurrent writers)."""
@@ -451,8 +530,10 @@ class MilvusStore(GalleryStore):
         with self._guard("query"):
             if name is not None and self._get_identity(name) is None:
                 raise GalleryError(f"{name!r} is not enrolled")
-            return [ImageRecord(r["image_id"], r["identity"], json.loads(r["meta"]), False)
-                    for r in self._images_of(name, ["meta"])]
+            return [
+                ImageRecord(r["image_id"], r["identity"], json.loads(r["meta"]), False)
+                for r in self._images_of(name, ["meta"])
+            ]
 
     def n_images(self) -> int:
         with self._guard("query"):
@@ -463,14 +544,22 @@ class MilvusStore(GalleryStore):
         with self._guard("search"):
             if templates == "identity":
                 res = self.client.search(
-                    self.collection + "_identities", data=q.tolist(), limit=int(top_k), anns_field="embedding",
-                    output_fields=["identity"], search_params={"metric_type": "IP"},
+                    self.collection + "_identities",
+                    data=q.tolist(),
+                    limit=int(top_k),
+                    anns_field="embedding",
+                    output_fields=["identity"],
+                    search_params={"metric_type": "IP"},
                 )
                 return [[Hit(h["entity"]["identity"], float(h["distance"]), None) for h in hs] for hs in res]
             limit = min(16384, max(int(top_k) * 8, 64))
             res = self.client.search(
-                self.collection, data=q.tolist(), limit=limit, anns_field="embedding",
-                output_fields=["identity"], search_params={"metric_type": "IP"},
+                self.collection,
+                data=q.tolist(),
+                limit=limit,
+                anns_field="embedding",
+                output_fields=["identity"],
+                search_params={"metric_type": "IP"},
             )
             out = []
             for hs in res:

@@ -82,8 +82,9 @@ def _prepare_weights(w: np.ndarray) -> tuple[np.ndarray, int]:
     return wm, int(np.abs(w).max(initial=0))
 
 
-def _im2col(x: np.ndarray, kh: int, kw: int, pad: tuple[int, int], stride: tuple[int, int],
-            ho: int, wo: int) -> np.ndarray:
+def _im2col(
+    x: np.ndarray, kh: int, kw: int, pad: tuple[int, int], stride: tuple[int, int], ho: int, wo: int
+) -> np.ndarray:
     """``[N·Ho·Wo, kh·kw·C]`` float32 patches of NHWC ``x`` (zero padding), one strided copy per tap."""
     n, h, wd, c = x.shape
     (ph, pw), (sh, sw) = pad, stride
@@ -101,8 +102,9 @@ def _im2col(x: np.ndarray, kh: int, kw: int, pad: tuple[int, int], stride: tuple
             if ox1 <= ox0:
                 continue
             ix0 = ox0 * sw + kx - pw
-            cols[:, oy0:oy1, ox0:ox1, ky, kx, :] = x[:, iy0 : iy0 + (oy1 - oy0 - 1) * sh + 1 : sh,
-                                                     ix0 : ix0 + (ox1 - ox0 - 1) * sw + 1 : sw, :]
+            cols[:, oy0:oy1, ox0:ox1, ky, kx, :] = x[
+                :, iy0 : iy0 + (oy1 - oy0 - 1) * sh + 1 : sh, ix0 : ix0 + (ox1 - ox0 - 1) * sw + 1 : sw, :
+            ]
     return cols.reshape(n * ho * wo, kh * kw * c)
 
 
@@ -177,13 +179,20 @@ def _conv_nhwc(
         w32 = w.astype(np.int32)
         for ky in range(kh):
             for kx in range(kw):
-                sl = xp[:, ky : ky + (ho - 1) * stride[0] + 1 : stride[0], kx : kx + (wo - 1) * stride[1] + 1 : stride[1], :]
+                sl = xp[
+                    :,
+                    ky : ky + (ho - 1) * stride[0] + 1 : stride[0],
+                    kx : kx + (wo - 1) * stride[1] + 1 : stride[1],
+                    :,
+                ]
                 acc += sl * w32[:, 0, ky, kx]
     elif groups > 1:
         og = o // groups
         acc = np.concatenate(
-            [_conv_nhwc(x[..., g * cg : (g + 1) * cg], w[g * og : (g + 1) * og], None, pad, stride, 1)
-             for g in range(groups)],
+            [
+                _conv_nhwc(x[..., g * cg : (g + 1) * cg], w[g * og : (g + 1) * og], None, pad, stride, 1)
+                for g in range(groups)
+            ],
             axis=-1,
         )
     else:
@@ -308,7 +317,12 @@ class Model:
     """
 
     def __init__(
-        self, network: Network, *, chip: str = "max78000", avg_pool_rounding: bool = False, threads: int | None = 1
+        self,
+        network: Network,
+        *,
+        chip: str = "max78000",
+        avg_pool_rounding: bool = False,
+        threads: int | None = 1,
     ) -> None:
         self.network = network
         #: BLAS threads while running (None: leave the BLAS default).
@@ -333,7 +347,9 @@ class Model:
         return self.network.output_layers
 
     def __repr__(self) -> str:
-        return f"<ai8x Model {self.arch} {len(self.layers)} layers, input {self.input_shape}, chip {self.chip}>"
+        return (
+            f"<ai8x Model {self.arch} {len(self.layers)} layers, input {self.input_shape}, chip {self.chip}>"
+        )
 
     # ------------------------------------------------------------------ input
     def _check_input(self, x: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -396,9 +412,14 @@ class Model:
             assert l.weights is not None
             xf = x.transpose(0, 3, 1, 2).reshape(x.shape[0], -1)  # PyTorch flatten order C,H,W
             if xf.shape[1] != l.weights.shape[1]:
-                raise ConfigError(f"layer {l.index}: linear expects {l.weights.shape[1]} features, got {xf.shape[1]}")
+                raise ConfigError(
+                    f"layer {l.index}: linear expects {l.weights.shape[1]} features, got {xf.shape[1]}"
+                )
             acc = _exact_matmul(
-                xf.astype(np.float32), l.weights.T.astype(np.float32), 128, int(np.abs(l.weights).max(initial=0))
+                xf.astype(np.float32),
+                l.weights.T.astype(np.float32),
+                128,
+                int(np.abs(l.weights).max(initial=0)),
             )
             if l.bias is not None:
                 acc = acc + (l.bias * 128).astype(acc.dtype)
@@ -493,7 +514,9 @@ class Model:
 
     def shapes(self) -> tuple[list[list[tuple[int, ...]]], list[tuple[int, ...]]]:
         """Per layer: the input shapes after pooling, and the output shape ([C,H,W] each)."""
-        shp: dict[int, tuple[int, ...]] = {-1: self.input_shape if len(self.input_shape) == 3 else (*self.input_shape, 1)}
+        shp: dict[int, tuple[int, ...]] = {
+            -1: self.input_shape if len(self.input_shape) == 3 else (*self.input_shape, 1)
+        }
         ins: list[list[tuple[int, ...]]] = []
         outs: list[tuple[int, ...]] = []
         for l in self.layers:

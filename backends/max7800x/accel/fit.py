@@ -94,14 +94,24 @@ class FitReport:
                 "memory_bytes": c.weight_bytes,
             },
             "bias": {"bytes": self.bias_bytes, "limit": c.bias_bytes},
-            "data": {"max_words_per_instance": self.max_data_words, "limit": c.data_words,
-                     "memory_bytes": c.data_bytes},
+            "data": {
+                "max_words_per_instance": self.max_data_words,
+                "limit": c.data_words,
+                "memory_bytes": c.data_bytes,
+            },
             "problems": list(self.problems),
             "per_layer": [
                 {
-                    "layer": l.index, "op": l.desc, "in": list(l.in_shape), "out": list(l.out_shape),
-                    "weight_bytes": l.weight_bytes, "kernel_rows": l.kernel_rows, "kernel_offset": l.kernel_offset,
-                    "processors": l.processors, "bias_bytes": l.bias_bytes, "data_words": l.data_words,
+                    "layer": l.index,
+                    "op": l.desc,
+                    "in": list(l.in_shape),
+                    "out": list(l.out_shape),
+                    "weight_bytes": l.weight_bytes,
+                    "kernel_rows": l.kernel_rows,
+                    "kernel_offset": l.kernel_offset,
+                    "processors": l.processors,
+                    "bias_bytes": l.bias_bytes,
+                    "data_words": l.data_words,
                     "problems": l.problems,
                 }
                 for l in self.layers
@@ -116,8 +126,11 @@ class FitReport:
             f"  layers        {len(self.layers):>10} / {c.max_layers}",
             f"  weights       {self.weight_bytes:>10,} B  (kernel rows used ~{self.kernel_rows_used} "
             f"(estimate of izer's placement) / {c.kernel_rows}"
-            + (f" ({c.kernel_rows_large} on 0/16/32/48)"
-               if c.kernel_rows_large not in (0, c.kernel_rows) else "")
+            + (
+                f" ({c.kernel_rows_large} on 0/16/32/48)"
+                if c.kernel_rows_large not in (0, c.kernel_rows)
+                else ""
+            )
             + f" per processor, {c.weight_bytes:,} B memory)",
             f"  bias          {self.bias_bytes:>10,} B / {c.bias_bytes:,} B",
             f"  data          {self.max_data_words:>10,} words / {c.data_words:,} per instance "
@@ -211,9 +224,11 @@ def check_fit(model: Model, chip: str | ChipSpec | None = None) -> FitReport:
             lf.kernel_rows, lf.kernel_offset, lf.processors = rows, offs, len(procs)
             over = [p for p in procs if offs + rows > spec.kernel_rows_of(p)]
             if over:
-                lf.problems.append(f"kernel memory exhausted at processor {over[-1]}: rows {offs}.."
-                                   f"{offs + rows} > {spec.kernel_rows_of(over[-1])} "
-                                   f"(processors {_ranges(over)})")
+                lf.problems.append(
+                    f"kernel memory exhausted at processor {over[-1]}: rows {offs}.."
+                    f"{offs + rows} > {spec.kernel_rows_of(over[-1])} "
+                    f"(processors {_ranges(over)})"
+                )
             if l.bias is not None:
                 lf.bias_bytes = int(l.bias.size)
             total_w += lf.weight_bytes
@@ -286,8 +301,10 @@ def _bias_banks(model: Model, spec: ChipSpec, fits: list[LayerFit]) -> list[str]
     for idx, blen, _ in order:
         g = int(np.argmin(used))
         if used[g] + blen > spec.bias_bank_bytes:
-            problems.append(f"layer {idx}: bias memory capacity exhausted: needs {blen} B in one bank, "
-                            f"banks used {used} of {spec.bias_bank_bytes} B")
+            problems.append(
+                f"layer {idx}: bias memory capacity exhausted: needs {blen} B in one bank, "
+                f"banks used {used} of {spec.bias_bank_bytes} B"
+            )
         used[g] += blen
     return problems
 

@@ -43,8 +43,14 @@ ARCH_INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
 
 OPS = ("conv2d", "conv1d", "linear", "passthrough", "none")
 _OP_ALIASES = {
-    "conv2d": "conv2d", "conv1d": "conv1d", "linear": "linear", "mlp": "linear", "fc": "linear",
-    "fullyconnected": "linear", "passthrough": "passthrough", "none": "none",
+    "conv2d": "conv2d",
+    "conv1d": "conv1d",
+    "linear": "linear",
+    "mlp": "linear",
+    "fc": "linear",
+    "fullyconnected": "linear",
+    "passthrough": "passthrough",
+    "none": "none",
 }
 _ELTWISE = ("add", "sub", "mul", "or", "xor")
 
@@ -108,7 +114,9 @@ class Layer:
         if self.eltwise:
             parts.append(f"eltwise-{self.eltwise}")
         if self.weights is not None:
-            parts.append(f"{self.in_channels}->{self.out_channels} k{self.kernel_size[0]}x{self.kernel_size[1]}")
+            parts.append(
+                f"{self.in_channels}->{self.out_channels} k{self.kernel_size[0]}x{self.kernel_size[1]}"
+            )
         return " ".join(parts)
 
 
@@ -246,8 +254,10 @@ def _parse_layer(i: int, d: dict[str, Any]) -> Layer:
     if ow not in (8, 32):
         raise ModelFormatError(f"layer {i}: output_width must be 8 or 32")
     if ow == 32 and act is not None:
-        raise ModelFormatError(f"layer {i}: activation {act!r} on a 32-bit output (the accelerator returns "
-                               "the raw accumulator; izer refuses the combination)")
+        raise ModelFormatError(
+            f"layer {i}: activation {act!r} on a 32-bit output (the accelerator returns "
+            "the raw accumulator; izer refuses the combination)"
+        )
     q = d.get("quantization")
     if q is not None:
         qs = str(q).lower()
@@ -258,12 +268,25 @@ def _parse_layer(i: int, d: dict[str, Any]) -> Layer:
         else:
             raise ModelFormatError(f"layer {i}: quantization must be 1, 2, 4, 8 or bin/binary, not {q!r}")
     return Layer(
-        index=i, op=op, name=d.get("name"), eltwise=elt, kernel_size=k, pad=pad,
-        stride=stride, groups=int(groups),
-        pool=pool, pool_size=psize, pool_stride=pstride, activation=act,
-        flatten=bool(d.get("flatten", False)), output_width=ow, output=bool(d.get("output", False)),
-        streaming=bool(d.get("streaming", False)), data_format=str(d.get("data_format", "HWC")).upper(),
-        processors=_mask(d.get("processors")), output_processors=_mask(d.get("output_processors")),
+        index=i,
+        op=op,
+        name=d.get("name"),
+        eltwise=elt,
+        kernel_size=k,
+        pad=pad,
+        stride=stride,
+        groups=int(groups),
+        pool=pool,
+        pool_size=psize,
+        pool_stride=pstride,
+        activation=act,
+        flatten=bool(d.get("flatten", False)),
+        output_width=ow,
+        output=bool(d.get("output", False)),
+        streaming=bool(d.get("streaming", False)),
+        data_format=str(d.get("data_format", "HWC")).upper(),
+        processors=_mask(d.get("processors")),
+        output_processors=_mask(d.get("output_processors")),
         yaml=d,
     )
 
@@ -274,9 +297,19 @@ _ELTWISE_OPS = {"add": "add", "sub": "sub", "or": "or", "bitwiseor": "or", "xor"
 #: YAML keys that change values and that this emulator does not implement: refused, never ignored.
 #: (key, value that is harmless) -- izer yamlcfg.py accepts them all.
 _REFUSED_KEYS = {
-    "dilation": 1, "pool_dilation": 1, "in_dim": None, "in_crop": None, "in_skip": 0, "read_gap": 0,
-    "bypass": False, "weight_source": None, "sequence": None, "buffer_shift": None, "buffer_insert": None,
-    "output_pad": None, "in_channels": None,
+    "dilation": 1,
+    "pool_dilation": 1,
+    "in_dim": None,
+    "in_crop": None,
+    "in_skip": 0,
+    "read_gap": 0,
+    "bypass": False,
+    "weight_source": None,
+    "sequence": None,
+    "buffer_shift": None,
+    "buffer_insert": None,
+    "output_pad": None,
+    "in_channels": None,
 }
 
 
@@ -289,17 +322,23 @@ def _refuse_unsupported(i: int, d: dict[str, Any]) -> None:
         v = d[key]
         if harmless is not None and (v == harmless or v == [harmless, harmless]):
             continue
-        raise ModelFormatError(f"layer {i}: `{key}: {v}` changes the result and is not implemented by this "
-                               "emulator (refused rather than ignored)")
+        raise ModelFormatError(
+            f"layer {i}: `{key}: {v}` changes the result and is not implemented by this "
+            "emulator (refused rather than ignored)"
+        )
     if "pool_first" in d and not bool(d["pool_first"]):
-        raise ModelFormatError(f"layer {i}: `pool_first: false` (element-wise before pooling) is not "
-                               "implemented by this emulator (refused rather than ignored)")
+        raise ModelFormatError(
+            f"layer {i}: `pool_first: false` (element-wise before pooling) is not "
+            "implemented by this emulator (refused rather than ignored)"
+        )
     if "operands" in d:
         n = d["operands"]
         seq = d.get("in_sequences")
         if not isinstance(seq, list) or len(seq) != int(n):
-            raise ModelFormatError(f"layer {i}: `operands: {n}` without {n} in_sequences is not implemented "
-                                   "by this emulator (interleaved operands from one buffer)")
+            raise ModelFormatError(
+                f"layer {i}: `operands: {n}` without {n} in_sequences is not implemented "
+                "by this emulator (interleaved operands from one buffer)"
+            )
 
 
 def _resolve_sources(layers: list[Layer]) -> None:
@@ -320,7 +359,9 @@ def _resolve_sources(layers: list[Layer]) -> None:
                 try:
                     j = int(s)
                 except (TypeError, ValueError):
-                    raise ModelFormatError(f"layer {l.index}: in_sequences names unknown layer {s!r}") from None
+                    raise ModelFormatError(
+                        f"layer {l.index}: in_sequences names unknown layer {s!r}"
+                    ) from None
             if j >= l.index or j < -1:
                 raise ModelFormatError(f"layer {l.index}: in_sequences {j} is not an earlier layer")
             out.append(j)
@@ -392,16 +433,15 @@ def parse_network(
     arch = str(doc.get("arch", meta.get("arch", "")))
     ck_arch = meta.get("arch")
     if check_arch and ck_arch and arch and str(ck_arch).lower() != arch.lower():
-        raise ModelFormatError(
-            f"network YAML is for {arch!r} but the checkpoint holds {ck_arch!r}"
-        )
+        raise ModelFormatError(f"network YAML is for {arch!r} but the checkpoint holds {ck_arch!r}")
     layers = [_parse_layer(i, d) for i, d in enumerate(doc["layers"])]
     _resolve_sources(layers)
     mods = _modules(sd)
     wl = [l for l in layers if l.has_weights]
     if len(mods) < len(wl):
         raise ModelFormatError(
-            f"network YAML has {len(wl)} layers with weights but the checkpoint has {len(mods)} weight tensors"
+            f"network YAML has {len(wl)} layers with weights but the checkpoint has {len(mods)} weight "
+            "tensors"
         )
     if len(mods) > len(wl):
         log.warning("checkpoint has %d weight tensors, YAML uses the first %d", len(mods), len(wl))
@@ -451,14 +491,40 @@ def parse_network(
             f"unknown input shape for arch {arch!r}; pass input_shape=(C,H,W)"
             + (f" with C={first.in_channels}" if first else "")
         )
-    return Network(arch=arch, layers=layers, input_shape=shape, meta={k: v for k, v in meta.items() if k in ("arch", "epoch", "extras")})
+    return Network(
+        arch=arch,
+        layers=layers,
+        input_shape=shape,
+        meta={k: v for k, v in meta.items() if k in ("arch", "epoch", "extras")},
+    )
 
 
 # ---------------------------------------------------------------------------- network files
 _NET_FORMAT = "facesdk-ai8x-network-1"
-_LAYER_FIELDS = ("index", "op", "name", "in_sequences", "eltwise", "kernel_size", "pad", "stride", "groups",
-                 "pool", "pool_size", "pool_stride", "activation", "flatten", "output_width", "output",
-                 "streaming", "data_format", "processors", "output_processors", "weight_bits", "output_shift")
+_LAYER_FIELDS = (
+    "index",
+    "op",
+    "name",
+    "in_sequences",
+    "eltwise",
+    "kernel_size",
+    "pad",
+    "stride",
+    "groups",
+    "pool",
+    "pool_size",
+    "pool_stride",
+    "activation",
+    "flatten",
+    "output_width",
+    "output",
+    "streaming",
+    "data_format",
+    "processors",
+    "output_processors",
+    "weight_bits",
+    "output_shift",
+)
 
 
 def save_network(net: Network, path: str | Path) -> Path:
@@ -471,9 +537,13 @@ def save_network(net: Network, path: str | Path) -> Path:
 
     from ..firmware.cfiles import atomic_write
 
-    meta = {"format": _NET_FORMAT, "arch": net.arch, "input_shape": list(net.input_shape),
-            "meta": {k: v for k, v in net.meta.items() if isinstance(v, (str, int, float, bool))},
-            "layers": []}
+    meta = {
+        "format": _NET_FORMAT,
+        "arch": net.arch,
+        "input_shape": list(net.input_shape),
+        "meta": {k: v for k, v in net.meta.items() if isinstance(v, (str, int, float, bool))},
+        "layers": [],
+    }
     arrays: dict[str, np.ndarray] = {}
     for l in net.layers:
         d = {}
@@ -487,10 +557,12 @@ def save_network(net: Network, path: str | Path) -> Path:
             arrays[f"b{l.index:03d}"] = np.asarray(l.bias, np.int32)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+
         def put(name: str, data: bytes) -> None:
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             z.writestr(info, data)
+
         put("network.json", json.dumps(meta, sort_keys=True).encode())
         for k in sorted(arrays):
             b = io.BytesIO()
@@ -528,14 +600,20 @@ def load_network(path: str | Path) -> Network:
                 l = Layer(**kw)
                 i = l.index
                 if f"w{i:03d}.npy" in names:
-                    l.weights = np.lib.format.read_array(io.BytesIO(z.read(f"w{i:03d}.npy")),
-                                                         allow_pickle=False).astype(np.int64)
+                    l.weights = np.lib.format.read_array(
+                        io.BytesIO(z.read(f"w{i:03d}.npy")), allow_pickle=False
+                    ).astype(np.int64)
                 if f"b{i:03d}.npy" in names:
-                    l.bias = np.lib.format.read_array(io.BytesIO(z.read(f"b{i:03d}.npy")),
-                                                      allow_pickle=False).astype(np.int64)
+                    l.bias = np.lib.format.read_array(
+                        io.BytesIO(z.read(f"b{i:03d}.npy")), allow_pickle=False
+                    ).astype(np.int64)
                 layers.append(l)
-            return Network(arch=str(meta["arch"]), layers=layers,
-                           input_shape=tuple(int(v) for v in meta["input_shape"]), meta=dict(meta.get("meta", {})))
+            return Network(
+                arch=str(meta["arch"]),
+                layers=layers,
+                input_shape=tuple(int(v) for v in meta["input_shape"]),
+                meta=dict(meta.get("meta", {})),
+            )
     except ModelFormatError:
         raise
     except (zipfile.BadZipFile, OSError, ValueError, KeyError, TypeError) as exc:

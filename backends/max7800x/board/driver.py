@@ -48,7 +48,14 @@ from .protocol import (
     response_type,
 )
 
-__all__ = ["Max7800xDevice", "DeviceRejectedError", "LinkStats", "open_device", "open_session", "SerialSession"]
+__all__ = [
+    "Max7800xDevice",
+    "DeviceRejectedError",
+    "LinkStats",
+    "open_device",
+    "open_session",
+    "SerialSession",
+]
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +107,9 @@ class Max7800xDevice:
         if isinstance(port, (str, bytes)) or hasattr(port, "__fspath__"):
             self.port_name = str(port)
             try:
-                self._ser = serial.serial_for_url(self.port_name, baudrate=self.baudrate, timeout=0.05,
-                                                  write_timeout=max(2.0, self.timeout))
+                self._ser = serial.serial_for_url(
+                    self.port_name, baudrate=self.baudrate, timeout=0.05, write_timeout=max(2.0, self.timeout)
+                )
             except (serial.SerialException, OSError, ValueError) as exc:
                 raise DeviceLinkError(f"cannot open serial port {self.port_name}: {exc}") from None
         else:
@@ -175,14 +183,23 @@ class Max7800xDevice:
                     req = MsgType(err.request_type).name
                 except ValueError:
                     req = f"0x{err.request_type:02x}"
-                raise DeviceRejectedError(f"device refused {req}: {code}: {err.message}", err.code, err.request_type)
+                raise DeviceRejectedError(
+                    f"device refused {req}: {code}: {err.message}", err.code, err.request_type
+                )
             if f.type == want:
                 return f
             log.debug("ignoring frame type 0x%02x with seq %d", f.type, seq)
         return None
 
-    def request(self, typ: MsgType, payload: bytes = b"", *, timeout: float | None = None,
-                retries: int | None = None, expect_bytes: int = 64) -> Frame:
+    def request(
+        self,
+        typ: MsgType,
+        payload: bytes = b"",
+        *,
+        timeout: float | None = None,
+        retries: int | None = None,
+        expect_bytes: int = 64,
+    ) -> Frame:
         """Send one request and return its response frame (retrying on silence or corruption).
 
         Raises:
@@ -196,7 +213,8 @@ class Max7800xDevice:
         frame = encode_frame(int(typ), seq, payload, self.session)
         want = response_type(int(typ))
         tmo = (self.timeout if timeout is None else float(timeout)) + self._wire_time(
-            len(frame) + 2 * expect_bytes + HEADER_SIZE + TRAILER_SIZE)
+            len(frame) + 2 * expect_bytes + HEADER_SIZE + TRAILER_SIZE
+        )
         attempts = 1 + (self.retries if retries is None else int(retries))
         st0 = (self._parser.stats.bytes_in, self._parser.stats.frames, self._parser.stats.rejects)
         sample = bytearray()
@@ -204,8 +222,14 @@ class Max7800xDevice:
         for attempt in range(attempts):
             if attempt:
                 self.stats.retries += 1
-                log.info("%s: no valid answer to %s (seq %d), retry %d/%d", self.port_name, typ.name, seq,
-                         attempt, attempts - 1)
+                log.info(
+                    "%s: no valid answer to %s (seq %d), retry %d/%d",
+                    self.port_name,
+                    typ.name,
+                    seq,
+                    attempt,
+                    attempts - 1,
+                )
             self._write(frame)
             deadline = time.monotonic() + tmo
             while time.monotonic() < deadline:
@@ -225,14 +249,19 @@ class Max7800xDevice:
         got, frames, rejects = ps.bytes_in - st0[0], ps.frames - st0[1], ps.rejects - st0[2]
         what = f"{typ.name} to {self.port_name}: no valid answer in {attempts} attempt(s) of {tmo:.2f} s"
         if got == 0:
-            raise LinkTimeoutError(f"{what}; the port is silent (no facesdk firmware running, board not "
-                                   f"powered, or wrong port)")
+            raise LinkTimeoutError(
+                f"{what}; the port is silent (no facesdk firmware running, board not powered, or wrong port)"
+            )
         if frames == 0:
             raise LinkTimeoutError(
-                f"{what}; received {got} bytes that are not facesdk frames ({rejects} rejected) — wrong device, "
-                f"wrong baud rate, or a stock msdk demo firmware (first bytes: {bytes(sample[:32])!r})")
-        raise LinkTimeoutError(f"{what}; {frames} frame(s) arrived but none answered this request "
-                               f"({rejects} corrupted) — the link is too noisy")
+                f"{what}; received {got} bytes that are not facesdk frames ({rejects} rejected) — wrong "
+                "device, "
+                f"wrong baud rate, or a stock msdk demo firmware (first bytes: {bytes(sample[:32])!r})"
+            )
+        raise LinkTimeoutError(
+            f"{what}; {frames} frame(s) arrived but none answered this request "
+            f"({rejects} corrupted) — the link is too noisy"
+        )
 
     # ------------------------------------------------------------------ commands
     def info(self) -> DeviceInfo:
@@ -249,8 +278,13 @@ class Max7800xDevice:
         thr = self._device_info().threshold if threshold is None else int(threshold)
         if not -128 <= thr <= 127:
             raise ConfigError(f"threshold {thr} is not an int8 score")
-        payload = LoadDbRequest(list(names), r.reshape(len(names), -1) if len(names) else
-                                np.zeros((0, r.shape[-1] if r.ndim == 2 else 0), np.int8), thr).encode()
+        payload = LoadDbRequest(
+            list(names),
+            r.reshape(len(names), -1)
+            if len(names)
+            else np.zeros((0, r.shape[-1] if r.ndim == 2 else 0), np.int8),
+            thr,
+        ).encode()
         resp = self.request(MsgType.LOAD_DB, payload)
         n = int.from_bytes(resp.payload[:2], "little")
         if n != len(names):
@@ -260,8 +294,11 @@ class Max7800xDevice:
 
     def load_gallery(self, gallery: Any, threshold: int | None = None) -> int:
         """Load a core Gallery: one slot per identity, its template quantised as db_gen does."""
-        rows = (fwdb.quantize_db_embeddings(gallery.templates) if len(gallery)
-                else np.zeros((0, gallery.embedding_size), np.int8))
+        rows = (
+            fwdb.quantize_db_embeddings(gallery.templates)
+            if len(gallery)
+            else np.zeros((0, gallery.embedding_size), np.int8)
+        )
         return self.load_database(gallery.names, rows, threshold)
 
     def enrol(self, name: str, embedding: np.ndarray, *, request_id: int | None = None) -> EnrolResult:
@@ -280,8 +317,9 @@ class Max7800xDevice:
         self._info = None
         return res
 
-    def enrol_image(self, name: str, image: np.ndarray, *, request_id: int | None = None,
-                    timeout: float = 60.0) -> EnrolResult:
+    def enrol_image(
+        self, name: str, image: np.ndarray, *, request_id: int | None = None, timeout: float = 60.0
+    ) -> EnrolResult:
         """Let the device detect, embed and enrol the largest face of an RGB image."""
         rid = secrets.randbits(32) if request_id is None else int(request_id) & 0xFFFFFFFF
         payload = EnrolRequest(rid, name, image=np.asarray(image)).encode()
@@ -289,8 +327,9 @@ class Max7800xDevice:
         self._info = None
         return res
 
-    def run_image(self, image: np.ndarray, *, pixel_format: PixelFormat = PixelFormat.RGB888,
-                  timeout: float = 60.0) -> RunResult:
+    def run_image(
+        self, image: np.ndarray, *, pixel_format: PixelFormat = PixelFormat.RGB888, timeout: float = 60.0
+    ) -> RunResult:
         """Run the device pipeline on an ``HxWx3`` uint8 RGB image: detections, embedding, identity."""
         payload = encode_image(np.asarray(image), pixel_format)
         return RunResult.decode(self.request(MsgType.RUN_IMAGE, payload, timeout=timeout).payload)
@@ -309,8 +348,11 @@ class Max7800xDevice:
         rows: list[np.ndarray] = []
         offset, total, dim = 0, None, None
         while total is None or offset < total:
-            resp = ReadDbPage.decode(self.request(
-                MsgType.READ_DB, ReadDbRequest(offset, page).encode(), expect_bytes=page * 96).payload)
+            resp = ReadDbPage.decode(
+                self.request(
+                    MsgType.READ_DB, ReadDbRequest(offset, page).encode(), expect_bytes=page * 96
+                ).payload
+            )
             if total is not None and resp.total != total:
                 raise DeviceLinkError("device database changed while it was being read")
             total = resp.total
@@ -386,8 +428,9 @@ class SerialSession:
             outs = self.dev.run_tensor(x)
             got = [tuple(o.shape) for o in outs]
             if got != self._shapes:
-                raise DeviceMismatchError(f"the board answered outputs {got}, the model has {self._shapes}: "
-                                          f"it runs another network")
+                raise DeviceMismatchError(
+                    f"the board answered outputs {got}, the model has {self._shapes}: it runs another network"
+                )
             per.append(outs)
         res = [np.stack([p[i] for p in per]) for i in range(len(self._shapes))]
         return [r[0] for r in res] if single else res
@@ -396,9 +439,13 @@ class SerialSession:
         self.dev.close()
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.backend, "device": self.device, "precision": self.precision,
-                "inputs": [(t.name, list(t.shape), t.dtype) for t in self.inputs],
-                "outputs": [(t.name, list(t.shape), t.dtype) for t in self.outputs]}
+        return {
+            "backend": self.backend,
+            "device": self.device,
+            "precision": self.precision,
+            "inputs": [(t.name, list(t.shape), t.dtype) for t in self.inputs],
+            "outputs": [(t.name, list(t.shape), t.dtype) for t in self.outputs],
+        }
 
     def __enter__(self) -> "SerialSession":
         return self

@@ -381,8 +381,15 @@ class DeviceInfo:
 
     def encode(self) -> bytes:
         return (
-            _INFO.pack(MAGIC, self.protocol_version, self.embedding_size, self.capacity, self.count,
-                       self.threshold, self.output_shift)
+            _INFO.pack(
+                MAGIC,
+                self.protocol_version,
+                self.embedding_size,
+                self.capacity,
+                self.count,
+                self.threshold,
+                self.output_shift,
+            )
             + _short_string(self.device)
             + _short_string(self.firmware)
         )
@@ -548,8 +555,9 @@ class RunResult:
 
     def to_dict(self) -> dict:
         return {
-            "detections": [{"box": [round(v, 2) for v in d.box], "score": round(d.score, 4)}
-                           for d in self.detections],
+            "detections": [
+                {"box": [round(v, 2) for v in d.box], "score": round(d.score, 4)} for d in self.detections
+            ],
             "embedding": self.embedding.tolist(),
             "slot": self.slot,
             "score": self.score,
@@ -621,8 +629,9 @@ class ReadDbPage:
 
     def encode(self) -> bytes:
         dim = int(self.embeddings.shape[1])
-        return encode_db(self.names, self.embeddings,
-                         _READ_R.pack(self.total, self.offset, len(self.names), dim))
+        return encode_db(
+            self.names, self.embeddings, _READ_R.pack(self.total, self.offset, len(self.names), dim)
+        )
 
     @classmethod
     def decode(cls, payload: bytes) -> "ReadDbPage":
@@ -653,16 +662,19 @@ class ErrorReply:
         return cls(typ, code, msg)
 
 
-
 _TENSOR_DTYPES = {0: np.dtype("i1"), 1: np.dtype("<i4"), 2: np.dtype("<i8")}
 
 
 def encode_tensors(tensors: list[np.ndarray]) -> bytes:
-    """``u8 count`` then per tensor ``u8 dtype (0 int8, 1 int32, 2 int64), u8 ndim, ndim x u32 dims, data``."""
+    """``u8 count`` then per tensor ``u8 dtype (0 int8, 1 int32, 2 int64), u8 ndim, ndim x u32 dims,
+    data``.
+    """
     parts = [bytes([len(tensors)])]
     for t in tensors:
         a = np.asarray(t)
-        code = next((k for k, d in _TENSOR_DTYPES.items() if d == a.dtype.newbyteorder("<") or d == a.dtype), None)
+        code = next(
+            (k for k, d in _TENSOR_DTYPES.items() if d == a.dtype.newbyteorder("<") or d == a.dtype), None
+        )
         if code is None or a.ndim > 8:
             raise FrameError(f"cannot send a {a.dtype} tensor of {a.ndim} dims")
         parts.append(bytes([code, a.ndim]) + struct.pack(f"<{a.ndim}I", *a.shape))

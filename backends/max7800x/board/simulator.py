@@ -56,8 +56,16 @@ from .protocol import (
     response_type,
 )
 
-__all__ = ["Compute", "EmulatorCompute", "FacePipelineCompute", "Faults", "DeviceSimulator", "DeviceState",
-           "crop_face", "PROTOCOL_VERSION"]
+__all__ = [
+    "Compute",
+    "EmulatorCompute",
+    "FacePipelineCompute",
+    "Faults",
+    "DeviceSimulator",
+    "DeviceState",
+    "crop_face",
+    "PROTOCOL_VERSION",
+]
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +113,13 @@ class EmulatorCompute:
             self.detect = detector
 
     @classmethod
-    def faceid(cls, checkpoint: str | os.PathLike, yaml: str | os.PathLike, chip: str = "max78000",
-               detector: Any = None) -> "EmulatorCompute":
+    def faceid(
+        cls,
+        checkpoint: str | os.PathLike,
+        yaml: str | os.PathLike,
+        chip: str = "max78000",
+        detector: Any = None,
+    ) -> "EmulatorCompute":
         """Load an ai8x FaceID checkpoint + network YAML into the emulator."""
         from ..accel.emulator import load_model
 
@@ -141,8 +154,9 @@ class FacePipelineCompute(EmulatorCompute):
         nms: ``min_score``, ``max_overlap``, ``top_k`` for the host decoding.
     """
 
-    def __init__(self, faceid: Any, facedet: Any, *, firmware_exact: bool = True,
-                 nms: dict[str, float] | None = None) -> None:
+    def __init__(
+        self, faceid: Any, facedet: Any, *, firmware_exact: bool = True, nms: dict[str, float] | None = None
+    ) -> None:
         super().__init__(faceid)
         from facesdk.detect import tinierssd
 
@@ -163,8 +177,15 @@ class FacePipelineCompute(EmulatorCompute):
     }
 
     @classmethod
-    def from_dir(cls, ai8x_dir: str | os.PathLike, chip: str = "max78000", *, firmware_exact: bool = True,
-                 threads: int | None = 1, generation: str = "faceid_112") -> "FacePipelineCompute":
+    def from_dir(
+        cls,
+        ai8x_dir: str | os.PathLike,
+        chip: str = "max78000",
+        *,
+        firmware_exact: bool = True,
+        threads: int | None = 1,
+        generation: str = "faceid_112",
+    ) -> "FacePipelineCompute":
         """Load one msdk demo generation from an ai8x folder laid out as ``../shared/ai8x``.
 
         ``generation="faceid_112"`` (default, the current demo): TinierSSD + faceid_112 imported from
@@ -184,8 +205,12 @@ class FacePipelineCompute(EmulatorCompute):
             raise ConfigError(f"unknown generation {generation!r}; use one of {sorted(cls.GENERATIONS)}")
         d = Path(ai8x_dir)
         pre = chip_prefix(chip)
-        det = load_model(d / "trained" / f"{pre}-facedet-tinierssd-qat8-q.pth.tar",
-                         d / "networks" / f"{pre}-facedet-tinierssd.yaml", chip, threads=threads)
+        det = load_model(
+            d / "trained" / f"{pre}-facedet-tinierssd-qat8-q.pth.tar",
+            d / "networks" / f"{pre}-facedet-tinierssd.yaml",
+            chip,
+            threads=threads,
+        )
         if generation == "faceid_112":
             from ..accel.cproject import import_c_project, known_answer_test
 
@@ -194,10 +219,15 @@ class FacePipelineCompute(EmulatorCompute):
             kat = known_answer_test(proj, fid)
             if not kat.passed:
                 raise ConfigError(
-                    f"faceid_112 known-answer test failed: {kat.differing}/{kat.words} words differ")
+                    f"faceid_112 known-answer test failed: {kat.differing}/{kat.words} words differ"
+                )
         else:
-            fid = load_model(d / "trained" / "ai85-faceid-qat8-q.pth.tar", d / "networks" / "faceid.yaml",
-                             chip, threads=threads)
+            fid = load_model(
+                d / "trained" / "ai85-faceid-qat8-q.pth.tar",
+                d / "networks" / "faceid.yaml",
+                chip,
+                threads=threads,
+            )
         params = d / "networks" / "obj_detection_params_facedet.yaml"
         nms = load_detection_params(params) if params.is_file() else None
         out = cls(fid, det, firmware_exact=firmware_exact, nms=nms)
@@ -296,8 +326,12 @@ class Faults:
         if script:
             return script.popleft()
         r = self._rng.random()
-        for name, p in (("drop", self.drop), ("flip", self.flip), ("cut", self.cut),
-                        ("dup", self.duplicate if dup_ok else 0.0)):
+        for name, p in (
+            ("drop", self.drop),
+            ("flip", self.flip),
+            ("cut", self.cut),
+            ("dup", self.duplicate if dup_ok else 0.0),
+        ):
             if r < p:
                 return name
             r -= p
@@ -407,7 +441,8 @@ class DeviceSimulator:
         self._enrolled: collections.OrderedDict[int, EnrolResult] = collections.OrderedDict()
         #: (session, seq, type, payload digest) → the response frames sent for it
         self._replay: collections.OrderedDict[tuple[int, int, int, bytes], list[bytes]] = (
-            collections.OrderedDict())
+            collections.OrderedDict()
+        )
         self._parser = FrameParser()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -507,9 +542,14 @@ class DeviceSimulator:
                     self._handle(frame)
                 except Exception:  # a simulator bug must not kill the link silently
                     log.exception("simulator failed on frame type 0x%02x", frame.type)
-                    self._send(encode_frame(
-                        MsgType.ERROR, frame.seq,
-                        ErrorReply(frame.type, ErrorCode.INTERNAL, "internal error").encode(), frame.session))
+                    self._send(
+                        encode_frame(
+                            MsgType.ERROR,
+                            frame.seq,
+                            ErrorReply(frame.type, ErrorCode.INTERNAL, "internal error").encode(),
+                            frame.session,
+                        )
+                    )
 
     def _speak_foreign(self) -> None:
         """Answer like the stock msdk FaceID demo: console lines, no frames."""
@@ -533,16 +573,25 @@ class DeviceSimulator:
             payload = self._execute(typ, frame.payload)
             out = encode_frame(response_type(frame.type), frame.seq, payload, frame.session)
         except ValueError:
-            out = encode_frame(MsgType.ERROR, frame.seq, ErrorReply(
-                frame.type, ErrorCode.UNKNOWN_TYPE, f"unknown request type 0x{frame.type:02x}").encode(),
-                frame.session)
+            out = encode_frame(
+                MsgType.ERROR,
+                frame.seq,
+                ErrorReply(
+                    frame.type, ErrorCode.UNKNOWN_TYPE, f"unknown request type 0x{frame.type:02x}"
+                ).encode(),
+                frame.session,
+            )
         except _DeviceError as exc:
-            out = encode_frame(MsgType.ERROR, frame.seq, ErrorReply(frame.type, exc.code, str(exc)).encode(),
-                               frame.session)
+            out = encode_frame(
+                MsgType.ERROR, frame.seq, ErrorReply(frame.type, exc.code, str(exc)).encode(), frame.session
+            )
         except FaceSDKError as exc:  # FrameError etc. from decoding the payload
-            out = encode_frame(MsgType.ERROR, frame.seq,
-                               ErrorReply(frame.type, ErrorCode.BAD_REQUEST, str(exc)).encode(),
-                               frame.session)
+            out = encode_frame(
+                MsgType.ERROR,
+                frame.seq,
+                ErrorReply(frame.type, ErrorCode.BAD_REQUEST, str(exc)).encode(),
+                frame.session,
+            )
         self._replay[key] = [out]
         while len(self._replay) > _REPLAY_CACHE:
             self._replay.popitem(last=False)
@@ -551,15 +600,25 @@ class DeviceSimulator:
     def _execute(self, typ: MsgType, payload: bytes) -> bytes:
         st = self.state
         if typ == MsgType.INFO:
-            return DeviceInfo(PROTOCOL_VERSION, st.embedding_size, st.capacity, len(st.names), st.threshold,
-                              st.output_shift, self.device, self.firmware).encode()
+            return DeviceInfo(
+                PROTOCOL_VERSION,
+                st.embedding_size,
+                st.capacity,
+                len(st.names),
+                st.threshold,
+                st.output_shift,
+                self.device,
+                self.firmware,
+            ).encode()
         if typ == MsgType.LOAD_DB:
             req = LoadDbRequest.decode(payload)
             if len(req.names) > st.capacity:
                 raise _DeviceError(ErrorCode.DB_FULL, f"{len(req.names)} slots exceed capacity {st.capacity}")
             if len(req.names) and req.embeddings.shape[1] != st.embedding_size:
-                raise _DeviceError(ErrorCode.BAD_DIMENSION,
-                                   f"rows are {req.embeddings.shape[1]}-d, device takes {st.embedding_size}-d")
+                raise _DeviceError(
+                    ErrorCode.BAD_DIMENSION,
+                    f"rows are {req.embeddings.shape[1]}-d, device takes {st.embedding_size}-d",
+                )
             st.names = list(req.names)
             st.rows = [r.copy() for r in req.embeddings]
             st.threshold = int(req.threshold)
@@ -574,8 +633,9 @@ class DeviceSimulator:
             if emb is None:
                 raise _DeviceError(ErrorCode.NO_FACE, "no face in the enrolment image")
             if emb.size != st.embedding_size:
-                raise _DeviceError(ErrorCode.BAD_DIMENSION,
-                                   f"embedding is {emb.size}-d, device takes {st.embedding_size}-d")
+                raise _DeviceError(
+                    ErrorCode.BAD_DIMENSION, f"embedding is {emb.size}-d, device takes {st.embedding_size}-d"
+                )
             if len(st.names) >= st.capacity:
                 raise _DeviceError(ErrorCode.DB_FULL, f"database full ({st.capacity} slots)")
             if not np.any(emb):
@@ -610,8 +670,12 @@ class DeviceSimulator:
             n = min(req.count, self.read_page)
             w = st.weights
             names = st.names[req.offset : req.offset + n]
-            return ReadDbPage(len(st.names), req.offset, names,
-                              w[req.offset : req.offset + len(names)].reshape(len(names), st.embedding_size)).encode()
+            return ReadDbPage(
+                len(st.names),
+                req.offset,
+                names,
+                w[req.offset : req.offset + len(names)].reshape(len(names), st.embedding_size),
+            ).encode()
         raise _DeviceError(ErrorCode.UNKNOWN_TYPE, f"type {typ.name} is not a request")
 
     def _embed(self, image: np.ndarray) -> tuple[list[DetectionRecord], np.ndarray | None]:
@@ -635,8 +699,11 @@ class DeviceSimulator:
         else:
             h, w = image.shape[:2]
             dets = [DetectionRecord((0.0, 0.0, float(w), float(h)), 1.0)]
-            chip = image if image.shape[:2] == tuple(self.compute.input_size) else crop_face(
-                image, (0, 0, w, h), tuple(self.compute.input_size))
+            chip = (
+                image
+                if image.shape[:2] == tuple(self.compute.input_size)
+                else crop_face(image, (0, 0, w, h), tuple(self.compute.input_size))
+            )
         emb = np.asarray(self.compute.embed(chip)).reshape(-1)
         if emb.dtype != np.int8:
             raise _DeviceError(ErrorCode.INTERNAL, f"compute returned {emb.dtype}, not int8")

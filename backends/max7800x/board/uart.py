@@ -158,7 +158,11 @@ class MsdkStreamParser:
         n0 = len(START)
         if len(b) < n0 + 5:
             return None
-        w, h, flen = int.from_bytes(b[n0 : n0 + 2], "big"), int.from_bytes(b[n0 + 2 : n0 + 4], "big"), b[n0 + 4]
+        w, h, flen = (
+            int.from_bytes(b[n0 : n0 + 2], "big"),
+            int.from_bytes(b[n0 + 2 : n0 + 4], "big"),
+            b[n0 + 4],
+        )
         if not 0 < flen <= 16:
             return False
         fmt_raw = bytes(b[n0 + 5 : n0 + 5 + flen])
@@ -215,8 +219,15 @@ def encode_str_frame(rgb: np.ndarray, pixel_format: str = "RGB565") -> bytes:
     else:
         raise ConfigError(f"cannot encode pixel format {pixel_format!r}")
     name = fmt.encode("ascii")
-    return (START + w.to_bytes(2, "big") + h.to_bytes(2, "big") + bytes([len(name)]) + name
-            + len(data).to_bytes(4, "big") + data)
+    return (
+        START
+        + w.to_bytes(2, "big")
+        + h.to_bytes(2, "big")
+        + bytes([len(name)])
+        + name
+        + len(data).to_bytes(4, "big")
+        + data
+    )
 
 
 def decode_pixels(data: bytes, width: int, height: int, pixel_format: str) -> np.ndarray:
@@ -292,7 +303,9 @@ class MsdkUartReader:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def events(self, timeout: float | None = None, idle: float | None = None) -> Iterator[UartImage | ConsoleLine]:
+    def events(
+        self, timeout: float | None = None, idle: float | None = None
+    ) -> Iterator[UartImage | ConsoleLine]:
         """Yield images and lines as they arrive; stop after ``timeout`` s in total or ``idle`` s
         without any byte (both optional)."""
         start = last = time.monotonic()
@@ -305,15 +318,18 @@ class MsdkUartReader:
             try:
                 data = self._ser.read(max(1, self._ser.in_waiting))
             except (self._serial_mod.SerialException, OSError) as exc:
-                raise DeviceLinkError(f"{self.port_name}: read failed (device disconnected?): {exc}") from None
+                raise DeviceLinkError(
+                    f"{self.port_name}: read failed (device disconnected?): {exc}"
+                ) from None
             if data:
                 last = time.monotonic()
                 self._pending.extend(self.parser.feed(data))
             while self._pending:  # kept across calls: events parsed but not yet consumed survive a break
                 yield self._pending.popleft()
 
-    def capture(self, out_dir: str | Path, count: int = 1, timeout: float = 30.0,
-                settle: float = 0.3) -> list[dict[str, Any]]:
+    def capture(
+        self, out_dir: str | Path, count: int = 1, timeout: float = 30.0, settle: float = 0.3
+    ) -> list[dict[str, Any]]:
         """Save the next ``count`` frames as PNG, each with the FaceID results printed after it
         (until the next frame, or ``settle`` s of silence after the last one).
 
@@ -334,14 +350,22 @@ class MsdkUartReader:
             if isinstance(ev, ConsoleLine):
                 if ev.result is not None and records:
                     records[-1]["results"].append(
-                        {k: v for k, v in ev.result.__dict__.items() if v not in (None, {})})
+                        {k: v for k, v in ev.result.__dict__.items() if v not in (None, {})}
+                    )
                 return False
             if len(records) >= count:
                 return True
             path = out / f"frame_{len(records):04d}.png"
             Image.fromarray(ev.to_rgb()).save(path)
-            records.append({"image": str(path), "width": ev.width, "height": ev.height,
-                            "pixel_format": ev.pixel_format, "results": []})
+            records.append(
+                {
+                    "image": str(path),
+                    "width": ev.width,
+                    "height": ev.height,
+                    "pixel_format": ev.pixel_format,
+                    "results": [],
+                }
+            )
             return False
 
         for ev in self.events(timeout=timeout):
@@ -349,7 +373,9 @@ class MsdkUartReader:
             if len(records) >= count:
                 break
         if len(records) < count:
-            raise LinkTimeoutError(f"{self.port_name}: {len(records)} of {count} frames arrived in {timeout} s")
+            raise LinkTimeoutError(
+                f"{self.port_name}: {len(records)} of {count} frames arrived in {timeout} s"
+            )
         for ev in self.events(timeout=timeout, idle=settle):
             if take(ev):
                 break
