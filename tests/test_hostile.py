@@ -4,7 +4,7 @@ checkpoints, model files, cards, serial frames and command-line arguments.
 Every case must end in a typed :class:`facesdk.errors.FaceSDKError` or a right answer (checked per
 kind: a decoded image is ``HxWx3`` uint8, a parsed frame is one that was really sent, ...), never in
 another exception, never hang (each case runs under a wall-clock alarm), and the process's resident
-memory sampled during each group stays below 1.5 GB. The seed is fixed, so a failure names a case
+memory sampled during each group grows by less than 1.5 GB. The seed is fixed, so a failure names a case
 that reproduces.
 """
 
@@ -76,6 +76,7 @@ def run_cases(
     """Run each case; collect anything that is not a FaceSDKError or a right answer."""
     bad: list[str] = []
     old = signal.signal(signal.SIGALRM, _alarm)
+    base = _rss()
     try:
         with _rss_peak() as peak:
             for name, fn in cases:
@@ -97,7 +98,12 @@ def run_cases(
     finally:
         signal.signal(signal.SIGALRM, old)
     COUNTS[group] = len(cases)
-    assert peak[0] <= RSS_LIMIT, f"{group}: resident memory reached {peak[0] / 2**30:.2f} GB"
+    # The limit bounds what the group itself allocates: in a full pytest run the process already holds
+    # whatever earlier tests loaded (engines, models), which is not this group's doing.
+    grown = peak[0] - base
+    assert grown <= RSS_LIMIT, (
+        f"{group}: resident memory grew by {grown / 2**30:.2f} GB (peak {peak[0] / 2**30:.2f} GB)"
+    )
     assert not bad, f"{group}: {len(bad)} of {len(cases)} cases failed:\n" + "\n".join(bad[:40])
 
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from facesdk.errors import ModelNotFoundError
+from facesdk.fileio import atomic_path
 from facesdk.zoo import _check_name, _contained, _verify
 
 from .backend import AI8X_DIR_ENV
@@ -58,14 +58,8 @@ def copy_from_ai8x_dir(card: Any, art: Any, inputs: dict[str, Path], out: Path) 
         if ysrc is None:
             raise ModelNotFoundError(f"{what}: network YAML {yml} not found in ${AI8X_DIR_ENV}")
         dest = _contained(Path(out).parent, yml, what)
-        fd, tmp = tempfile.mkstemp(prefix=yml + ".", suffix=".part", dir=dest.parent)
-        os.close(fd)
-        try:
+        with atomic_path(dest, suffix=".part", verify=lambda t: _verify(t, shas[yml], what)) as tmp:
             shutil.copyfile(ysrc, tmp)
-            _verify(Path(tmp), shas[yml], what)
-            os.replace(tmp, dest)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
 
 
 def import_from_c_project(card: Any, art: Any, inputs: dict[str, Path], out: Path) -> None:
