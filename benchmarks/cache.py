@@ -22,12 +22,13 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+
+from facesdk.fileio import publish_new, temp_beside
 
 
 __all__ = ["FaceRecord", "EmbeddingCache", "file_sha256", "default_cache_root"]
@@ -137,22 +138,15 @@ class EmbeddingCache:
             "fallback": np.array([r.fallback for _, r in recs], bool),
             "faces": np.array([r.faces for _, r in recs], np.int32),
         }
-        fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
+        # several processes may share a cache: never overwrite another one's chunk (publish_new fails
+        # if the name exists; then take the next number)
+        with temp_beside(self.dir / "chunk.npz") as tmp:
+            with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
-            # several processes may share a cache: never overwrite another one's chunk (link fails
-            # if the name exists; then take the next number)
             for _ in range(10000):
-                try:
-                    os.link(tmp, self.dir / f"chunk-{n:06d}.npz")
+                if publish_new(tmp, self.dir / f"chunk-{n:06d}.npz"):
                     break
-                except FileExistsError:
-                    n += 1
-            Path(tmp).unlink(missing_ok=True)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+                n += 1
         self._data.update(self._pending)
         self._pending.clear()
 

@@ -31,7 +31,9 @@ __all__ = [
     "commit_temp",
     "file_lock",
     "fsync_dir",
+    "publish_new",
     "stale_temps",
+    "temp_beside",
 ]
 
 #: ``verify(tmp_path)`` runs on the finished temp file before it replaces the target; raising aborts.
@@ -66,6 +68,39 @@ def commit_temp(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
     return p
 
 
+def publish_new(tmp: str | os.PathLike, path: str | os.PathLike) -> bool:
+    """Like :func:`commit_temp`, but never replaces an existing ``path``: the finished temp file is
+    hard-linked to ``path`` (``link(2)`` fails if the name exists), so writers in several processes
+    that pick names such as ``chunk-000042`` cannot overwrite each other. Returns False when ``path``
+    already exists (pick another name); ``tmp`` stays for the caller to remove."""
+    t, p = Path(tmp), Path(path)
+    fd = os.open(t, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(t, p)
+    except FileExistsError:
+        return False
+    fsync_dir(p.parent)
+    return True
+
+
+@contextlib.contextmanager
+def temp_beside(path: str | os.PathLike, *, suffix: str = ".tmp") -> Iterator[Path]:
+    """A fresh temp file in ``path``'s folder, removed when the block ends (whatever happened)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=p.name + ".", suffix=suffix, dir=p.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(
     path: str | os.PathLike, *, suffix: str = ".tmp", verify: Verify | None = None
@@ -76,19 +111,11 @@ def atomic_path(
     ``verify`` runs on the written, fsynced file first. On any error the temp file is removed
     and ``path`` is left as it was.
     """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=p.name + ".", suffix=suffix, dir=p.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
+    with temp_beside(path, suffix=suffix) as tmp:
         yield tmp
         if verify is not None:
             verify(tmp)
-        commit_temp(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        commit_temp(tmp, path)
 
 
 @contextlib.contextmanager
