@@ -835,25 +835,33 @@ class FaceRecognizer:
         ).faces
 
     def match_batch(
-        self, embeddings: np.ndarray, gallery: Gallery, *, threshold: float | None = None, top_k: int = 5
+        self,
+        embeddings: np.ndarray,
+        gallery: Gallery,
+        *,
+        threshold: float | None = None,
+        top_k: int = 5,
+        unit: bool = False,
     ) -> list[Match]:
         """Open-set matches for a batch of embeddings, with the threshold precedence and decision score
-        of :meth:`identify` (the streaming pipeline matches through this)."""
+        of :meth:`identify` (the streaming pipeline matches through this). ``unit``: the rows are
+        already L2-normalised (this recogniser's own embeddings), so they are not normalised again."""
         thr, point, normalized = self._identification_decision(gallery, threshold)
-        return self.decide(embeddings, gallery, thr, point, normalized=normalized, top_k=top_k)
+        return self.decide(embeddings, gallery, thr, point, normalized=normalized, top_k=top_k, unit=unit)
 
-    def _search(self, embeddings: np.ndarray, gallery: Gallery, k: int) -> list[list[tuple[str, float]]]:
+    def _search(self, e: np.ndarray, gallery: Gallery, k: int) -> list[list[tuple[str, float]]]:
         """Top-k identities per probe under the template policy (:mod:`facesdk.calibration`).
 
         ``mean``: the identity templates; ``max``: the best of the identity's per-photo templates;
-        ``both``: the average of the two scores.
+        ``both``: the average of the two scores. ``e`` holds unit rows.
         """
         if self.template_policy == "mean":
-            return gallery.search(embeddings, top_k=k)
+            return gallery.search(e, top_k=k, normalized=True)
         if self.template_policy == "max":
-            return gallery.search(embeddings, top_k=k, templates="image")
+            return gallery.search(e, top_k=k, templates="image", normalized=True)
         sims = 0.5 * (
-            gallery.similarities(embeddings, "identity") + gallery.similarities(embeddings, "image")
+            gallery.similarities(e, "identity", normalized=True)
+            + gallery.similarities(e, "image", normalized=True)
         )
         names = gallery.names
         kk = min(k, sims.shape[1])
@@ -869,6 +877,7 @@ class FaceRecognizer:
         *,
         normalized: bool = False,
         top_k: int = 5,
+        unit: bool = False,
     ) -> list[Match]:
         """Open-set decisions for embeddings: the best identity, or ``Unknown`` below the threshold.
 
@@ -876,12 +885,13 @@ class FaceRecognizer:
         decision score is the cohort margin (``Match.score``); otherwise it is the top-1 cosine.
         """
         normalized = normalized and self._margin is not None
-        cands = self._search(embeddings, gallery, max(top_k, 2))
+        e = np.asarray(embeddings, np.float32) if unit else l2_normalize(embeddings)
+        cands = self._search(e, gallery, max(top_k, 2))
         ref = None
         if normalized:
             assert self._margin is not None
             s2 = np.array([c[1][1] if len(c) > 1 else -1.0 for c in cands], np.float32)
-            c1 = (l2_normalize(embeddings) @ self._margin.cohort.T).max(1)
+            c1 = (e @ self._margin.cohort.T).max(1)
             ref = np.maximum(s2, c1)
         out = []
         for i, c in enumerate(cands):

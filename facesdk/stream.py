@@ -337,7 +337,8 @@ class _Runner:
         for f, e in zip(faces, emb):
             f.embedding = e
         if gallery is not None and len(faces):
-            for f, m in zip(faces, self.rec.match_batch(emb, gallery, threshold=threshold, top_k=top_k)):
+            matches = self.rec.match_batch(emb, gallery, threshold=threshold, top_k=top_k, unit=True)
+            for f, m in zip(faces, matches):
                 f.match = m
             self.stats.add("match", time.perf_counter() - t1)
 
