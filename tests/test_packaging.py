@@ -40,9 +40,10 @@ def test_python_310_gets_tomli_and_the_emulator_gets_scipy() -> None:
 
 def test_data_directories_are_packages_so_setuptools_keeps_them() -> None:
     pk = PY["tool"]["setuptools"]["packages"]
-    assert {"facesdk_zoo.cards", "facesdk_bench.configs"} <= set(pk)
+    assert {"facesdk_zoo.cards", "facesdk_zoo.cards.cohorts", "facesdk_bench.configs"} <= set(pk)
     data = PY["tool"]["setuptools"]["package-data"]
     assert data["facesdk_zoo.cards"] == ["*.toml"] and data["facesdk_bench.configs"] == ["*.yaml"]
+    assert data["facesdk_zoo.cards.cohorts"] == ["*.npz"]
 
 
 def test_no_no_deps_install_step_and_ci_keeps_readme_commands() -> None:
