@@ -34,6 +34,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .errors import ConfigError, ImageError
+from .stream import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
 if TYPE_CHECKING:  # pragma: no cover
     from .gallery import Gallery
@@ -55,8 +56,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 #: Frontal reference from the ArcFace 112×112 template: nose-tip height between eye and mouth lines.
 _FRONTAL_NOSE_Y = (71.7366 - 51.5989) / (92.2848 - 51.5989)
 _NOSE_DEPTH = 0.6  # assumed nose depth in interocular distances (coarse)
