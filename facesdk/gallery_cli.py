@@ -132,38 +132,33 @@ def _dest(uri: str, src: Any, args: argparse.Namespace, **prov: Any) -> Any:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .gallery_tools import copy_gallery
-
     src = _open(args.gallery, args)
     dest = _dest(args.dest, src, args)
-    rep = copy_gallery(src, dest)
-    dest.save()
-    rep["dest"] = args.dest
-    _out(
-        args,
-        rep,
-        f"exported {rep['copied']} photo(s) of {rep['identities']} identities to {args.dest}"
-        + (f" ({rep['skipped']} already there)" if rep["skipped"] else ""),
-    )
-    src.close()
-    dest.close()
-    return 0
+    return _copy(args, src, dest, "exported", f"to {args.dest}", "dest", args.dest)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     from .gallery import Gallery
-    from .gallery_tools import copy_gallery
 
     dest = _open(args.gallery, args)
     src = Gallery.open(args.source, create=False)
+    return _copy(args, src, dest, "imported", f"from {args.source}", "source", args.source)
+
+
+def _copy(
+    args: argparse.Namespace, src: Any, dest: Any, verb: str, tail: str, key: str, where: str
+) -> int:
+    """Copy every photo of ``src`` into ``dest`` (export and import), save, report, close both."""
+    from .gallery_tools import copy_gallery
+
     rep = copy_gallery(src, dest)
     dest.save()
-    rep["source"] = args.source
+    rep[key] = where
+    what = f"{rep['copied']} photo(s) of {rep['identities']} identities"
     _out(
         args,
         rep,
-        f"imported {rep['copied']} photo(s) of {rep['identities']} identities from {args.source}"
-        + (f" ({rep['skipped']} already there)" if rep["skipped"] else ""),
+        f"{verb} {what} {tail}" + (f" ({rep['skipped']} already there)" if rep["skipped"] else ""),
     )
     src.close()
     dest.close()
