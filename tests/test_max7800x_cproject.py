@@ -61,6 +61,22 @@ def test_faceid_112_known_answer_test_matches_every_word(proj):
     assert np.array_equal(proj.sample_input, ref.reshape(proj.sample_input.shape))
 
 
+def test_saved_network_is_the_same_bytes_wherever_the_project_lies(proj, tmp_path):
+    """The card pins the imported network's sha256, so the file must not depend on the machine's paths."""
+    from facesdk_backends.max7800x.accel.cproject import import_c_project
+    from facesdk_backends.max7800x.accel.network import save_network
+    from facesdk.zoo import get_card, sha256_file
+
+    moved = tmp_path / "elsewhere" / "faceid_112"
+    shutil.copytree(F112, moved)
+    a = save_network(proj.network, tmp_path / "a.npz")
+    b = save_network(import_c_project(moved).network, tmp_path / "b.npz")
+    assert sha256_file(a) == sha256_file(b)
+    assert str(F112.resolve()) not in a.read_bytes().decode("latin-1")
+    card = get_card("ai85-faceid-112")
+    assert sha256_file(a) == card.artifacts[0].sha256
+
+
 def test_known_answer_test_can_fail(tmp_path):
     """One changed kernel byte in weights.h (or one bias) makes output words differ."""
     from facesdk_backends.max7800x.accel.cproject import import_c_project, known_answer_test

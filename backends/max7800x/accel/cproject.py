@@ -56,6 +56,7 @@ from pathlib import Path
 import numpy as np
 
 from facesdk.errors import ConfigError, ModelFormatError, ModelNotFoundError
+from facesdk.zoo import sha256_file
 
 from .network import Layer, Network
 
@@ -523,7 +524,15 @@ def import_c_project(directory: str | Path) -> CProject:
         arch=arch,
         layers=layers,
         input_shape=c0,
-        meta={"source": "ai8x-synthesis C project", "path": str(d), "chip": "max78000"},
+        # provenance without the machine's absolute path, so the saved network is byte-identical
+        # wherever it is imported (the zoo card pins its sha256)
+        meta={
+            "source": "ai8x-synthesis C project",
+            "project": d.name,
+            "cnn_c_sha256": sha256_file(cpath),
+            "weights_h_sha256": sha256_file(wpath),
+            "chip": "max78000",
+        },
     )
     proj = CProject(network=net, chip="max78000", path=d)
     last = layers[-1]
