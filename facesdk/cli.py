@@ -326,10 +326,19 @@ def _images_in(folder: Path) -> list[Path]:
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
+    """Enroll people through :meth:`FaceRecognizer.enroll` (quality checks, a per-photo report).
+
+    ``--name``: every argument is a photo of that person; a photo that is not enrolled makes the exit
+    status non-zero (the usable ones are still enrolled unless ``--strict``). Without ``--name``: each
+    argument is a folder of ``person/`` sub-folders; unusable photos are skipped and reported.
+    """
+    from .enrollment import QualityPolicy
+
     rec = _recognizer(args)
     gpath = Path(args.gallery)
-    rec.open_gallery(gpath)  # bound to the file: the save below merges concurrent enrollments
-    plan: list[tuple[str, list[tuple[str, Any]], bool]] = []  # (name, [(label, image)], strict)
+    # bound to the file: the save below merges concurrent enrollments
+    rec.open_gallery(gpath, **({"keep_crops": True} if args.keep_crops else {}))
+    plan: list[tuple[str, list[tuple[str, Any]], bool]] = []  # (name, [(label, image)], single person)
     if args.name:
         imgs: list[tuple[str, Any]] = []
         for label, src in _inputs(args, args.images):
@@ -346,40 +355,39 @@ def cmd_enroll(args: argparse.Namespace) -> int:
                 plan.append((person.name, [(str(f), f) for f in _images_in(person)], False))
             if not any(d.is_dir() for d in root.iterdir()):
                 raise ConfigError(f"{a} has no person/ sub-folders")
-    summary: dict[str, Any] = {"gallery": str(gpath), "enrolled": {}, "skipped": []}
+    quality = QualityPolicy.off() if args.no_quality_check else None
+    summary: dict[str, Any] = {"gallery": str(gpath), "enrolled": {}, "skipped": [], "reports": []}
     from tqdm.auto import tqdm
 
     rc = 0
-    for name, imgs, strict in tqdm(plan, desc="enroll", disable=args.json or len(plan) < 3, leave=False):
-        if not imgs:
-            exc0 = ConfigError(f"no images for {name!r}")
-            sys.stderr.write(f"facesdk: error: {exc0}\n")
-            rc = rc or exc0.exit_code
+    for name, imgs, single in tqdm(plan, desc="enroll", disable=args.json or len(plan) < 3, leave=False):
+        try:
+            if not imgs:
+                raise ConfigError(f"no images for {name!r}")
+            res = rec.enroll(name, [src for _, src in imgs], strict=args.strict, quality=quality)
+        except FaceSDKError as exc:
+            sys.stderr.write(f"facesdk: error: {exc}\n")
+            rc = rc or exc.exit_code
+            summary["skipped"] += [{"image": label, "reason": str(exc)} for label, _ in imgs]
             continue
-        embs = []
-        for img, src in imgs:
-            try:
-                embs.append(rec.embed_face(src).embedding)
-            except FaceSDKError as exc:
-                # go on with the other photos; report each; exit non-zero at the end, except for a
-                # photo without a face inside a person/ folder (skipped, as documented)
-                if strict or not isinstance(exc, NoFaceError):
-                    sys.stderr.write(f"facesdk: error: {img}: {exc}\n")
-                    rc = rc or exc.exit_code
-                else:
-                    log.warning("skipping %s: %s", img, exc)
-                summary["skipped"].append({"image": img, "reason": str(exc)})
-        if embs:
-            import numpy as np
-
-            rec.gallery.add(name, np.stack(embs))
-            summary["enrolled"][name] = len(embs)
+        report = res.to_dict()
+        for rep, photo in zip(res.photos, report["photos"]):
+            photo["source"] = imgs[rep.index][0]  # the path as given, not the decoded object
+            if not rep.enrolled:
+                summary["skipped"].append({"image": photo["source"], "reason": rep.reason})
+                if single:  # a photo of the one named person that was not enrolled is an error
+                    sys.stderr.write(f"facesdk: error: {photo['source']}: {rep.reason}\n")
+                    rc = rc or NoFaceError.exit_code
+        summary["reports"].append(report)
+        summary["enrolled"][name] = res.added
     if summary["enrolled"]:
         rec.gallery.save()
     summary["identities"] = len(rec.gallery)
+    summary["crops_kept"] = bool(getattr(rec.gallery.store, "keep_crops", False))
     lines = [f"enrolled {n} ({k} photo(s))" for n, k in summary["enrolled"].items()]
     lines += [f"skipped {s['image']}: {s['reason']}" for s in summary["skipped"]]
-    lines.append(f"gallery {gpath}: {len(rec.gallery)} identities, model {rec.model_id}")
+    lines.append(f"gallery {gpath}: {len(rec.gallery)} identities, model {rec.model_id}"
+                 + (", face crops kept" if summary["crops_kept"] else ""))
     _out(args, summary, "\n".join(lines))
     return rc
 
@@ -476,12 +484,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stream_args(p)
     p.set_defaults(func=cmd_detect)
 
-    p = sub.add_parser(
-        "enroll", aliases=["enroll"], parents=[common], help="enroll people into a gallery file"
-    )
+    p = sub.add_parser("enroll", parents=[common], help="enroll people into a gallery file")
     p.add_argument("--gallery", "-g", required=True, help="gallery file (.npz), created if missing")
     p.add_argument(
         "--name", "-n", help="identity name; without it each argument is a folder of person/ sub-folders"
+    )
+    p.add_argument(
+        "--keep-crops",
+        action="store_true",
+        help="keep the face crops in the gallery (`facesdk gallery migrate` re-embeds them later)",
+    )
+    p.add_argument(
+        "--strict", action="store_true", help="a photo that is not usable enrolls nothing for that person"
+    )
+    p.add_argument(
+        "--no-quality-check",
+        action="store_true",
+        help="enroll faces even if small, blurred or strongly turned",
     )
     p.add_argument("images", nargs="+")
     p.set_defaults(func=cmd_enroll)

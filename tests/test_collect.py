@@ -265,3 +265,49 @@ def test_enroll_keeps_sources_and_crops_when_the_store_does(rec, shared: Path, t
     assert imgs and all(
         r.has_crop and r.meta["source"].endswith(".jpg") and "crop_box" in r.meta for r in imgs
     )
+
+
+def test_enroll_cli_keep_crops_then_migrate(
+    shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`facesdk enroll --keep-crops` keeps the crops `gallery migrate` re-embeds; one report per photo."""
+    root = shared / "data/lfw/images"
+    people = tmp_path / "people"
+    for person in PEOPLE[:2]:
+        (people / person).mkdir(parents=True)
+        for j in range(1, 4):
+            (people / person / f"{j}.jpg").symlink_to(root / person / f"{person}_{j:04d}.jpg")
+    (people / PEOPLE[0] / "broken.jpg").write_bytes(b"not an image")
+    gal = tmp_path / "e.npz"
+    common = ["--detector", "yunet-2023mar", "--backend", "onnxruntime"]
+    code, out = _run(
+        capsys, "enroll", "-g", str(gal), str(people), "--keep-crops", "--embedder", "mobilefacenet-sirius",
+        *common, "--json",
+    )
+    assert code == 0, out
+    res = json.loads(out)
+    assert res["enrolled"] == {PEOPLE[0]: 3, PEOPLE[1]: 3} and res["crops_kept"] is True
+    assert [s["image"].endswith("broken.jpg") for s in res["skipped"]] == [True]
+    rep = {r["name"]: r for r in res["reports"]}[PEOPLE[0]]
+    assert [p["enrolled"] for p in rep["photos"]] == [True, True, True, False]
+    new = tmp_path / "dlib.npz"
+    code, out = _run(
+        capsys, "gallery", "migrate", str(gal), str(new), "--embedder", "dlib-resnet-v1", *common, "--json"
+    )
+    assert code == 0, out
+    assert json.loads(out)["reembedded"] == 6
+    m = Gallery.load(new)
+    assert m.model_id == "dlib-resnet-v1" and m.counts() == {PEOPLE[0]: 3, PEOPLE[1]: 3}
+    # without --keep-crops nothing can be migrated, and --name with an unusable photo exits non-zero
+    plain = tmp_path / "plain.npz"
+    code, out = _run(
+        capsys, "enroll", "-g", str(plain), "--name", "x", str(people / PEOPLE[1] / "1.jpg"),
+        str(people / PEOPLE[0] / "broken.jpg"), "--embedder", "mobilefacenet-sirius", *common,
+    )
+    assert code != 0 and "broken.jpg" in out and Gallery.load(plain).counts() == {"x": 1}
+    code, out = _run(
+        capsys, "enroll", "-g", str(tmp_path / "strict.npz"), "--name", "x", "--strict",
+        str(people / PEOPLE[1] / "1.jpg"), str(people / PEOPLE[0] / "broken.jpg"),
+        "--embedder", "mobilefacenet-sirius", *common,
+    )
+    assert code != 0 and not (tmp_path / "strict.npz").exists()
