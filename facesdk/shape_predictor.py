@@ -276,22 +276,30 @@ class ShapePredictor:
             raise ConfigError(f"need one finite (left, top, right, bottom) box per image, got {b.shape}")
         if n == 0:
             return np.zeros((0, self.num_parts, 2), np.float64)
-        greys: dict[int, tuple[int, np.ndarray]] = {}
-        for im in images:
-            if id(im) not in greys:
-                greys[id(im)] = (len(greys), self.intensity(im))
-        flat_parts, offs, hw = [], [], []
+        # Grey levels are only needed at the sampled pixels: gather R, G, B there and take dlib's
+        # (r+g+b)/3 (rgb_pixel → unsigned char) per sample instead of converting whole images.
+        rgb = all(
+            isinstance(im, np.ndarray) and im.ndim == 3 and im.shape[-1] == 3 and im.dtype == np.uint8
+            for im in images
+        )
+        ch = 3 if rgb else 1
+        slot: dict[int, int] = {}
+        parts, offs, hws = [], [], []
         off = 0
-        for _, g in greys.values():
-            flat_parts.append(g.ravel())
+        for im in images:
+            if id(im) in slot:
+                continue
+            a = np.ascontiguousarray(im) if rgb else self.intensity(im)
+            slot[id(im)] = len(parts)
+            parts.append(a.reshape(-1))
             offs.append(off)
-            hw.append(g.shape)
-            off += g.size
-        flat = np.concatenate(flat_parts)
-        which = np.array([greys[id(im)][0] for im in images], np.int64)
+            hws.append(a.shape[:2])
+            off += a.size
+        flat = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        which = np.array([slot[id(im)] for im in images], np.int64)
         base = np.asarray(offs, np.int64)[which]
-        h = np.array([s[0] for s in hw], np.int64)[which]
-        w = np.array([s[1] for s in hw], np.int64)[which]
+        h = np.array([s[0] for s in hws], np.int64)[which]
+        w = np.array([s[1] for s in hws], np.int64)[which]
         r = np.floor(b + 0.5)
         scale = np.stack([r[:, 2] - r[:, 0], r[:, 3] - r[:, 1]], axis=1)[:, None, :]  # [N,1,2]
         origin = r[:, None, :2]
@@ -310,8 +318,14 @@ class ShapePredictor:
             q = np.floor(p.astype(np.float64) * scale + origin + 0.5).astype(np.int64)
             qx, qy = q[..., 0], q[..., 1]
             inside = (qx >= 0) & (qx < w[:, None]) & (qy >= 0) & (qy < h[:, None])
-            lin = np.where(inside, base[:, None] + qy * w[:, None] + qx, 0)
-            feats = np.where(inside, flat[lin], 0).astype(np.float32)  # [N,F]
+            lin = np.where(inside, base[:, None] + (qy * w[:, None] + qx) * ch, 0)
+            if ch == 3:
+                grey = (
+                    flat[lin].astype(np.uint16) + flat[lin + 1] + flat[lin + 2]
+                ) // 3  # dlib's rgb → grey, at the samples only
+            else:
+                grey = flat[lin]
+            feats = np.where(inside, grey, 0).astype(np.float32)  # [N,F]
             node = np.zeros((n, n_trees), np.int64)
             idx, thr = self.split_idx[c], self.split_thresh[c]
             for _ in range(depth):
@@ -320,8 +334,11 @@ class ShapePredictor:
                 go_left = (feats[rows, i1] - feats[rows, i2]) > thr[trees, node]
                 node = np.where(go_left, 2 * node + 1, 2 * node + 2)
             leaf = self.leaves[c][trees, node - n_splits]  # [N,T,2P]
+            # dlib adds the trees' deltas one after another in float32: a reduction over the middle
+            # axis adds whole rows in order (numpy's pairwise summation only splits the innermost,
+            # contiguous axis), the same sums as predict()'s cumulative sum
             acc = np.concatenate([cur.reshape(n, 1, -1), leaf], axis=1)
-            cur = np.cumsum(acc, axis=1, dtype=np.float32)[:, -1].reshape(n, -1, 2)
+            cur = np.add.reduce(acc, axis=1, dtype=np.float32).reshape(n, -1, 2)
         return np.floor(cur.astype(np.float64) * scale + origin + 0.5)
 
 _default: ShapePredictor | None = None

@@ -2,7 +2,8 @@
 
 ::
 
-    inputs ──► decode + detect (thread pool, bounded window) ──► align (per batch: a batched
+    inputs ──► decode + detect (thread pool, a few inputs per task so that a batching detector
+    such as MTCNN runs each engine once for them, bounded window) ──► align (per batch: a batched
     aligner sees the faces of many images) ──► embed (full batches across images, flip TTA
     folded into the same batch) ──► match (one gallery search per batch) ──► results, one per
     input, in input order
@@ -191,6 +192,15 @@ def iter_inputs(inputs: Any, *, every: int = 1, max_frames: int | None = None) -
 
 # ---------------------------------------------------------------------- stages
 
+#: Inputs one worker decodes and detects together when the detector batches across images.
+DEFAULT_DETECT_BATCH = 4
+
+
+def _batches_images(detector: Any) -> bool:
+    from .detect.base import FaceDetector
+
+    return type(detector).detect_many is not FaceDetector.detect_many
+
 
 @dataclass
 class _Prepared:
@@ -256,43 +266,80 @@ class _Runner:
         if select not in (None, "largest", "center") and not callable(select):
             raise ConfigError(f"select must be None, 'largest', 'center' or a callable, not {select!r}")
 
-    def prepare(self, index: int, item: StreamItem) -> _Prepared:
+    def _error(self, index: int, item: StreamItem, exc: BaseException) -> _Prepared:
+        if isinstance(exc, FaceSDKError):
+            return _Prepared(index, item, [], None, error=exc)
+        # an unexpected failure of one item must not end the stream
+        log.debug("item %s failed", item.source, exc_info=exc)
+        err = ImageError(f"{item.source}: {type(exc).__name__}: {exc}")
+        return _Prepared(index, item, [], None, error=err)
+
+    def _decode(self, item: StreamItem) -> np.ndarray:
+        t0 = time.perf_counter()
+        try:
+            src = item.image() if callable(item.image) else item.image
+            return load_image(src, color=self.color, max_pixels=self.rec.max_pixels)
+        finally:
+            self.stats.add("decode", time.perf_counter() - t0)
+
+    def _finish(self, index: int, item: StreamItem, img: np.ndarray, dets: list[Detection]) -> _Prepared:
         from .pipeline import Face
 
-        rec = self.rec
-        try:
+        n_det = len(dets)
+        dets = _pick(dets, img.shape, self.select)[: self.max_faces or None]
+        fb = False
+        if not dets and self.fallback is not None:
+            dets, fb = [self.fallback(img)], True
+        todo = dets if dets and self.do_embed else None
+        return _Prepared(
+            index,
+            item,
+            [Face.from_detection(d) for d in dets],
+            todo,
+            shape=img.shape,
+            image=img if self.keep_images else None,
+            work=img if todo else None,
+            fallback=fb,
+            detections=n_det,
+        )
+
+    def prepare(self, index: int, item: StreamItem) -> _Prepared:
+        """Decode → detect → select for one input (errors become that input's result)."""
+        return self.prepare_group(index, [item])[0]
+
+    def prepare_group(self, start: int, items: list[StreamItem]) -> list[_Prepared]:
+        """Decode the inputs ``start, start+1, …`` one by one, then detect all decoded images in one
+        :meth:`FaceDetector.detect_many` call (a batching detector runs each engine once for the
+        group); a failure of the group call is retried image by image so that it stays per item."""
+        out: list[_Prepared | None] = [None] * len(items)
+        imgs: list[tuple[int, np.ndarray]] = []
+        for k, item in enumerate(items):
+            try:
+                imgs.append((k, self._decode(item)))
+            except (MemoryError, RecursionError):
+                raise
+            except Exception as exc:
+                out[k] = self._error(start + k, item, exc)
+        det = self.rec.detector
+        if imgs:
             t0 = time.perf_counter()
-            src = item.image() if callable(item.image) else item.image
-            img = load_image(src, color=self.color, max_pixels=rec.max_pixels)
-            t1 = time.perf_counter()
-            self.stats.add("decode", t1 - t0)
-            dets = rec.detector.detect(img)
-            n_det = len(dets)
-            dets = _pick(dets, img.shape, self.select)[: self.max_faces or None]
-            fb = False
-            if not dets and self.fallback is not None:
-                dets, fb = [self.fallback(img)], True
-            self.stats.add("detect", time.perf_counter() - t1)
-            todo = dets if dets and self.do_embed else None
-            return _Prepared(
-                index,
-                item,
-                [Face.from_detection(d) for d in dets],
-                todo,
-                shape=img.shape,
-                image=img if self.keep_images else None,
-                work=img if todo else None,
-                fallback=fb,
-                detections=n_det,
-            )
-        except FaceSDKError as exc:
-            return _Prepared(index, item, [], None, error=exc)
-        except (MemoryError, RecursionError):
-            raise
-        except Exception as exc:  # an unexpected failure of one item must not end the stream
-            log.debug("item %s failed", item.source, exc_info=True)
-            err = ImageError(f"{item.source}: {type(exc).__name__}: {exc}")
-            return _Prepared(index, item, [], None, error=err)
+            try:
+                found = det.detect_many([im for _, im in imgs]) if len(imgs) > 1 else None
+            except (MemoryError, RecursionError):
+                raise
+            except Exception:
+                log.debug("group detection failed; retrying image by image", exc_info=True)
+                found = None
+            for j, (k, im) in enumerate(imgs):
+                try:
+                    dets = found[j] if found is not None else det.detect(im)
+                    out[k] = self._finish(start + k, items[k], im, dets)
+                except (MemoryError, RecursionError):
+                    raise
+                except Exception as exc:
+                    out[k] = self._error(start + k, items[k], exc)
+            self.stats.add("detect", time.perf_counter() - t0)
+        return [p for p in out if p is not None]
 
     def align(self, items: list[_Prepared]) -> list[np.ndarray]:
         """Crops of every waiting face (one batched call; per-item retry so one bad face fails one item)."""
@@ -377,6 +424,7 @@ def stream_faces(
     color: str = "RGB",
     embed: bool = True,
     stats: StreamStats | None = None,
+    detect_batch: int | None = None,
 ) -> Iterator[ImageResult]:
     """The streaming pipeline behind :meth:`FaceRecognizer.faces_many` (see the module docstring).
 
@@ -388,25 +436,33 @@ def stream_faces(
         max_faces: keep at most this many faces per image (highest score first).
         fallback: ``image -> Detection`` used when nothing is detected (benchmarks' fixed box).
         workers: threads for decode/detect/align (default ``min(4, cpu_count)``; 0 = the calling thread).
-        window: most inputs in flight ahead of the consumer (default ``4 × max(workers, 1) + 4``).
+        window: most inputs in flight ahead of the consumer (default: the larger of
+            ``4 × max(workers, 1) + 4`` and ``batch_size + detect_batch × max(workers, 1)``).
         batch_size: faces per embedder batch (default ``rec.batch_size``; flip TTA doubles the tensor).
         keep_images: attach the decoded image to each result (for drawing).
         every, max_frames: frame sampling for video inputs.
         color: channel order of array inputs ("RGB" or "BGR").
         embed: ``False`` stops after detection (no alignment, embedding or matching).
         stats: a :class:`StreamStats` to fill.
+        detect_batch: inputs decoded and detected together by one worker (one
+            :meth:`~facesdk.detect.FaceDetector.detect_many` call). Default: 4 for detectors that
+            batch across images (MTCNN), else 1.
     """
     if workers is None:
         workers = min(4, os.cpu_count() or 1)
     if workers < 0:
         raise ConfigError("workers must be >= 0")
-    if window is None:
-        window = 4 * max(workers, 1) + 4
-    if window < 1:
-        raise ConfigError("window must be >= 1")
     bs = int(batch_size or rec.batch_size)
     if bs < 1:
         raise ConfigError("batch_size must be >= 1")
+    if detect_batch is None:
+        detect_batch = DEFAULT_DETECT_BATCH if _batches_images(rec.detector) else 1
+    if detect_batch < 1:
+        raise ConfigError("detect_batch must be >= 1")
+    if window is None:  # room for a full embedder batch of one-face images plus every worker's group
+        window = max(4 * max(workers, 1) + 4, bs + detect_batch * max(workers, 1))
+    if window < 1:
+        raise ConfigError("window must be >= 1")
     if every < 1:
         raise ConfigError("every must be >= 1")
     st = stats if stats is not None else StreamStats()
@@ -422,7 +478,7 @@ def stream_faces(
     )
     runner.batch_size = bs
     items = iter_inputs(inputs, every=every, max_frames=max_frames)
-    return _generate(runner, items, workers, window, bs, gallery, top_k, threshold, st)
+    return _generate(runner, items, workers, window, bs, gallery, top_k, threshold, st, detect_batch)
 
 
 def _generate(
@@ -435,25 +491,39 @@ def _generate(
     top_k: int,
     threshold: float | None,
     st: StreamStats,
+    detect_batch: int = 1,
 ) -> Iterator[ImageResult]:
     t_start = time.perf_counter()
     pending: collections.deque[_Prepared] = collections.deque()  # prepared, waiting for the embedder
     pending_faces = 0
     pool = ThreadPoolExecutor(workers, thread_name_prefix="facesdk-stream") if workers > 0 else None
-    inflight: collections.deque[Future[_Prepared] | _Prepared] = collections.deque()
-    counter = iter(range(1 << 62))
+    # groups of inputs being decoded + detected (one pool task per group), oldest first
+    inflight: collections.deque[tuple[int, Future[list[_Prepared]] | list[_Prepared]]] = collections.deque()
+    inflight_items = 0
+    next_index = 0
     exhausted = False
 
     def fill() -> None:
-        nonlocal exhausted
-        while not exhausted and len(inflight) + len(pending) < window:
-            try:
-                item = next(items)
-            except StopIteration:
-                exhausted = True
+        nonlocal exhausted, inflight_items, next_index
+        while not exhausted and inflight_items + len(pending) < window:
+            group: list[StreamItem] = []
+            room = min(detect_batch, window - inflight_items - len(pending))
+            while len(group) < room:
+                try:
+                    group.append(next(items))
+                except StopIteration:
+                    exhausted = True
+                    break
+            if not group:
                 return
-            i = next(counter)
-            inflight.append(pool.submit(runner.prepare, i, item) if pool else runner.prepare(i, item))
+            start, next_index = next_index, next_index + len(group)
+            inflight_items += len(group)
+            task = (
+                pool.submit(runner.prepare_group, start, group)
+                if pool
+                else runner.prepare_group(start, group)
+            )
+            inflight.append((len(group), task))
 
     def emit(flush: bool) -> Iterator[ImageResult]:
         nonlocal pending_faces
@@ -472,19 +542,19 @@ def _generate(
             fill()
             if not inflight:
                 break
-            head = inflight.popleft()
-            p = head.result() if isinstance(head, Future) else head
-            pending.append(p)
-            if p.dets:
-                pending_faces += len(p.dets)
-            full = pending_faces >= bs or len(pending) >= window or (exhausted and not inflight)
-            yield from emit(flush=full)
+            n_group, head = inflight.popleft()
+            inflight_items -= n_group
+            for p in head.result() if isinstance(head, Future) else head:
+                pending.append(p)
+                if p.dets:
+                    pending_faces += len(p.dets)
+                yield from emit(flush=pending_faces >= bs or len(pending) >= window)
             st.wall = time.perf_counter() - t_start
         yield from emit(flush=True)
     finally:
         st.wall = time.perf_counter() - t_start
         if pool is not None:
-            for f in inflight:
+            for _, f in inflight:
                 if isinstance(f, Future):
                     f.cancel()
             pool.shutdown(wait=True, cancel_futures=True)

@@ -12,6 +12,7 @@ documents sessions as thread-safe for concurrent ``Run`` calls), so a session is
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import numpy as np
@@ -120,13 +121,22 @@ class OnnxRuntimeBackend(Backend):
         inter_op_threads: int | None = None,
         graph_optimization: str = "all",
         session_options: dict[str, Any] | None = None,
+        session_config: dict[str, str] | None = None,
+        spinning: bool | None = None,
         **options: Any,
     ) -> Session:
         """Load an ONNX file.
 
         ``threads`` sets intra-op threads; ``graph_optimization`` is one of
         ``disable``, ``basic``, ``extended``, ``all``; ``session_options``
-        sets any other ``onnxruntime.SessionOptions`` attribute.
+        sets any other ``onnxruntime.SessionOptions`` attribute; ``session_config`` adds
+        session configuration entries (``SessionOptions.add_session_config_entry``).
+        ``spinning``: whether idle intra-op threads busy-wait for work (ONNX Runtime's
+        ``session.intra_op.allow_spinning``, on by default in ONNX Runtime). facesdk turns it **off**
+        unless asked (``spinning=True`` or ``FACESDK_ORT_SPINNING=1``): the streaming pipeline runs
+        several sessions from several threads, and their spinning threads take the cores from each
+        other and from the decode/align threads (on the 2-core benchmark machine under load, MTCNN
+        ran 4–6× slower with spinning on; see benchmarks/RESULTS.md, "Throughput").
         """
         ort = _import_ort()
         path = self.check_artifact(artifact, strict)
@@ -158,6 +168,13 @@ class OnnxRuntimeBackend(Backend):
         so.log_severity_level = 3
         for k, v in (session_options or {}).items():
             setattr(so, k, v)
+        if spinning is None:
+            spinning = os.environ.get("FACESDK_ORT_SPINNING", "0") == "1"
+        config = dict(session_config or {})
+        config.setdefault("session.intra_op.allow_spinning", "1" if spinning else "0")
+        config.setdefault("session.inter_op.allow_spinning", "1" if spinning else "0")
+        for k, v in config.items():
+            so.add_session_config_entry(str(k), str(v))
         prov_opts: dict[str, Any] = {}
         if dev_idx:
             prov_opts["device_id"] = int(dev_idx)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -137,6 +138,11 @@ class FaceDetector(ABC):
         """Detect faces in an RGB uint8 image; highest score first."""
         tensor, meta = self.preprocess(image)
         return self.finalize(image, self.decode(self.run_main(tensor), meta))
+
+    def detect_many(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        """:meth:`detect` for many RGB uint8 images (families that batch across images override it;
+        the result must equal one :meth:`detect` per image)."""
+        return [self.detect(im) for im in images]
 
     @staticmethod
     def finalize(image: np.ndarray, dets: list[Detection]) -> list[Detection]:

@@ -33,14 +33,16 @@ last dimension (4 = box, 2 = probabilities, 10 = landmarks), not by name.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from ..errors import ConfigError, ModelFormatError
 from ..image import resize, to_tensor
 from .base import Detection, FaceDetector
-from .nms import nms
+from .nms import MATRIX_MAX, greedy, nms, overlaps
 
 __all__ = ["MTCNNDetector", "nms_min", "square"]
 
@@ -50,6 +52,8 @@ log = logging.getLogger(__name__)
 def nms_min(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
     """Greedy NMS with intersection over the *smaller* area (MTCNN's final 'Min' mode)."""
     order = np.argsort(-scores, kind="stable")
+    if len(order) <= MATRIX_MAX:
+        return greedy(order, overlaps(boxes, "min"), threshold)
     area = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
     keep: list[int] = []
     while order.size:
@@ -132,9 +136,11 @@ class MTCNNDetector(FaceDetector):
 
     # ------------------------------------------------------------------ helpers
     def _tensor(self, images: np.ndarray) -> np.ndarray:
+        """uint8 ``[N, H, W, 3]`` → the networks' float tensor (transposed to ``[N, W, H, 3]``
+        before the float conversion, which gives the same numbers as converting first)."""
         spec = self.card.input
-        t = to_tensor(images, layout="NHWC", color=spec.color, mean=spec.mean, std=spec.std)
-        return np.ascontiguousarray(t.transpose(0, 2, 1, 3)) if self.transposed else t
+        x = images.transpose(0, 2, 1, 3) if self.transposed else images
+        return to_tensor(x, layout="NHWC", color=spec.color, mean=spec.mean, std=spec.std)
 
     def scales(self, height: int, width: int) -> list[float]:
         """The P-Net pyramid scales for an image of this size."""
@@ -149,111 +155,179 @@ class MTCNNDetector(FaceDetector):
         return out
 
     @staticmethod
-    def crops(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
-        """Square crops ``[N, size, size, 3]`` of integer-rounded boxes, zero outside the image."""
-        h, w = image.shape[:2]
-        out = np.zeros((len(boxes), size, size, 3), np.uint8)
-        for k, b in enumerate(np.round(boxes).astype(np.int64)):
-            x1, y1, x2, y2 = (int(v) for v in b)
-            bw, bh = x2 - x1, y2 - y1
-            if bw < 1 or bh < 1:
+    def crops(image: np.ndarray | Image.Image, boxes: np.ndarray, size: int) -> np.ndarray:
+        """Square crops ``[N, size, size, 3]`` of integer-rounded boxes, zero outside the image.
+
+        Each crop is Pillow's ``crop`` (which fills the part outside the image with zeros) and
+        bilinear ``resize``: the same pixels as cutting a zero-padded patch and resizing it with
+        :func:`facesdk.image.resize`, without a numpy patch per box.
+        """
+        pim = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+        b = np.round(boxes).astype(np.int64).tolist()
+        if not b:
+            return np.zeros((0, size, size, 3), np.uint8)
+        sheet = Image.new("RGB", (size, size * len(b)))  # the crops one below the other, one copy out
+        for k, (x1, y1, x2, y2) in enumerate(b):
+            if x2 - x1 < 1 or y2 - y1 < 1:
+                continue  # stays black
+            c = pim.crop((x1, y1, x2, y2))
+            if c.size != (size, size):
+                c = c.resize((size, size), Image.BILINEAR)
+            sheet.paste(c, (0, size * k))
+        return np.asarray(sheet).reshape(len(b), size, size, 3)
+
+    # ------------------------------------------------------------------ stages (many images at once)
+    def stage1_many(self, images: Sequence[np.ndarray], pils: Sequence[Image.Image]) -> list[np.ndarray]:
+        """P-Net over the pyramids of many images → squared candidate boxes ``[N_i, 4]`` per image.
+
+        Images of the same size share their pyramid's sizes, so each scale of such a group is one
+        P-Net call over all of them; the per-scale (IoU 0.5) and cross-scale (0.7) NMS stay per image.
+        """
+        pnet = self.sessions["pnet"]
+        per: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in images]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, im in enumerate(images):
+            groups.setdefault(im.shape[:2], []).append(i)
+        for (h, w), idx in groups.items():
+            for s in self.scales(h, w):
+                sw, sh = int(np.ceil(w * s)), int(np.ceil(h * s))
+                batch = np.stack([np.asarray(pils[i].resize((sw, sh), Image.BILINEAR)) for i in idx])
+                reg_b, prob_b = _by_width(pnet.run(self._tensor(batch)), (4, 2), "P-Net")
+                for j, i in enumerate(idx):
+                    reg, prob = reg_b[j], prob_b[j, ..., 1]
+                    if self.transposed:  # maps come out [W', H', C]
+                        reg, prob = reg.transpose(1, 0, 2), prob.T
+                    rows, cols = np.nonzero(prob >= self.pnet_threshold)
+                    if rows.size == 0:
+                        continue
+                    boxes = (
+                        np.stack([2 * cols, 2 * rows, 2 * cols + 12, 2 * rows + 12], axis=1).astype(
+                            np.float32
+                        )
+                        / s
+                    )
+                    scores = prob[rows, cols].astype(np.float32)
+                    keep = nms(boxes, scores, 0.5)
+                    per[i].append((boxes[keep], scores[keep], reg[rows, cols][keep]))
+        out = []
+        for found in per:
+            if not found:
+                out.append(np.zeros((0, 4), np.float32))
                 continue
-            patch = np.zeros((bh, bw, 3), np.uint8)
-            sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
-            if sx2 > sx1 and sy2 > sy1:
-                patch[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = image[sy1:sy2, sx1:sx2]
-            out[k] = resize(patch, (size, size))
+            boxes = np.concatenate([f[0] for f in found])
+            scores = np.concatenate([f[1] for f in found])
+            regs = np.concatenate([f[2] for f in found])
+            keep = nms(boxes, scores, 0.7)
+            out.append(square(_regress(boxes[keep], regs[keep])))
         return out
 
-    # ------------------------------------------------------------------ stages
+    def _crops_many(self, pils: Sequence[Image.Image], boxes: Sequence[np.ndarray], size: int) -> np.ndarray:
+        parts = [self.crops(p, b, size) for p, b in zip(pils, boxes) if len(b)]
+        return np.concatenate(parts) if parts else np.zeros((0, size, size, 3), np.uint8)
+
+    def stage2_many(self, pils: Sequence[Image.Image], boxes: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """R-Net on the 24×24 crops of every image's candidates (one engine call) → refined boxes."""
+        counts = [len(b) for b in boxes]
+        if not sum(counts):
+            return list(boxes)
+        reg_all, prob_all = _by_width(
+            self.sessions["rnet"].run_batched(self._tensor(self._crops_many(pils, boxes, 24))),
+            (4, 2),
+            "R-Net",
+        )
+        out, k = [], 0
+        for b, n in zip(boxes, counts):
+            reg, score = reg_all[k : k + n], prob_all[k : k + n, 1]
+            k += n
+            ok = np.nonzero(score > self.rnet_threshold)[0]
+            if ok.size == 0:
+                out.append(np.zeros((0, 4), np.float32))
+                continue
+            b, score, reg = b[ok], score[ok], reg[ok]
+            keep = nms(b, score, 0.7)
+            out.append(square(_regress(b[keep], reg[keep])))
+        return out
+
+    def stage3_many(self, pils: Sequence[Image.Image], boxes: Sequence[np.ndarray]) -> list[list[Detection]]:
+        """O-Net on the 48×48 crops of every image's boxes (one engine call) → boxes, scores, landmarks."""
+        boxes = [np.round(b).astype(np.float32) for b in boxes]  # the crops were taken on rounded boxes
+        counts = [len(b) for b in boxes]
+        if not sum(counts):
+            return [[] for _ in boxes]
+        reg_all, pts_all, prob_all = _by_width(
+            self.sessions["onet"].run_batched(self._tensor(self._crops_many(pils, boxes, 48))),
+            (4, 10, 2),
+            "O-Net",
+        )
+        out: list[list[Detection]] = []
+        k = 0
+        for b, n in zip(boxes, counts):
+            reg, pts, score = reg_all[k : k + n], pts_all[k : k + n], prob_all[k : k + n, 1]
+            k += n
+            ok = np.nonzero(score > self.score_threshold)[0]
+            if ok.size == 0:
+                out.append([])
+                continue
+            b, score, reg, pts = b[ok], score[ok], reg[ok], pts[ok]
+            bw = (b[:, 2] - b[:, 0])[:, None]
+            bh = (b[:, 3] - b[:, 1])[:, None]
+            lm = np.stack([b[:, 0:1] + bw * pts[:, 0:5], b[:, 1:2] + bh * pts[:, 5:10]], axis=2)
+            b = _regress(b, reg)
+            keep = nms_min(b, score, 0.7)
+            lm = lm[keep].astype(np.float32)
+            for a, c in ((0, 1), (3, 4)):  # the point with the smaller x first (eyes, mouth corners)
+                sw = lm[:, a, 0] > lm[:, c, 0]
+                lm[sw, a], lm[sw, c] = lm[sw, c], lm[sw, a].copy()
+            bb = b[keep].astype(np.float32)
+            sc = score[keep]
+            out.append([Detection(box=bb[j], score=float(sc[j]), landmarks=lm[j]) for j in range(len(keep))])
+        return out
+
+    # ------------------------------------------------------------------ stages (one image)
     def stage1(self, image: np.ndarray) -> np.ndarray:
         """P-Net over the pyramid → squared candidate boxes ``[N, 4]``."""
-        h, w = image.shape[:2]
-        pnet = self.sessions["pnet"]
-        all_boxes, all_scores, all_regs = [], [], []
-        for s in self.scales(h, w):
-            sw, sh = int(np.ceil(w * s)), int(np.ceil(h * s))
-            reg, prob = _by_width(pnet.run(self._tensor(resize(image, (sw, sh))[None])), (4, 2), "P-Net")
-            reg, prob = reg[0], prob[0, ..., 1]
-            if self.transposed:  # maps come out [W', H', C]
-                reg, prob = reg.transpose(1, 0, 2), prob.T
-            rows, cols = np.nonzero(prob >= self.pnet_threshold)
-            if rows.size == 0:
-                continue
-            boxes = (
-                np.stack([2 * cols, 2 * rows, 2 * cols + 12, 2 * rows + 12], axis=1).astype(np.float32) / s
-            )
-            scores = prob[rows, cols].astype(np.float32)
-            keep = nms(boxes, scores, 0.5)
-            all_boxes.append(boxes[keep])
-            all_scores.append(scores[keep])
-            all_regs.append(reg[rows, cols][keep])
-        if not all_boxes:
-            return np.zeros((0, 4), np.float32)
-        boxes = np.concatenate(all_boxes)
-        scores = np.concatenate(all_scores)
-        regs = np.concatenate(all_regs)
-        keep = nms(boxes, scores, 0.7)
-        return square(_regress(boxes[keep], regs[keep]))
+        return self.stage1_many([image], [Image.fromarray(image)])[0]
 
     def stage2(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """R-Net on 24×24 crops → refined, squared boxes."""
         if len(boxes) == 0:
             return boxes
-        reg, prob = _by_width(
-            self.sessions["rnet"].run_batched(self._tensor(self.crops(image, boxes, 24))), (4, 2), "R-Net"
-        )
-        score = prob[:, 1]
-        ok = np.nonzero(score > self.rnet_threshold)[0]
-        if ok.size == 0:
-            return np.zeros((0, 4), np.float32)
-        boxes, score, reg = boxes[ok], score[ok], reg[ok]
-        keep = nms(boxes, score, 0.7)
-        return square(_regress(boxes[keep], reg[keep]))
+        return self.stage2_many([Image.fromarray(image)], [boxes])[0]
 
     def stage3(self, image: np.ndarray, boxes: np.ndarray) -> list[Detection]:
         """O-Net on 48×48 crops → final boxes, scores and five landmarks."""
-        if len(boxes) == 0:
+        return self.stage3_many([Image.fromarray(image)], [boxes])[0]
+
+    def detect_many(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        """:meth:`detect` for many images: each stage's engine runs once for all of them (P-Net once
+        per pyramid scale per image size); the detections equal those of one :meth:`detect` per image."""
+        works, factors = [], []
+        for image in images:
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise ConfigError(f"MTCNN takes an HxWx3 uint8 RGB image, got {image.dtype} {image.shape}")
+            h, w = image.shape[:2]
+            f = 1.0
+            work = image
+            if self.max_input_side and max(h, w) > self.max_input_side:
+                f = self.max_input_side / max(h, w)
+                work = resize(image, (max(1, round(w * f)), max(1, round(h * f))))
+            works.append(work)
+            factors.append(f)
+        if not works:
             return []
-        boxes = np.round(boxes).astype(np.float32)  # the crops were taken on rounded boxes
-        reg, pts, prob = _by_width(
-            self.sessions["onet"].run_batched(self._tensor(self.crops(image, boxes, 48))), (4, 10, 2), "O-Net"
-        )
-        score = prob[:, 1]
-        ok = np.nonzero(score > self.score_threshold)[0]
-        if ok.size == 0:
-            return []
-        boxes, score, reg, pts = boxes[ok], score[ok], reg[ok], pts[ok]
-        bw = (boxes[:, 2] - boxes[:, 0])[:, None]
-        bh = (boxes[:, 3] - boxes[:, 1])[:, None]
-        lm = np.stack([boxes[:, 0:1] + bw * pts[:, 0:5], boxes[:, 1:2] + bh * pts[:, 5:10]], axis=2)
-        boxes = _regress(boxes, reg)
-        keep = nms_min(boxes, score, 0.7)
-        dets = []
-        for i in keep:
-            p = lm[i].astype(np.float32)
-            if p[0, 0] > p[1, 0]:
-                p[[0, 1]] = p[[1, 0]]
-            if p[3, 0] > p[4, 0]:
-                p[[3, 4]] = p[[4, 3]]
-            dets.append(Detection(box=boxes[i].astype(np.float32), score=float(score[i]), landmarks=p))
-        return dets
+        pils = [Image.fromarray(w) for w in works]
+        boxes = self.stage1_many(works, pils)
+        boxes = self.stage2_many(pils, boxes)
+        found = self.stage3_many(pils, boxes)
+        out = []
+        for image, f, dets in zip(images, factors, found):
+            if f != 1.0:
+                for d in dets:
+                    d.box = d.box / f
+                    d.landmarks = None if d.landmarks is None else d.landmarks / f
+            out.append(self.finalize(image, dets))
+        return out
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Detect faces in an RGB uint8 image; highest score first."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ConfigError(f"MTCNN takes an HxWx3 uint8 RGB image, got {image.dtype} {image.shape}")
-        h, w = image.shape[:2]
-        f = 1.0
-        work = image
-        if self.max_input_side and max(h, w) > self.max_input_side:
-            f = self.max_input_side / max(h, w)
-            work = resize(image, (max(1, round(w * f)), max(1, round(h * f))))
-        boxes = self.stage1(work)
-        boxes = self.stage2(work, boxes)
-        dets = self.stage3(work, boxes)
-        if f != 1.0:
-            for d in dets:
-                d.box = d.box / f
-                d.landmarks = None if d.landmarks is None else d.landmarks / f
-        return self.finalize(image, dets)
+        return self.detect_many([image])[0]

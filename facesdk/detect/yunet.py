@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..image import letterbox, resize, to_tensor
+from ..errors import ModelFormatError
 from .base import Detection, FaceDetector
 from .nms import nms
 
@@ -44,7 +45,12 @@ class YuNetDetector(FaceDetector):
         return t, {"scale": scale, "size": size}
 
     def _native(self, image: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-        """Native-size input: optional downscale, then zero padding to a multiple of 32."""
+        """Native-size input: optional downscale, then zero padding to a multiple of 32.
+
+        The uint8 pixels are written straight into the zero-padded float tensor, one channel at a
+        time, in the card's colour order ((x − mean) / std, the numbers :func:`to_tensor` gives),
+        without a float copy of the whole image first.
+        """
         spec = self.card.input
         h, w = image.shape[:2]
         scale = 1.0
@@ -54,47 +60,93 @@ class YuNetDetector(FaceDetector):
             image = resize(image, (max(1, round(w * scale)), max(1, round(h * scale))))
             h, w = image.shape[:2]
         size = (int(np.ceil(w / 32) * 32), int(np.ceil(h / 32) * 32))
-        t = np.zeros(
-            (1, 3, size[1], size[0]) if self.layout == "NCHW" else (1, size[1], size[0], 3), np.float32
-        )
-        x = to_tensor(image[None], layout=self.layout, color=spec.color, mean=spec.mean, std=spec.std)
+        if spec.color not in ("RGB", "BGR") or image.ndim != 3 or image.shape[2] != 3:
+            t = np.zeros(
+                (1, 3, size[1], size[0]) if self.layout == "NCHW" else (1, size[1], size[0], 3), np.float32
+            )
+            x = to_tensor(image[None], layout=self.layout, color=spec.color, mean=spec.mean, std=spec.std)
+            if self.layout == "NCHW":
+                t[:, :, :h, :w] = x
+            else:
+                t[:, :h, :w, :] = x
+            return t, {"scale": scale, "size": size}
+        src = (2, 1, 0) if spec.color == "BGR" else (0, 1, 2)
+        mean = np.asarray(spec.mean, np.float32)
+        std = np.asarray(spec.std, np.float32)
         if self.layout == "NCHW":
-            t[:, :, :h, :w] = x
+            t = np.zeros((1, 3, size[1], size[0]), np.float32)
+            for c in range(3):
+                out = t[0, c, :h, :w]
+                np.subtract(image[:, :, src[c]], mean[c], out=out)
+                if std[c] != 1:
+                    np.divide(out, std[c], out=out)
         else:
-            t[:, :h, :w, :] = x
+            t = np.zeros((1, size[1], size[0], 3), np.float32)
+            out = t[0, :h, :w, :]
+            np.subtract(image[:, :, list(src)], mean, out=out)
+            if np.any(std != 1):
+                np.divide(out, std, out=out)
         return t, {"scale": scale, "size": size}
 
+    def _anchors(self, w: int, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Column, row and stride of every anchor of all strides (cached per input size)."""
+        key = (w, h)
+        cache = self.__dict__.setdefault("_anchor_cache", {})
+        got = cache.get(key)
+        if got is None:
+            cols, rows, strides = [], [], []
+            for s in self.params.get("strides", (8, 16, 32)):
+                nc, nr = w // s, h // s
+                r, c = np.divmod(np.arange(nr * nc), nc)
+                cols.append(c)
+                rows.append(r)
+                strides.append(np.full(nr * nc, s))
+            got = (
+                np.concatenate(cols).astype(np.float64),  # float64 as the grid's ints promote to
+                np.concatenate(rows).astype(np.float64),
+                np.concatenate(strides).astype(np.float64),
+            )
+            if len(cache) > 64:
+                cache.clear()
+            cache[key] = got
+        return got
+
     def decode(self, outputs: dict[str, np.ndarray], meta: dict[str, Any]) -> list[Detection]:
+        """All strides at once: candidates are picked on ``cls·obj`` before any box is decoded."""
         w, h = meta["size"]
-        boxes_all, scores_all, kps_all = [], [], []
-        for s in self.params.get("strides", (8, 16, 32)):
-            cls = outputs[f"cls_{s}"].reshape(-1)
-            obj = outputs[f"obj_{s}"].reshape(-1)
-            bbox = outputs[f"bbox_{s}"].reshape(-1, 4)
-            kps = outputs[f"kps_{s}"].reshape(-1, 10)
-            cols, rows = w // s, h // s
-            score = np.sqrt(np.clip(cls, 0, 1) * np.clip(obj, 0, 1))
-            idx = np.nonzero(score >= self.score_threshold)[0]
-            if idx.size == 0:
-                continue
-            r, c = np.divmod(idx, cols)
-            b = bbox[idx]
-            cx = (c + b[:, 0]) * s
-            cy = (r + b[:, 1]) * s
-            bw = np.exp(b[:, 2]) * s
-            bh = np.exp(b[:, 3]) * s
-            boxes_all.append(np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1))
-            k = kps[idx].reshape(-1, 5, 2)
-            kx = (k[:, :, 0] + c[:, None]) * s
-            ky = (k[:, :, 1] + r[:, None]) * s
-            kps_all.append(np.stack([kx, ky], axis=2))
-            scores_all.append(score[idx])
-            del rows
-        if not boxes_all:
+        st = self.params.get("strides", (8, 16, 32))
+        cls = np.concatenate([outputs[f"cls_{s}"].reshape(-1) for s in st])
+        obj = np.concatenate([outputs[f"obj_{s}"].reshape(-1) for s in st])
+        score = np.sqrt(np.clip(cls, 0, 1) * np.clip(obj, 0, 1))
+        idx = np.nonzero(score >= self.score_threshold)[0]
+        if idx.size == 0:
             return []
-        boxes = np.concatenate(boxes_all).astype(np.float32)
-        scores = np.concatenate(scores_all).astype(np.float32)
-        kps = np.concatenate(kps_all).astype(np.float32)
+        col, row, stride = self._anchors(w, h)
+        if len(col) != len(cls):
+            raise ModelFormatError(f"YuNet outputs have {len(cls)} anchors, expected {len(col)} for {w}x{h}")
+        # map the candidates to (stride, anchor) and gather only their boxes and landmarks
+        sizes = np.cumsum([0] + [outputs[f"cls_{s}"].size for s in st])
+        part = np.searchsorted(sizes, idx, side="right") - 1
+        bbox = np.empty((idx.size, 4), np.float32)
+        kps = np.empty((idx.size, 10), np.float32)
+        for k, s in enumerate(st):
+            sel = part == k
+            if sel.any():
+                local = idx[sel] - sizes[k]
+                bbox[sel] = outputs[f"bbox_{s}"].reshape(-1, 4)[local]
+                kps[sel] = outputs[f"kps_{s}"].reshape(-1, 10)[local]
+        c, r, s_ = col[idx], row[idx], stride[idx]
+        cx = (c + bbox[:, 0]) * s_
+        cy = (r + bbox[:, 1]) * s_
+        bw = np.exp(bbox[:, 2]) * s_  # exp in float32; × a power of two is exact
+        bh = np.exp(bbox[:, 3]) * s_
+        boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1).astype(np.float32)
+        k5 = kps.reshape(-1, 5, 2)
+        lm = np.stack(
+            [(k5[:, :, 0] + c[:, None]) * s_[:, None], (k5[:, :, 1] + r[:, None]) * s_[:, None]], axis=2
+        ).astype(np.float32)
+        scores = score[idx].astype(np.float32)
         keep = nms(boxes, scores, self.nms_threshold, top_k=int(self.params.get("keep_top_k", 750)))
-        inv = 1.0 / meta["scale"]
-        return [Detection(box=boxes[i] * inv, score=float(scores[i]), landmarks=kps[i] * inv) for i in keep]
+        inv = np.float32(1.0 / meta["scale"])
+        boxes, lm, scores = boxes[keep] * inv, lm[keep] * inv, scores[keep]
+        return [Detection(box=boxes[j], score=float(scores[j]), landmarks=lm[j]) for j in range(len(keep))]
