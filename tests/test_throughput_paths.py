@@ -1,0 +1,238 @@
+"""The fast paths of the streaming pipeline give the same answers as the plain ones (issue 12).
+
+MTCNN over a group of images equals MTCNN image by image; the all-pairs NMS equals the row-by-row
+loop; YuNet's one-pass decode and in-place input tensor equal the per-stride decode and
+``to_tensor``; detection groups in the stream keep input order and per-item errors, also when the
+group call itself fails; ONNX Runtime sessions do not spin unless asked.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import facesdk
+from facesdk.detect import Detection
+from facesdk.detect.mtcnn import nms_min
+from facesdk.errors import ConfigError, ImageDecodeError, ImageError
+from facesdk.image import to_tensor
+from facesdk.stream import StreamStats
+
+nms_mod = importlib.import_module("facesdk.detect.nms")  # the module (the package exports the function)
+
+
+@pytest.fixture(scope="module")
+def lfw(shared: Path) -> list[Path]:
+    root = shared / "data/lfw/images"
+    people = ["Aaron_Eckhart", "Abdullah_Gul", "Colin_Powell", "George_W_Bush", "Serena_Williams"]
+    return [min((root / p).glob("*.jpg")) for p in people]
+
+
+@pytest.fixture(scope="module")
+def mtcnn() -> facesdk.FaceRecognizer:
+    return facesdk.FaceRecognizer(
+        detector="mtcnn", embedder="mobilefacenet-sirius", backend="onnxruntime", batch_size=4
+    )
+
+
+def _same(a: list[Detection], b: list[Detection]) -> bool:
+    return len(a) == len(b) and all(
+        np.array_equal(x.box, y.box) and x.score == y.score and np.array_equal(x.landmarks, y.landmarks)
+        for x, y in zip(a, b)
+    )
+
+
+def test_mtcnn_group_equals_one_by_one(mtcnn: facesdk.FaceRecognizer, lfw: list[Path], shared: Path) -> None:
+    imgs = [mtcnn.load(p) for p in lfw]
+    two = mtcnn.load(shared / "data/photos/two_people.jpg")
+    imgs += [two, imgs[0][30:210, 40:220].copy(), np.full((90, 70, 3), 127, np.uint8), two]
+    det = mtcnn.detector
+    calls: dict[str, int] = {}
+    runs = {r: s.run for r, s in det.sessions.items()}
+
+    def counting(role: str) -> Any:
+        def run(batch: np.ndarray) -> list[np.ndarray]:
+            calls[role] = calls.get(role, 0) + 1
+            return runs[role](batch)
+
+        return run
+
+    for role, s in det.sessions.items():
+        s.run = counting(role)  # type: ignore[method-assign]
+    try:
+        group = det.detect_many(imgs)
+        group_calls = dict(calls)
+    finally:
+        for s in det.sessions.values():
+            del s.run
+    one = [det.detect(im) for im in imgs]
+    assert all(_same(a, b) for a, b in zip(group, one))
+    assert sum(map(len, group)) >= 7 and group[7] == [] and len(group[5]) == 2
+    # R-Net and O-Net once for the whole group; P-Net once per scale per distinct image size
+    assert group_calls["rnet"] == 1 and group_calls["onet"] == 1
+
+    def work_size(h: int, w: int) -> tuple[int, int]:  # after the max_input_side downscale
+        f = det.max_input_side / max(h, w)
+        return (h, w) if f >= 1 else (max(1, round(h * f)), max(1, round(w * f)))
+
+    sizes = {work_size(*im.shape[:2]) for im in imgs}
+    assert group_calls["pnet"] == sum(len(det.scales(h, w)) for h, w in sizes)
+    assert det.detect_many([]) == []
+    with pytest.raises(ConfigError):
+        det.detect_many([imgs[0], imgs[0][..., 0]])
+
+
+def _row_nms(boxes: np.ndarray, scores: np.ndarray, thr: float, top_k: int | None = None) -> list[int]:
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    while order.size:
+        i = int(order[0])
+        keep.append(i)
+        if top_k is not None and len(keep) >= top_k:
+            break
+        ov = nms_mod.iou(boxes[i], boxes[order[1:]])
+        order = order[1:][ov <= thr]
+    return keep
+
+
+def test_matrix_nms_equals_the_row_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(7)
+    for n in (0, 1, 5, 60, 400):
+        xy = rng.uniform(0, 200, (n, 2))
+        wh = rng.uniform(-2, 60, (n, 2))  # a few degenerate boxes too
+        boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
+        scores = rng.choice(np.linspace(0, 1, 17), n).astype(np.float32)  # many ties
+        for thr in (0.3, 0.5, 0.7):
+            ref = _row_nms(boxes, scores, thr)
+            assert nms_mod.nms(boxes, scores, thr).tolist() == ref
+            assert nms_mod.nms(boxes, scores, thr, top_k=3).tolist() == ref[:3]
+            monkeypatch.setattr(nms_mod, "MATRIX_MAX", 0)  # the row-by-row branch
+            assert nms_mod.nms(boxes, scores, thr).tolist() == ref
+            monkeypatch.setattr("facesdk.detect.mtcnn.MATRIX_MAX", 0)
+            row_min = nms_min(boxes, scores, thr).tolist()
+            monkeypatch.undo()
+            assert nms_min(boxes, scores, thr).tolist() == row_min
+
+
+def _per_stride_decode(det: Any, outputs: dict[str, np.ndarray], meta: dict[str, Any]) -> list[Detection]:
+    """YuNet's decode written the plain way (one stride at a time), as before the one-pass decode."""
+    w, h = meta["size"]
+    boxes_all, scores_all, kps_all = [], [], []
+    for s in (8, 16, 32):
+        cls, obj = outputs[f"cls_{s}"].reshape(-1), outputs[f"obj_{s}"].reshape(-1)
+        bbox, kps = outputs[f"bbox_{s}"].reshape(-1, 4), outputs[f"kps_{s}"].reshape(-1, 10)
+        score = np.sqrt(np.clip(cls, 0, 1) * np.clip(obj, 0, 1))
+        idx = np.nonzero(score >= det.score_threshold)[0]
+        r, c = np.divmod(idx, w // s)
+        b = bbox[idx]
+        cx, cy = (c + b[:, 0]) * s, (r + b[:, 1]) * s
+        bw, bh = np.exp(b[:, 2]) * s, np.exp(b[:, 3]) * s
+        boxes_all.append(np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1))
+        k = kps[idx].reshape(-1, 5, 2)
+        kps_all.append(np.stack([(k[:, :, 0] + c[:, None]) * s, (k[:, :, 1] + r[:, None]) * s], axis=2))
+        scores_all.append(score[idx])
+    boxes = np.concatenate(boxes_all).astype(np.float32)
+    scores = np.concatenate(scores_all).astype(np.float32)
+    kps = np.concatenate(kps_all).astype(np.float32)
+    keep = nms_mod.nms(boxes, scores, det.nms_threshold, top_k=750)
+    inv = 1.0 / meta["scale"]
+    return [Detection(box=boxes[i] * inv, score=float(scores[i]), landmarks=kps[i] * inv) for i in keep]
+
+
+def test_yunet_native_fast_paths_are_exact(lfw: list[Path], shared: Path) -> None:
+    rec = facesdk.FaceRecognizer(
+        detector="yunet-2023mar-dynamic", embedder="mobilefacenet-sirius", backend="onnxruntime"
+    )
+    det = rec.detector
+    spec = det.card.input
+    files = [*lfw, shared / "data/photos/two_people.jpg", shared / "data/photos/obama-240p.jpg"]
+    found = 0
+    for p in files:
+        img = rec.load(p)
+        h, w = img.shape[:2]
+        t, meta = det.preprocess(img)
+        ref = np.zeros_like(t)
+        ref[:, :, :h, :w] = to_tensor(
+            img[None], layout="NCHW", color=spec.color, mean=spec.mean, std=spec.std
+        )
+        assert np.array_equal(t, ref)
+        out = det.run_main(t)
+        a = det.finalize(img, det.decode(out, meta))
+        b = det.finalize(img, _per_stride_decode(det, out, meta))
+        assert _same(a, b)
+        found += len(a)
+    assert found >= len(files)
+
+
+def test_stream_detection_groups_keep_order_and_errors(
+    mtcnn: facesdk.FaceRecognizer, lfw: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(lfw[0].read_bytes()[:300])
+    inputs: list[object] = [
+        lfw[0],
+        corrupt,
+        lfw[1],
+        tmp_path / "missing.jpg",
+        lfw[2],
+        lfw[3],
+        b"junk",
+        lfw[4],
+    ]
+    st = StreamStats()
+    res = list(mtcnn.faces_many(inputs, workers=2, detect_batch=3, window=7, stats=st))
+    assert [r.index for r in res] == list(range(len(inputs)))
+    assert isinstance(res[1].error, ImageDecodeError) and isinstance(res[6].error, ImageDecodeError)
+    assert isinstance(res[3].error, ImageError) and "missing.jpg" in str(res[3].error)
+    good = [0, 2, 4, 5, 7]
+    for i in good:
+        one = mtcnn.faces(inputs[i])
+        assert res[i].ok and len(res[i].faces) == len(one) >= 1
+        for a, b in zip(one, res[i].faces):
+            assert np.array_equal(a.box, b.box) and np.allclose(a.embedding, b.embedding, atol=1e-5)
+    assert st.images == len(inputs) and st.errors == 3
+    # the group call failing (here: always) is retried image by image, so errors stay per item
+    det = mtcnn.detector
+    many = det.detect_many  # (MTCNN's detect is detect_many of one image)
+    bad = mtcnn.load(lfw[1])  # inputs[2]
+
+    def group_fails(images: list[np.ndarray]) -> list[list[Detection]]:
+        raise ConfigError("the whole group")
+
+    def one_fails(image: np.ndarray) -> list[Detection]:
+        if np.array_equal(image, bad):
+            raise ConfigError("this image only")
+        return many([image])[0]
+
+    monkeypatch.setattr(det, "detect_many", group_fails)
+    monkeypatch.setattr(det, "detect", one_fails)
+    again = list(mtcnn.faces_many(inputs, workers=2, detect_batch=4, embed=False))
+    assert [r.index for r in again] == list(range(len(inputs)))
+    assert isinstance(again[2].error, ConfigError) and "this image only" in str(again[2].error)
+    assert all(again[i].ok and len(again[i].faces) == len(res[i].faces) for i in (0, 4, 5, 7))
+    with pytest.raises(ConfigError):
+        mtcnn.faces_many(inputs, detect_batch=0)
+
+
+def test_onnxruntime_sessions_do_not_spin_unless_asked(shared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from facesdk.backend import Artifact
+    from facesdk.plugins import get_backend
+
+    be = get_backend("onnxruntime")
+    art = Artifact.from_path(shared / "models/yunet/yunet_s_dynamic.onnx")
+    key = "session.intra_op.allow_spinning"
+
+    def entry(**kw: Any) -> str:
+        s = be.load(art, threads=2, **kw)
+        return s._sess.get_session_options().get_session_config_entry(key)  # type: ignore[attr-defined]
+
+    monkeypatch.delenv("FACESDK_ORT_SPINNING", raising=False)
+    assert entry() == "0"
+    assert entry(spinning=True) == "1"
+    monkeypatch.setenv("FACESDK_ORT_SPINNING", "1")
+    assert entry() == "1" and entry(spinning=False) == "0"
+    assert entry(session_config={key: "0"}) == "0"
