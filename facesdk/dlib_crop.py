@@ -187,14 +187,18 @@ def extract_crop(image_rgb: np.ndarray, transform: np.ndarray, size: int | tuple
     top = np.floor(py)
     h, w = img.shape[:2]
     ok = (left >= 0) & (top >= 0) & (left + 1 < w) & (top + 1 < h)
-    # the four neighbours are gathered as uint8 from the flat image (one index array, three
-    # offsets), and only the gathered values are turned into float64: no float copy of the image
+    # the four neighbours are gathered (np.take: a row gather several times faster than fancy
+    # indexing) as uint8 from the flat image (one index array, three offsets), and only the
+    # gathered values are turned into float64: no float copy of the image
     pix = img.reshape(h * w, -1)
     i00 = np.where(ok, top * w + left, 0).astype(np.intp).ravel()
     lr = (px - left).reshape(-1, 1)
     tb = (py - top).reshape(-1, 1)
-    tl, tr = pix[i00].astype(np.float64), pix[i00 + 1].astype(np.float64)
-    bl, br = pix[i00 + w].astype(np.float64), pix[i00 + w + 1].astype(np.float64)
+    tl, tr = np.take(pix, i00, axis=0).astype(np.float64), np.take(pix, i00 + 1, axis=0).astype(np.float64)
+    bl, br = (
+        np.take(pix, i00 + w, axis=0).astype(np.float64),
+        np.take(pix, i00 + w + 1, axis=0).astype(np.float64),
+    )
     val = (1 - tb) * ((1 - lr) * tl + lr * tr) + tb * ((1 - lr) * bl + lr * br)
     out = np.where(ok.reshape(-1, 1), np.trunc(val), 0).astype(np.uint8)
     return out.reshape((rows, cols) + img.shape[2:])

@@ -202,7 +202,11 @@ class ShapePredictor:
         )
         log.info(
             "shape predictor %s: %d parts, %d cascades x %d trees, %d features",
-            Path(path).name, n_parts, n_casc, sp.split_idx.shape[1], nf,
+            Path(path).name,
+            n_parts,
+            n_casc,
+            sp.split_idx.shape[1],
+            nf,
         )
         return sp
 
@@ -261,7 +265,6 @@ class ShapePredictor:
             acc = np.concatenate([cur.reshape(1, -1), leaf], axis=0)
             cur = np.cumsum(acc, axis=0, dtype=np.float32)[-1].reshape(-1, 2)
         return np.floor(cur.astype(np.float64) * scale + origin + 0.5)
-
 
     def predict_many(self, images: Sequence[np.ndarray], boxes: np.ndarray) -> np.ndarray:
         """:meth:`predict` for many faces at once: ``[N, P, 2]``, identical to N calls of :meth:`predict`.
@@ -326,20 +329,31 @@ class ShapePredictor:
             else:
                 grey = flat[lin]
             feats = np.where(inside, grey, 0).astype(np.float32)  # [N,F]
+            # the tree walk with flat np.take gathers (several times faster than fancy indexing)
             node = np.zeros((n, n_trees), np.int64)
-            idx, thr = self.split_idx[c], self.split_thresh[c]
+            idx1 = self.split_idx[c][..., 0].reshape(-1)
+            idx2 = self.split_idx[c][..., 1].reshape(-1)
+            thr = self.split_thresh[c].reshape(-1)
+            ff = feats.reshape(-1)
+            frow = rows * feats.shape[1]
+            tbase = trees * n_splits
             for _ in range(depth):
-                i1 = idx[trees, node, 0]
-                i2 = idx[trees, node, 1]
-                go_left = (feats[rows, i1] - feats[rows, i2]) > thr[trees, node]
+                at = tbase + node
+                f1 = np.take(ff, frow + np.take(idx1, at))
+                f2 = np.take(ff, frow + np.take(idx2, at))
+                go_left = (f1 - f2) > np.take(thr, at)
                 node = np.where(go_left, 2 * node + 1, 2 * node + 2)
-            leaf = self.leaves[c][trees, node - n_splits]  # [N,T,2P]
+            lv = self.leaves[c]
+            leaf = np.take(
+                lv.reshape(-1, lv.shape[-1]), trees * lv.shape[1] + (node - n_splits), axis=0
+            )  # [N,T,2P]
             # dlib adds the trees' deltas one after another in float32: a reduction over the middle
             # axis adds whole rows in order (numpy's pairwise summation only splits the innermost,
             # contiguous axis), the same sums as predict()'s cumulative sum
             acc = np.concatenate([cur.reshape(n, 1, -1), leaf], axis=1)
             cur = np.add.reduce(acc, axis=1, dtype=np.float32).reshape(n, -1, 2)
         return np.floor(cur.astype(np.float64) * scale + origin + 0.5)
+
 
 _default: ShapePredictor | None = None
 _default_lock = threading.Lock()
@@ -354,4 +368,3 @@ def load_default() -> ShapePredictor:
 
             _default = ShapePredictor.load(zoo.fetch("dlib-shape-predictor-5", "dlib"))
         return _default
-

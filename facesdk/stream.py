@@ -2,13 +2,13 @@
 
 ::
 
-    inputs ──► decode + detect (thread pool, a few inputs per task so that a batching detector
-    such as MTCNN runs each engine once for them, bounded window) ──► align (per batch: a batched
-    aligner sees the faces of many images) ──► embed (full batches across images, flip TTA
+    inputs ──► decode + detect + align (thread pool, a few inputs per task so that a batching
+    detector such as MTCNN runs each engine once for them and the batched aligner sees all their
+    faces, bounded window) ──► embed (full batches across images, flip TTA
     folded into the same batch) ──► match (one gallery search per batch) ──► results, one per
     input, in input order
 
-Design (see ``ARCHITECTURE.md``, "The streaming pipeline"):
+Design:
 
 * **Bounded memory.** At most ``window`` inputs are pulled from the input iterable ahead of
   what has been yielded (decoded images are dropped right after alignment unless
@@ -192,14 +192,8 @@ def iter_inputs(inputs: Any, *, every: int = 1, max_frames: int | None = None) -
 
 # ---------------------------------------------------------------------- stages
 
-#: Inputs one worker decodes and detects together when the detector batches across images.
+#: Inputs one worker task decodes, detects and aligns together (the default ``detect_batch``).
 DEFAULT_DETECT_BATCH = 4
-
-
-def _batches_images(detector: Any) -> bool:
-    from .detect.base import FaceDetector
-
-    return type(detector).detect_many is not FaceDetector.detect_many
 
 
 @dataclass
@@ -207,11 +201,12 @@ class _Prepared:
     index: int
     item: StreamItem
     faces: list[Face]
-    dets: list[Detection] | None  # detections still waiting for align + embed (None: nothing to do)
+    dets: list[Detection] | None  # detections still waiting for the embedder (None: nothing to do)
     error: FaceSDKError | None = None
     shape: tuple[int, ...] | None = None
     image: np.ndarray | None = None  # kept for the caller (keep_images)
     work: np.ndarray | None = None  # the decoded image, until its faces are aligned
+    crops: np.ndarray | None = None  # the aligned faces, until they are embedded
     fallback: bool = False
     detections: int = 0
 
@@ -236,10 +231,11 @@ def _pick(dets: list[Detection], shape: tuple[int, ...], select: Any) -> list[De
 
 
 class _Runner:
-    """Per-image work (decode → detect → select) and per-batch work (align → embed → match).
+    """Per-group work in the pool (decode → detect → select → align) and per-batch work in the
+    consumer thread (embed → match).
 
-    Alignment runs per batch so that a batched aligner (dlib's shape predictor) sees the faces
-    of many images at once.
+    Alignment runs per worker group (a batched aligner, dlib's shape predictor, sees the faces of
+    the group's images at once) in the worker threads, so that it overlaps the embedder.
     """
 
     def __init__(
@@ -339,7 +335,13 @@ class _Runner:
                 except Exception as exc:
                     out[k] = self._error(start + k, items[k], exc)
             self.stats.add("detect", time.perf_counter() - t0)
-        return [p for p in out if p is not None]
+        done = [p for p in out if p is not None]
+        waiting = [p for p in done if p.dets and p.error is None]
+        if waiting:  # align here, in the worker, while the consumer thread runs the embedder
+            for p, c in zip(waiting, self.align(waiting)):
+                p.crops = c if p.error is None else None
+                p.work = None
+        return done
 
     def align(self, items: list[_Prepared]) -> list[np.ndarray]:
         """Crops of every waiting face (one batched call; per-item retry so one bad face fails one item)."""
@@ -351,13 +353,18 @@ class _Runner:
             for p in items:
                 out.append(flat[k : k + len(p.dets)])
                 k += len(p.dets)
-        except FaceSDKError:
+        except (MemoryError, RecursionError):
+            raise
+        except Exception:
             out = []
             for p in items:
                 try:
                     out.append(rec.align(p.work, p.dets))
-                except FaceSDKError as exc:
-                    p.error, p.faces = exc, []
+                except (MemoryError, RecursionError):
+                    raise
+                except Exception as exc:
+                    bad = self._error(p.index, p.item, exc)
+                    p.error, p.faces = bad.error, []
                     out.append(np.zeros((0,), np.uint8))
         self.stats.add("align", time.perf_counter() - t0)
         return out
@@ -365,14 +372,13 @@ class _Runner:
     def embed(
         self, batch: list[_Prepared], gallery: Gallery | None, top_k: int, threshold: float | None
     ) -> None:
-        """Align, embed (and match) the faces of every waiting item of ``batch`` in one go."""
+        """Embed (and match) the aligned faces of every waiting item of ``batch`` in one go."""
         items = [p for p in batch if p.dets]
         if not items:
             return
-        crops = self.align(items)
+        ok = [(p, p.crops) for p in items if p.error is None and p.crops is not None and len(p.crops)]
         for p in items:
-            p.dets, p.work = None, None
-        ok = [(p, c) for p, c in zip(items, crops) if p.error is None and len(c)]
+            p.dets, p.work, p.crops = None, None, None
         if not ok:
             return
         t0 = time.perf_counter()
@@ -444,9 +450,9 @@ def stream_faces(
         color: channel order of array inputs ("RGB" or "BGR").
         embed: ``False`` stops after detection (no alignment, embedding or matching).
         stats: a :class:`StreamStats` to fill.
-        detect_batch: inputs decoded and detected together by one worker (one
-            :meth:`~facesdk.detect.FaceDetector.detect_many` call). Default: 4 for detectors that
-            batch across images (MTCNN), else 1.
+        detect_batch: inputs one worker task decodes, detects (one
+            :meth:`~facesdk.detect.FaceDetector.detect_many` call: MTCNN runs each network once
+            for all of them) and aligns (one batched aligner call) together (default 4).
     """
     if workers is None:
         workers = min(4, os.cpu_count() or 1)
@@ -456,7 +462,7 @@ def stream_faces(
     if bs < 1:
         raise ConfigError("batch_size must be >= 1")
     if detect_batch is None:
-        detect_batch = DEFAULT_DETECT_BATCH if _batches_images(rec.detector) else 1
+        detect_batch = DEFAULT_DETECT_BATCH
     if detect_batch < 1:
         raise ConfigError("detect_batch must be >= 1")
     if window is None:  # room for a full embedder batch of one-face images plus every worker's group

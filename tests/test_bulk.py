@@ -105,3 +105,26 @@ def test_cli_bulk_embed_and_enroll(
         main(["bulk", "embed", str(people), "-o", str(tmp_path / "e.csv"), "--executor", "inline", *common])
         == 2
     )
+
+
+def test_parquet_output_equals_npz(images: list[Path], tmp_path: Path) -> None:
+    import pyarrow.parquet as pq  # the 'parquet' extra (also in 'all')
+
+    inputs = [*images[:4], tmp_path / "missing.jpg", *images[4:7]]
+    a = embed_bulk(inputs, tmp_path / "out.npz", recognizer=REC, executor="inline", chunk_size=3)
+    b = embed_bulk(inputs, tmp_path / "out.parquet", recognizer=REC, executor="inline", chunk_size=3)
+    assert (a.images, a.errors, a.faces) == (b.images, b.errors, b.faces) == (len(inputs), 1, 7)
+    f = pq.ParquetFile(tmp_path / "out.parquet")
+    assert f.metadata.num_row_groups == 3  # one row group per chunk: written as the chunks arrive
+    t = f.read().to_pydict()
+    z = _load(tmp_path / "out.npz")
+    assert t["index"] == list(range(len(inputs))) and t["source"] == [str(p) for p in inputs]
+    assert t["error"][4].startswith("ImageError") and t["box"][4] == [] and t["embedding"][4] == []
+    for i in range(len(inputs)):
+        k = np.nonzero(z["face_image"] == i)[0]
+        assert len(t["embedding"][i]) == len(k)
+        if len(k):
+            assert np.allclose(np.asarray(t["embedding"][i], np.float32), z["embedding"][k], atol=1e-6)
+            assert np.allclose(np.asarray(t["box"][i]), z["box"][k], atol=1e-4)
+    prov = json.loads(f.schema_arrow.metadata[b"facesdk"])
+    assert prov == json.loads(str(z["provenance"]))

@@ -136,7 +136,7 @@ class OnnxRuntimeBackend(Backend):
         unless asked (``spinning=True`` or ``FACESDK_ORT_SPINNING=1``): the streaming pipeline runs
         several sessions from several threads, and their spinning threads take the cores from each
         other and from the decode/align threads (on the 2-core benchmark machine under load, MTCNN
-        ran 4–6× slower with spinning on; see benchmarks/RESULTS.md, "Throughput").
+        ran 6–8× slower with spinning on; see benchmarks/RESULTS.md, "Throughput").
         """
         ort = _import_ort()
         path = self.check_artifact(artifact, strict)
