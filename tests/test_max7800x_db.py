@@ -17,7 +17,7 @@ import pytest
 from facesdk_backends.max7800x import firmware as dbx
 
 from facesdk.errors import ConfigError, GalleryError, IncompatibleGalleryError
-from facesdk.gallery import Gallery
+from facesdk.gallery import Gallery, l2_normalize
 
 
 @pytest.fixture(scope="module")
@@ -58,20 +58,63 @@ def test_dot_product_checkpoints(shared, chip, cap):
 
 
 # ============================================================================ arithmetic
+def _db_gen_rows(raw: np.ndarray) -> np.ndarray:
+    """db_gen's steps, written out as msdk ``db_gen/utils.py`` runs them on the torch model's output:
+    the ai8x-simulated linear layer gives ``raw / 128`` (float32), ``F.normalize`` divides by its float32
+    norm, then ``* 128 * output_shift`` (2), ``np.clip``, ``[< 0] += 256``, ``np.around``, ``uint8``."""
+    x = raw.astype(np.float32) / np.float32(128)
+    norm = np.sqrt((x.astype(np.float64) ** 2).sum(1, keepdims=True)).astype(np.float32)
+    emb = (x / norm).astype(np.float32)
+    emb = emb * 128 * 2
+    emb = np.clip(emb, -128, 127)
+    emb[emb < 0] += 256
+    return np.around(emb).astype(np.uint8).view(np.int8)
+
+
 def test_db_quantisation_is_db_gen():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(50, 64)) * np.where(rng.random((50, 1)) < 0.2, 30, 1)
-    x[0, :] = 0
+    # float32 throughout and rounding after adding 256: rows where rounding the signed float64 value
+    # (this project's former rule) gives another byte are kept in the test data on purpose
+    rng = np.random.default_rng(14)
+    raw = np.clip(np.round(rng.normal(size=(60000, 64)) * 25), -128, 127).astype(np.int8)
+    want = _db_gen_rows(raw)
+    f64 = raw / np.linalg.norm(raw.astype(np.float64), axis=1, keepdims=True)
+    former = np.around(np.clip(f64 * 256, -128, 127)).astype(np.int8)
+    tricky = np.nonzero((former != want).any(1))[0]
+    assert len(tricky) >= 8  # the data can tell the two rules apart
+    rows = np.concatenate([raw[tricky], raw[: 1024 - len(tricky)]])
+    assert np.array_equal(dbx.quantize_db_embeddings(raw), want)  # the network's raw int8 output
+    unit = l2_normalize(raw.astype(np.float32))  # what FaceRecognizer.embed gives for the same faces
+    assert np.array_equal(dbx.quantize_db_embeddings(unit), want)
+    x = np.zeros((2, 64))
     x[0, 5] = 1.0  # one component 1.0 -> 256 -> clipped to 127
-    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
-    # db_gen's literal steps: *128*2, clip, negatives += 256, np.around, as uint8
-    v = np.clip(xn * 128 * 2, -128, 127)
-    v[v < 0] += 256
-    want = (np.around(v).astype(np.int64) % 256).astype(np.uint8).view(np.int8)
-    assert np.array_equal(dbx.quantize_db_embeddings(x), want)
-    assert dbx.quantize_db_embeddings(x)[0, 5] == 127
+    x[1, 7] = -3.0  # -256 -> clipped to -128
+    assert dbx.quantize_db_embeddings(x)[0, 5] == 127 and dbx.quantize_db_embeddings(x)[1, 7] == -128
+    assert rows.shape == (1024, 64)
     with pytest.raises(ConfigError):
         dbx.quantize_db_embeddings(np.zeros((1, 64)))
+    with pytest.raises(ConfigError):
+        dbx.quantize_db_embeddings(np.full((1, 64), np.nan))
+
+
+def test_weights_3_h_of_1024_identities_is_byte_identical_to_db_gen(tmp_path):
+    """A 1,024-identity ``weights_3.h`` (MAX78002 layer) from faceid-style embeddings: every one of the
+    65,536 stored values equals db_gen's, including rows where float64 rounding would differ."""
+    rng = np.random.default_rng(14)
+    raw = np.clip(np.round(rng.normal(size=(60000, 64)) * 25), -128, 127).astype(np.int8)
+    want = _db_gen_rows(raw)
+    f64 = raw / np.linalg.norm(raw.astype(np.float64), axis=1, keepdims=True)
+    tricky = np.nonzero((np.around(np.clip(f64 * 256, -128, 127)).astype(np.int8) != want).any(1))[0]
+    sel = np.concatenate([tricky, np.setdiff1d(np.arange(1024), tricky)[: 1024 - len(tricky)]])
+    names = [f"p{i:04d}" for i in range(1024)]
+    rows = dbx.quantize_db_embeddings(l2_normalize(raw[sel].astype(np.float32)))
+    db = dbx.DotProductDB(names, rows, dbx.get_profile("max78002"))
+    path = dbx.write_weights_h(db, tmp_path / "weights_3.h")
+    full, prof = dbx.read_weights_h(path)
+    assert prof.name == "max78002" and full.shape == (1024, 64)
+    assert int((full != want[sel]).sum()) == 0
+    # the .bin variant holds the same bytes
+    assert np.array_equal(dbx.read_weights_bin(dbx.write_weights_bin(db, tmp_path / "w.bin"), "max78002"),
+                          want[sel])
 
 
 def _firmware_normalise(v: np.ndarray) -> np.ndarray:

@@ -490,11 +490,16 @@ def test_backend_strictness(ai8x_env, ai8x):
 
 
 # --------------------------------------------------------------------- firmware-exact FaceID path
-def _post_process_c(locs: np.ndarray, cls: np.ndarray, w: int = 168, h: int = 224) -> tuple | None:
-    """msdk facial_recognition post_process.c (MAX_PRIORS 1, NUM_CLASSES 3), literally, prior by prior."""
+def _post_process_c(
+    locs: np.ndarray, cls: np.ndarray, w: int = 168, h: int = 224, float_casts: bool = False
+) -> tuple | None:
+    """msdk facial_recognition post_process.c (MAX_PRIORS 1, NUM_CLASSES 3), literally, prior by prior.
+
+    ``float_casts``: revision 0241c69 (``(float)exp(...)``, ``(float)sqrt(...)``); else f631747 (double)."""
     import math
 
     f32 = np.float32
+    fx = (lambda v: float(f32(v))) if float_casts else (lambda v: v)  # (float) cast of a double result
     dims, scales, ars = ((28, 21), (7, 5)), (f32(0.35715), f32(0.7143)), (f32(0.9), f32(0.75))
     best_val, best_idx = None, None
     for i in range(len(cls)):
@@ -503,8 +508,8 @@ def _post_process_c(locs: np.ndarray, cls: np.ndarray, w: int = 168, h: int = 22
             continue
         s = f32(0)
         for v in c3:
-            s = f32(float(s) + math.exp(v / 128.0))
-        p = int(65536.0 * math.exp(c3[1] / 128.0) / float(s))
+            s = f32(float(s) + fx(math.exp(v / 128.0)))
+        p = int(65536.0 * fx(math.exp(c3[1] / 128.0)) / float(s))
         if p < 32768:
             continue
         if best_val is None or p > best_val:
@@ -522,6 +527,9 @@ def _post_process_c(locs: np.ndarray, cls: np.ndarray, w: int = 168, h: int = 22
         f32(float(scales[scale_idx]) * math.sqrt(float(ars[ar]))),
         f32(float(scales[scale_idx]) / math.sqrt(float(ars[ar]))),
     ]
+    if float_casts:  # float * (float)sqrt(double): a float product
+        pr[2] = scales[scale_idx] * f32(math.sqrt(float(ars[ar])))
+        pr[3] = scales[scale_idx] / f32(math.sqrt(float(ars[ar])))
     pr = [min(max(v, f32(0)), f32(1)) for v in pr]
     g = [f32(int(locs[i, j]) / 128.0) for j in range(4)]
     cxcy = [
@@ -530,6 +538,9 @@ def _post_process_c(locs: np.ndarray, cls: np.ndarray, w: int = 168, h: int = 22
         f32(math.exp(float(g[2] / f32(5))) * float(pr[2])),
         f32(math.exp(float(g[3] / f32(5))) * float(pr[3])),
     ]
+    if float_casts:
+        cxcy[2] = f32(math.exp(float(g[2] / f32(5)))) * pr[2]
+        cxcy[3] = f32(math.exp(float(g[3] / f32(5)))) * pr[3]
     xy = [
         cxcy[0] - cxcy[2] / f32(2),
         cxcy[1] - cxcy[3] / f32(2),
@@ -561,23 +572,33 @@ def _faceid_c(frame: np.ndarray, box) -> np.ndarray:
     return out
 
 
-def test_firmware_decode_is_post_process_c(ai8x):
-    from facesdk.detect.tinierssd import decode_tinierssd_firmware
+@pytest.mark.parametrize("revision", ["f631747", "0241c69"])
+def test_firmware_decode_is_post_process_c(ai8x, revision):
+    from facesdk.detect.tinierssd import POST_PROCESS_REVISIONS, decode_tinierssd_firmware
 
+    assert revision in POST_PROCESS_REVISIONS
     ref = ai8x / "reference"
     rng = np.random.default_rng(0)
     cases = [
         (np.load(ref / f"facedet_{k}_model_locs.npy"), np.load(ref / f"facedet_{k}_model_class_scores.npy"))
         for k in INPUTS
     ]
-    for _ in range(6):  # random heads, many saturated ties (the first maximum must win)
+    for _ in range(40):  # random heads, many saturated ties (the first maximum must win)
         sc = rng.integers(-128, 128, (1246, 2))
         sc[rng.random(1246) < 0.05] = (-128, 127)
         cases.append((rng.integers(-128, 128, (1246, 4)), sc))
-    seen_none = seen_box = 0
+    for _ in range(300):  # one strong face prior, random box offsets: exercises the box arithmetic
+        sc = np.tile([40, -40], (1246, 1))
+        sc[rng.integers(1246)] = rng.integers(-20, 20), rng.integers(60, 128)
+        cases.append((rng.integers(-128, 128, (1246, 4)), sc))
+    seen_none = seen_box = differ = 0
+    floats = revision == "0241c69"
     for locs, sc in cases:
         locs, sc = locs.reshape(-1, 4), sc.reshape(-1, 2)
-        got, want = decode_tinierssd_firmware(locs, sc), _post_process_c(locs, sc)
+        got = decode_tinierssd_firmware(locs, sc, revision=revision)
+        want = _post_process_c(locs, sc, float_casts=floats)
+        other = _post_process_c(locs, sc, float_casts=not floats)
+        differ += (want is None) != (other is None) or (want is not None and want != other)
         if want is None:
             assert got is None
             seen_none += 1
@@ -585,8 +606,11 @@ def test_firmware_decode_is_post_process_c(ai8x):
             assert got is not None and got[0].tolist() == want[0] and got[1] == want[1]
             seen_box += 1
     assert seen_none >= 1 and seen_box >= 6
+    assert differ >= 1  # the two revisions are told apart by these heads
     with pytest.raises(ConfigError):
         decode_tinierssd_firmware(np.zeros((10, 4)), np.zeros((10, 3)))
+    with pytest.raises(ConfigError):
+        decode_tinierssd_firmware(*cases[0], revision="head")
 
 
 def test_firmware_faceid_crop_is_faceid_c(shared):

@@ -27,6 +27,9 @@ demo of the 160×120 ``ai85-faceid`` era: ``facedetection.c``, ``post_process.c`
   fed as its 5/6/5 bits shifted to the top of a byte (``r & 0xF8``, ``g & 0xFC``, ``b & 0xF8``)
   minus 128, channel 0 = R (:func:`rgb565_quantize`, :func:`firmware_frame`; a host image of
   another size is first resized to 168×224 — that is the only step the firmware does not define);
+* decoding follows ``src/post_process.c`` at one of two revisions (:data:`POST_PROCESS_REVISIONS`:
+  ``f631747``, ``exp``/``sqrt`` results kept as double — the default — or the current ``0241c69``,
+  which casts each to float; the two give another box or score for a few head sets);
 * decoding keeps a single box (``MAX_PRIORS = 1``): the prior with the highest face score,
   the first one on ties; the score is ``(uint16)(65536·e^(f/128) / Σ)`` where the float sum has
   a third, never-written class score 0 (``NUM_CLASSES = 3``), computed only when
@@ -74,6 +77,8 @@ __all__ = [
     "firmware_box",
     "firmware_faceid_crop",
     "ai8x_faceid_crop_firmware",
+    "POST_PROCESS_REVISIONS",
+    "DEFAULT_POST_PROCESS",
 ]
 
 log = logging.getLogger(__name__)
@@ -89,6 +94,19 @@ OUTPUT_SCALE = 128.0  # 8-bit head outputs / 128 = the trained float scale
 #: (width, height) of the demo firmware's camera frame = the detector input.
 FIRMWARE_FRAME = (168, 224)
 _FW_MIN_CLASS_SCORE = 32768  # post_process.h MIN_CLASS_SCORE (of 65536)
+#: msdk ``Examples/MAX78000/CNN/facial_recognition/src/post_process.c`` revisions (blob commits as stored in
+#: the msdk history) that :func:`decode_tinierssd_firmware` follows. Both keep one box (``MAX_PRIORS`` 1,
+#: ``NUM_CLASSES`` 3); they differ only in float precision.
+POST_PROCESS_REVISIONS: dict[str, str] = {
+    "f631747": "exp()/sqrt() results used as double: sum += exp(c/128.), 65536.*exp(c/128.)/sum, "
+    "scale*sqrt(ar), exp(g/5)*prior (one rounding to float per stored value)",
+    "0241c69": "explicit (float) casts (the current revision): sum += (float)exp(c/128.), "
+    "65536.*(float)exp(c/128.)/sum, scale*(float)sqrt(ar), (float)exp(g/5)*prior in float",
+}
+#: the revision the firmware-exact path follows unless told otherwise (the one its LFW figures were
+#: measured with); choose another with ``post_process_revision`` in the detector card's params or
+#: :attr:`TinierSSDDetector.post_process_revision`
+DEFAULT_POST_PROCESS = "f631747"
 
 
 def tinierssd_priors(fmaps: Sequence[Sequence[Any]] = DEFAULT_FMAPS) -> np.ndarray:
@@ -190,6 +208,9 @@ class TinierSSDDetector(FaceDetector):
         self.top_k = int(self.params.get("top_k", 20))
         #: decode and quantise like the msdk demo firmware (one box, RGB565 frame, integer box).
         self.firmware_exact = bool(self.params.get("firmware_exact", False))
+        #: which msdk post_process.c revision the firmware-exact decode follows (POST_PROCESS_REVISIONS)
+        self.post_process_revision = str(self.params.get("post_process_revision", DEFAULT_POST_PROCESS))
+        _check_revision(self.post_process_revision)
         #: photo mode: 3:4 windows of the photo at several scales, each fed to TinierSSD at its own
         #: 168x224 scale (no stretching), boxes merged by NMS; off = the firmware's framing (whole image
         #: stretched to 168x224, as the board's camera sees it).
@@ -211,7 +232,8 @@ class TinierSSDDetector(FaceDetector):
         if self.firmware_exact:
             return (
                 "firmware framing, firmware-exact: whole image as a 168x224 RGB565 frame, one box "
-                "(post_process.c)"
+                f"(msdk post_process.c at {self.post_process_revision}); all on the accelerator but the "
+                "decode, which runs on the host as the firmware's CPU would"
             )
         return "firmware framing: whole image stretched to 168x224 (the board camera's view)"
 
@@ -303,7 +325,7 @@ class TinierSSDDetector(FaceDetector):
         locs, scores = heads_to_priors(heads[:n], heads[n:], self.n_classes)
         if self.firmware_exact:
             fw, fh = self.card.input.size
-            got = decode_tinierssd_firmware(locs, scores, self.fmaps, (fw, fh))
+            got = decode_tinierssd_firmware(locs, scores, self.fmaps, (fw, fh), self.post_process_revision)
             if got is None:
                 return []
             b8, score = got
@@ -361,22 +383,35 @@ def firmware_frame(image: np.ndarray, size: tuple[int, int] = FIRMWARE_FRAME) ->
     return rgb565_quantize(resize(np.asarray(image), size))
 
 
-def _firmware_prior(k: int, fmaps: Sequence[Sequence[Any]]) -> np.ndarray:
-    """Prior ``k`` (cx, cy, w, h) computed as ``get_cxcy`` does: float32 centre, ``float·sqrt(double)``
-    sizes stored as float, clamped to 0..1."""
+def _check_revision(revision: str) -> bool:
+    """True for the revision with float casts (``0241c69``), False for the double one (``f631747``)."""
+    if revision not in POST_PROCESS_REVISIONS:
+        raise ConfigError(
+            f"unknown post_process.c revision {revision!r}; known: {', '.join(POST_PROCESS_REVISIONS)}"
+        )
+    return revision == "0241c69"
+
+
+def _firmware_prior(
+    k: int, fmaps: Sequence[Sequence[Any]], revision: str = DEFAULT_POST_PROCESS
+) -> np.ndarray:
+    """Prior ``k`` (cx, cy, w, h) computed as ``get_cxcy`` does: float32 centre; sizes
+    ``scale * sqrt(ar)`` in double stored as float (``f631747``), or
+    ``scale * (float)sqrt(ar)`` in float (``0241c69``); clamped to 0..1."""
+    floats = _check_revision(revision)
     for rows, cols, scale, ratios in fmaps:
         n = int(rows) * int(cols) * len(ratios)
         if k < n:
             rel, ar = divmod(k, len(ratios))
             cy, cx = divmod(rel, int(cols))
-            sc, r = float(np.float32(scale)), float(np.float32(ratios[ar]))
+            sc, r = np.float32(scale), float(np.float32(ratios[ar]))
+            if floats:
+                sq = np.float32(np.sqrt(r))
+                w, h = np.float32(sc * sq), np.float32(sc / sq)
+            else:
+                w, h = np.float32(float(sc) * np.sqrt(r)), np.float32(float(sc) / np.sqrt(r))
             p = np.array(
-                [
-                    np.float32(cx + 0.5) / np.float32(cols),
-                    np.float32(cy + 0.5) / np.float32(rows),
-                    np.float32(sc * np.sqrt(r)),
-                    np.float32(sc / np.sqrt(r)),
-                ],
+                [np.float32(cx + 0.5) / np.float32(cols), np.float32(cy + 0.5) / np.float32(rows), w, h],
                 np.float32,
             )
             return np.clip(p, np.float32(0), np.float32(1))
@@ -389,34 +424,46 @@ def decode_tinierssd_firmware(
     scores: np.ndarray,
     fmaps: Sequence[Sequence[Any]] = DEFAULT_FMAPS,
     frame: tuple[int, int] = FIRMWARE_FRAME,
+    revision: str = DEFAULT_POST_PROCESS,
 ) -> tuple[np.ndarray, float] | None:
-    """Decode like the demo firmware's ``post_process.c``: one box or ``None``.
+    """Decode like the demo firmware's ``post_process.c`` at ``revision``: one box or ``None``.
 
     ``locs`` ``[P,4]`` and ``scores`` ``[P,2]`` int8 (background, face) in prior order. Returns the
     integer box ``[x1, y1, x2, y2]`` in ``frame`` pixels (``(uint8)(frame_w·x)`` after clamping to
-    0..1) and the face score (``uint16 / 65536``).
+    0..1) and the face score (``uint16 / 65536``). The revisions differ only in float precision
+    (:data:`POST_PROCESS_REVISIONS`): ``f631747`` uses ``exp()``/``sqrt()`` results as double,
+    ``0241c69`` casts each to float first (softmax sum, prior sizes, box sizes).
     """
+    floats = _check_revision(revision)
     n_pri = sum(int(r) * int(c) * len(a) for r, c, _s, a in fmaps)
     cls = np.asarray(scores, np.int64)
     if cls.ndim != 2 or cls.shape[1] != 2 or cls.shape[0] != n_pri:
         raise ConfigError(f"firmware decoding takes [P,2] scores for {n_pri} priors, got {cls.shape}")
     bg, fc = cls[:, 0], cls[:, 1]
     e_bg, e_fc = np.exp(bg / 128.0), np.exp(fc / 128.0)
-    # float sum += exp(...) over the three classes (the third is an unwritten 0 → exp(0) = 1)
-    ssum = ((np.float32(0) + e_bg).astype(np.float32) + e_fc).astype(np.float32)
-    ssum = (ssum + 1.0).astype(np.float32)
+    if floats:  # sum += (float)exp(...); 65536. * (float)exp(...) / sum
+        e_bg, e_fc = e_bg.astype(np.float32).astype(np.float64), e_fc.astype(np.float32).astype(np.float64)
+    # float sum += exp(...) over the three classes (the third is an unwritten 0 → exp(0) = 1); each
+    # addition is rounded to float (exact double sum of a float and a float-or-double, then rounded)
+    ssum = (np.float64(0) + e_bg).astype(np.float32)
+    ssum = (ssum.astype(np.float64) + e_fc).astype(np.float32)
+    ssum = (ssum.astype(np.float64) + 1.0).astype(np.float32)
     q = np.floor(65536.0 * e_fc / ssum.astype(np.float64))
     q = np.where(fc >= bg, np.minimum(q, 65535), 0).astype(np.int64)
     q[q < _FW_MIN_CLASS_SCORE] = -1
     if q.max() < 0:
         return None
     k = int(np.argmax(q))  # first prior with the largest score, as the strict ">" insertion keeps it
-    p = _firmware_prior(k, fmaps)
+    p = _firmware_prior(k, fmaps, revision)
     g = np.asarray(locs, np.float32).reshape(-1, 4)[k] / np.float32(128.0)
     cx = p[0] + g[0] * p[2] / np.float32(10)
     cy = p[1] + g[1] * p[3] / np.float32(10)
-    w = np.float32(np.exp(np.float64(g[2] / np.float32(5))) * np.float64(p[2]))  # double exp × float
-    h = np.float32(np.exp(np.float64(g[3] / np.float32(5))) * np.float64(p[3]))
+    ew = np.exp(np.float64(g[2] / np.float32(5)))
+    eh = np.exp(np.float64(g[3] / np.float32(5)))
+    if floats:  # (float)exp(...) * float
+        w, h = np.float32(np.float32(ew) * p[2]), np.float32(np.float32(eh) * p[3])
+    else:  # double exp × float, stored as float
+        w, h = np.float32(ew * np.float64(p[2])), np.float32(eh * np.float64(p[3]))
     xy = np.clip(np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], np.float32), 0.0, 1.0)
     fw, fh = frame
     box = np.trunc(xy * np.array([fw, fh, fw, fh], np.float32)).astype(np.int64)

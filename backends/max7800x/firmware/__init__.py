@@ -9,9 +9,11 @@ that database lives in, reproduces the arithmetic, and converts to and from a co
 
 Formats (facts read from msdk's ``db_gen/utils.py``, ``faceID.c``, ``record.c``, ``cnn_3.h``):
 
-* **Quantisation (db_gen)**: an L2-normalised float embedding ``x`` becomes
-  ``round(clip(x * 128 * 2, -128, 127))`` (``CNN_3_OUTPUT_SHIFT`` = 2), stored as int8. Rows of
-  the shipped ``ai8{5,7}-dot_emb_112`` checkpoints indeed have norm ~256.
+* **Quantisation (db_gen)**: the network's ``F.normalize``-d float32 embedding ``x`` becomes, in
+  float32, ``clip(x * 128 * 2, -128, 127)`` (``CNN_3_OUTPUT_SHIFT`` = 2), ``+ 256`` where negative,
+  ``np.around`` (half to even), ``uint8`` — rounding after the (float32) addition, as db_gen does
+  (:func:`quantize_db_embeddings`). Rows of the shipped ``ai8{5,7}-dot_emb_112`` checkpoints have
+  norm ~256.
 * **Probe (firmware)**: the embedding network's int8 output ``v`` is normalised on the CPU to
   ``n = 128 * v / ||v||`` in float, then cast to a byte (``n + 256`` when negative, truncated), so
   the probe is at scale 128.

@@ -11,25 +11,50 @@ from facesdk.errors import ConfigError, IncompatibleGalleryError
 
 from .profiles import DB_SCALE
 
+DB_OUTPUT_SHIFT = DB_SCALE // 128  # db_gen's output_shift = 2 (CNN_3_OUTPUT_SHIFT)
+
 __all__ = ['quantize_db_embeddings', 'quantize_probe', 'dot_product_scores', 'firmware_decision']
 
 
 def quantize_db_embeddings(embeddings: np.ndarray) -> np.ndarray:
-    """Float embeddings ``[N, D]`` → int8 database rows as db_gen makes them (scale 256).
+    """Embeddings ``[N, D]`` → int8 database rows exactly as db_gen makes them (scale 256).
 
-    Each row is L2-normalised, multiplied by 256, clipped to [-128, 127] and rounded
-    half-to-even (``np.around``).
+    db_gen (msdk ``facial_recognition/db_gen/utils.py``, ``append_db_file_from_path``) takes the
+    network's output after ``F.normalize`` (``ai85net_faceid_112.py``: float32 ``x / ||x||``), then in
+    float32: ``* 128 * output_shift`` (2), ``np.clip(-128, 127)``, ``+= 256`` where negative (a float32
+    addition, which rounds), ``np.around`` (half to even) and ``astype(np.uint8)`` (256 wraps to 0);
+    the byte is the int8 weight. Rounding *after* adding 256 differs from rounding the signed value
+    where the float32 sum lands on (or rounds to) a half, so the order is kept here.
+
+    Rows may be the network's raw integer output (normalised here as ``F.normalize`` does: float32
+    division by the float32 square root of the exact sum of squares) or float rows. A float row of
+    unit norm (within 1e-5: this library's embeddings, ``facesdk.gallery.l2_normalize``, are the same
+    float32 ``x / ||x||``) is used as it is; another float row (a mean template) is first divided by
+    its float32 norm.
     """
-    e = np.asarray(embeddings, np.float64)
+    e = np.asarray(embeddings)
     if e.ndim == 1:
         e = e[None]
-    if e.ndim != 2 or not np.isfinite(e).all():
-        raise ConfigError(f"embeddings must be a finite [N, D] array, got shape {e.shape}")
-    n = np.linalg.norm(e, axis=1, keepdims=True)
+    if e.ndim != 2 or e.dtype.kind not in "iuf" or (e.dtype.kind == "f" and not np.isfinite(e).all()):
+        raise ConfigError(f"embeddings must be a finite numeric [N, D] array, got {e.dtype} {e.shape}")
+    if e.dtype.kind in "iu":
+        ss = (e.astype(np.int64) ** 2).sum(1)
+        if (np.abs(e) >= (1 << 24)).any():
+            raise ConfigError("integer embeddings must lie within +-2**24")
+        v = e.astype(np.float32)
+        n = np.sqrt(ss.astype(np.float64)).astype(np.float32)  # correctly rounded float32 sqrt
+        unit = np.zeros(len(e), bool)
+    else:
+        v = e.astype(np.float32)
+        n = np.sqrt((v.astype(np.float64) ** 2).sum(1)).astype(np.float32)
+        unit = np.abs(n.astype(np.float64) - 1.0) <= 1e-5
     if (n == 0).any():
         raise ConfigError("cannot quantise an all-zero embedding")
-    v = np.clip(e / n * DB_SCALE, -128, 127)
-    return np.around(v).astype(np.int8)
+    x = np.where(unit[:, None], v, v / np.where(unit, np.float32(1), n)[:, None]).astype(np.float32)
+    q = np.clip(x * np.float32(128) * np.float32(DB_OUTPUT_SHIFT), np.float32(-128), np.float32(127))
+    q = np.where(q < 0, q + np.float32(256), q).astype(np.float32)
+    r = np.around(q).astype(np.int64)  # float32 half to even; 256 (from -0.5 < q < 0) wraps to 0
+    return (r & 0xFF).astype(np.uint8).view(np.int8)
 
 
 def quantize_probe(embedding: np.ndarray) -> np.ndarray:
