@@ -9,7 +9,11 @@ and the current faceid_112 (imported C project) for the current code only.
 
 Run::
 
-    FACESDK_AI8X_DIR=../shared/ai8x python -m facesdk_bench.bench_max7800x_vs_baseline --images 30
+    FACESDK_AI8X_DIR=../shared/ai8x python -m facesdk_bench.bench_max7800x_vs_baseline --images 30 \
+        [--baseline COMMIT] [--batch 16]
+
+``--batch N`` also times TinierSSD on batches of N frames (the shape photo mode runs), both versions
+interleaved.
 """
 
 from __future__ import annotations
@@ -27,20 +31,50 @@ from pathlib import Path
 import numpy as np
 
 
+def _git_show(repo: Path, commit: str, path: str) -> str | None:
+    r = subprocess.run(["git", "-C", str(repo), "show", f"{commit}:{path}"], capture_output=True, text=True)
+    return r.stdout if r.returncode == 0 else None
+
+
 def _baseline_package(commit: str, repo: Path, dest: Path) -> object:
+    """The emulator at ``commit`` as a temporary package: the flat layout (``backends/max7800x/*.py``) or
+    the split one (``backends/max7800x/accel/*.py`` + ``chips.py``)."""
     pkg = dest / "max7800x_baseline"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
+    split = _git_show(repo, commit, "backends/max7800x/accel/emulator.py") is not None
+    base = "backends/max7800x/accel" if split else "backends/max7800x"
     for f in ("emulator.py", "network.py", "checkpoint.py"):
-        src = subprocess.run(
-            ["git", "-C", str(repo), "show", f"{commit}:backends/max7800x/{f}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        (pkg / f).write_text(src)
+        src = _git_show(repo, commit, f"{base}/{f}")
+        if src is None:
+            raise SystemExit(f"{base}/{f} not found at {commit}")
+        (pkg / f).write_text(src.replace("from ..chips import", "from .chips import"))
+    if split:
+        (pkg / "chips.py").write_text(_git_show(repo, commit, "backends/max7800x/chips.py") or "")
     sys.path.insert(0, str(dest))
     return importlib.import_module("max7800x_baseline.emulator")
+
+
+def _batch_ratio(old: object, cur: object, det_args: tuple, xs: list, batch: int) -> dict:
+    """TinierSSD on batches of ``batch`` frames (photo mode's shape), baseline vs current, interleaved."""
+    mo, mc = old.load_model(*det_args, threads=1), cur.load_model(*det_args, threads=1)
+    xb = np.stack([xs[i % len(xs)] for i in range(batch)])
+    mo.run(xb[:2]), mc.run(xb[:2])
+    t = {"baseline": 0.0, "current": 0.0}
+    equal = True
+    for i in range(6):
+        outs = {}
+        for name in (["baseline", "current"] if i % 2 == 0 else ["current", "baseline"]):
+            t0 = time.perf_counter()
+            outs[name] = (mo if name == "baseline" else mc).run(xb)
+            t[name] += time.perf_counter() - t0
+        equal &= all(np.array_equal(a, b) for a, b in zip(outs["baseline"], outs["current"]))
+    return {
+        "batch": batch,
+        "windows_per_s": {k: round(6 * batch / v, 2) for k, v in t.items()},
+        "ratio_current_vs_baseline": round(t["baseline"] / t["current"], 3),
+        "outputs_identical": bool(equal),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--images", type=int, default=30)
     ap.add_argument("--baseline", default="bbf210e")
+    ap.add_argument("--batch", type=int, default=0, help="also TinierSSD on batches of this many frames")
     args = ap.parse_args(argv)
     shared = Path(args.shared)
     ai8x = shared / "ai8x"
@@ -119,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             "outputs_identical": bool(equal),
             "note": "detect (TinierSSD) + embed per face, emulator, 1 BLAS thread, same inputs, interleaved",
         }
+        if args.batch:
+            res["tinierssd_batches"] = _batch_ratio(old, cur, det_args, xs, args.batch)
     print(json.dumps(res, indent=2))
     return 0
 
