@@ -131,20 +131,15 @@ def _conv_shifted(
     ph, pw = pad
     hp, wp = h + 2 * ph, wd + 2 * pw
     ho, wo = hp - kh + 1, wp - kw + 1
+    m = ho * wp
     taps = kh * kw
     itype = np.int32 if per_tap * taps < (1 << 31) - (1 << 22) else np.int64
     out = np.empty((n, ho, wo, o), itype)
-    # images of a batch are stacked into one tall padded grid (one GEMM per tap for all of them): output
-    # row oy of image i lives at grid row i·Hp + oy; the Hp - Ho rows between images are computed and dropped
-    per = max(1, min(n, (1 << 22) // max(1, hp * wp * max(o, c))))
-    for i0 in range(0, n, per):
-        nb = min(per, n - i0)
-        xp = np.zeros((nb * hp + 1, wp, c), np.float32)  # one spare row: the last taps read past the grid
-        xp[: nb * hp].reshape(nb, hp, wp, c)[:, ph : ph + h, pw : pw + wd] = x[i0 : i0 + nb]
+    xp = np.zeros((hp + 1, wp, c), np.float32)  # one spare row: the last taps read past the grid
+    acc = np.empty((m, o), np.float32)  # C order [M, O] == Fortran order [O, M] for sgemm
+    for i in range(n):
+        xp[ph : ph + h, pw : pw + wd] = x[i]
         xf = xp.reshape(-1, c)
-        m = (nb - 1) * hp * wp + ho * wp
-        acc_all = np.empty((nb * hp * wp, o), np.float32)
-        acc = acc_all[:m]  # C order [M, O] == Fortran order [O, M] for sgemm
         total = None
         for g0 in range(0, taps, group):
             acc.fill(0)
@@ -152,9 +147,9 @@ def _conv_shifted(
                 ky, kx = divmod(k, kw)
                 off = ky * wp + kx
                 sgemm(1.0, wm[k * c : (k + 1) * c].T, xf[off : off + m].T, beta=1.0, c=acc.T, overwrite_c=1)
-            part = acc_all.reshape(nb, hp, wp, o)[:, :ho, :wo].astype(itype)
+            part = acc.reshape(ho, wp, o)[:, :wo].astype(itype)
             total = part if total is None else total + part
-        out[i0 : i0 + nb] = total
+        out[i] = total
     return out
 
 
