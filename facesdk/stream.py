@@ -193,7 +193,7 @@ def iter_inputs(inputs: Any, *, every: int = 1, max_frames: int | None = None) -
 # ---------------------------------------------------------------------- stages
 
 #: Inputs one worker task decodes, detects and aligns together (the default ``detect_batch``).
-DEFAULT_DETECT_BATCH = 4
+DEFAULT_DETECT_BATCH = 8
 
 
 @dataclass
@@ -452,7 +452,7 @@ def stream_faces(
         stats: a :class:`StreamStats` to fill.
         detect_batch: inputs one worker task decodes, detects (one
             :meth:`~facesdk.detect.FaceDetector.detect_many` call: MTCNN runs each network once
-            for all of them) and aligns (one batched aligner call) together (default 4).
+            for all of them) and aligns (one batched aligner call) together (default 8).
     """
     if workers is None:
         workers = min(4, os.cpu_count() or 1)
