@@ -224,7 +224,8 @@ def run_precision_study(
                 s.backend,
                 s.precision,
                 detector,
-                variant=f"precision-study-tta-{rec.tta}",
+                # the artifact's sha256 too: a rebuilt int8 file (new recipe) must not reuse old embeddings
+                variant=f"precision-study-tta-{rec.tta}-{rec.model_sha256[:12]}",
             )
             embs[c] = l2_normalize(_embed(rec, crops, keys, det, cache, progress))
         ref = embs["onnxruntime/fp32"]
@@ -253,6 +254,7 @@ def run_precision_study(
                 "backend": s.backend,
                 "precision": s.precision,
                 "device": s.device,
+                "float_layers": rec.describe()["embedder"].get("float_layers", []),
                 "tta": rec.tta,
                 "detector": detector,
                 "mean_accuracy": summ["mean_accuracy"],
@@ -299,6 +301,7 @@ def render(study: dict[str, Any]) -> list[str]:
         "model",
         "backend",
         "precision",
+        "float layers",
         "LFW 10-fold",
         "mean fold thr",
         "cos mean",
@@ -320,6 +323,7 @@ def render(study: dict[str, Any]) -> list[str]:
             r["model"],
             r["backend"],
             r["precision"],
+            str(len(r.get("float_layers") or [])),
             f"{100 * r['mean_accuracy']:.2f} ± {100 * r['std_accuracy']:.2f} %",
             f"{r['mean_fold_threshold']:.4f}",
             f"{r['cosine_to_ort_fp32_mean']:.5f}",

@@ -33,7 +33,7 @@ from .calibration import (
 )
 from .detect import Detection, FaceDetector, detector_class
 from .enrollment import EnrollmentResult, PhotoReport, QualityPolicy, assess_face
-from .errors import ConfigError, GalleryError, ImageError, ModelNotFoundError, NoFaceError
+from .errors import ConfigError, FaceSDKError, GalleryError, ImageError, ModelNotFoundError, NoFaceError
 from .gallery import UNKNOWN, Gallery, Match, l2_normalize
 from .image import ImageInput, check_max_pixels, load_image, to_tensor
 from .plugins import backend_classes, backend_order, get_backend
@@ -303,6 +303,16 @@ class FaceRecognizer:
         session = be.load(art, **opts)
         self.model_sha256 = art.metadata.get("sha256") or zoo.sha256_file(art.path)
         self.embed_layout = art.layout or self.embedder_card.input.layout
+        # mixed precision: the layers a quantised artifact keeps in float (its own metadata says which)
+        self.embedder_float_layers: list[str] = []
+        if session.precision != "fp32":
+            try:
+                meta = be.read_metadata(art)
+            except FaceSDKError as exc:
+                log.debug("no metadata in %s: %s", art.path.name, exc)
+                meta = {}
+            fl = str(meta.get("facesdk.float_layers", ""))
+            self.embedder_float_layers = [n for n in fl.split(",") if n]
         return session
 
     def _build_alignment(self, tta: str | None) -> None:
@@ -428,7 +438,11 @@ class FaceRecognizer:
             },
             "landmarker": self.landmarker_card.id if self.landmarker_card else None,
             "tta": self.tta,
-            "embedder": {"model": self.embedder_card.id, **self.embedder_session.describe()},
+            "embedder": {
+                "model": self.embedder_card.id,
+                **self.embedder_session.describe(),
+                **({"float_layers": list(fl)} if (fl := getattr(self, "embedder_float_layers", [])) else {}),
+            },
             "threshold": self.threshold,
             "template_policy": self.template_policy,
             "score_normalization": self.score_normalization,

@@ -9,6 +9,12 @@
   signed; OpenVINO docs, "Basic Quantization Flow", model-optimization-guide/quantizing-models-post-training),
   written with ``openvino.save_model`` as ``.xml`` + ``.bin``.
 
+Options a card's recipe source may set (MobileFaceNet uses them): ``equalize = true`` rescales the channels
+between consecutive convolutions before quantisation (:func:`equalize_channels`, exact in float; SmoothQuant /
+cross-layer equalisation), ``float_nodes = [...]`` keeps those nodes in fp32 (ONNX Runtime
+``nodes_to_exclude``: mixed precision, written to the artifact's ``facesdk.float_layers`` and reported by
+``FaceRecognizer.describe()``), ``activation_ranges = "percentile"`` (with ``percentile``) instead of min/max.
+
 Both calibrate on the same set (:mod:`facesdk_zoo.calibration`: real aligned LFW DevTrain faces whose
 identities are in no evaluated pair). Each artifact is cached under a key made of the source model's
 sha256, the quantisation tool's version with this recipe's version, and the calibration set's sha256
@@ -175,6 +181,109 @@ def fuse_prelu(model: Any) -> int:
     return fused
 
 
+def _conv_pairs(model: Any) -> list[tuple[Any, Any, str]]:
+    """(Conv A, Conv B, tensor between them) where B is A's only consumer, possibly through one PRelu."""
+    g = model.graph
+    inits = {i.name for i in g.initializer}
+    consumers: dict[str, list[Any]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    outs = {o.name for o in g.output}
+    pairs = []
+    for a in g.node:
+        if a.op_type != "Conv" or a.input[1] not in inits:
+            continue
+        t = a.output[0]
+        nxt = consumers.get(t, [])
+        if len(nxt) == 1 and nxt[0].op_type == "PRelu" and t not in outs and nxt[0].input[1] in inits:
+            t = nxt[0].output[0]
+            nxt = consumers.get(t, [])
+        if len(nxt) != 1 or nxt[0].op_type != "Conv" or t in outs:
+            continue
+        b = nxt[0]
+        if b.input[0] == t and b.input[1] in inits:
+            pairs.append((a, b, t))
+    return pairs
+
+
+def equalize_channels(model: Any, x: np.ndarray, batch: int = 32) -> int:
+    """Rescale the channels between consecutive convolutions so int8 activations lose less (exact in float).
+
+    For a Conv A followed (through at most one per-channel PRelu, which is positively homogeneous:
+    ``prelu(y / s) = prelu(y) / s`` for ``s > 0``) by its only consumer Conv B, output channel ``i`` of A
+    (weights and bias) is divided by ``s_i`` and input channel ``i`` of B multiplied by it; the model
+    computes the same function. ``s`` comes from the per-channel absolute maximum ``r_i`` of the tensor
+    between them over ``x`` (the calibration set):
+
+    * B depthwise: ``s_i = r_i / max(r)`` — every channel then spans the same range, so the per-tensor
+      int8 activation scale fits all of them, and B's per-channel weight scales absorb ``s`` exactly;
+    * B a full convolution: ``s_i = sqrt(r_i / w_i)`` with ``w_i`` the largest |weight| of B's input
+      channel ``i`` — the balance between activation and weight ranges of SmoothQuant with α = 0.5
+      (Xiao et al., "SmoothQuant", ICML 2023, eq. 4), the activation-range form of the cross-layer
+      equalisation of Nagel et al., "Data-Free Quantization Through Weight Equalization and Bias
+      Correction", ICCV 2019, §4.1 (``s_i = sqrt(r1_i · r2_i) / r2_i``).
+
+    Returns the number of rescaled pairs. ``model`` (an ``onnx.ModelProto`` whose PReLUs are PRelu
+    nodes, see :func:`fuse_prelu`) is changed in place.
+    """
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    pairs = _conv_pairs(model)
+    if not pairs:
+        return 0
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    names = list(dict.fromkeys(t for _, _, t in pairs))
+    for t in names:
+        probe.graph.output.append(helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    in_name = sess.get_inputs()[0].name
+    rng: dict[str, np.ndarray] = {}
+    for s0 in range(0, len(x), batch):
+        for t, v in zip(names, sess.run(names, {in_name: x[s0 : s0 + batch]})):
+            m = np.abs(v).max(axis=(0, 2, 3)).astype(np.float64)
+            rng[t] = np.maximum(rng[t], m) if t in rng else m
+    del sess
+    inits = {i.name: i for i in model.graph.initializer}
+
+    def get(name: str) -> np.ndarray:
+        return numpy_helper.to_array(inits[name]).astype(np.float64)
+
+    def put(name: str, v: np.ndarray) -> None:
+        inits[name].CopyFrom(numpy_helper.from_array(v.astype(np.float32), name))
+
+    done = 0
+    for a, b, t in pairs:
+        r = rng[t]
+        top = float(r.max())
+        if top <= 0:
+            continue
+        wb = get(b.input[1])
+        group = next((int(h.i) for h in b.attribute if h.name == "group"), 1)
+        if group == len(r) and wb.shape[1] == 1:
+            s = np.maximum(r, 1e-3 * top) / top
+            wb = wb * s[:, None, None, None]
+        elif group == 1 and wb.shape[1] == len(r):
+            rw = np.abs(wb).max(axis=(0, 2, 3))
+            s = np.sqrt(np.maximum(r, 1e-6 * top) / np.maximum(rw, 1e-6 * rw.max()))
+            s = s / np.exp(np.log(s).mean())
+            wb = wb * s[None, :, None, None]
+        else:
+            continue
+        put(a.input[1], get(a.input[1]) / s[:, None, None, None])
+        if len(a.input) > 2 and a.input[2]:
+            put(a.input[2], get(a.input[2]) / s)
+        put(b.input[1], wb)
+        done += 1
+    return done
+
+
 def onnx_int8_qdq(card: Any, art: Any, inputs: dict[str, Path], out: Path) -> None:
     """Recipe: static QDQ int8 ONNX (per-channel int8 weights, calibrated uint8 activations)."""
     tool = _ort_version()
@@ -189,11 +298,18 @@ def onnx_int8_qdq(card: Any, art: Any, inputs: dict[str, Path], out: Path) -> No
     batch = 16 if not isinstance(in0.shape[0], int) else int(in0.shape[0])
     del sess
     log.info("quantising %s to int8 QDQ with %d calibration faces", src.name, len(x))
+    opts = _options(art)
+    float_nodes = [str(n) for n in opts.get("float_nodes", [])]
+    method = str(opts.get("activation_ranges", "minmax")).lower()
     with tempfile.TemporaryDirectory(prefix="facesdk-q-", dir=out.parent) as td:
         tmp = Path(td) / "q.onnx"
         base = src
         m0 = onnx.load(str(src))
+        equalized = 0
         if fuse_prelu(m0):
+            if opts.get("equalize"):
+                equalized = equalize_channels(m0, x)
+                log.info("channel equalisation: %d convolution pairs rescaled", equalized)
             base = Path(td) / "prelu.onnx"
             onnx.save(m0, str(base))
         opset = max(
@@ -221,6 +337,18 @@ def onnx_int8_qdq(card: Any, art: Any, inputs: dict[str, Path], out: Path) -> No
             base = pre
         except Exception as exc:  # noqa: BLE001 - optional step; quantise the model as it is
             log.warning("quantisation pre-processing of %s failed (%s); quantising without it", src.name, exc)
+        # bounded memory: min/max are folded every few batches. onnxruntime raises "No data is
+        # collected" when the batch count is a multiple of this number, so pick one that is not.
+        extra: dict[str, Any] = {"CalibMaxIntermediateOutputs": _flush_every(-(-len(x) // batch))}
+        calib = CalibrationMethod.MinMax
+        pct = float(opts.get("percentile", 99.999))
+        if method == "percentile":
+            calib, extra = CalibrationMethod.Percentile, {"CalibPercentile": pct}
+        elif method != "minmax":
+            raise ConversionError(f"activation_ranges must be 'minmax' or 'percentile', not {method!r}")
+        missing = set(float_nodes) - {n.name for n in onnx.load(str(base)).graph.node}
+        if missing:
+            raise ConversionError(f"float_nodes not in {src.name}: {', '.join(sorted(missing))}")
         try:
             quantize_static(
                 str(base),
@@ -230,15 +358,17 @@ def onnx_int8_qdq(card: Any, art: Any, inputs: dict[str, Path], out: Path) -> No
                 per_channel=True,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
-                # bounded memory: min/max are folded every few batches. onnxruntime raises "No data is
-                # collected" when the batch count is a multiple of this number, so pick one that is not.
-                extra_options={"CalibMaxIntermediateOutputs": _flush_every(-(-len(x) // batch))},
+                calibrate_method=calib,
+                nodes_to_exclude=float_nodes,
+                extra_options=extra,
             )
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises many kinds
             raise ConversionError(f"onnxruntime could not quantise {src.name}: {exc}") from None
         model = onnx.load(str(tmp))
         meta = artifact_metadata(card, art, src, tool, calib_sha, len(x))
+        meta["facesdk.activation_ranges"] = method if method != "percentile" else f"percentile {pct}"
+        meta["facesdk.equalized_pairs"] = str(equalized)
+        meta["facesdk.float_layers"] = ",".join(float_nodes)
         keep = {p.key: p.value for p in model.metadata_props if p.key not in meta}
         del model.metadata_props[:]
         for k, v in {**keep, **meta}.items():
@@ -246,8 +376,20 @@ def onnx_int8_qdq(card: Any, art: Any, inputs: dict[str, Path], out: Path) -> No
         onnx.save(model, str(out))
 
 
+def _options_tag(options: dict[str, Any], keys: tuple[str, ...]) -> str:
+    """A short hash of the recipe options that change the artifact (empty when none is set)."""
+    import hashlib
+    import json
+
+    used = {k: options[k] for k in keys if k in options}
+    if not used:
+        return ""
+    return "_o" + hashlib.sha256(json.dumps(used, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
 def _onnx_key(card: Any, art: Any, inputs: dict[str, Path], options: dict[str, Any]) -> str:
-    return _key(inputs["model"], _ort_version(), card, art)
+    tag = _options_tag(options, ("equalize", "float_nodes", "activation_ranges", "percentile"))
+    return _key(inputs["model"], _ort_version() + tag, card, art)
 
 
 onnx_int8_qdq.cache_key = _onnx_key  # type: ignore[attr-defined]
@@ -366,12 +508,27 @@ def onnx_to_tflite_int8(card: Any, art: Any, inputs: dict[str, Path], out: Path)
     meta = artifact_metadata(card, art, src, tool, calib_sha, len(x))
     meta["facesdk.activation_ranges"] = f"percentile {pct}" if pct else "min/max"
     log.info("writing full-int8 TFLite of %s calibrated on %d faces", src.name, len(x))
-    convert_onnx(src, out, int8=True, calibration=x, metadata=meta, percentile=float(pct) if pct else None)
+    p = float(pct) if pct else None
+    if not _options(art).get("equalize"):
+        convert_onnx(src, out, int8=True, calibration=x, metadata=meta, percentile=p)
+        return
+    import onnx
+
+    model = onnx.load(str(src))
+    fuse_prelu(model)
+    n = equalize_channels(model, x)
+    meta["facesdk.equalized_pairs"] = str(n)
+    log.info("channel equalisation: %d convolution pairs rescaled", n)
+    with tempfile.TemporaryDirectory(prefix="facesdk-q-", dir=out.parent) as td:
+        eq = Path(td) / "equalized.onnx"
+        onnx.save(model, str(eq))
+        convert_onnx(eq, out, int8=True, calibration=x, metadata=meta, percentile=p)
 
 
 def _tflite_int8_key(card: Any, art: Any, inputs: dict[str, Path], options: dict[str, Any]) -> str:
     pct = options.get("percentile")
-    return _key(inputs["model"], _tflite_tool() + (f"_p{pct}" if pct else ""), card, art)
+    tag = _options_tag(options, ("equalize",))
+    return _key(inputs["model"], _tflite_tool() + (f"_p{pct}" if pct else "") + tag, card, art)
 
 
 onnx_to_tflite_int8.cache_key = _tflite_int8_key  # type: ignore[attr-defined]

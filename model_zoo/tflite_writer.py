@@ -6,8 +6,8 @@ that ships inside ``ai-edge-litert`` (``ai_edge_litert.schema_py_generated``, ge
 embedders use (dlib ResNet as written by ``facesdk_zoo.dlib_resnet``, and the dot-product matching
 head): Conv (incl. depthwise), per-channel Mul/Add folded into the preceding Conv (the BN/affine
 fold: ``W' = W·γ``, ``b' = b·γ + β``), Relu (fused into Conv/Add), PReLU spelt
-``relu(y) + a·(y − |y|)`` (→ PRELU with slope 2a), constant Reshape, NCHW→NHWC Transpose of a 1×1
-map, MaxPool, AveragePool, Pad,
+``relu(y) + a·(y − |y|)`` (→ PRELU with slope 2a) or an ONNX PRelu with constant slopes, constant
+Reshape, NCHW→NHWC Transpose of a 1×1 map, MaxPool, AveragePool, Pad,
 GlobalAveragePool (→ MEAN), Flatten/Reshape, MatMul/Gemm (→ FULLY_CONNECTED), Add, Mul,
 LpNormalization / the L2 head (→ L2_NORMALIZATION), Identity. Anything else raises ConversionError.
 
@@ -389,6 +389,19 @@ def onnx_to_graph(path: str | Path) -> TFLGraph:
             out.ops.append(Op("PRELU", [x, al], [y]))
             skip.update(nodes.index(m) for m in members)
             env[add.output[0]] = (y, nhwc)
+            continue
+        if t == "PRelu" and n.input[1] in consts:  # ONNX PRelu (e.g. after facesdk_zoo.quantize.fuse_prelu)
+            x, nhwc = env[n.input[0]]
+            c = shape_of(x)[-1]
+            slope = np.asarray(consts[n.input[1]], np.float32).reshape(-1)
+            if slope.size == 1:
+                slope = np.full(c, float(slope[0]), np.float32)
+            if slope.size != c:
+                raise ConversionError(f"PRelu slope of {slope.size} values for {c} channels is not supported")
+            al = out.const(f"{n.output[0]}/alpha", slope.reshape(1, 1, c), role="const")
+            y = out.act(n.output[0], shape_of(x), dynamic)
+            out.ops.append(Op("PRELU", [x, al], [y]))
+            env[n.output[0]] = (y, nhwc)
             continue
         if t == "Transpose":
             x, nhwc = env[n.input[0]]
