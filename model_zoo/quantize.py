@@ -13,7 +13,10 @@ Options a card's recipe source may set (MobileFaceNet uses them): ``equalize = t
 between consecutive convolutions before quantisation (:func:`equalize_channels`, exact in float; SmoothQuant /
 cross-layer equalisation), ``float_nodes = [...]`` keeps those nodes in fp32 (ONNX Runtime
 ``nodes_to_exclude``: mixed precision, written to the artifact's ``facesdk.float_layers`` and reported by
-``FaceRecognizer.describe()``), ``activation_ranges = "percentile"`` (with ``percentile``) instead of min/max.
+``FaceRecognizer.describe()``), ``split_prelu = [...]`` rewrites those Conv→PRelu pairs so the slope
+sits in int8 per-channel weights (:func:`split_prelu`, exact in float; what MobileFaceNet's first layer
+needs, on ONNX Runtime and in the full-int8 TFLite), ``activation_ranges = "percentile"`` (with
+``percentile``) instead of min/max.
 
 Both calibrate on the same set (:mod:`facesdk_zoo.calibration`: real aligned LFW DevTrain faces whose
 identities are in no evaluated pair). Each artifact is cached under a key made of the source model's
@@ -284,6 +287,75 @@ def equalize_channels(model: Any, x: np.ndarray, batch: int = 32) -> int:
     return done
 
 
+def split_prelu(model: Any, conv_name: str) -> None:
+    """Rewrite ``PRelu(Conv(x), a)`` as ``Relu(Conv(x)) + σ ⊙ Relu(Conv'(x))``, exact in float (in place).
+
+    ``Conv'`` has the weights and bias of ``Conv`` times ``−|a|`` per output channel and ``σ = −sign(a)``
+    is applied by a 1×1 depthwise convolution (weights ±1, exact in int8). Why: with a per-tensor int8
+    scale on the convolution's output, PReLU multiplies the quantisation error of a channel's negative side
+    by ``|a|`` (MobileFaceNet's first layer has ``|a|`` up to ≈ 9.4, i.e. three bits lost); here the
+    slope sits in the per-channel int8 weights of ``Conv'`` and every int8 tensor is at the output's scale.
+    For the full-integer TFLite export, where no layer may stay in float.
+    """
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    conv = next((n for n in g.node if n.name == conv_name and n.op_type == "Conv"), None)
+    if conv is None:
+        raise ConversionError(f"no Conv node named {conv_name!r} to split")
+    users = [n for n in g.node if conv.output[0] in n.input]
+    if len(users) != 1 or users[0].op_type != "PRelu" or users[0].input[1] not in inits:
+        raise ConversionError(f"{conv_name!r} is not followed by exactly one PRelu with constant slopes")
+    prelu = users[0]
+    w = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)
+    c = w.shape[0]
+    b = (
+        numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64)
+        if len(conv.input) > 2 and conv.input[2]
+        else np.zeros(c)
+    )
+    a = numpy_helper.to_array(inits[prelu.input[1]]).astype(np.float64).reshape(-1)
+    a = np.full(c, a[0]) if a.size == 1 else a
+    k = -np.abs(a)
+    base = conv.output[0]
+    names = {s: f"{base}/split_{s}" for s in ("wn", "bn", "sign", "n", "p", "rn", "m")}
+    g.initializer.extend(
+        [
+            numpy_helper.from_array((w * k[:, None, None, None]).astype(np.float32), names["wn"]),
+            numpy_helper.from_array((b * k).astype(np.float32), names["bn"]),
+            numpy_helper.from_array(
+                np.where(a > 0, -1.0, 1.0).astype(np.float32).reshape(c, 1, 1, 1), names["sign"]
+            ),
+        ]
+    )
+    attrs = {h.name: helper.get_attribute_value(h) for h in conv.attribute}
+    new = [
+        helper.make_node("Relu", [base], [names["p"]], name=f"{base}/split_relu_p"),
+        helper.make_node(
+            "Conv", [conv.input[0], names["wn"], names["bn"]], [names["n"]], name=f"{base}/split_neg", **attrs
+        ),
+        helper.make_node("Relu", [names["n"]], [names["rn"]], name=f"{base}/split_relu_n"),
+        helper.make_node(
+            "Conv",
+            [names["rn"], names["sign"]],
+            [names["m"]],
+            name=f"{base}/split_sign",
+            group=c,
+            kernel_shape=[1, 1],
+        ),
+        helper.make_node("Add", [names["p"], names["m"]], [prelu.output[0]], name=f"{base}/split_add"),
+    ]
+    nodes = []
+    for n in g.node:
+        if n is prelu:
+            nodes.extend(new)
+        else:
+            nodes.append(n)
+    del g.node[:]
+    g.node.extend(nodes)
+
+
 def onnx_int8_qdq(card: Any, art: Any, inputs: dict[str, Path], out: Path) -> None:
     """Recipe: static QDQ int8 ONNX (per-channel int8 weights, calibrated uint8 activations)."""
     tool = _ort_version()
@@ -300,6 +372,7 @@ def onnx_int8_qdq(card: Any, art: Any, inputs: dict[str, Path], out: Path) -> No
     log.info("quantising %s to int8 QDQ with %d calibration faces", src.name, len(x))
     opts = _options(art)
     float_nodes = [str(n) for n in opts.get("float_nodes", [])]
+    split = [str(n) for n in opts.get("split_prelu", [])]
     method = str(opts.get("activation_ranges", "minmax")).lower()
     with tempfile.TemporaryDirectory(prefix="facesdk-q-", dir=out.parent) as td:
         tmp = Path(td) / "q.onnx"
@@ -310,6 +383,8 @@ def onnx_int8_qdq(card: Any, art: Any, inputs: dict[str, Path], out: Path) -> No
             if opts.get("equalize"):
                 equalized = equalize_channels(m0, x)
                 log.info("channel equalisation: %d convolution pairs rescaled", equalized)
+            for name in split:
+                split_prelu(m0, name)
             base = Path(td) / "prelu.onnx"
             onnx.save(m0, str(base))
         opset = max(
@@ -369,6 +444,7 @@ def onnx_int8_qdq(card: Any, art: Any, inputs: dict[str, Path], out: Path) -> No
         meta["facesdk.activation_ranges"] = method if method != "percentile" else f"percentile {pct}"
         meta["facesdk.equalized_pairs"] = str(equalized)
         meta["facesdk.float_layers"] = ",".join(float_nodes)
+        meta["facesdk.split_prelu"] = ",".join(split)
         keep = {p.key: p.value for p in model.metadata_props if p.key not in meta}
         del model.metadata_props[:]
         for k, v in {**keep, **meta}.items():
@@ -388,7 +464,7 @@ def _options_tag(options: dict[str, Any], keys: tuple[str, ...]) -> str:
 
 
 def _onnx_key(card: Any, art: Any, inputs: dict[str, Path], options: dict[str, Any]) -> str:
-    tag = _options_tag(options, ("equalize", "float_nodes", "activation_ranges", "percentile"))
+    tag = _options_tag(options, ("equalize", "float_nodes", "split_prelu", "activation_ranges", "percentile"))
     return _key(inputs["model"], _ort_version() + tag, card, art)
 
 
@@ -509,15 +585,19 @@ def onnx_to_tflite_int8(card: Any, art: Any, inputs: dict[str, Path], out: Path)
     meta["facesdk.activation_ranges"] = f"percentile {pct}" if pct else "min/max"
     log.info("writing full-int8 TFLite of %s calibrated on %d faces", src.name, len(x))
     p = float(pct) if pct else None
-    if not _options(art).get("equalize"):
+    split = [str(n) for n in _options(art).get("split_prelu", [])]
+    if not _options(art).get("equalize") and not split:
         convert_onnx(src, out, int8=True, calibration=x, metadata=meta, percentile=p)
         return
     import onnx
 
     model = onnx.load(str(src))
     fuse_prelu(model)
-    n = equalize_channels(model, x)
+    n = equalize_channels(model, x) if _options(art).get("equalize") else 0
+    for name in split:
+        split_prelu(model, name)
     meta["facesdk.equalized_pairs"] = str(n)
+    meta["facesdk.split_prelu"] = ",".join(split)
     log.info("channel equalisation: %d convolution pairs rescaled", n)
     with tempfile.TemporaryDirectory(prefix="facesdk-q-", dir=out.parent) as td:
         eq = Path(td) / "equalized.onnx"
@@ -527,7 +607,7 @@ def onnx_to_tflite_int8(card: Any, art: Any, inputs: dict[str, Path], out: Path)
 
 def _tflite_int8_key(card: Any, art: Any, inputs: dict[str, Path], options: dict[str, Any]) -> str:
     pct = options.get("percentile")
-    tag = _options_tag(options, ("equalize",))
+    tag = _options_tag(options, ("equalize", "split_prelu"))
     return _key(inputs["model"], _tflite_tool() + (f"_p{pct}" if pct else "") + tag, card, art)
 
 
