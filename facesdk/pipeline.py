@@ -303,16 +303,22 @@ class FaceRecognizer:
         session = be.load(art, **opts)
         self.model_sha256 = art.metadata.get("sha256") or zoo.sha256_file(art.path)
         self.embed_layout = art.layout or self.embedder_card.input.layout
-        # mixed precision: the layers a quantised artifact keeps in float (its own metadata says which)
+        # mixed precision: the layers a quantised artifact keeps in float (ONNX: read from the graph;
+        # other formats: the file's own facesdk.float_layers metadata)
         self.embedder_float_layers: list[str] = []
         if session.precision != "fp32":
-            try:
-                meta = be.read_metadata(art)
-            except FaceSDKError as exc:
-                log.debug("no metadata in %s: %s", art.path.name, exc)
-                meta = {}
-            fl = str(meta.get("facesdk.float_layers", ""))
-            self.embedder_float_layers = [n for n in fl.split(",") if n]
+            if art.format == "onnx":
+                from .precision import onnx_float_layers
+
+                self.embedder_float_layers = onnx_float_layers(art.path)
+            else:
+                try:
+                    meta = be.read_metadata(art)
+                except FaceSDKError as exc:
+                    log.debug("no metadata in %s: %s", art.path.name, exc)
+                    meta = {}
+                fl = str(meta.get("facesdk.float_layers", ""))
+                self.embedder_float_layers = [n for n in fl.split(",") if n]
         return session
 
     def _build_alignment(self, tta: str | None) -> None:

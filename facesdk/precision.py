@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import ConfigError, ModelFormatError
 
-__all__ = ["KNOWN_PRECISIONS", "normalize_precision", "onnx_precision"]
+__all__ = ["KNOWN_PRECISIONS", "normalize_precision", "onnx_float_layers", "onnx_precision"]
 
 log = logging.getLogger(__name__)
 
@@ -116,3 +116,38 @@ def onnx_precision(path: str | Path) -> str:
     with _cache_lock:
         _cache[key] = prec
     return prec
+
+
+#: Float compute operators whose weights decide where the arithmetic happens.
+_WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
+
+
+def onnx_float_layers(path: str | Path) -> list[str]:
+    """Names of the weighted layers (Conv/MatMul/Gemm) an int8 ONNX graph still runs in float.
+
+    Read from the graph, not from any label: in a QDQ graph a layer runs int8 when its activation and
+    weight inputs both come from ``DequantizeLinear`` (ONNX Runtime then fuses it into an integer kernel);
+    a float Conv/MatMul/Gemm anywhere else is mixed precision. Empty for a fully quantised graph, and for
+    a plain fp32 graph (everything is float there; :func:`onnx_precision` says ``fp32``).
+    """
+    p = Path(path)
+    try:
+        import onnx
+
+        model = onnx.load(str(p), load_external_data=False)
+    except ImportError as exc:  # pragma: no cover - onnx ships with the onnxruntime extra
+        raise ModelFormatError("reading an ONNX file's layers needs the onnx package") from exc
+    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends
+        raise ModelFormatError(f"{p.name} is not a readable ONNX model: {exc}") from None
+    g = model.graph
+    if not any(n.op_type in _INT_OPS for n in g.node):
+        return []
+    produced = {o: n.op_type for n in g.node for o in n.output}
+    out = []
+    for n in g.node:
+        if n.op_type not in _WEIGHTED_OPS:
+            continue
+        ins = [i for i in n.input[:2] if i]
+        if not all(produced.get(i) == "DequantizeLinear" for i in ins):
+            out.append(n.name or n.output[0])
+    return out

@@ -249,3 +249,53 @@ def test_mobilefacenet_int8_parity_on_real_crops(
     assert len(x) >= 8
     # 48-face calibration here; 500 faces on LFW: benchmarks/RESULTS.md
     assert cos.mean() >= 0.99 and cos.min() >= 0.97, (cos.mean(), cos.min())
+
+
+def test_float_layers_of_a_mixed_precision_graph_are_read_from_the_graph(tmp_path: Path) -> None:
+    """A layer left in float by the quantiser is listed (no label needed); a fully int8 graph lists none."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    from facesdk.precision import onnx_float_layers
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w0"),
+        numpy_helper.from_array(rng.standard_normal((4, 4, 1, 1)).astype(np.float32), "w1"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["y0"], name="first", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["y0"], ["r0"]),
+        helper.make_node("Conv", ["r0", "w1"], ["y"], name="second"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        inits,
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.save(m, str(tmp_path / "f.onnx"))
+
+    class Reader:
+        def __init__(self) -> None:
+            self.items = [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(4)]
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return self.items.pop() if self.items else None
+
+    for exclude, expected in (([], []), (["first"], ["first"])):
+        out = tmp_path / f"q{len(exclude)}.onnx"
+        quantize_static(
+            str(tmp_path / "f.onnx"),
+            str(out),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            nodes_to_exclude=exclude,
+        )
+        assert onnx_precision(out) == "int8"
+        assert onnx_float_layers(out) == expected
+    assert onnx_float_layers(tmp_path / "f.onnx") == []  # plain fp32: onnx_precision says fp32

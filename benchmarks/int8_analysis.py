@@ -1,0 +1,347 @@
+"""Int8 analysis behind the quantisation recipes (issue 13); numbers in benchmarks/RESULTS.md.
+
+``python -m facesdk_bench.int8_analysis mobilefacenet``
+    Where MobileFaceNet loses accuracy in int8 and what recovers it. The card's 500 calibration faces
+    (LFW DevTrain identities in no evaluated pair, :mod:`facesdk_zoo.calibration`) are split: the first
+    400 calibrate, the other 100 (other people) measure the mean / minimum cosine of each int8 variant
+    to the fp32 model. Per-tensor error is the signal-to-quantisation-noise ratio
+    ``10·log10(Σx² / Σ(x − x̂)²)`` of every intermediate tensor of the int8 model against the fp32 model
+    (``onnxruntime.quantization.qdq_loss_debug``, "xmodel" error: accumulated from the input).
+    Variants: ONNX Runtime static QDQ (min/max, percentile, entropy, symmetric activations), channel
+    equalisation (:func:`facesdk_zoo.quantize.equalize_channels`), layers kept in fp32, the split first
+    PReLU (:func:`facesdk_zoo.quantize.split_prelu`), and our full-int8 TFLite on LiteRT.
+
+``python -m facesdk_bench.int8_analysis ort-ceiling``
+    What ONNX Runtime int8 can gain on this CPU, in one process, 2 threads, batch 32, interleaved
+    repeats (median): a stack of 3×3 convolutions (256 channels, 28×28: large GEMMs) in fp32 and int8
+    (QDQ U8S8 / S8S8 / QOperator / reduce_range); dlib ResNet fp32 against its int8 variants (the card's
+    QDQ U8S8 file, QOperator, S8S8, U8U8, graph optimisation level "extended" instead of "all");
+    and the ONNX Runtime profiler's per-layer convolution times of fp32 against int8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+CONV0 = "MobileFaceNet/MobileFaceNet/Conv2d_0/BatchNorm/FusedBatchNorm"
+
+
+class _Reader:
+    def __init__(self, name: str, x: np.ndarray, batch: int = 16) -> None:
+        self.name, self.x, self.batch = name, x, batch
+        self._it = self._gen()
+
+    def _gen(self) -> Iterator[dict[str, np.ndarray]]:
+        for i in range(0, len(self.x), self.batch):
+            yield {self.name: self.x[i : i + self.batch]}
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = self._gen()
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        return self._gen()
+
+
+def _session(path: str | bytes, threads: int = 2, level: str = "all") -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.log_severity_level = 3
+    so.graph_optimization_level = {
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    }[level]
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def _run(path: str, x: np.ndarray) -> np.ndarray:
+    s = _session(path)
+    name = s.get_inputs()[0].name
+    return np.concatenate([s.run(None, {name: x[i : i + 50]})[0] for i in range(0, len(x), 50)])
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return (a * b).sum(1)
+
+
+def _quant(src: str, out: str, x: np.ndarray, **kw: Any) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    extra = {"CalibMaxIntermediateOutputs": 7, **kw.pop("extra", {})}
+    quantize_static(
+        src,
+        out,
+        _Reader("input", x),
+        quant_format=kw.pop("fmt", QuantFormat.QDQ),
+        per_channel=True,
+        activation_type=kw.pop("act", QuantType.QUInt8),
+        weight_type=kw.pop("wt", QuantType.QInt8),
+        calibrate_method=kw.pop("method", CalibrationMethod.MinMax),
+        nodes_to_exclude=kw.pop("exclude", []),
+        extra_options=extra,
+    )
+
+
+def _sqnr(float_model: str, q_model: str, x: np.ndarray, td: Path) -> dict[str, float]:
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        compute_activation_error,
+        create_activation_matching,
+        modify_model_output_intermediate_tensors,
+    )
+
+    fa, qa = str(td / "fa.onnx"), str(td / "qa.onnx")
+    modify_model_output_intermediate_tensors(float_model, fa)
+    modify_model_output_intermediate_tensors(q_model, qa)
+    err = compute_activation_error(
+        create_activation_matching(
+            collect_activations(qa, _Reader("input", x, 8)), collect_activations(fa, _Reader("input", x, 8))
+        )
+    )
+    return {k: float(v["xmodel_err"]) for k, v in err.items()}
+
+
+def mobilefacenet() -> dict[str, Any]:
+    """Variant table and per-tensor SQNR for MobileFaceNet (see the module docstring)."""
+    import onnx
+    from onnx import version_converter
+    from onnxruntime.quantization import CalibrationMethod, QuantType
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from facesdk import zoo
+    from facesdk.image import to_tensor
+    from facesdk_zoo.calibration import calibration_crops
+    from facesdk_zoo.quantize import equalize_channels, fuse_prelu, split_prelu
+    from facesdk_zoo.tflite_writer import convert_onnx
+
+    card = zoo.get_card("mobilefacenet-sirius")
+    sp = card.input
+    crops = calibration_crops(card.id, 500)
+    x = to_tensor(crops, layout="NCHW", color=sp.color, mean=sp.mean, std=sp.std, dtype=sp.dtype)
+    xc, xe = x[:400], x[400:]
+    src = str(zoo.fetch(card.id, "onnx"))
+    res: dict[str, Any] = {"calibration": len(xc), "evaluation": len(xe), "variants": {}, "sqnr_db": {}}
+    with tempfile.TemporaryDirectory(prefix="facesdk-int8-") as t:
+        td = Path(t)
+
+        def prep(equalize: bool, split: bool) -> str:
+            m = onnx.load(src)
+            fuse_prelu(m)
+            if equalize:
+                equalize_channels(m, xc[:128])
+            if split:
+                split_prelu(m, CONV0)
+            m = version_converter.convert_version(m, 13)
+            name = td / f"f{int(equalize)}{int(split)}.onnx"
+            onnx.save(m, str(name))
+            pre = td / f"p{int(equalize)}{int(split)}.onnx"
+            quant_pre_process(str(name), str(pre), skip_symbolic_shape=True)
+            return str(pre)
+
+        base, eq, eqs = prep(False, False), prep(True, False), prep(True, True)
+        ref = _run(base, xe)
+        pct = {"method": CalibrationMethod.Percentile, "extra": {"CalibPercentile": 99.999}}
+        head = [CONV0, "MobileFaceNet/MobileFaceNet/SeparableConv2d/BatchNorm/FusedBatchNorm",
+                "MobileFaceNet/MobileFaceNet/Conv/BatchNorm/FusedBatchNorm"]  # fmt: skip
+        tail = [n.name for n in onnx.load(eq).graph.node if n.op_type == "Conv" and "Logits" in n.name]
+        runs: list[tuple[str, str, dict[str, Any]]] = [
+            ("ORT min/max (previous recipe)", base, {}),
+            ("ORT symmetric int8 activations", base, {"act": QuantType.QInt8,
+                                                       "extra": {"ActivationSymmetric": True}}),
+            ("ORT percentile 99.999", base, dict(pct)),
+            ("ORT entropy", base, {"method": CalibrationMethod.Entropy}),
+            ("ORT + equalisation", eq, {}),
+            ("ORT + equalisation, percentile 99.999", eq, dict(pct)),
+            ("ORT + equalisation, Logits convs fp32", eq, {"exclude": tail}),
+            ("ORT + equalisation, first 3 convs fp32", eq, {"exclude": head}),
+            ("ORT + equalisation, first conv fp32", eq, {"exclude": [CONV0]}),
+            ("ORT + equalisation, split first PReLU (all int8; the card)", eqs, {}),
+        ]  # fmt: skip
+        for label, model, kw in runs:
+            out = str(td / "q.onnx")
+            _quant(model, out, xc, **kw)
+            c = _cos(_run(out, xe), ref)
+            res["variants"][label] = (float(c.mean()), float(c.min()))
+            log.info("%s: %.4f / %.4f", label, c.mean(), c.min())
+            if label.startswith("ORT min/max") or label.endswith("(all int8; the card)"):
+                res["sqnr_db"][label] = _sqnr(model, out, xe[:40], td)
+        for label, model, p in [
+            ("TFLite full int8, percentile 99.99 (previous recipe)", base, 99.99),
+            ("TFLite + equalisation, percentile 99.99", eq, 99.99),
+            ("TFLite + equalisation, split first PReLU, percentile 99.99 (the card)", eqs, 99.99),
+        ]:
+            out = td / "q.tflite"
+            convert_onnx(model, out, int8=True, calibration=xc[:200], percentile=p)
+            c = _cos(_tflite_run(out, xe), ref)
+            res["variants"][label] = (float(c.mean()), float(c.min()))
+            log.info("%s: %.4f / %.4f", label, c.mean(), c.min())
+    return res
+
+
+def _tflite_run(path: Path, x: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path), num_threads=2)
+    d, o = it.get_input_details()[0], it.get_output_details()[0]
+    it.resize_tensor_input(d["index"], [len(x), x.shape[2], x.shape[3], x.shape[1]])
+    it.allocate_tensors()
+    s, z = d["quantization"]
+    it.set_tensor(d["index"], np.clip(np.round(x.transpose(0, 2, 3, 1) / s + z), -128, 127).astype(np.int8))
+    it.invoke()
+    s, z = o["quantization"]
+    return (it.get_tensor(o["index"]).astype(np.float32) - z) * s
+
+
+def _timed(sessions: dict[str, tuple[Any, dict[str, np.ndarray]]], repeats: int) -> dict[str, float]:
+    for s, feed in sessions.values():
+        s.run(None, feed)
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    for _ in range(repeats):
+        for k, (s, feed) in sessions.items():
+            t0 = time.perf_counter()
+            s.run(None, feed)
+            times[k].append(time.perf_counter() - t0)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def ort_ceiling(repeats: int = 5) -> dict[str, Any]:
+    """Micro-benchmark, dlib variants and per-layer profile (see the module docstring)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import QuantFormat, QuantType
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from facesdk import zoo
+    from facesdk.image import to_tensor
+    from facesdk_zoo.calibration import calibration_crops
+
+    res: dict[str, Any] = {}
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(prefix="facesdk-int8-") as t:
+        td = Path(t)
+        c, hw, nodes, inits, cur = 256, 28, [], [], "input"
+        for i in range(4):
+            inits += [
+                numpy_helper.from_array(
+                    (rng.standard_normal((c, c, 3, 3)) * 0.05).astype(np.float32), f"w{i}"
+                ),
+                numpy_helper.from_array(np.zeros(c, np.float32), f"b{i}"),
+            ]
+            nodes += [
+                helper.make_node("Conv", [cur, f"w{i}", f"b{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
+                helper.make_node("Relu", [f"c{i}"], [f"r{i}"]),
+            ]
+            cur = f"r{i}"
+        g = helper.make_graph(
+            nodes,
+            "convs",
+            [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", c, hw, hw])],
+            [helper.make_tensor_value_info(cur, TensorProto.FLOAT, None)],
+            inits,
+        )
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+        m.ir_version = 8
+        micro = str(td / "micro.onnx")
+        onnx.save(m, micro)
+        xm = rng.standard_normal((32, c, hw, hw)).astype(np.float32)
+        variants = {"fp32": micro}
+        for tag, kw in [
+            ("QDQ U8S8", {}),
+            ("QDQ S8S8", {"act": QuantType.QInt8}),
+            ("QOperator U8S8", {"fmt": QuantFormat.QOperator}),
+        ]:
+            variants[tag] = str(td / f"micro_{len(variants)}.onnx")
+            _quant(micro, variants[tag], xm[:4], **kw)
+        med = _timed({k: (_session(p), {"input": xm}) for k, p in variants.items()}, repeats)
+        gops = 32 * 4 * 2 * c * c * 9 * hw * hw / 1e9
+        res["micro"] = {
+            k: {"ms": 1000 * v, "gop_s": gops / v, "speedup": med["fp32"] / v} for k, v in med.items()
+        }
+
+        card = zoo.get_card("dlib-resnet-v1")
+        sp = card.input
+        x = to_tensor(calibration_crops(card.id, 500)[:32], layout="NCHW", color=sp.color, mean=sp.mean,
+                      std=sp.std, dtype=sp.dtype)  # fmt: skip
+        src = str(zoo.fetch(card.id, "onnx"))
+        card_int8 = str(zoo.fetch(card.id, "onnx", "int8"))
+        pre = str(td / "dlib_pre.onnx")
+        quant_pre_process(src, pre, skip_symbolic_shape=True)
+        dv = {"fp32": src, "QDQ U8S8 (the card's file)": card_int8}
+        for tag, kw in [
+            ("QOperator U8S8", {"fmt": QuantFormat.QOperator}),
+            ("QDQ S8S8 symmetric", {"act": QuantType.QInt8, "extra": {"ActivationSymmetric": True}}),
+            ("QDQ U8U8", {"wt": QuantType.QUInt8}),
+        ]:
+            dv[tag] = str(td / f"dlib_{len(dv)}.onnx")
+            _quant(pre, dv[tag], x[:16], **kw)
+        sess = {k: (_session(p), {"input": x}) for k, p in dv.items()}
+        sess["QDQ U8S8, graph optimisation 'extended'"] = (
+            _session(card_int8, level="extended"),
+            {"input": x},
+        )
+        med = _timed(sess, repeats)
+        res["dlib"] = {k: {"ms_per_crop": 1000 * v / 32, "speedup": med["fp32"] / v} for k, v in med.items()}
+        res["dlib_layers"] = _profile_convs(src, card_int8, x, td)
+    return res
+
+
+def _profile_convs(fp32: str, int8: str, x: np.ndarray, td: Path) -> list[dict[str, Any]]:
+    import onnxruntime as ort
+
+    per: dict[str, collections.Counter] = {}
+    for tag, path in (("fp32", fp32), ("int8", int8)):
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 2
+        so.enable_profiling = True
+        so.profile_file_prefix = str(td / f"prof_{tag}")
+        so.log_severity_level = 3
+        s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        for _ in range(3):
+            s.run(None, {"input": x})
+        events = json.loads(Path(s.end_profiling()).read_text())
+        cnt: collections.Counter = collections.Counter()
+        for e in events:
+            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+                if e["args"]["op_name"] in ("Conv", "QLinearConv"):
+                    shape = next(iter(e["args"]["output_type_shape"][0].values()))
+                    key = f"{shape[1]}ch {shape[2]}px" if tag == "fp32" else f"{shape[3]}ch {shape[1]}px"
+                    cnt[key] += e["dur"]
+                cnt["(all ops)"] += e["dur"]
+        per[tag] = cnt
+    return [
+        {"layers": k, "fp32_ms": per["fp32"][k] / 3000, "int8_ms": per["int8"][k] / 3000,
+         "speedup": per["fp32"][k] / per["int8"][k] if per["int8"][k] else None}
+        for k in sorted(per["fp32"])
+    ]  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: print the analysis as JSON."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("what", choices=["mobilefacenet", "ort-ceiling"])
+    ap.add_argument("--repeats", type=int, default=5)
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    out = mobilefacenet() if a.what == "mobilefacenet" else ort_ceiling(a.repeats)
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
