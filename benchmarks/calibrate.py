@@ -31,6 +31,7 @@ import logging
 import re
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ from facesdk.fileio import atomic_writer
 from .openset import identity_templates
 
 __all__ = ["calibration_split", "make_pairs", "calibrate_embeddings", "write_card_points", "write_cohort",
-           "register", "cmd_calibrate"]
+           "register", "cmd_calibrate", "run_calibration", "calibration_args", "CalibrationRun"]
 
 log = logging.getLogger(__name__)
 
@@ -349,8 +350,76 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+@dataclass
+class CalibrationRun:
+    """What :func:`run_calibration` measured: the JSON report and what writing the card needs."""
+
+    out: dict[str, Any]
+    points: list[OperatingPoint]
+    model_id: str
+    config: dict[str, Any]
+    cohort_emb: np.ndarray | None = None
+    cohort_source: str = ""
+    cohort_people: list[str] | None = None
+
+
+def calibration_args(options: Mapping[str, Any], **defaults: Any) -> argparse.Namespace:
+    """``facesdk calibrate``'s arguments from a mapping (a bench config section): ``{gallery_size: 1680}``
+    is ``--gallery-size 1680``, lists are comma-joined, ``True`` is the bare flag; ``defaults`` (e.g.
+    detector, embedder, backend) apply where the mapping has no value. Card writing is not offered."""
+    parser = argparse.ArgumentParser(prog="facesdk", add_help=False)
+    register(parser.add_subparsers())
+    opts = {**{k: v for k, v in defaults.items() if v is not None}, **dict(options)}
+    if opts.keys() & {"write_card", "ship_normalization"}:
+        raise ConfigError("a benchmark stage does not write cards: run `facesdk calibrate --write-card`")
+    global_opts = {
+        k: opts.pop(k) for k in ("detector", "embedder", "backend", "device", "precision") if k in opts
+    }
+    argv = ["calibrate"]
+    for k, v in opts.items():
+        flag = "--" + str(k).replace("_", "-")
+        if v is True:
+            argv.append(flag)
+        elif v not in (None, False):
+            argv += [flag, ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)]
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:
+        raise ConfigError(f"calibration options not understood: {' '.join(argv[1:])}") from None
+    for k, v in global_opts.items():
+        setattr(args, k, v)
+    return args
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Handler of ``facesdk calibrate``."""
+    run = run_calibration(args)
+    out, points, cfg = run.out, run.points, run.config
+    if args.out:
+        with atomic_writer(Path(args.out)) as f:
+            f.write((json.dumps(out, indent=2) + "\n").encode())
+    if args.write_card:
+        shipped = None
+        if args.ship_normalization:
+            assert run.cohort_emb is not None
+            rel = f"cohorts/{run.model_id}.npz"
+            write_cohort(Path(args.write_card).parent / rel, run.cohort_emb, {
+                "model": run.model_id, **cfg, "people": run.cohort_people, "source": run.cohort_source})
+            shipped = {"method": args.ship_normalization, "cohort": rel, "lambda": args.margin_lambda}
+        write_card_points(args.write_card, points, score_normalization=shipped)
+    if getattr(args, "json", False):
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+    else:
+        for p in points:
+            m = ", ".join(f"{k} {v:.4f}" for k, v in p.measured.items()
+                          if k in ("far", "frr", "dir", "cv_accuracy"))
+            sys.stdout.write(f"{p.task:<15} {p.threshold:.4f}  {p.describe()}  [{m}]\n")
+    return 0
+
+
+def run_calibration(args: argparse.Namespace) -> CalibrationRun:
+    """Embed the labelled data and compute the operating points (``facesdk calibrate`` without its output
+    steps; also stage ``calibrate`` of ``facesdk bench``)."""
     from facesdk.pipeline import FaceRecognizer
 
     from .cache import default_cache_root
@@ -436,27 +505,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     out = {"model": rec.model_id, "detector": rec.detector_card.id, **cfg, "dataset": args.dataset,
            "root": str(args.root), "subset": args.subset, "no_detection_fallback": fb,
            "operating_points": [p.to_dict() for p in points]}
+    model_id = rec.model_id
     rec.close()
-    if args.out:
-        with atomic_writer(Path(args.out)) as f:
-            f.write((json.dumps(out, indent=2) + "\n").encode())
-    if args.write_card:
-        shipped = None
-        if args.ship_normalization:
-            assert cohort_emb is not None
-            rel = f"cohorts/{rec.model_id}.npz"
-            write_cohort(Path(args.write_card).parent / rel, cohort_emb, {
-                "model": rec.model_id, **cfg, "people": cohort, "source": cohort_src})
-            shipped = {"method": args.ship_normalization, "cohort": rel, "lambda": args.margin_lambda}
-        write_card_points(args.write_card, points, score_normalization=shipped)
-    if getattr(args, "json", False):
-        sys.stdout.write(json.dumps(out, indent=2) + "\n")
-    else:
-        for p in points:
-            m = ", ".join(f"{k} {v:.4f}" for k, v in p.measured.items()
-                          if k in ("far", "frr", "dir", "cv_accuracy"))
-            sys.stdout.write(f"{p.task:<15} {p.threshold:.4f}  {p.describe()}  [{m}]\n")
-    return 0
+    return CalibrationRun(out, list(points), model_id, cfg, cohort_emb,
+                          cohort_src if cohort_emb is not None else "", list(cohort))
 
 
 

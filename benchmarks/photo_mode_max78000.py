@@ -25,9 +25,12 @@ the top-1 identity and cosine, accepted at the card's verification threshold. Fi
 firmware-exact decode (one box per image, as the demo) and crop (``ai8x-faceid-112-firmware``); photo mode
 crops from the photo on the host (``ai8x-faceid-112``: box widened to a square, bilinear 112x112).
 
-Run::
+Stage ``max78000-photo-mode`` of ``facesdk bench`` (:mod:`facesdk_bench.stages`; options: the keyword
+arguments of :func:`run`)::
 
-    FACESDK_AI8X_DIR=../shared/ai8x python -m facesdk_bench.photo_mode_max78000 [--identify] [--out r.json]
+    FACESDK_AI8X_DIR=../shared/ai8x facesdk bench --config benchmarks/configs/max78000-photo-mode.yaml
+
+(the module's own command line, ``[--identify] [--out r.json]``, calls the same :func:`run`).
 """
 
 from __future__ import annotations
@@ -143,7 +146,7 @@ def detection(shared: Path, rec: Any, yunet: Any, files: list[Path], ref_score: 
     n = max(1, tot["yunet_faces"])
     for mode in ("firmware", "photo"):
         for rule in ("iou", "centre"):
-            tot[f"{mode}_{rule}_recall"] = round(tot[f"{mode}_{rule}_found"] / n, 4)
+            tot[f"{mode}_{rule}_recall"] = round(tot.get(f"{mode}_{rule}_found", 0) / n, 4)
     det.photo_mode = False
     return tot
 
@@ -219,7 +222,71 @@ def identification(shared: Path, rec: Any, yunet: Any, ref_score: float) -> dict
     return res
 
 
+def run(
+    shared: Path,
+    ref_score: float = 0.8,
+    lfw: int = 0,
+    identify: bool = False,
+    detect: bool = True,
+    limit: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Detection recall (held-out / train / all photos, optionally ``lfw`` LFW DevTrain tuning images) and,
+    with ``identify``, identification on the photo examples; see the module docstring. ``limit``: at most
+    that many photos of each of the held-out and train sets (quick runs)."""
+    os.environ.setdefault("FACESDK_AI8X_DIR", str(shared / "ai8x"))
+    os.environ.setdefault("FACESDK_MODEL_MIRROR", str(shared / "models"))  # YuNet from ../shared/models
+    import facesdk
+
+    yunet = _yunet(shared)
+    rec = facesdk.FaceRecognizer(backend="max78000", embedder="ai85-faceid-112")
+    photos_dir = shared / "data" / "photos"
+    photos = sorted(p for p in photos_dir.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    train = [p for p in photos if "knn_examples/train" in p.relative_to(photos_dir).as_posix()]
+    heldout = [p for p in photos if p not in train]
+    if limit is not None:
+        train, heldout = train[: int(limit)], heldout[: int(limit)]
+    rec.detector.photo_mode = True
+    res: dict[str, Any] = {
+        "pipeline": "ai85-facedet-tinierssd on max78000 (emulator) vs yunet-2023mar (onnxruntime)",
+        "photo_mode": rec.detector.describe_mode(),
+        "describe": rec.describe(),
+        "ref_score": ref_score,
+    }
+    rec.detector.photo_mode = False
+    try:
+        if detect:
+            res["heldout"] = detection(shared, rec, yunet, heldout, ref_score)
+            res["train"] = detection(shared, rec, yunet, train, ref_score)
+            res["all"] = {
+                k: res["heldout"][k] + res["train"][k] for k in res["heldout"] if not k.endswith("_recall")
+            }
+            n = max(1, res["all"]["yunet_faces"])
+            for k in [k for k in res["all"] if k.endswith("_found")]:
+                res["all"][k.replace("_found", "_recall")] = round(res["all"][k] / n, 4)
+            if lfw:
+                res["lfw_devtrain"] = detection(
+                    shared, rec, yunet, lfw_devtrain_sample(shared, int(lfw)), ref_score
+                )
+        if identify:
+            res["identification"] = identification(shared, rec, yunet, ref_score)
+    finally:
+        rec.close()
+        yunet.close()
+    return res
+
+
+def to_markdown(res: dict[str, Any]) -> str:
+    """The report as JSON in a fenced block (its tables are assembled by hand in RESULTS.md)."""
+    return (
+        "```json\n"
+        + json.dumps({k: v for k, v in res.items() if k != "describe"}, indent=2, default=str)
+        + "\n```"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
+    """This module's own command line: the same :func:`run` as stage ``max78000-photo-mode``."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "--shared",
@@ -233,40 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-detection", action="store_true", help="skip the detection recall")
     ap.add_argument("--out", help="write the JSON report here")
     args = ap.parse_args(argv)
-    shared = Path(args.shared)
-    os.environ.setdefault("FACESDK_AI8X_DIR", str(shared / "ai8x"))
-    os.environ.setdefault("FACESDK_MODEL_MIRROR", str(shared / "models"))  # YuNet from ../shared/models
-    import facesdk
-
-    yunet = _yunet(shared)
-    rec = facesdk.FaceRecognizer(backend="max78000", embedder="ai85-faceid-112")
-    photos_dir = shared / "data" / "photos"
-    photos = sorted(p for p in photos_dir.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    train = [p for p in photos if "knn_examples/train" in p.relative_to(photos_dir).as_posix()]
-    heldout = [p for p in photos if p not in train]
-    rec.detector.photo_mode = True
-    res: dict[str, Any] = {
-        "pipeline": "ai85-facedet-tinierssd on max78000 (emulator) vs yunet-2023mar (onnxruntime)",
-        "photo_mode": rec.detector.describe_mode(),
-        "describe": rec.describe(),
-        "ref_score": args.ref_score,
-    }
-    rec.detector.photo_mode = False
-    if not args.no_detection:
-        res["heldout"] = detection(shared, rec, yunet, heldout, args.ref_score)
-        res["train"] = detection(shared, rec, yunet, train, args.ref_score)
-        res["all"] = {
-            k: res["heldout"][k] + res["train"][k] for k in res["heldout"] if not k.endswith("_recall")
-        }
-        n = max(1, res["all"]["yunet_faces"])
-        for k in [k for k in res["all"] if k.endswith("_found")]:
-            res["all"][k.replace("_found", "_recall")] = round(res["all"][k] / n, 4)
-        if args.lfw:
-            res["lfw_devtrain"] = detection(
-                shared, rec, yunet, lfw_devtrain_sample(shared, args.lfw), args.ref_score
-            )
-    if args.identify:
-        res["identification"] = identification(shared, rec, yunet, args.ref_score)
+    res = run(Path(args.shared), args.ref_score, args.lfw, args.identify, not args.no_detection)
     text = json.dumps(res, indent=2, default=str)
     print(text)
     if args.out:

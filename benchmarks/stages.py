@@ -22,7 +22,19 @@ this package adds its own (``facesdk_bench.plugin``):
 * ``lfw-max78000``: LFW 10-fold accuracy of the MAX78000 pipeline (:mod:`.lfw_max78000`);
 * ``landmark-sources``: which 5 points feed dlib's crop best on LFW (:mod:`.lfw_landmark_sources`);
 * ``gallery``: gallery search and enrolment speed vs faiss (:mod:`.bench_gallery`);
-* ``throughput``: the dataset through the streaming pipeline beside engine-only peers (:mod:`.throughput`).
+* ``throughput``: the dataset through the streaming pipeline beside engine-only peers (:mod:`.throughput`);
+* ``max78000-photo-mode``: TinierSSD recall against YuNet, firmware framing vs photo mode
+  (:mod:`.photo_mode_max78000`);
+* ``max7800x-vs-baseline``: two emulator versions interleaved on the same inputs
+  (:mod:`.bench_max7800x_vs_baseline`);
+* ``max7800x-kat``: the known-answer test of msdk C projects on the emulator (:mod:`.max7800x_kat`);
+* ``decode-memory``: peak memory per pixel of ``load_image`` (:mod:`.decode_memory`);
+* ``collect-purity``: collecting mode on a sequence of LFW photos (:mod:`.collect_purity`);
+* ``milvus-agreement``: Milvus Lite vs the embedded gallery on LFW descriptors (:mod:`.milvus_agreement`);
+* ``calibrate``: operating points as ``facesdk calibrate`` computes them, no card written (:mod:`.calibrate`);
+* ``embed-aligned``: crops of one template embedded by the other embedder (:mod:`.embed_aligned_check`);
+* ``small-galleries``: strangers' FAR against 1–100-person galleries, with and without the cohort
+  (:mod:`.small_galleries`).
 """
 
 from __future__ import annotations
@@ -58,7 +70,8 @@ DATASET_STAGES = ("precision", "accuracy", "latency", "parity", "peers")
 #: Built-in stages that bring their own data (options in the config section of the same name).
 SIDE_STAGES = (
     "detectors", "dlib-embedder", "max7800x-speed", "lfw-max78000", "landmark-sources", "gallery",
-    "throughput",
+    "throughput", "max78000-photo-mode", "max7800x-vs-baseline", "max7800x-kat", "decode-memory",
+    "collect-purity", "milvus-agreement", "calibrate", "embed-aligned", "small-galleries",
 )
 
 
@@ -510,11 +523,133 @@ def stage_throughput(ctx: BenchContext) -> None:
 
 
 def stage_landmark_sources(ctx: BenchContext) -> None:
-    """LFW accuracy of dlib's crop per landmark source (``landmark-sources:`` {variants})."""
+    """LFW accuracy of dlib's crop per landmark source (``landmark-sources:`` {variants, shifts,
+    mean_center})."""
     from .lfw_landmark_sources import run, to_markdown
 
     o = ctx.options()
-    res = run(shared_root(), [str(v) for v in o.get("variants", ["dlibref", "mtcnn:sp"])])
+    res = run(shared_root(), [str(v) for v in o.get("variants", ["dlibref", "mtcnn:sp"])],
+              shifts=int(o.get("shifts", 0)), mean_center=bool(o.get("mean_center", False)))
+    _result(ctx, res, to_markdown(res))
+
+
+def _call(ctx: BenchContext, fn: Callable[..., Any], *args: Any, **fixed: Any) -> Any:
+    """``fn(*args, **fixed, **<the running stage's options>)``; an option ``fn`` does not take is a
+    ConfigError (the config's section names keyword arguments)."""
+    import inspect
+
+    opts = ctx.options()
+    params = inspect.signature(fn).parameters
+    unknown = sorted(set(opts) - set(params) - set(fixed))
+    if unknown:
+        known = ", ".join(p for p in params if p not in fixed and p not in ("shared", "progress"))
+        raise ConfigError(f"stage {ctx.current}: unknown option(s) {', '.join(unknown)} (known: {known})")
+    return fn(*args, **fixed, **opts)
+
+
+def stage_max78000_photo_mode(ctx: BenchContext) -> None:
+    """TinierSSD recall against YuNet, firmware framing vs photo mode (``max78000-photo-mode:`` the keyword
+    arguments of :func:`.photo_mode_max78000.run`, e.g. {photos, lfw, min_score})."""
+    from .photo_mode_max78000 import run, to_markdown
+
+    res = _call(ctx, run, shared_root(), progress=ctx.progress)
+    _result(ctx, res, to_markdown(res))
+
+
+def stage_max7800x_vs_baseline(ctx: BenchContext) -> None:
+    """Two emulator versions interleaved (``max7800x-vs-baseline:`` the keyword arguments of
+    :func:`.bench_max7800x_vs_baseline.run`: {baseline, candidate, inputs, images, runs, faceid_112})."""
+    from .bench_max7800x_vs_baseline import run, to_markdown
+
+    res = _call(ctx, run, shared_root(), progress=ctx.progress)
+    _result(ctx, res, to_markdown(res))
+
+
+def stage_max7800x_kat(ctx: BenchContext) -> None:
+    """Known-answer test of msdk C projects (``max7800x-kat:`` {projects}; :mod:`.max7800x_kat`)."""
+    from .max7800x_kat import run, to_markdown
+
+    o = ctx.options()
+    res = run(shared_root(), [str(p) for p in o.get("projects", ["faceid_112"])])
+    _result(ctx, res, to_markdown(res))
+
+
+def stage_decode_memory(ctx: BenchContext) -> None:
+    """Peak memory per pixel of ``load_image`` (``decode-memory:`` {cases, width, height, baseline};
+    :mod:`.decode_memory`)."""
+    from .decode_memory import run, to_markdown
+
+    o = ctx.options()
+    res = run(o.get("cases"), int(o.get("width", 4000)), int(o.get("height", 4000)),
+              str(o["baseline"]) if o.get("baseline") else None)
+    _result(ctx, res, to_markdown(res))
+
+
+def stage_collect_purity(ctx: BenchContext) -> None:
+    """Collecting mode on a sequence of LFW photos (``collect-purity:`` {people, per_person, distractors,
+    seed, min_faces, detector, embedder, backend}; :mod:`.collect_purity`)."""
+    from .collect_purity import PEOPLE, run, to_markdown
+
+    o = ctx.options()
+    res = run(shared_root(), people=[str(p) for p in o.get("people", PEOPLE)],
+              per_person=int(o.get("per_person", 9)), distractors=int(o.get("distractors", 20)),
+              seed=int(o.get("seed", 0)), min_faces=int(o.get("min_faces", 5)),
+              detector=str(o.get("detector", "yunet-2023mar")),
+              embedder=str(o.get("embedder", "mobilefacenet-sirius")),
+              backend=str(o.get("backend", "onnxruntime")), progress=ctx.progress)
+    _result(ctx, res, to_markdown(res))
+
+
+def stage_milvus_agreement(ctx: BenchContext) -> None:
+    """Milvus Lite vs the embedded gallery (``milvus-agreement:`` {probes, extra, pool, compare,
+    image_probes, index}; :mod:`.milvus_agreement`)."""
+    from .milvus_agreement import run, to_markdown
+
+    o = ctx.options()
+    res = run(shared_root(), probes=int(o.get("probes", 1100)), extra=int(o.get("extra", 50)),
+              compare=int(o.get("compare", 20)), image_probes=int(o.get("image_probes", 200)),
+              index=str(o.get("index", "FLAT")), pool=int(o.get("pool", 1200)))
+    _result(ctx, res, to_markdown(res))
+
+
+def stage_calibrate(ctx: BenchContext) -> None:
+    """Operating points as ``facesdk calibrate`` computes them, without writing a card (``calibrate:`` {the
+    command's options by their long names, e.g. subset, gallery_size, fars, normalizations, margin_lambda,
+    confidence}; dataset, root, detector, embedder, backend, precision, threads, cache default to the
+    config's; :func:`.calibrate.run_calibration`)."""
+    from .calibrate import calibration_args, run_calibration
+
+    cfg, o = ctx.cfg, ctx.options()
+    args = calibration_args(
+        o, dataset=cfg.get("dataset"), root=cfg.get("root"), detector=cfg.get("detector"),
+        embedder=cfg.get("embedder"), backend=(cfg.get("backends") or [None])[0],
+        precision=(cfg.get("precision") or [None])[0], threads=ctx.threads, cache=cfg.get("cache"),
+        no_progress=not ctx.progress,
+    )
+    run = run_calibration(args)
+    lines = ["| task | threshold | operating point | measured |", "|---|---|---|---|"]
+    for p in run.points:
+        m = ", ".join(f"{k} {v:.4f}" for k, v in p.measured.items()
+                      if k in ("far", "frr", "dir", "cv_accuracy"))
+        lines.append(f"| {p.task} | {p.threshold:.4f} | {p.describe()} | {m} |")
+    _result(ctx, run.out, "\n".join(lines))
+
+
+def stage_embed_aligned(ctx: BenchContext) -> None:
+    """Cross-template ``embed_aligned`` against each embedder's own pipeline (``embed-aligned:`` {images};
+    :mod:`.embed_aligned_check`)."""
+    from .embed_aligned_check import run, to_markdown
+
+    res = run(shared_root(), int(ctx.options().get("images", 12)), progress=ctx.progress)
+    _result(ctx, res, to_markdown(res))
+
+
+def stage_small_galleries(ctx: BenchContext) -> None:
+    """Strangers' FAR against small galleries, gallery-only margin vs cohort-margin (``small-galleries:``
+    {sizes, trials, seed, cohort}; dataset/models from the config; :mod:`.small_galleries`)."""
+    from .small_galleries import run, to_markdown
+
+    res = _call(ctx, run, ctx.cfg, progress=ctx.progress)
     _result(ctx, res, to_markdown(res))
 
 
@@ -532,4 +667,13 @@ BUILTIN_STAGES: dict[str, Stage] = {
     "landmark-sources": stage_landmark_sources,
     "gallery": stage_gallery,
     "throughput": stage_throughput,
+    "max78000-photo-mode": stage_max78000_photo_mode,
+    "max7800x-vs-baseline": stage_max7800x_vs_baseline,
+    "max7800x-kat": stage_max7800x_kat,
+    "decode-memory": stage_decode_memory,
+    "collect-purity": stage_collect_purity,
+    "milvus-agreement": stage_milvus_agreement,
+    "calibrate": stage_calibrate,
+    "embed-aligned": stage_embed_aligned,
+    "small-galleries": stage_small_galleries,
 }

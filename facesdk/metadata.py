@@ -9,6 +9,11 @@ Each format carries key/value metadata next to the weights:
 * TFLite: ``Model.metadata`` (``[Metadata {name; buffer}]``, tensorflow/lite/schema/schema.fbs),
   whose ``facesdk`` entry is a JSON buffer written by ``facesdk_zoo.tflite_writer``; read through
   :mod:`facesdk.tflite_check` (the one flatbuffer walker, bounds-checked).
+* OpenVINO IR: the ``<rt_info>`` element at the end of the ``.xml`` (``Model.set_rt_info(value,
+  ["facesdk", key])`` followed by ``openvino.save_model`` writes ``<rt_info><facesdk><key value="…"/>``;
+  OpenVINO's IR v11 serializer, ``src/core/src/pass/serialize.cpp``). Read here with the standard
+  library's streaming XML parser, so no engine is needed; a file that declares a DOCTYPE or entities
+  (never written by OpenVINO) is refused before parsing.
 * TensorRT: the JSON header facesdk writes before an engine (``facesdk_backends.tensorrt``).
 
 facesdk's own keys start with ``facesdk.``: ``facesdk.model_id`` (the card the artifact was
@@ -29,7 +34,9 @@ from .errors import ModelFormatError
 if TYPE_CHECKING:  # pragma: no cover
     from .zoo import ModelCard
 
-__all__ = ["read_onnx_metadata", "read_tflite_metadata", "read_metadata", "check_metadata"]
+__all__ = [
+    "read_onnx_metadata", "read_tflite_metadata", "read_openvino_metadata", "read_metadata", "check_metadata",
+]
 
 #: Largest metadata entry read (a guard against a hostile length field).
 _MAX_ENTRY = 1 << 20
@@ -114,12 +121,55 @@ def read_tflite_metadata(path: str | os.PathLike) -> dict[str, str]:
     return meta
 
 
+def _refuse_dtd(p: Path) -> None:
+    """ModelFormatError when the XML declares a DOCTYPE or entities (entity-expansion attacks)."""
+    tail = b""
+    with open(p, "rb") as f:
+        while chunk := f.read(1 << 20):
+            block = tail + chunk
+            if b"<!DOCTYPE" in block or b"<!ENTITY" in block:
+                raise ModelFormatError(f"{p.name}: an OpenVINO IR has no DOCTYPE or entity declarations")
+            tail = chunk[-16:]
+
+
+def read_openvino_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ``<rt_info><facesdk>`` entries of an OpenVINO IR ``.xml`` as ``{"facesdk.<key>": value}``
+    (raises ModelFormatError for a file that is not an IR or not well-formed XML)."""
+    import xml.etree.ElementTree as ET
+
+    p = Path(path)
+    _refuse_dtd(p)
+    meta: dict[str, str] = {}
+    stack: list[str] = []
+    try:
+        for event, el in ET.iterparse(p, events=("start", "end")):
+            if event == "start":
+                if not stack and el.tag != "net":
+                    raise ModelFormatError(f"{p.name}: not an OpenVINO IR (root element <{el.tag}>)")
+                stack.append(el.tag)
+                continue
+            if stack[:3] == ["net", "rt_info", "facesdk"] and len(stack) == 4:
+                value = el.get("value")
+                if value is not None:
+                    if len(value) > _MAX_ENTRY:
+                        raise ModelFormatError(f"{p.name}: metadata entry of {len(value)} characters")
+                    meta[f"facesdk.{el.tag}"] = value
+            stack.pop()
+            el.clear()  # read already: keep memory flat on large graphs
+    except ET.ParseError as exc:
+        raise ModelFormatError(f"{p.name}: not a well-formed OpenVINO IR: {exc}") from None
+    return meta
+
+
 def read_metadata(path: str | os.PathLike, fmt: str) -> dict[str, str]:
-    """The metadata an artifact carries, for the formats the core can read (ONNX, TFLite); else ``{}``."""
+    """The metadata an artifact carries, for the formats the core can read (ONNX, TFLite, OpenVINO IR);
+    else ``{}``."""
     if fmt == "onnx":
         return read_onnx_metadata(path)
     if fmt == "tflite":
         return read_tflite_metadata(path)
+    if fmt == "openvino-ir":
+        return read_openvino_metadata(path)
     return {}
 
 

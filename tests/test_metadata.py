@@ -66,6 +66,68 @@ def test_tflite_metadata_buffer_read_back(tmp_path: Path) -> None:
         read_tflite_metadata(zoo.fetch("yunet-2023mar", "onnx"))
 
 
+def _ir_with_rt_info(onnx_path: Path, xml: Path, entries: dict[str, str]) -> Path:
+    """An OpenVINO IR of ``onnx_path``, written by OpenVINO, ``rt_info`` set as the zoo recipe does."""
+    ov = pytest.importorskip("openvino")
+    model = ov.Core().read_model(str(onnx_path))
+    for k, v in entries.items():
+        model.set_rt_info(v, ["facesdk", k])
+    ov.save_model(model, str(xml), compress_to_fp16=False)
+    return xml
+
+
+def test_openvino_ir_rt_info_read_back_and_checked(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """IR ``rt_info`` is read back like ONNX metadata_props: an IR made for another card is refused (strict)
+    or loaded with a warning; the IR the card describes loads."""
+    from facesdk.metadata import read_metadata, read_openvino_metadata
+
+    card = zoo.get_card("mobilefacenet-sirius")
+    onnx_path = zoo.fetch(card, "onnx")
+    spec = card.artifact("openvino-ir")
+    onnx_sha = card.artifact("onnx").sha256
+    good = _ir_with_rt_info(onnx_path, tmp_path / "good" / spec.file,
+                            {"model_id": card.id, "precision": spec.precision, "source_sha256": onnx_sha})
+    meta = read_openvino_metadata(good)
+    assert meta == {"facesdk.model_id": card.id, "facesdk.precision": spec.precision,
+                    "facesdk.source_sha256": onnx_sha}
+    assert read_metadata(good, "openvino-ir") == meta and check_metadata(meta, card, "openvino-ir",
+                                                                          spec.precision) == []
+    # a real IR without facesdk entries (Intel's Open Model Zoo): nothing to check
+    assert read_openvino_metadata(zoo.fetch("omz-face-detection-retail-0005", "openvino-ir")) == {}
+    be = get_backend("openvino")
+    be.load(Artifact(good, "openvino-ir", card)).close()  # what its card describes: loads (strict)
+    other = _ir_with_rt_info(onnx_path, tmp_path / "other" / spec.file,
+                             {"model_id": "someone-elses-model", "precision": spec.precision})
+    with pytest.raises(ModelFormatError, match="'someone-elses-model'.*'mobilefacenet-sirius'"):
+        be.load(Artifact(other, "openvino-ir", card))
+    with caplog.at_level(logging.WARNING):
+        s = be.load(Artifact(other, "openvino-ir", card), strict=False)
+    assert "does not match card" in caplog.text and s.outputs[0].shape[-1] == 192
+    s.close()
+    wrong_src = _ir_with_rt_info(onnx_path, tmp_path / "src" / spec.file,
+                                 {"model_id": card.id, "source_sha256": "0" * 64})
+    with pytest.raises(ModelFormatError, match="built from"):
+        be.check_artifact(Artifact(wrong_src, "openvino-ir", card))
+    # hostile or broken XML: typed errors, no entity expansion
+    bomb = tmp_path / "bomb.xml"
+    bomb.write_text('<?xml version="1.0"?><!DOCTYPE net [<!ENTITY a "aaaaaaaaaa">'
+                    '<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]><net><rt_info><facesdk>'
+                    '<model_id value="&b;"/></facesdk></rt_info></net>')
+    with pytest.raises(ModelFormatError, match="DOCTYPE"):
+        read_openvino_metadata(bomb)
+    cut = tmp_path / "cut.xml"
+    cut.write_bytes(good.read_bytes()[:2000])
+    with pytest.raises(ModelFormatError, match="well-formed"):
+        read_openvino_metadata(cut)
+    with pytest.raises(ModelFormatError, match="not an OpenVINO IR"):
+        read_openvino_metadata(_write(tmp_path / "svg.xml", "<svg><rt_info/></svg>"))
+
+
+def _write(p: Path, text: str) -> Path:
+    p.write_text(text)
+    return p
+
+
 def test_tensorrt_engine_header_checked_against_the_card(tmp_path: Path) -> None:
     """The engine header (no TensorRT needed to read it) names the ONNX it was built from."""
     from facesdk_backends.tensorrt.backend import TensorRTBackend, write_engine_file

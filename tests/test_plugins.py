@@ -135,7 +135,8 @@ def test_broken_plugin_does_not_hide_others(tmp_path: Path) -> None:
 
 def test_plugin_discovery_imports_no_backend_module() -> None:
     """Loading every entry point imports only the small ``plugin`` modules; listing the backend
-    classes imports their ``backend`` modules but still no engine, emulator or yaml."""
+    classes and the detector families, aligners and landmarkers imports their registering modules but
+    still no engine, emulator (``max7800x.accel``), board driver or yaml."""
     code = (
         "import sys\n"
         "from facesdk.plugins import backend_classes, get_plugin_manager\n"
@@ -144,8 +145,13 @@ def test_plugin_discovery_imports_no_backend_module() -> None:
         "m.endswith('.plugin')"
         " and m.count('.') > 1))\n"
         "backend_classes()\n"
-        "heavy = ('onnxruntime', 'openvino', 'ai_edge_litert', 'tensorrt', 'serial', 'yaml',\n"
-        "         'facesdk_backends.max7800x.emulator', 'facesdk_backends.max7800x.network')\n"
+        "from facesdk.detect import families\n"
+        "from facesdk.plugins import aligners, landmarker_families\n"
+        "families(), aligners(), landmarker_families()\n"
+        "heavy = ('onnxruntime', 'openvino', 'ai_edge_litert', 'tensorrt', 'serial', 'yaml', 'cv2',\n"
+        "         'pymilvus',\n"
+        "         'facesdk_backends.max7800x.accel.emulator', 'facesdk_backends.max7800x.accel.network',\n"
+        "         'facesdk_backends.max7800x.board')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
     out = subprocess.run(
@@ -281,3 +287,14 @@ def test_alignment_template_is_card_data(shared: Path) -> None:
         )
     with pytest.raises(ConfigError, match="unknown alignment template"):
         template_points("no-such-template")
+
+
+def test_lazy_public_names_resolve() -> None:
+    """The two PEP 562 re-export maps that remain (``facesdk`` and ``facesdk_backends.max7800x``: lazy public
+    API, not extension registration) cannot drift: every name in ``__all__`` resolves."""
+    import importlib
+
+    for mod in ("facesdk", "facesdk_backends.max7800x"):
+        m = importlib.import_module(mod)
+        missing = [n for n in m.__all__ if getattr(m, n, None) is None]
+        assert missing == [], (mod, missing)
