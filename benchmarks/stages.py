@@ -71,7 +71,7 @@ DATASET_STAGES = ("precision", "accuracy", "latency", "parity", "peers")
 SIDE_STAGES = (
     "detectors", "dlib-embedder", "max7800x-speed", "lfw-max78000", "landmark-sources", "gallery",
     "throughput", "max78000-photo-mode", "max7800x-vs-baseline", "max7800x-kat", "decode-memory",
-    "collect-purity", "milvus-agreement", "calibrate", "embed-aligned", "small-galleries",
+    "collect-purity", "milvus-agreement", "calibrate", "embed-aligned", "small-galleries", "int8-analysis",
 )
 
 
@@ -653,6 +653,24 @@ def stage_small_galleries(ctx: BenchContext) -> None:
     _result(ctx, res, to_markdown(res))
 
 
+def stage_int8_analysis(ctx: BenchContext) -> None:
+    """Why an int8 model loses accuracy (``int8-analysis:`` {what: mobilefacenet | ort-ceiling, repeats};
+    :mod:`.int8_analysis`, the same functions as its command line)."""
+    import json
+
+    from . import int8_analysis
+
+    o = ctx.options()
+    what = str(o.get("what", "mobilefacenet"))
+    if what == "mobilefacenet":
+        res = int8_analysis.mobilefacenet()
+    elif what == "ort-ceiling":
+        res = int8_analysis.ort_ceiling(int(o.get("repeats", 5)))
+    else:
+        raise ConfigError(f"int8-analysis: what must be mobilefacenet or ort-ceiling, not {what!r}")
+    _result(ctx, res, "```json\n" + json.dumps(res, indent=1, default=str) + "\n```")
+
+
 #: The stages this package provides (returned by its ``facesdk_bench_stages`` hook).
 BUILTIN_STAGES: dict[str, Stage] = {
     "precision": stage_precision,
@@ -676,4 +694,5 @@ BUILTIN_STAGES: dict[str, Stage] = {
     "calibrate": stage_calibrate,
     "embed-aligned": stage_embed_aligned,
     "small-galleries": stage_small_galleries,
+    "int8-analysis": stage_int8_analysis,
 }
