@@ -300,22 +300,39 @@ class _Runner:
         )
 
     def prepare(self, index: int, item: StreamItem) -> _Prepared:
-        """Decode → detect → select for one input (errors become that input's result)."""
-        return self.prepare_group(index, [item])[0]
+        """Decode → detect → select → align for one input (errors become that input's result)."""
+        done, stop = self.prepare_group(index, [item])
+        if stop is not None:
+            raise stop
+        return done[0]
 
-    def prepare_group(self, start: int, items: list[StreamItem]) -> list[_Prepared]:
+    def prepare_group(
+        self, start: int, items: list[StreamItem]
+    ) -> tuple[list[_Prepared], BaseException | None]:
         """Decode the inputs ``start, start+1, …`` one by one, then detect all decoded images in one
         :meth:`FaceDetector.detect_many` call (a batching detector runs each engine once for the
-        group); a failure of the group call is retried image by image so that it stays per item."""
+        group); a failure of the group call is retried image by image so that it stays per item.
+
+        Returns the prepared inputs and, when decoding input ``k`` raised something that must end
+        the stream (``KeyboardInterrupt``, ``MemoryError`` …), that exception: the inputs before
+        ``k`` are still finished, so the consumer hands out their results first and then raises it
+        (an interrupt keeps the work done before it, as one input per task did).
+        """
         out: list[_Prepared | None] = [None] * len(items)
         imgs: list[tuple[int, np.ndarray]] = []
+        stop: BaseException | None = None
         for k, item in enumerate(items):
             try:
                 imgs.append((k, self._decode(item)))
-            except (MemoryError, RecursionError):
-                raise
+            except (MemoryError, RecursionError) as exc:
+                stop = exc
             except Exception as exc:
                 out[k] = self._error(start + k, item, exc)
+            except BaseException as exc:  # KeyboardInterrupt, SystemExit, GeneratorExit
+                stop = exc
+            if stop is not None:
+                out = out[:k]
+                break
         det = self.rec.detector
         if imgs:
             t0 = time.perf_counter()
@@ -341,7 +358,7 @@ class _Runner:
             for p, c in zip(waiting, self.align(waiting)):
                 p.crops = c if p.error is None else None
                 p.work = None
-        return done
+        return done, stop
 
     def align(self, items: list[_Prepared]) -> list[np.ndarray]:
         """Crops of every waiting face (one batched call; per-item retry so one bad face fails one item)."""
@@ -504,7 +521,8 @@ def _generate(
     pending_faces = 0
     pool = ThreadPoolExecutor(workers, thread_name_prefix="facesdk-stream") if workers > 0 else None
     # groups of inputs being decoded + detected (one pool task per group), oldest first
-    inflight: collections.deque[tuple[int, Future[list[_Prepared]] | list[_Prepared]]] = collections.deque()
+    Group = tuple[list[_Prepared], BaseException | None]
+    inflight: collections.deque[tuple[int, Future[Group] | Group]] = collections.deque()
     inflight_items = 0
     next_index = 0
     exhausted = False
@@ -550,11 +568,14 @@ def _generate(
                 break
             n_group, head = inflight.popleft()
             inflight_items -= n_group
-            for p in head.result() if isinstance(head, Future) else head:
+            done, stop = head.result() if isinstance(head, Future) else head
+            for p in done:
                 pending.append(p)
                 if p.dets:
                     pending_faces += len(p.dets)
                 yield from emit(flush=pending_faces >= bs or len(pending) >= window)
+            if stop is not None:  # e.g. an interrupt while decoding: the inputs before it are out
+                raise stop
             st.wall = time.perf_counter() - t_start
         yield from emit(flush=True)
     finally:

@@ -236,3 +236,22 @@ def test_onnxruntime_sessions_do_not_spin_unless_asked(shared: Path, monkeypatch
     monkeypatch.setenv("FACESDK_ORT_SPINNING", "1")
     assert entry() == "1" and entry(spinning=False) == "0"
     assert entry(session_config={key: "0"}) == "0"
+
+
+def test_an_interrupt_inside_a_group_keeps_the_inputs_before_it(
+    mtcnn: facesdk.FaceRecognizer, lfw: list[Path]
+) -> None:
+    from facesdk.stream import StreamItem
+
+    def boom() -> np.ndarray:
+        raise KeyboardInterrupt  # as if Ctrl-C arrived while the 6th input was being read
+
+    items = [StreamItem(str(p), p) for p in lfw] + [StreamItem("boom", boom), StreamItem("after", lfw[0])]
+    # lfw has 5 images: "boom" is the 6th input, and all 7 inputs fit in one group of 8
+    got: list[int] = []
+    with pytest.raises(KeyboardInterrupt):
+        for r in mtcnn.faces_many(items, workers=2, detect_batch=8, batch_size=2):
+            got.append(r.index)
+    # the inputs before the interrupt were finished (two full batches of 2 handed out; the 5th
+    # still waited for its batch), nothing after it was
+    assert got == [0, 1, 2, 3]
