@@ -178,10 +178,11 @@ def test_tensorrt_int8_build_is_import_safe() -> None:
         )
 
 
-def test_card_has_thresholds_per_backend_and_precision() -> None:
+@pytest.mark.parametrize("model, tta, lo, hi", [(DLIB, "flip", 0.8, 1.0), (MFN, "none", 0.2, 0.6)])
+def test_card_has_thresholds_per_backend_and_precision(model: str, tta: str, lo: float, hi: float) -> None:
     from facesdk.calibration import select_operating_point
 
-    card = zoo.get_card(DLIB)
+    card = zoo.get_card(model)
     for backend, precision in [
         ("onnxruntime", "int8"),
         ("openvino", "int8"),
@@ -189,13 +190,13 @@ def test_card_has_thresholds_per_backend_and_precision() -> None:
         ("tflite", "int8"),
     ]:
         pt = select_operating_point(
-            card.operating_points, "verification", backend=backend, precision=precision, tta="flip"
+            card.operating_points, "verification", backend=backend, precision=precision, tta=tta
         )
         assert pt is not None and pt.backend == backend and pt.precision == precision
-        assert 0.8 < pt.threshold < 1.0 and "LFW" in pt.data and "cross-validation" in pt.method
+        assert lo < pt.threshold < hi and "LFW" in pt.data and "cross-validation" in pt.method
     # fp32 uses its own calibrated point (issue 9: LFW DevTrain) or [thresholds]; no int8 point is borrowed
     fp32 = select_operating_point(
-        card.operating_points, "verification", backend="onnxruntime", precision="fp32", tta="flip"
+        card.operating_points, "verification", backend="onnxruntime", precision="fp32", tta=tta
     )
     assert fp32 is None or fp32.precision in ("fp32", "*")
 
