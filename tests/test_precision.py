@@ -300,3 +300,51 @@ def test_float_layers_of_a_mixed_precision_graph_are_read_from_the_graph(tmp_pat
         assert onnx_precision(out) == "int8"
         assert onnx_float_layers(out) == expected
     assert onnx_float_layers(tmp_path / "f.onnx") == []  # plain fp32: onnx_precision says fp32
+
+
+def test_equalisation_and_prelu_split_are_exact_in_float() -> None:
+    """The two graph rewrites behind MobileFaceNet's int8 recipe change no output (float, ONNX Runtime)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from facesdk_zoo.quantize import equalize_channels, split_prelu
+
+    rng = np.random.default_rng(1)
+    c = 6
+    inits = {
+        "w0": rng.standard_normal((c, 3, 3, 3)),
+        "b0": rng.standard_normal(c),
+        "a0": rng.uniform(-9, 9, (c, 1, 1)),  # MobileFaceNet-like slopes, negative ones too
+        "w1": rng.standard_normal((c, 1, 3, 3)) * rng.uniform(0.01, 10, (c, 1, 1, 1)),
+        "b1": rng.standard_normal(c),
+        "a1": rng.uniform(-3, 3, (c, 1, 1)),
+        "w2": rng.standard_normal((4, c, 1, 1)),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w0", "b0"], ["y0"], name="conv0", pads=[1, 1, 1, 1]),
+        helper.make_node("PRelu", ["y0", "a0"], ["p0"]),
+        helper.make_node("Conv", ["p0", "w1", "b1"], ["y1"], name="dw", group=c, pads=[1, 1, 1, 1]),
+        helper.make_node("PRelu", ["y1", "a1"], ["p1"]),
+        helper.make_node("Conv", ["p1", "w2"], ["y"], name="pw"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 10, 10])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()],
+    )
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    x = rng.standard_normal((8, 3, 10, 10)).astype(np.float32)
+
+    def run(m: onnx.ModelProto) -> np.ndarray:
+        s = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        return s.run(None, {"x": x})[0]
+
+    ref = run(model)
+    assert equalize_channels(model, x) == 2  # conv0→dw (depthwise) and dw→pw (pointwise)
+    split_prelu(model, "conv0")
+    assert not any(n.op_type == "PRelu" and n.input[0] == "y0" for n in model.graph.node)
+    np.testing.assert_allclose(run(model), ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()))
