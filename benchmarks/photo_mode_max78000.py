@@ -29,8 +29,10 @@ Stage ``max78000-photo-mode`` of ``facesdk bench`` (:mod:`facesdk_bench.stages`;
 arguments of :func:`run`)::
 
     FACESDK_AI8X_DIR=../shared/ai8x facesdk bench --config benchmarks/configs/max78000-photo-mode.yaml
+    FACESDK_AI8X_DIR=../shared/ai8x facesdk bench --config benchmarks/configs/max78000-photo-mode-grid.yaml
 
-(the module's own command line, ``[--identify] [--out r.json]``, calls the same :func:`run`).
+(the module's own command line, ``[--identify] [--grid] [--out r.json]``, calls the same :func:`run`; the
+second config runs only the tuning grid, :func:`tuning_grid`).
 """
 
 from __future__ import annotations
@@ -151,6 +153,66 @@ def detection(shared: Path, rec: Any, yunet: Any, files: list[Path], ref_score: 
     return tot
 
 
+def tuning_grid(
+    shared: Path,
+    rec: Any,
+    yunet: Any,
+    files: list[Path],
+    ref_score: float,
+    steps: Sequence[float] = (2**0.5, 2.0),
+    scores: Sequence[float] = (0.5, 0.6, 0.75),
+    votes: Sequence[int] = (1, 2),
+) -> list[dict[str, Any]]:
+    """Photo-mode settings on a tuning set: faces found (IoU >= 0.5) and extra boxes per (scale step, score,
+    votes). Each window runs once per scale step; its boxes are decoded at the lowest score and filtered per
+    setting (a box's per-window NMS survival does not depend on lower-scoring boxes, so this equals decoding
+    at the higher score)."""
+    from facesdk.detect.tinierssd import merge_window_boxes
+    from facesdk.image import load_image
+
+    det = rec.detector
+    saved = (det.photo_mode, det.photo_scale_step, det.photo_min_score)
+    det.photo_mode, det.photo_min_score = True, min(scores)
+    refs, per, nwin = {}, {}, {st: 0 for st in steps}
+    for f in tqdm(files, desc="grid"):
+        img = load_image(f)
+        refs[f] = [list(map(float, d.box)) for d in yunet.detect(img) if d.score >= ref_score]
+        for st in steps:
+            det.photo_scale_step = st
+            per[(st, f)] = det.window_boxes(img)
+            nwin[st] += len(det.windows(img.shape[1], img.shape[0]))
+    det.photo_mode, det.photo_scale_step, det.photo_min_score = saved
+    rows = []
+    for st in steps:
+        for sc in scores:
+            for v in votes:
+                found = extra = faces = 0
+                for f in files:
+                    b, s, src = per[(st, f)]
+                    m = s >= sc
+                    keep = (
+                        merge_window_boxes(b[m], s[m], src[m], nms_threshold=det.nms_threshold, min_votes=v)
+                        if m.any()
+                        else []
+                    )
+                    idx, e = match(refs[f], [list(map(float, b[m][i])) for i in keep], "iou")
+                    faces += len(refs[f])
+                    found += sum(i >= 0 for i in idx)
+                    extra += e
+                rows.append(
+                    {
+                        "scale_step": round(st, 3),
+                        "score": sc,
+                        "votes": v,
+                        "faces": faces,
+                        "found": found,
+                        "extra": extra,
+                        "windows": nwin[st],
+                    }
+                )
+    return rows
+
+
 def identification(shared: Path, rec: Any, yunet: Any, ref_score: float) -> dict[str, Any]:
     """Gallery of knn_examples/train, probes of :data:`PROBE_LABELS`, in both modes."""
     from facesdk.gallery import Gallery
@@ -230,10 +292,12 @@ def run(
     detect: bool = True,
     limit: int | None = None,
     progress: bool = True,
+    grid: bool = False,
 ) -> dict[str, Any]:
     """Detection recall (held-out / train / all photos, optionally ``lfw`` LFW DevTrain tuning images) and,
     with ``identify``, identification on the photo examples; see the module docstring. ``limit``: at most
-    that many photos of each of the held-out and train sets (quick runs)."""
+    that many photos of each of the held-out and train sets (quick runs). ``grid``: only the photo-mode
+    parameter grid on the tuning set (``lfw`` LFW DevTrain images, default 48, + the train photos)."""
     os.environ.setdefault("FACESDK_AI8X_DIR", str(shared / "ai8x"))
     os.environ.setdefault("FACESDK_MODEL_MIRROR", str(shared / "models"))  # YuNet from ../shared/models
     import facesdk
@@ -255,6 +319,10 @@ def run(
     }
     rec.detector.photo_mode = False
     try:
+        if grid:
+            tuning = lfw_devtrain_sample(shared, int(lfw) or 48) + train
+            res["grid"] = tuning_grid(shared, rec, yunet, tuning, ref_score)
+            detect = identify = False
         if detect:
             res["heldout"] = detection(shared, rec, yunet, heldout, ref_score)
             res["train"] = detection(shared, rec, yunet, train, ref_score)
@@ -298,9 +366,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--identify", action="store_true", help="also identification on the photo examples")
     ap.add_argument("--no-detection", action="store_true", help="skip the detection recall")
+    ap.add_argument(
+        "--grid",
+        action="store_true",
+        help="only the tuning grid (--lfw LFW DevTrain images, default 48, + the train photos)",
+    )
     ap.add_argument("--out", help="write the JSON report here")
     args = ap.parse_args(argv)
-    res = run(Path(args.shared), args.ref_score, args.lfw, args.identify, not args.no_detection)
+    res = run(
+        Path(args.shared), args.ref_score, args.lfw, args.identify, not args.no_detection, grid=args.grid
+    )
     text = json.dumps(res, indent=2, default=str)
     print(text)
     if args.out:

@@ -342,10 +342,10 @@ class TinierSSDDetector(FaceDetector):
                 break
         return out
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        """Faces in an RGB image: the firmware framing, or photo mode (:attr:`photo_mode`)."""
-        if not self.photo_mode:
-            return super().detect(image)
+    def window_boxes(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Photo mode before the merge: every window's boxes after its own decode (score >=
+        :attr:`photo_min_score`) and NMS, in image pixels — ``boxes [K,4]``, ``scores [K]`` and the index of
+        the window each came from ``[K]``."""
         spec = self.card.input
         h, w = image.shape[:2]
         wins = self.windows(w, h)
@@ -373,17 +373,23 @@ class TinierSSDDetector(FaceDetector):
                     boxes.append([x + b[0] * ww, y + b[1] * wh, x + b[2] * ww, y + b[3] * wh])
                     scores.append(float(s_))
                     source.append(k + i)
-        if not boxes:
+        return (
+            np.asarray(boxes, np.float32).reshape(-1, 4),
+            np.asarray(scores, np.float32),
+            np.asarray(source, np.int64),
+        )
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """Faces in an RGB image: the firmware framing, or photo mode (:attr:`photo_mode`)."""
+        if not self.photo_mode:
+            return super().detect(image)
+        boxes, scores, source = self.window_boxes(image)
+        if not len(boxes):
             return []
         keep = merge_window_boxes(
-            np.asarray(boxes, np.float32),
-            np.asarray(scores, np.float32),
-            np.asarray(source),
-            nms_threshold=self.nms_threshold,
-            min_votes=self.photo_min_votes,
+            boxes, scores, source, nms_threshold=self.nms_threshold, min_votes=self.photo_min_votes
         )
-        b = np.asarray(boxes, np.float32)
-        return self.finalize(image, [Detection(box=b[i], score=float(scores[i])) for i in keep])
+        return self.finalize(image, [Detection(box=boxes[i], score=float(scores[i])) for i in keep])
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
         spec = self.card.input
