@@ -275,7 +275,7 @@ class TinierSSDDetector(FaceDetector):
         self.photo_overlap = float(params.get("photo_overlap", 0.5))
         #: score a photo-mode box must reach in its window (ai8x-training's obj_detection_params_facedet.yaml
         #: min_score). The defaults here (scale step, overlap, smallest window, score, votes) were chosen for
-        #: recall, then fewest extra boxes, against YuNet on a tuning set of LFW DevTrain images and the
+        #: most faces found minus extra boxes, against YuNet on a tuning set of LFW DevTrain images and the
         #: knn_examples/train photos, not on the photos reported as held out (benchmarks/RESULTS.md)
         self.photo_min_score = float(params.get("photo_min_score", 0.75))
         #: a merged box is kept when boxes from at least this many windows (itself included) overlap it

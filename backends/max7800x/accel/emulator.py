@@ -48,13 +48,14 @@ def requantize(acc: np.ndarray, shift: int, bits: int = 8) -> np.ndarray:
         acc = acc.astype(np.int64)
     e = 7 - int(shift)
     if e > 0:
-        out = (acc + (1 << (e - 1))) >> e
+        out = acc + (1 << (e - 1))
+        np.right_shift(out, e, out=out)
     elif e == 0:
-        out = acc
+        out = acc.copy()
     else:
         out = acc.astype(np.int64) << (-e)
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    return np.clip(out, lo, hi)
+    return np.clip(out, lo, hi, out=out)
 
 
 def _exact_matmul(a: np.ndarray, b: np.ndarray, max_abs_a: int, max_abs_b: int) -> np.ndarray:
@@ -140,16 +141,17 @@ def _conv_shifted(
     for i in range(n):
         xp[ph : ph + h, pw : pw + wd] = x[i]
         xf = xp.reshape(-1, c)
-        total = None
         for g0 in range(0, taps, group):
-            acc.fill(0)
             for k in range(g0, min(taps, g0 + group)):
                 ky, kx = divmod(k, kw)
                 off = ky * wp + kx
-                sgemm(1.0, wm[k * c : (k + 1) * c].T, xf[off : off + m].T, beta=1.0, c=acc.T, overwrite_c=1)
-            part = acc.reshape(ho, wp, o)[:, :wo].astype(itype)
-            total = part if total is None else total + part
-        out[i] = total
+                beta = 0.0 if k == g0 else 1.0  # the group's first tap overwrites the accumulator
+                sgemm(1.0, wm[k * c : (k + 1) * c].T, xf[off : off + m].T, beta=beta, c=acc.T, overwrite_c=1)
+            part = acc.reshape(ho, wp, o)[:, :wo]  # exact integers: the cast truncates nothing
+            if g0 == 0:
+                np.copyto(out[i], part, casting="unsafe")
+            else:
+                out[i] += part.astype(itype)
     return out
 
 
@@ -204,7 +206,7 @@ def _conv_nhwc(
             cols = _im2col(x, kh, kw, pad, stride, ho, wo)
             acc = _exact_matmul(cols, wm, 128, wmax).reshape(n, ho, wo, o)
     if bias_hw is not None:
-        acc = acc + (np.asarray(bias_hw) * 128).astype(acc.dtype)
+        acc += (np.asarray(bias_hw) * 128).astype(acc.dtype)  # acc is this call's own array
     return acc
 
 
@@ -233,6 +235,14 @@ def _pool_nhwc(
     n, h, w, c = x.shape
     if h < ph or w < pw:
         raise ConfigError(f"pool window {ph}x{pw} larger than the {h}x{w} input")
+    if kind == "max" and (ph, pw) == (sh, sw):  # element-wise maxima of the strided taps (no reduce)
+        ho, wo = h // ph, w // pw
+        m = x[:, 0 : ho * ph : ph, 0 : wo * pw : pw, :].copy()
+        for dy in range(ph):
+            for dx in range(pw):
+                if dy or dx:
+                    np.maximum(m, x[:, dy : ho * ph : ph, dx : wo * pw : pw, :], out=m)
+        return m, None
     if (ph, pw) == (sh, sw):
         ho, wo = h // ph, w // pw
         win = x[:, : ho * ph, : wo * pw, :].reshape(n, ho, ph, wo, pw, c)
@@ -440,9 +450,9 @@ class Model:
         else:
             out = requantize(acc, l.shift)
             if l.activation == "relu":
-                out = np.clip(out, 0, 127)
+                np.clip(out, 0, 127, out=out)
             elif l.activation == "abs":
-                out = np.clip(np.abs(out), 0, 127)
+                np.clip(np.abs(out), 0, 127, out=out)
             out = out.astype(np.int32, copy=False)
         return LayerResult(out, acc, pooled)
 
