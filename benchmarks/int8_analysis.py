@@ -28,32 +28,13 @@ import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
 CONV0 = "MobileFaceNet/MobileFaceNet/Conv2d_0/BatchNorm/FusedBatchNorm"
-
-
-class _Reader:
-    def __init__(self, name: str, x: np.ndarray, batch: int = 16) -> None:
-        self.name, self.x, self.batch = name, x, batch
-        self._it = self._gen()
-
-    def _gen(self) -> Iterator[dict[str, np.ndarray]]:
-        for i in range(0, len(self.x), self.batch):
-            yield {self.name: self.x[i : i + self.batch]}
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._it, None)
-
-    def rewind(self) -> None:
-        self._it = self._gen()
-
-    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        return self._gen()
 
 
 def _session(path: str | bytes, threads: int = 2, level: str = "all") -> Any:
@@ -82,13 +63,15 @@ def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _quant(src: str, out: str, x: np.ndarray, **kw: Any) -> None:
+    from facesdk_zoo.quantize import TensorReader
+
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     extra = {"CalibMaxIntermediateOutputs": 7, **kw.pop("extra", {})}
     quantize_static(
         src,
         out,
-        _Reader("input", x),
+        TensorReader("input", x),
         quant_format=kw.pop("fmt", QuantFormat.QDQ),
         per_channel=True,
         activation_type=kw.pop("act", QuantType.QUInt8),
@@ -100,6 +83,8 @@ def _quant(src: str, out: str, x: np.ndarray, **kw: Any) -> None:
 
 
 def _sqnr(float_model: str, q_model: str, x: np.ndarray, td: Path) -> dict[str, float]:
+    from facesdk_zoo.quantize import TensorReader
+
     from onnxruntime.quantization.qdq_loss_debug import (
         collect_activations,
         compute_activation_error,
@@ -112,7 +97,8 @@ def _sqnr(float_model: str, q_model: str, x: np.ndarray, td: Path) -> dict[str, 
     modify_model_output_intermediate_tensors(q_model, qa)
     err = compute_activation_error(
         create_activation_matching(
-            collect_activations(qa, _Reader("input", x, 8)), collect_activations(fa, _Reader("input", x, 8))
+            collect_activations(qa, TensorReader("input", x, 8)),
+            collect_activations(fa, TensorReader("input", x, 8)),
         )
     )
     return {k: float(v["xmodel_err"]) for k, v in err.items()}

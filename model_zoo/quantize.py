@@ -111,7 +111,7 @@ def _ort_version() -> str:
     return f"onnxruntime-{ort.__version__}"
 
 
-class _Reader:
+class TensorReader:
     """``onnxruntime.quantization.CalibrationDataReader`` over a tensor, in batches."""
 
     def __init__(self, name: str, x: np.ndarray, batch: int) -> None:
@@ -127,6 +127,9 @@ class _Reader:
 
     def rewind(self) -> None:
         self._it = self._gen()
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        return self._gen()
 
 
 def _flush_every(n_batches: int) -> int:
@@ -428,7 +431,7 @@ def onnx_int8_qdq(card: Any, art: Any, inputs: dict[str, Path], out: Path) -> No
             quantize_static(
                 str(base),
                 str(tmp),
-                _Reader(in0.name, x, batch),
+                TensorReader(in0.name, x, batch),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 activation_type=QuantType.QUInt8,

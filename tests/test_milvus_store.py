@@ -20,18 +20,9 @@ from facesdk.gallery import Gallery, gallery_store_factories
 
 @pytest.fixture(scope="module")
 def lfw(shared: Path) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
-    z = np.load(shared / "reference/lfw_dlib_descriptors.npz", allow_pickle=False)
-    people = [p.split("/")[0] for p in z["paths"]]
-    desc = z["descriptors"].astype(np.float32)
-    first: dict[str, int] = {}
-    count: dict[str, int] = {}
-    for i, p in enumerate(people):
-        first.setdefault(p, i)
-        count[p] = count.get(p, 0) + 1
-    g_idx = [i for p, i in first.items() if count[p] >= 2]
-    gset = set(g_idx)
-    probe_idx = [i for i, p in enumerate(people) if count[p] >= 2 and i not in gset][:1200]
-    return [people[i] for i in g_idx], desc[g_idx], [people[i] for i in probe_idx], desc[probe_idx]
+    from facesdk_bench.milvus_agreement import lfw_split
+
+    return lfw_split(shared / "reference/lfw_dlib_descriptors.npz", 1200)
 
 
 def test_plugin_registered_by_entry_point() -> None:
