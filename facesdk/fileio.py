@@ -54,15 +54,19 @@ def fsync_dir(folder: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def commit_temp(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
-    """The last step of an atomic write, for writers that manage their own temp file (e.g. a video
-    encoder writing ``tmp`` beside ``path``): fsync it, rename it over ``path``, fsync the folder."""
-    t, p = Path(tmp), Path(path)
-    fd = os.open(t, os.O_RDONLY)
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def commit_temp(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """The last step of an atomic write, for writers that manage their own temp file (e.g. a video
+    encoder writing ``tmp`` beside ``path``): fsync it, rename it over ``path``, fsync the folder."""
+    t, p = Path(tmp), Path(path)
+    _fsync_file(t)
     os.replace(t, p)
     fsync_dir(p.parent)
     return p
@@ -74,11 +78,7 @@ def publish_new(tmp: str | os.PathLike, path: str | os.PathLike) -> bool:
     that pick names such as ``chunk-000042`` cannot overwrite each other. Returns False when ``path``
     already exists (pick another name); ``tmp`` stays for the caller to remove."""
     t, p = Path(tmp), Path(path)
-    fd = os.open(t, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync_file(t)
     try:
         os.link(t, p)
     except FileExistsError:

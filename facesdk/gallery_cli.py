@@ -179,11 +179,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         args.dest,
         src,
         args,
-        model_id=rec.model_id,
-        embedding_size=rec.embedding_size,
-        model_sha256=rec.model_sha256,
-        backend=rec.embedder_session.backend,
-        precision=rec.embedder_session.precision,
+        **rec.gallery_provenance(),
         threshold=rec.threshold,
         calibration=None,
     )

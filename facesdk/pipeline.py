@@ -683,14 +683,21 @@ class FaceRecognizer:
             self._gallery = self.new_gallery()
         return self._gallery
 
+    def gallery_provenance(self) -> dict[str, Any]:
+        """What a gallery records about the model that made its rows: model id, embedding size, model
+        sha256, and the backend and precision that really ran (keyword arguments of :class:`Gallery`)."""
+        return {
+            "model_id": self.model_id,
+            "embedding_size": self.embedding_size,
+            "model_sha256": self.model_sha256,
+            "backend": self.embedder_session.backend,
+            "precision": self.embedder_session.precision,
+        }
+
     def new_gallery(self) -> Gallery:
         """An empty gallery stamped with this recogniser's model and backend."""
         return Gallery(
-            self.model_id,
-            self.embedding_size,
-            model_sha256=self.model_sha256,
-            backend=self.embedder_session.backend,
-            precision=self.embedder_session.precision,
+            **self.gallery_provenance(),
             threshold=self.identification_threshold,
             threshold_source="user" if self._user_threshold is not None else "card",
         )
@@ -703,11 +710,7 @@ class FaceRecognizer:
         """
         g = Gallery.open(
             uri,
-            model_id=self.model_id,
-            embedding_size=self.embedding_size,
-            model_sha256=self.model_sha256,
-            backend=self.embedder_session.backend,
-            precision=self.embedder_session.precision,
+            **self.gallery_provenance(),
             threshold=self.threshold,
             create=create,
             **options,

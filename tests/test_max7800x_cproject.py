@@ -5,18 +5,15 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import shared_root
 from facesdk.errors import ModelFormatError, ModelNotFoundError
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
+SHARED = shared_root()  # ../shared or $FACESDK_SHARED; missing data is an error, not a skip
 F112 = SHARED / "ai8x" / "msdk" / "faceid_112"
-pytestmark = pytest.mark.skipif(
-    not (F112 / "cnn.c").is_file(), reason="msdk faceid_112 project not available"
-)
 
 
 @pytest.fixture(scope="module")

@@ -326,6 +326,23 @@ class MilvusStore(GalleryStore):
         return _G()
 
     # ------------------------------------------------------------------ writes
+    def _photo_row(self, name: str, image_id: str, v: np.ndarray, meta: dict[str, Any]) -> dict[str, Any]:
+        """One photo's row of the collection (the schema's fields; metadata size checked)."""
+        mj = json.dumps(meta)
+        if len(mj) > _MAXLEN["meta"]:
+            raise ConfigError("photo metadata too large for the Milvus schema")
+        return {
+            "image_id": image_id,
+            "identity": name,
+            "embedding": v.tolist(),
+            "weight": 1.0,
+            "samples": 1,
+            "model_id": self.provenance.model_id,
+            "model_sha256": self.provenance.model_sha256 or "",
+            "meta": mj,
+            "seq": self._next_seq(),
+        }
+
     def add(
         self,
         name: str,
@@ -339,24 +356,7 @@ class MilvusStore(GalleryStore):
         e = np.asarray(embeddings, np.float32)
         metas = list(metas) if metas is not None else [{} for _ in image_ids]
         with self._guard("insert"):
-            rows = []
-            for iid, v, m in zip(image_ids, e, metas):
-                mj = json.dumps(m)
-                if len(mj) > _MAXLEN["meta"]:
-                    raise ConfigError("photo metadata too large for the Milvus schema")
-                rows.append(
-                    {
-                        "image_id": iid,
-                        "identity": name,
-                        "embedding": v.tolist(),
-                        "weight": 1.0,
-                        "samples": 1,
-                        "model_id": self.provenance.model_id,
-                        "model_sha256": self.provenance.model_sha256 or "",
-                        "meta": mj,
-                        "seq": self._next_seq(),
-                    }
-                )
+            rows = [self._photo_row(name, iid, v, m) for iid, v, m in zip(image_ids, e, metas)]
             if self.client.get(self.collection, ids=list(image_ids), output_fields=["image_id"]):
                 raise GalleryError("an image id is already enrolled")
             self.client.insert(self.collection, rows)
@@ -375,20 +375,8 @@ class MilvusStore(GalleryStore):
                 if len(name) > _MAXLEN["identity"] // 4:
                     raise ConfigError("identity name too long for the Milvus schema")
                 metas = list(metas) if metas is not None else [{} for _ in ids]
-                for iid, v, m in zip(ids, np.asarray(e, np.float32), metas):
-                    rows.append(
-                        {
-                            "image_id": iid,
-                            "identity": name,
-                            "embedding": v.tolist(),
-                            "weight": 1.0,
-                            "samples": 1,
-                            "model_id": self.provenance.model_id,
-                            "model_sha256": self.provenance.model_sha256 or "",
-                            "meta": json.dumps(m),
-                            "seq": self._next_seq(),
-                        }
-                    )
+                vecs = np.asarray(e, np.float32)
+                rows += [self._photo_row(name, iid, v, m) for iid, v, m in zip(ids, vecs, metas)]
                 s, c = sums.get(name, (0.0, 0))
                 sums[name] = (s + np.asarray(e, np.float32).sum(0), c + len(ids))
             if not rows:
