@@ -8,9 +8,10 @@ Each case (``rgba-png``: RGBA PNG whose alpha is composited on white; ``gray16-p
 PNG; ``rgb-jpeg``: RGB JPEG) is written once at ``width`` × ``height`` (default 4000 × 4000 = 16 MP),
 then decoded in a fresh Python process: the peak resident set after the decode minus the same figure
 after a tiny warm-up decode, divided by the pixels — the code of
-``tests/test_image.py::test_decode_peak_memory_is_bounded``, except that the peak is the process's own
-``VmHWM`` (``/proc/self/status``; ``ru_maxrss`` where there is no /proc): on Linux ``ru_maxrss`` of a
-child starts at its parent's resident size at the fork, which hides the decode when the parent is large.
+``tests/test_image.py::test_decode_peak_memory_is_bounded`` calls :func:`measure` too. The peak is the
+process's own ``VmHWM`` (``/proc/self/status``; ``ru_maxrss`` where there is no /proc): on Linux
+``ru_maxrss`` of a child starts at its parent's resident size at the fork, which hides the decode when
+the parent is large.
 
 Option ``baseline``: a commit whose ``facesdk/image.py`` (and ``errors.py``) is measured too, in its own
 fresh processes, from a temporary package read with ``git show`` (the "before" column).
@@ -28,7 +29,7 @@ import numpy as np
 
 from facesdk.errors import ConfigError
 
-__all__ = ["run", "to_markdown", "CASES", "write_case"]
+__all__ = ["run", "to_markdown", "CASES", "write_case", "measure"]
 
 CASES = ("rgba-png", "gray16-png", "rgb-jpeg")
 
@@ -85,9 +86,11 @@ def _baseline_module(commit: str, repo: Path, dest: Path) -> str:
     return f"{pkg.name}.image"
 
 
-def _measure(path: Path, module: str, extra_path: list[str]) -> float:
+def measure(path: Path, module: str = "facesdk.image", extra_path: list[str] | None = None) -> float:
+    """Peak resident bytes per pixel above a warm-up decode while ``module.load_image`` decodes ``path``,
+    in a fresh Python process (its own ``VmHWM``)."""
     out = subprocess.run(
-        [sys.executable, "-c", _PROBE, str(path), module, *extra_path],
+        [sys.executable, "-c", _PROBE, str(path), module, *(extra_path or [])],
         capture_output=True,
         text=True,
         timeout=600,
@@ -113,9 +116,9 @@ def run(
         before = _baseline_module(baseline, repo, t) if baseline else None
         for case in cases:
             f = write_case(case, t / f"{case}.{'jpg' if case.endswith('jpeg') else 'png'}", width, height)
-            row = {"after_b_per_px": round(_measure(f, "facesdk.image", []), 1)}
+            row = {"after_b_per_px": round(measure(f), 1)}
             if before:
-                row["before_b_per_px"] = round(_measure(f, before, [tmp]), 1)
+                row["before_b_per_px"] = round(measure(f, before, [tmp]), 1)
                 row["ratio"] = round(row["after_b_per_px"] / row["before_b_per_px"], 2)
             res["cases"][case] = row
             f.unlink()
