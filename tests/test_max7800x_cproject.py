@@ -190,3 +190,26 @@ def test_photo_mode_finds_faces_the_firmware_framing_misses(tmp_path, monkeypatc
     centres = sorted((d.box[0] + d.box[2]) / 2 for d in ph)
     assert any(80 < c < 140 for c in centres) and any(270 < c < 340 for c in centres)
     assert len(ph) > len(fw)
+
+
+@pytest.mark.parametrize(
+    ("find", "replace", "match"),
+    [
+        ("--device MAX78000", "--device MAX78002", "only MAX78000"),
+        ("0x50100014) = 0x00010071", "0x50100014) = 0x00010070", "rows register"),  # layer 1 rows
+        ("0x50100794) = 0x00026000", "0x50100794) = 0x00426000", "1-bit weights"),  # layer 1 post-proc.
+        ("0x50100a14) = 0x0000f800", "0x50100a14) = 0x0000f801", "input passes"),  # layer 1 control 2
+        ("0x50100718) = 0xffffffff", "0x50100718) = 0xffff0f0f", "gaps"),  # layer 2 processor enables
+    ],
+)
+def test_register_contradictions_are_typed(tmp_path, find, replace, match):
+    """One register of msdk's real cnn.c changed so that it contradicts the layer summary (or names
+    another device): the importer refuses it with ModelFormatError naming the cause."""
+    from facesdk_backends.max7800x.accel.cproject import import_c_project
+
+    text = (F112 / "cnn.c").read_text()
+    assert text.count(find) == 1, find
+    (tmp_path / "cnn.c").write_text(text.replace(find, replace))
+    shutil.copy(F112 / "weights.h", tmp_path / "weights.h")
+    with pytest.raises(ModelFormatError, match=match):
+        import_c_project(tmp_path)

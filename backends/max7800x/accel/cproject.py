@@ -351,204 +351,189 @@ def _extract_kernels(
     return flat.reshape(out_ch, in_ch, s.kernel[0], s.kernel[1])
 
 
-def import_c_project(directory: str | Path) -> CProject:
-    """Read an ai8x-synthesis MAX78000 C project (``cnn.c``, ``weights.h``, and if present
-    ``sampledata.h``/``sampleoutput.h``) into an emulator :class:`Network`.
+@dataclass
+class _LayerRegs:
+    """The registers of one layer that the importer reads (quadrant 0 unless a list per quadrant)."""
 
-    Raises:
-        ModelNotFoundError: a file is missing.
-        ModelFormatError: the files are not a project this importer understands (see module doc).
-    """
-    d = Path(directory)
-    if not d.is_dir():
-        raise ModelNotFoundError(f"C project directory not found: {d}")
-    cpath, wpath = d / "cnn.c", d / "weights.h"
-    ctext = _read(cpath)
+    post: list[int]  # post-processing, per quadrant
+    lctl: int  # layer control
+    oned: int  # "1D" register
+    lctl2: int  # layer control 2
+    procs_mask: int  # processor enables of all quadrants, 64 bits
+    rows: int
+    rptr: int  # SRAM read pointer (word offset)
+    wptr: int  # SRAM write pointer (instance << 13 | word offset)
+    mcnt: int  # mask offset and count
+    pool: tuple[int, int, int]  # pooling rows, columns, stride registers
+
+    @classmethod
+    def read(cls, regs: dict[tuple[int, int, int], int], li: int) -> _LayerRegs:
+        def reg(q: int, r: int) -> int:
+            return regs.get((q, li, r), 0)
+
+        return cls(
+            post=[reg(q, 15) for q in range(4)],
+            lctl=reg(0, 11),
+            oned=reg(0, 2),
+            lctl2=reg(0, 20),
+            procs_mask=sum((reg(q, 14) & 0xFFFF) << (16 * q) for q in range(4)),
+            rows=reg(0, 0),
+            rptr=reg(0, 10) & 0x1FFF,
+            wptr=reg(0, 6),
+            mcnt=reg(0, 12),
+            pool=(reg(0, 3), reg(0, 4), reg(0, 5)),
+        )
+
+
+def _project_arch(ctext: str, cpath: Path, d: Path) -> str:
+    """The network name of ``cnn.c``'s header; refuses projects generated for another device."""
     head = ctext[:4000]
     dev = re.search(r"--device\s+(\S+)", head)
     if dev and dev.group(1).upper() not in ("MAX78000", "AI85", "85"):
         raise ModelFormatError(f"{cpath}: generated for {dev.group(1)}; only MAX78000 projects are imported")
     mname = re.search(r"^//\s*(\S+)\s*$", head[head.find("*/") + 2 :], re.M)
-    arch = mname.group(1) if mname else d.name
-    regs, nlayers = _parse_registers(ctext, cpath)
-    summ = _parse_summary(ctext, cpath)
-    if sorted(summ) != list(range(nlayers)):
-        raise ModelFormatError(
-            f"{cpath}: layer summary lists {sorted(summ)}, registers configure {nlayers} layers"
-        )
-    wtext = _read(wpath)
-    km = _KernelMemory(_define_words(wtext, "KERNELS", wpath), wpath)
-    bias_mem = []
+    return mname.group(1) if mname else d.name
+
+
+def _bias_memory(wtext: str, wpath: Path) -> list[np.ndarray]:
+    """``BIAS_0``..``BIAS_3`` of ``weights.h`` as bytes (empty where a quadrant has none)."""
+    out = []
     for q in range(4):
         if re.search(rf"#define\s+BIAS_{q}\b", wtext):
-            bias_mem.append(np.array(_define_words(wtext, f"BIAS_{q}", wpath), np.int64) & 0xFF)
+            out.append(np.array(_define_words(wtext, f"BIAS_{q}", wpath), np.int64) & 0xFF)
         else:
-            bias_mem.append(np.zeros(0, np.int64))
+            out.append(np.zeros(0, np.int64))
+    return out
 
-    def reg(q: int, li: int, r: int) -> int:
-        return regs.get((q, li, r), 0)
 
-    layers: list[Layer] = []
-    writers: list[tuple[int, int]] = []  # (word offset, layer)
-    for li in range(nlayers):
-        s = summ[li]
-        post = [reg(q, li, 15) for q in range(4)]
-        lctl = reg(0, li, 11)
-        oned = reg(0, li, 2)
-        lctl2 = reg(0, li, 20)
-        procs_mask = sum((reg(q, li, 14) & 0xFFFF) << (16 * q) for q in range(4))
-        if not procs_mask or not _contiguous(procs_mask):
-            raise ModelFormatError(
-                f"{cpath}: layer {li}: processor map 0x{procs_mask:016x} is empty or has gaps"
-            )
-        procs = [p for p in range(64) if procs_mask >> p & 1]
-        qbits = (post[0] >> 22) & 3
-        bits = {0: 8, 1: 1, 2: 2, 3: 4}[qbits]
-        if bits == 1:
-            raise ModelFormatError(f"{cpath}: layer {li}: 1-bit weights are not supported by the importer")
-        sh = (post[0] >> 13) & 0x1F
-        hw_shift = -(sh & 0xF) if sh & 0x10 else sh
-        none_op = (post[0] >> 24) & 3
-        if (none_op != 0) != (s.op == "none"):
-            raise ModelFormatError(
-                f"{cpath}: layer {li}: summary says {s.op!r}, post-processing register "
-                f"0x{post[0]:08x} disagrees"
-            )
-        rows = reg(0, li, 0)
-        pad = (rows >> 16) & 3
-        if s.op != "linear" and (rows & 0x3FF) - 2 * pad + 1 != s.in_shape[1]:
-            raise ModelFormatError(
-                f"{cpath}: layer {li}: rows register 0x{rows:x} does not match {s.in_shape[1]} input rows"
-            )
-        pool = None
-        pool_size = (1, 1)
-        pool_stride = (1, 1)
-        if lctl & 0x80:
-            pool = "max" if lctl & 0x100 else "avg"
-            pool_size = ((reg(0, li, 3) & 0xF) + 1, (reg(0, li, 4) & 0xF) + 1)
-            st = (reg(0, li, 5) & 0xF) + 1
-            pool_stride = (st, st)
-        activation = "relu" if lctl & 0x200 else ("abs" if post[0] >> 26 & 1 else None)
-        operands = ((oned >> 18) & 0xF) + 1 if oned >> 13 & 1 else 1
-        if operands != s.operands:
-            raise ModelFormatError(
-                f"{cpath}: layer {li}: {s.operands} operands in the summary, {operands} in the registers"
-            )
-        eltwise = None
-        if operands > 1:
-            eltwise = {0: "sub", 1: "add", 2: "or", 3: "xor"}[(oned >> 14) & 3]
-        # in_sequences from memory offsets
-        rptr = reg(0, li, 10) & 0x1FFF
-        wptr = reg(0, li, 6)
-        if li == 0:
-            srcs = [-1]
-        else:
-            srcs = []
-            for j in range(operands):
-                cand = [lj for (w, lj) in writers if w == rptr + j]
-                srcs.append(cand[-1] if cand else li - 1)
-        writers.append((wptr & 0x1FFF, li))
-        layer = Layer(
-            index=li,
-            op=s.op if s.op != "none" else ("passthrough" if operands == 1 else "none"),
-            name=f"L{li}",
-            in_sequences=srcs,
-            eltwise=eltwise,
-            kernel_size=s.kernel,
-            pad=(pad, pad),
-            stride=s.stride,
-            pool=pool,
-            pool_size=pool_size,
-            pool_stride=pool_stride,
-            activation=activation,
-            flatten=bool(post[0] >> 27 & 1),
-            output_width=32 if lctl >> 16 & 1 else 8,
-            output=li == nlayers - 1,
-            streaming=s.streaming,
-            processors=procs_mask,
+def _structure(li: int, s: _Summary, r: _LayerRegs, nlayers: int, cpath: Path,
+               writers: list[tuple[int, int]]) -> Layer:
+    """A layer's operation, shapes, pooling, activation and inputs from its registers, checked against
+    the summary (weights and biases are added by :func:`_attach_weights`)."""
+    if not r.procs_mask or not _contiguous(r.procs_mask):
+        raise ModelFormatError(
+            f"{cpath}: layer {li}: processor map 0x{r.procs_mask:016x} is empty or has gaps"
         )
-        if s.op in ("conv2d", "linear"):
-            if s.stride != (1, 1):
-                raise ModelFormatError(f"{cpath}: layer {li}: MAX78000 convolutions have stride 1")
-            if layer.flatten:
-                raise ModelFormatError(
-                    f"{cpath}: layer {li}: flattened layers are not supported by the importer"
-                )
-            mcnt = reg(0, li, 12)
-            koffs_reg, kmax = mcnt >> 16, mcnt & 0xFFFF
-            ksize = s.kernel[0] * s.kernel[1]
-            kern_offs = (koffs_reg // 8) * ksize // 9
-            kern_count = (kmax - koffs_reg) // bits + 1
-            in_exp, _ = _expand(s.in_shape[0])
-            out_exp, out_thresh = _expand(s.out_shape[0])
-            if (lctl2 & 0xF) + 1 != in_exp:
-                raise ModelFormatError(
-                    f"{cpath}: layer {li}: {in_exp} input passes expected, layer control 2 "
-                    f"says {(lctl2 & 0xF) + 1}"
-                )
-            first_aligned = (wptr >> 13) * 4
-            last_out = first_aligned + (lctl2 >> 8) // bits
-            first_out = last_out - out_thresh + 1
-            start_col = first_out - first_aligned
-            if not 0 <= start_col < 4:
-                raise ModelFormatError(
-                    f"{cpath}: layer {li}: output processors {first_out}..{last_out} do not "
-                    "fit the write pointer"
-                )
-            layer.output_processors = ((1 << out_thresh) - 1) << first_out
-            w = _extract_kernels(km, li, s, procs, kern_offs, kern_count, bits, start_col, wpath)
-            if s.op == "linear":
-                w = w.reshape(w.shape[0], -1)
-            layer.weights = w
-            layer.weight_bits = bits
-            layer.output_shift = hw_shift - (8 - bits)
-            bq = [q for q in range(4) if post[q] >> 12 & 1]
-            if len(bq) > 1:
-                raise ModelFormatError(f"{cpath}: layer {li}: bias enabled in quadrants {bq} (depthwise?)")
-            if bq:
-                q = bq[0]
-                off = (post[q] & 0xFFF) + start_col * out_exp + (1 if li == 0 and s.streaming else 0)
-                b = bias_mem[q][off : off + s.out_shape[0]]
-                if len(b) != s.out_shape[0]:
-                    raise ModelFormatError(
-                        f"{wpath}: BIAS_{q} too short for layer {li}'s "
-                        f"{s.out_shape[0]} biases at offset {off}"
-                    )
-                layer.bias = np.where(b >= 128, b - 256, b).astype(np.int64)
-        else:
-            layer.output_shift = hw_shift
-            layer.output_processors = procs_mask
-        layers.append(layer)
-    c0 = summ[0].in_shape
-    net = Network(
-        arch=arch,
-        layers=layers,
-        input_shape=c0,
-        # provenance without the machine's absolute path, so the saved network is byte-identical
-        # wherever it is imported (the zoo card pins its sha256)
-        meta={
-            "source": "ai8x-synthesis C project",
-            "project": d.name,
-            "cnn_c_sha256": sha256_file(cpath),
-            "weights_h_sha256": sha256_file(wpath),
-            "chip": "max78000",
-        },
+    none_op = (r.post[0] >> 24) & 3
+    if (none_op != 0) != (s.op == "none"):
+        raise ModelFormatError(
+            f"{cpath}: layer {li}: summary says {s.op!r}, post-processing register "
+            f"0x{r.post[0]:08x} disagrees"
+        )
+    pad = (r.rows >> 16) & 3
+    if s.op != "linear" and (r.rows & 0x3FF) - 2 * pad + 1 != s.in_shape[1]:
+        raise ModelFormatError(
+            f"{cpath}: layer {li}: rows register 0x{r.rows:x} does not match {s.in_shape[1]} input rows"
+        )
+    pool = None
+    pool_size = (1, 1)
+    pool_stride = (1, 1)
+    if r.lctl & 0x80:
+        pool = "max" if r.lctl & 0x100 else "avg"
+        pool_size = ((r.pool[0] & 0xF) + 1, (r.pool[1] & 0xF) + 1)
+        st = (r.pool[2] & 0xF) + 1
+        pool_stride = (st, st)
+    activation = "relu" if r.lctl & 0x200 else ("abs" if r.post[0] >> 26 & 1 else None)
+    operands = ((r.oned >> 18) & 0xF) + 1 if r.oned >> 13 & 1 else 1
+    if operands != s.operands:
+        raise ModelFormatError(
+            f"{cpath}: layer {li}: {s.operands} operands in the summary, {operands} in the registers"
+        )
+    eltwise = {0: "sub", 1: "add", 2: "or", 3: "xor"}[(r.oned >> 14) & 3] if operands > 1 else None
+    # in_sequences from memory offsets: the latest earlier layer that wrote at the read pointer
+    if li == 0:
+        srcs = [-1]
+    else:
+        srcs = []
+        for j in range(operands):
+            cand = [lj for (w, lj) in writers if w == r.rptr + j]
+            srcs.append(cand[-1] if cand else li - 1)
+    writers.append((r.wptr & 0x1FFF, li))
+    return Layer(
+        index=li,
+        op=s.op if s.op != "none" else ("passthrough" if operands == 1 else "none"),
+        name=f"L{li}",
+        in_sequences=srcs,
+        eltwise=eltwise,
+        kernel_size=s.kernel,
+        pad=(pad, pad),
+        stride=s.stride,
+        pool=pool,
+        pool_size=pool_size,
+        pool_stride=pool_stride,
+        activation=activation,
+        flatten=bool(r.post[0] >> 27 & 1),
+        output_width=32 if r.lctl >> 16 & 1 else 8,
+        output=li == nlayers - 1,
+        streaming=s.streaming,
+        processors=r.procs_mask,
     )
-    proj = CProject(network=net, chip="max78000", path=d)
-    last = layers[-1]
-    lw = reg(0, nlayers - 1, 6)
-    _, out_thresh = _expand(summ[nlayers - 1].out_shape[0])
-    proj.out_layout = {
-        "word_offset": lw & 0x1FFF,
-        "first_processor": (last.output_processors and _ffs(last.output_processors)) or 0,
-        "per_pass": out_thresh,
-        "pixel_stride": ((reg(0, nlayers - 1, 20) >> 4) & 0xF) + 1,
-        "pass_offset": reg(0, nlayers - 1, 9),
-    }
+
+
+def _attach_weights(layer: Layer, s: _Summary, r: _LayerRegs, km: _KernelMemory,
+                    bias_mem: list[np.ndarray], cpath: Path, wpath: Path) -> None:
+    """Weights, biases, output shift and output processors of a layer (pass-through and element-wise
+    layers only get their shift and processors)."""
+    li = layer.index
+    qbits = (r.post[0] >> 22) & 3
+    bits = {0: 8, 1: 1, 2: 2, 3: 4}[qbits]
+    if bits == 1:
+        raise ModelFormatError(f"{cpath}: layer {li}: 1-bit weights are not supported by the importer")
+    sh = (r.post[0] >> 13) & 0x1F
+    hw_shift = -(sh & 0xF) if sh & 0x10 else sh
+    if s.op not in ("conv2d", "linear"):
+        layer.output_shift = hw_shift
+        layer.output_processors = r.procs_mask
+        return
+    if s.stride != (1, 1):
+        raise ModelFormatError(f"{cpath}: layer {li}: MAX78000 convolutions have stride 1")
+    if layer.flatten:
+        raise ModelFormatError(f"{cpath}: layer {li}: flattened layers are not supported by the importer")
+    koffs_reg, kmax = r.mcnt >> 16, r.mcnt & 0xFFFF
+    ksize = s.kernel[0] * s.kernel[1]
+    kern_offs = (koffs_reg // 8) * ksize // 9
+    kern_count = (kmax - koffs_reg) // bits + 1
+    in_exp, _ = _expand(s.in_shape[0])
+    out_exp, out_thresh = _expand(s.out_shape[0])
+    if (r.lctl2 & 0xF) + 1 != in_exp:
+        raise ModelFormatError(
+            f"{cpath}: layer {li}: {in_exp} input passes expected, layer control 2 "
+            f"says {(r.lctl2 & 0xF) + 1}"
+        )
+    first_aligned = (r.wptr >> 13) * 4
+    last_out = first_aligned + (r.lctl2 >> 8) // bits
+    first_out = last_out - out_thresh + 1
+    start_col = first_out - first_aligned
+    if not 0 <= start_col < 4:
+        raise ModelFormatError(
+            f"{cpath}: layer {li}: output processors {first_out}..{last_out} do not fit the write pointer"
+        )
+    layer.output_processors = ((1 << out_thresh) - 1) << first_out
+    procs = [p for p in range(64) if r.procs_mask >> p & 1]
+    w = _extract_kernels(km, li, s, procs, kern_offs, kern_count, bits, start_col, wpath)
+    layer.weights = w.reshape(w.shape[0], -1) if s.op == "linear" else w
+    layer.weight_bits = bits
+    layer.output_shift = hw_shift - (8 - bits)
+    bq = [q for q in range(4) if r.post[q] >> 12 & 1]
+    if len(bq) > 1:
+        raise ModelFormatError(f"{cpath}: layer {li}: bias enabled in quadrants {bq} (depthwise?)")
+    if bq:
+        q = bq[0]
+        off = (r.post[q] & 0xFFF) + start_col * out_exp + (1 if li == 0 and s.streaming else 0)
+        b = bias_mem[q][off : off + s.out_shape[0]]
+        if len(b) != s.out_shape[0]:
+            raise ModelFormatError(
+                f"{wpath}: BIAS_{q} too short for layer {li}'s {s.out_shape[0]} biases at offset {off}"
+            )
+        layer.bias = np.where(b >= 128, b - 256, b).astype(np.int64)
+
+
+def _read_samples(proj: CProject, d: Path) -> None:
+    """``sampledata.h`` (the HWC sample input) and ``sampleoutput.h`` (expected data-memory records)."""
     sd, so = d / "sampledata.h", d / "sampleoutput.h"
     if sd.is_file():
         words = _define_words(_read(sd), "SAMPLE_INPUT_0", sd)
-        c, h, wd = c0
+        c, h, wd = proj.network.input_shape
         if c > 4 or len(words) != h * wd:
             raise ModelFormatError(
                 f"{sd}: {len(words)} words for a {c}x{h}x{wd} input; only HWC inputs of at "
@@ -566,6 +551,63 @@ def import_c_project(directory: str | Path) -> CProject:
             addr, mask, n = words[i : i + 3]
             proj.sample_output.append((addr, mask, words[i + 3 : i + 3 + n]))
             i += 3 + n
+
+
+def import_c_project(directory: str | Path) -> CProject:
+    """Read an ai8x-synthesis MAX78000 C project (``cnn.c``, ``weights.h``, and if present
+    ``sampledata.h``/``sampleoutput.h``) into an emulator :class:`Network`.
+
+    Raises:
+        ModelNotFoundError: a file is missing.
+        ModelFormatError: the files are not a project this importer understands (see module doc).
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        raise ModelNotFoundError(f"C project directory not found: {d}")
+    cpath, wpath = d / "cnn.c", d / "weights.h"
+    ctext = _read(cpath)
+    arch = _project_arch(ctext, cpath, d)
+    regs, nlayers = _parse_registers(ctext, cpath)
+    summ = _parse_summary(ctext, cpath)
+    if sorted(summ) != list(range(nlayers)):
+        raise ModelFormatError(
+            f"{cpath}: layer summary lists {sorted(summ)}, registers configure {nlayers} layers"
+        )
+    wtext = _read(wpath)
+    km = _KernelMemory(_define_words(wtext, "KERNELS", wpath), wpath)
+    bias_mem = _bias_memory(wtext, wpath)
+    layers: list[Layer] = []
+    writers: list[tuple[int, int]] = []  # (word offset, layer)
+    for li in range(nlayers):
+        r = _LayerRegs.read(regs, li)
+        layer = _structure(li, summ[li], r, nlayers, cpath, writers)
+        _attach_weights(layer, summ[li], r, km, bias_mem, cpath, wpath)
+        layers.append(layer)
+    net = Network(
+        arch=arch,
+        layers=layers,
+        input_shape=summ[0].in_shape,
+        # provenance without the machine's absolute path, so the saved network is byte-identical
+        # wherever it is imported (the zoo card pins its sha256)
+        meta={
+            "source": "ai8x-synthesis C project",
+            "project": d.name,
+            "cnn_c_sha256": sha256_file(cpath),
+            "weights_h_sha256": sha256_file(wpath),
+            "chip": "max78000",
+        },
+    )
+    proj = CProject(network=net, chip="max78000", path=d)
+    last, r = layers[-1], _LayerRegs.read(regs, nlayers - 1)
+    _, out_thresh = _expand(summ[nlayers - 1].out_shape[0])
+    proj.out_layout = {
+        "word_offset": r.wptr & 0x1FFF,
+        "first_processor": (last.output_processors and _ffs(last.output_processors)) or 0,
+        "per_pass": out_thresh,
+        "pixel_stride": ((r.lctl2 >> 4) & 0xF) + 1,
+        "pass_offset": regs.get((0, nlayers - 1, 9), 0),
+    }
+    _read_samples(proj, d)
     log.info("imported %s: %d layers from %s", arch, nlayers, d)
     return proj
 
