@@ -61,9 +61,7 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
     return out + [""]
 
 
-def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> str:
-    """The Markdown report, every table generated from ``report``."""
-    r = to_jsonable(report)
+def _md_header(r: dict[str, Any]) -> list[str]:
     m = r.get("machine", {})
     ds = r.get("dataset", {})
     lines = [f"# facesdk benchmark: {r.get('name')}", ""]
@@ -86,200 +84,191 @@ def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> s
         f"- wall time: {r.get('seconds')} s, peak RSS {_f(r.get('peak_rss_mb'), 0)} MiB",
         "",
     ]
-    rows = r.get("rows", [])
-    verif = [x for x in rows if "mean_accuracy" in x]
-    ident = [x for x in rows if "rank_k" in x or ("tiers" in x and x.get("protocol") == "identify")]
-    if verif:
-        fars = list(verif[0]["tar_at_far"].keys())
-        lines += ["## Verification (k-fold: threshold chosen on the other folds)", ""]
-        head = [
-            "model",
-            "backend",
-            "precision",
-            "device",
-            "accuracy ± std",
-            *[f"TAR@FAR={f}" for f in fars],
-            "EER",
-            "AUC",
-            "mean fold thr",
-            "no-detection fallback",
+    return lines
+
+
+def _md_verification(verif: list[dict[str, Any]]) -> list[str]:
+    """Accuracy, TAR@FAR, quality tiers and per-fold thresholds of the verification rows."""
+    fars = list(verif[0]["tar_at_far"].keys())
+    lines = ["## Verification (k-fold: threshold chosen on the other folds)", ""]
+    head = [
+        "model",
+        "backend",
+        "precision",
+        "device",
+        "accuracy ± std",
+        *[f"TAR@FAR={f}" for f in fars],
+        "EER",
+        "AUC",
+        "mean fold thr",
+        "no-detection fallback",
+    ]
+    body = []
+    for x in verif:
+        fb = sum(v.get("no_detection_fallback", 0) for k, v in x.get("embedding", {}).items() if k == "high")
+        body.append(
+            [
+                x["model"],
+                x["backend"],
+                x["precision"],
+                x["device"],
+                f"{_pct(x['mean_accuracy'])} ± {_pct(x['std_accuracy'])}",
+                *[
+                    _pct(x["tar_at_far"][f]["tar"]) + ("" if x["tar_at_far"][f]["reliable"] else " *")
+                    for f in fars
+                ],
+                _pct(x["eer"]),
+                _f(x["auc"], 4),
+                _f(np.mean(x["fold_thresholds"])),
+                str(fb),
+            ]
+        )
+    lines += _table(head, body)
+    if any(not v["reliable"] for x in verif for v in x["tar_at_far"].values()):
+        lines += ["\\* fewer than 1/FAR impostor pairs: that operating point is not resolved.", ""]
+    lines += ["### Quality tiers (probe side degraded deterministically)", ""]
+    head = ["model", "backend", "precision", "tier", "accuracy ± std", f"TAR@FAR={fars[0]}", "EER"]
+    body = [
+        [
+            x["model"],
+            x["backend"],
+            x["precision"],
+            t,
+            f"{_pct(s['mean_accuracy'])} ± {_pct(s['std_accuracy'])}",
+            _pct(s["tar_at_far"][fars[0]]["tar"]),
+            _pct(s["eer"]),
         ]
-        body = []
-        for x in verif:
-            fb = sum(
-                v.get("no_detection_fallback", 0) for k, v in x.get("embedding", {}).items() if k == "high"
-            )
+        for x in verif
+        for t, s in x.get("tiers", {}).items()
+    ]
+    lines += _table(head, body)
+    lines += ["### Best threshold per fold", ""]
+    for x in verif:
+        lines.append(f"- {x['backend']}/{x['precision']}: " + ", ".join(_f(t) for t in x["fold_thresholds"]))
+    lines.append("")
+    return lines
+
+
+def _md_identification(ident: list[dict[str, Any]]) -> list[str]:
+    """Rank-k, DIR@FAR and precision/recall points of the open-set rows, per quality tier."""
+    x0 = ident[0]
+    lines = ["## Identification (1:N, open set)", "", f"Split: {x0.get('split')}", ""]
+    head = [
+        "model",
+        "backend",
+        "precision",
+        "tier",
+        "rank-1",
+        "rank-5",
+        "rank-10",
+        *[f"DIR@FAR={f}" for f in x0["dir_at_far"]],
+        "prec@recall≥0.99",
+        "recall@prec≥0.999",
+    ]
+    body = []
+    for x in ident:
+        for t, s in x.get("tiers", {}).items():
+            rk = s.get("rank_k", {})
+            par = (s.get("precision_at_recall") or {}).get("0.99")
+            rap = (s.get("recall_at_precision") or {}).get("0.999") or {}
             body.append(
                 [
                     x["model"],
                     x["backend"],
                     x["precision"],
-                    x["device"],
-                    f"{_pct(x['mean_accuracy'])} ± {_pct(x['std_accuracy'])}",
-                    *[
-                        _pct(x["tar_at_far"][f]["tar"]) + ("" if x["tar_at_far"][f]["reliable"] else " *")
-                        for f in fars
-                    ],
-                    _pct(x["eer"]),
-                    _f(x["auc"], 4),
-                    _f(np.mean(x["fold_thresholds"])),
-                    str(fb),
+                    t,
+                    _pct(rk.get("1")),
+                    _pct(rk.get("5")),
+                    _pct(rk.get("10")),
+                    *[_pct(v["dir"]) for v in s["dir_at_far"].values()],
+                    _pct(par["precision"]) if par else "unreachable",
+                    _pct(rap.get("recall")),
                 ]
             )
-        lines += _table(head, body)
-        if any(not v["reliable"] for x in verif for v in x["tar_at_far"].values()):
-            lines += ["\\* fewer than 1/FAR impostor pairs: that operating point is not resolved.", ""]
-        lines += ["### Quality tiers (probe side degraded deterministically)", ""]
-        head = ["model", "backend", "precision", "tier", "accuracy ± std", f"TAR@FAR={fars[0]}", "EER"]
-        body = []
-        for x in verif:
-            for t, s in x.get("tiers", {}).items():
-                body.append(
-                    [
-                        x["model"],
-                        x["backend"],
-                        x["precision"],
-                        t,
-                        f"{_pct(s['mean_accuracy'])} ± {_pct(s['std_accuracy'])}",
-                        _pct(s["tar_at_far"][fars[0]]["tar"]),
-                        _pct(s["eer"]),
-                    ]
-                )
-        lines += _table(head, body)
-        lines += ["### Best threshold per fold", ""]
-        for x in verif:
-            lines.append(
-                f"- {x['backend']}/{x['precision']}: " + ", ".join(_f(t) for t in x["fold_thresholds"])
-            )
-        lines.append("")
-    if ident:
-        lines += ["## Identification (1:N, open set)", ""]
-        x0 = ident[0]
-        lines.append(f"Split: {x0.get('split')}")
-        lines.append("")
-        head = [
-            "model",
-            "backend",
-            "precision",
-            "tier",
-            "rank-1",
-            "rank-5",
-            "rank-10",
-            *[f"DIR@FAR={f}" for f in x0["dir_at_far"]],
-            "prec@recall≥0.99",
-            "recall@prec≥0.999",
-        ]
-        body = []
-        for x in ident:
-            for t, s in x.get("tiers", {}).items():
-                rk = s.get("rank_k", {})
-                par = (s.get("precision_at_recall") or {}).get("0.99")
-                rap = (s.get("recall_at_precision") or {}).get("0.999") or {}
-                body.append(
-                    [
-                        x["model"],
-                        x["backend"],
-                        x["precision"],
-                        t,
-                        _pct(rk.get("1")),
-                        _pct(rk.get("5")),
-                        _pct(rk.get("10")),
-                        *[_pct(v["dir"]) for v in s["dir_at_far"].values()],
-                        _pct(par["precision"]) if par else "unreachable",
-                        _pct(rap.get("recall")),
-                    ]
-                )
-        lines += _table(head, body)
-    lat = r.get("latency") or []
-    if lat:
-        lines += ["## Latency (ms; p50 / p95 / p99; images/s from the mean)", ""]
-        head = [
-            "backend",
-            "precision",
-            "device",
-            "detector on",
-            "threads",
-            "stage",
-            "p50",
-            "p95",
-            "p99",
-            "images/s",
-        ]
-        body = []
-        for x in lat:
-            ds_ = x.get("detector_session") or {}
-            for st, v in x["stages"].items():
-                body.append(
-                    [
-                        x["backend"],
-                        x["precision"],
-                        x["device"],
-                        f"{ds_.get('backend')}/{ds_.get('device')}",
-                        str(x.get("threads")),
-                        st,
-                        _f(v["p50_ms"], 2),
-                        _f(v["p95_ms"], 2),
-                        _f(v["p99_ms"], 2),
-                        _f(v["images_per_s"], 1),
-                    ]
-                )
-        lines += _table(head, body)
-        lines.append(
-            f"Peak RSS (process high-water mark): {_f(lat[-1].get('peak_rss_mb'), 0)} MiB. "
-            f"Warm-up {lat[0]['warmup']}, repeats {lat[0]['repeats']}."
-        )
-        lines.append("")
-    par = r.get("parity")
-    if par:
-        lines += [f"## Parity (same aligned faces; reference {par['reference']})", ""]
-        if par.get("rows"):
-            head = ["embedder", "faces", "mean cos", "min cos", "max abs diff", "pairs", "decision flips"]
-            body = [
-                [
-                    p["embedder"],
-                    str(p.get("faces")),
-                    _f(p.get("mean_cosine"), 6),
-                    _f(p.get("min_cosine"), 6),
-                    f"{p['max_abs_diff']:.2e}" if p.get("max_abs_diff") is not None else p.get("error", "–"),
-                    str(p.get("pairs", "–")),
-                    str(p.get("decision_flips", "–")),
-                ]
-                for p in par["rows"]
-            ]
-            lines += _table(head, body)
-        if par.get("note"):
-            lines += [par["note"], ""]
-    peers = r.get("peers") or []
-    if peers:
-        lines += ["## Peers (the peer's implementation, not facesdk's)", ""]
-        for p in peers:
-            if "peer_latency" in p:
-                lines.append(
-                    f"- **{p['peer']}** on `{p['model']}` ({p['images']} images): top-box IoU mean "
-                    f"{_f(p['top_box_mean_iou'])} (min {_f(p['top_box_min_iou'])}), landmarks "
-                    f"{_f(p['landmark_mean_abs_px'], 2)} px apart, same face count on "
-                    f"{p['same_face_count']}/{p['images']}; on facesdk's own letterboxed input IoU "
-                    f"{_f(p.get('same_input_top_box_mean_iou'), 4)}, landmarks "
-                    f"{_f(p.get('same_input_landmark_mean_abs_px'), 3)} px; detect p50 peer "
-                    f"{_f(p['peer_latency']['p50_ms'], 2)}"
-                    f" ms vs facesdk {_f(p['facesdk_latency']['p50_ms'], 2)} ms. {p.get('note', '')}"
-                )
-            elif "mean_accuracy" in p:
-                lines.append(
-                    f"- **{p['peer']}**: accuracy {_pct(p['mean_accuracy'])} ± {_pct(p['std_accuracy'])}, "
-                    f"EER {_pct(p['eer'])}, TAR@FAR=0.001 "
-                    f"{_pct(p['tar_at_far'].get('0.001', {}).get('tar'))} on the same pairs"
-                )
-            else:
-                lines.append(
-                    f"- **{p.get('peer')}**: "
-                    + ("available" if p.get("available") else f"not run ({p.get('reason')})")
-                )
-        lines.append("")
-    if r.get("precision_study"):
-        from .precision import render as _render_precision
+    return lines + _table(head, body)
 
-        lines += _render_precision(r["precision_study"])
+
+def _md_latency(lat: list[dict[str, Any]]) -> list[str]:
+    """Per-stage p50/p95/p99 and images/s of each latency configuration."""
+    lines = ["## Latency (ms; p50 / p95 / p99; images/s from the mean)", ""]
+    head = ["backend", "precision", "device", "detector on", "threads", "stage", "p50", "p95", "p99"]
+    head.append("images/s")
+    body = []
+    for x in lat:
+        ds_ = x.get("detector_session") or {}
+        for st, v in x["stages"].items():
+            body.append(
+                [
+                    x["backend"],
+                    x["precision"],
+                    x["device"],
+                    f"{ds_.get('backend')}/{ds_.get('device')}",
+                    str(x.get("threads")),
+                    st,
+                    _f(v["p50_ms"], 2),
+                    _f(v["p95_ms"], 2),
+                    _f(v["p99_ms"], 2),
+                    _f(v["images_per_s"], 1),
+                ]
+            )
+    lines += _table(head, body)
+    lines.append(
+        f"Peak RSS (process high-water mark): {_f(lat[-1].get('peak_rss_mb'), 0)} MiB. "
+        f"Warm-up {lat[0]['warmup']}, repeats {lat[0]['repeats']}."
+    )
+    lines.append("")
+    return lines
+
+
+def _md_parity(par: dict[str, Any]) -> list[str]:
+    """Cosine / max-abs-difference / decision flips of each embedder against the reference."""
+    lines = [f"## Parity (same aligned faces; reference {par['reference']})", ""]
+    if par.get("rows"):
+        head = ["embedder", "faces", "mean cos", "min cos", "max abs diff", "pairs", "decision flips"]
+        body = [
+            [
+                p["embedder"],
+                str(p.get("faces")),
+                _f(p.get("mean_cosine"), 6),
+                _f(p.get("min_cosine"), 6),
+                f"{p['max_abs_diff']:.2e}" if p.get("max_abs_diff") is not None else p.get("error", "–"),
+                str(p.get("pairs", "–")),
+                str(p.get("decision_flips", "–")),
+            ]
+            for p in par["rows"]
+        ]
+        lines += _table(head, body)
+    if par.get("note"):
+        lines += [par["note"], ""]
+    return lines
+
+
+def _md_peer(p: dict[str, Any]) -> str:
+    """One peer's line: a detector peer (boxes, landmarks, latency), a verification peer, or why not run."""
+    if "peer_latency" in p:
+        return (
+            f"- **{p['peer']}** on `{p['model']}` ({p['images']} images): top-box IoU mean "
+            f"{_f(p['top_box_mean_iou'])} (min {_f(p['top_box_min_iou'])}), landmarks "
+            f"{_f(p['landmark_mean_abs_px'], 2)} px apart, same face count on "
+            f"{p['same_face_count']}/{p['images']}; on facesdk's own letterboxed input IoU "
+            f"{_f(p.get('same_input_top_box_mean_iou'), 4)}, landmarks "
+            f"{_f(p.get('same_input_landmark_mean_abs_px'), 3)} px; detect p50 peer "
+            f"{_f(p['peer_latency']['p50_ms'], 2)}"
+            f" ms vs facesdk {_f(p['facesdk_latency']['p50_ms'], 2)} ms. {p.get('note', '')}"
+        )
+    if "mean_accuracy" in p:
+        return (
+            f"- **{p['peer']}**: accuracy {_pct(p['mean_accuracy'])} ± {_pct(p['std_accuracy'])}, "
+            f"EER {_pct(p['eer'])}, TAR@FAR=0.001 "
+            f"{_pct(p['tar_at_far'].get('0.001', {}).get('tar'))} on the same pairs"
+        )
+    why = "available" if p.get("available") else f"not run ({p.get('reason')})"
+    return f"- **{p.get('peer')}**: " + why
+
+
+def _md_notes(r: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """Stage results, configurations not run, and the images embedded from the fallback box."""
+    lines: list[str] = []
     for name, res in (r.get("results") or {}).items():
         lines += [f"## {name}", ""]
         if res.get("markdown"):
@@ -300,6 +289,32 @@ def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> s
                 + "."
             )
             lines.append("")
+    return lines
+
+
+def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> str:
+    """The Markdown report, every table generated from ``report`` (one section function each)."""
+    r = to_jsonable(report)
+    lines = _md_header(r)
+    rows = r.get("rows", [])
+    verif = [x for x in rows if "mean_accuracy" in x]
+    ident = [x for x in rows if "rank_k" in x or ("tiers" in x and x.get("protocol") == "identify")]
+    if verif:
+        lines += _md_verification(verif)
+    if ident:
+        lines += _md_identification(ident)
+    if r.get("latency"):
+        lines += _md_latency(r["latency"])
+    if r.get("parity"):
+        lines += _md_parity(r["parity"])
+    if r.get("peers"):
+        lines += ["## Peers (the peer's implementation, not facesdk's)", ""]
+        lines += [_md_peer(p) for p in r["peers"]] + [""]
+    if r.get("precision_study"):
+        from .precision import render as _render_precision
+
+        lines += _render_precision(r["precision_study"])
+    lines += _md_notes(r, rows)
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     return "\n".join(lines)
