@@ -32,8 +32,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "through the streaming pipeline beside engine-only peers (benchmarks/throughput.py)",
     )
     p.add_argument(
-        "--peer-limit", type=int, help="throughput: run the detection peer on the first N images only"
+        "--peer-limit", type=int, help="throughput: run the detection peer on about N images in all"
     )
+    p.add_argument("--chunk", type=int, help="throughput: images per chunk (pipelines and peers alternate)")
     # also accepted before the command (global options); SUPPRESS keeps a global value when not given here
     p.add_argument(
         "--detector",
@@ -146,7 +147,14 @@ def _cmd_throughput(args: argparse.Namespace) -> int:
 
     from .throughput import DEFAULT_DETECTORS, render_markdown, run_throughput
 
+    from .throughput import DEFAULT_CHUNK
+
     det = getattr(args, "detector", None)
+    prec = (getattr(args, "bench_precision", None) or "fp32").split(",")
+    if len(prec) != 1:
+        from facesdk.errors import ConfigError
+
+        raise ConfigError("--protocol throughput runs one embedder precision at a time")
     rep = run_throughput(
         args.root or str(Path(__file__).resolve().parents[1].parent / "shared/data/lfw"),
         detectors=det.split(",") if det else DEFAULT_DETECTORS,
@@ -154,6 +162,8 @@ def _cmd_throughput(args: argparse.Namespace) -> int:
         threads=args.threads,
         batch_size=args.batch_size or 16,
         limit=args.limit,
+        chunk=getattr(args, "chunk", None) or DEFAULT_CHUNK,
+        precision=prec[0],
         peer_limit=args.peer_limit,
         progress=not args.no_progress,
         argv=sys.argv[1:],

@@ -509,14 +509,21 @@ def stage_gallery(ctx: BenchContext) -> None:
 
 def stage_throughput(ctx: BenchContext) -> None:
     """The dataset through the streaming pipeline beside engine-only peers (``throughput:`` {detectors,
-    batch_size, peer_limit}; root/limit/threads/embedder from the config; :mod:`.throughput`)."""
-    from .throughput import DEFAULT_DETECTORS, render_markdown, run_throughput
+    batch_size, peer_limit, chunk, precision}; root/limit/threads/embedder from the config, precision
+    also from the config's ``precision`` (one); :mod:`.throughput`)."""
+    from .throughput import DEFAULT_CHUNK, DEFAULT_DETECTORS, render_markdown, run_throughput
 
     o = ctx.options()
     root = ctx.cfg.get("root") or str(shared_root() / "data" / "lfw")
+    prec = o.get("precision") or (list(ctx.cfg.get("precision") or ["fp32"]))
+    prec = [prec] if isinstance(prec, str) else list(prec)
+    if len(prec) != 1:
+        raise ConfigError(f"the throughput stage runs one embedder precision, not {prec}")
     rep = run_throughput(
-        root, detectors=list(o.get("detectors", DEFAULT_DETECTORS)), embedder=o.get("embedder"),
+        root, detectors=list(o.get("detectors", DEFAULT_DETECTORS)),
+        embedder=o.get("embedder") or ctx.cfg.get("embedder"),
         threads=ctx.threads, batch_size=int(o.get("batch_size", 16)), limit=ctx.limit,
+        chunk=int(o.get("chunk", DEFAULT_CHUNK)), precision=str(prec[0]),
         peer_limit=o.get("peer_limit"), progress=ctx.progress, argv=ctx.argv,
     )
     _result(ctx, rep, render_markdown(rep))

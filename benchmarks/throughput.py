@@ -1,6 +1,6 @@
 """Throughput protocol: the whole of LFW through the streaming pipeline, beside engine-only peers.
 
-``facesdk bench --protocol throughput`` (or ``python -m facesdk_bench.throughput``) runs, in
+``facesdk bench --protocol throughput`` (or ``--config benchmarks/configs/throughput.yaml``) runs, in
 one process and one sitting:
 
 1. **Pipelines.** For every detector asked for (default: the default pipeline's MTCNN and the
@@ -8,21 +8,28 @@ one process and one sitting:
    :meth:`FaceRecognizer.faces_many` (thread pool, full embedder batches, flip TTA folded in),
    one face per image (the detection nearest the image centre; the fixed central box when
    nothing is detected, as the accuracy protocol does). Reported: wall time, images/s,
-   per-stage seconds (summed over worker threads), seconds spent inside engine calls
-   (``Session.run`` of the detector's and the embedder's sessions, summed over threads),
+   process CPU time, per-stage seconds (summed over worker threads), seconds spent inside engine
+   calls (``Session.run`` of the detector's and the embedder's sessions, summed over threads),
    and LFW ``pairs.txt`` 10-fold accuracy **from these very embeddings** (no cache).
-2. **Peers, same run.** Detection: OpenCV ``cv2.FaceDetectorYN`` on the same YuNet network
-   at each image's own size (``yunet_s_dynamic.onnx``), interleaved image by image with
+2. **Peers, same run, same chunks.** Detection: OpenCV ``cv2.FaceDetectorYN`` on the same YuNet
+   network at each image's own size (``yunet_s_dynamic.onnx``), interleaved image by image with
    facesdk's native-size YuNet so that machine load hits both alike: the ratio
-   facesdk-YuNet / OpenCV. Embedding: the raw embedder session at batch 32 on real crops
-   (chips per second), which gives the engine-only time of the crops the pipeline embedded.
-3. **Overhead.** ``pipeline wall / (detector engine-only + embedder engine-only)`` where the
-   detector's engine-only time is OpenCV's for a YuNet pipeline and the seconds inside the
+   facesdk-YuNet / OpenCV. Embedding: the raw embedder session at batch 32 on the crops the
+   pipeline itself handed its embedder (flipped as its TTA does), as many tensors as it embedded.
+3. **Chunks, so that load drift cancels.** The images are processed in chunks (default 500). In
+   each chunk every pipeline and every peer runs on the chunk's images, one after the other: the
+   pipelines first on even chunks, the peers first (and the pipelines in reverse order) on odd
+   chunks; on a peers-first chunk the embedder peer runs the previous chunk's crops (the engine's
+   time does not depend on the pixels) for the tensor count one face per image gives, scaled to
+   the count the pipeline then embedded. Every chunk gives a ratio; the report has the total
+   (sum of pipeline walls / sum of engine-only times), the median and the range over the chunks.
+4. **Overhead.** ``pipeline wall / (detector engine-only + embedder engine-only)`` where the
+   detector's engine-only time is OpenCV's for a native-size YuNet pipeline and the seconds inside the
    cascade's own engine calls for MTCNN (no external peer runs the same cascade).
 
-The report records the command, the machine, ``os.getloadavg()`` before and after (this
-harness is often run on shared machines: read ratios from one run, not absolute times across
-runs). Timing never happens in unit tests.
+The report records the command, the machine, ``os.getloadavg()`` per chunk (this harness is often
+run on shared machines: read ratios from one run, not absolute times across runs). Timing never
+happens in unit tests.
 """
 
 from __future__ import annotations
@@ -57,6 +64,8 @@ __all__ = ["run_throughput", "render_markdown", "main"]
 log = logging.getLogger(__name__)
 
 DEFAULT_DETECTORS = ("mtcnn", "yunet-2023mar-dynamic")
+#: Images per chunk (pipelines and peers take turns on each chunk).
+DEFAULT_CHUNK = 500
 
 
 def _fallback(img: np.ndarray) -> Detection:
@@ -105,157 +114,211 @@ def _images(ds: Any, limit: int | None, pairs_only: bool = False) -> list[Path]:
     return files[:limit] if limit else files
 
 
-def _run_pipeline(
-    rec: Any, paths: Sequence[Path], *, workers: int, batch_size: int, progress: bool, sample_crops: int = 32
-) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
-    from facesdk.stream import StreamStats
+class _Row:
+    """One pipeline of the run (a detector card + the embedder), accumulated over the chunks."""
 
-    rec.faces(paths[0])  # warm-up outside the clock: engine sessions, the shape predictor's first load
-    clock = _EngineClock()
-    for role, s in rec.detector.sessions.items():
-        clock.watch(f"detector:{role}", s)
-    clock.watch("embedder", rec.embedder_session)
-    st = StreamStats()
-    emb: dict[str, np.ndarray] = {}
-    fallbacks = errors = multi = 0
-    crops: list[np.ndarray] = []
-    load0 = os.getloadavg()
-    cpu0 = os.times()
-    t0 = time.perf_counter()
-    try:
+    def __init__(self, rec: Any, warmup: Path, *, workers: int, batch_size: int) -> None:
+        self.rec = rec
+        self.workers = workers
+        self.batch_size = batch_size
+        rec.faces(warmup)  # warm-up outside the clock: engine sessions, the shape predictor's first load
+        self.clock = _EngineClock()
+        for role, s in rec.detector.sessions.items():
+            self.clock.watch(f"detector:{role}", s)
+        self.clock.watch("embedder", rec.embedder_session)
+        # the crops the pipeline hands its embedder (references, no copy), for the embedder peer
+        self._captured: list[np.ndarray] = []
+        embed_crops = rec.embed_crops
+
+        def capture(crops: np.ndarray, **kw: Any) -> np.ndarray:
+            self._captured.append(crops)
+            return embed_crops(crops, **kw)
+
+        rec.embed_crops = capture
+        self._undo_capture = lambda: rec.__dict__.pop("embed_crops", None)
+        self.crops: np.ndarray | None = None  # the last chunk's crops (what the embedder peer runs)
+        self.emb: dict[str, np.ndarray] = {}
+        self.chunks: list[dict[str, Any]] = []
+        self.stats: dict[str, float] = {}
+        self.fallbacks = self.errors = self.multi = self.faces = self.batches = 0
+        self.load0: tuple[float, ...] | None = None
+        self.load1: tuple[float, ...] | None = None
+
+    def close(self) -> None:
+        self.clock.restore()
+        self._undo_capture()
+
+    def run_chunk(self, paths: Sequence[Path], *, progress: Any) -> dict[str, Any]:
+        """The chunk's images through :meth:`FaceRecognizer.faces_many`; the chunk's timing record."""
+        from facesdk.stream import StreamStats
+
+        rec = self.rec
+        st = StreamStats()
+        eng0 = dict(self.clock.seconds)
+        self._captured = []
+        load0 = os.getloadavg()
+        self.load0 = self.load0 or load0
+        cpu0 = os.times()
+        t0 = time.perf_counter()
         stream = rec.faces_many(
             [str(p) for p in paths],
             select="center",
             fallback=_fallback,
-            workers=workers,
-            batch_size=batch_size,
+            workers=self.workers,
+            batch_size=self.batch_size,
             stats=st,
         )
-        for r in tqdm(
-            stream,
-            total=len(paths),
-            desc=f"throughput {rec.detector_card.id}",
-            unit="img",
-            disable=not progress,
-        ):
+        for r in stream:
+            progress.update(1)
             if r.error is not None:
-                errors += 1
+                self.errors += 1
                 continue
-            fallbacks += r.fallback
-            multi += r.detections > 1
-            emb[r.source] = r.faces[0].embedding
+            self.fallbacks += r.fallback
+            self.multi += r.detections > 1
+            self.emb[r.source] = r.faces[0].embedding
         wall = time.perf_counter() - t0
         cpu1 = os.times()
-    finally:
-        clock.restore()
-    cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
-    # real crops for the raw-embedder peer (the first images' faces)
-    for p in paths[: sample_crops * 2]:
-        if len(crops) >= sample_crops:
-            break
-        img = rec.load(p)
-        d = rec.detector.detect(img)
-        if d:
-            crops.append(rec.align(img, d[:1])[0])
-    det_engine = sum(v for k, v in clock.seconds.items() if k.startswith("detector:"))
-    n = len(paths)
-    row = {
-        "detector": rec.detector_card.id,
-        "embedder": rec.embedder_card.id,
-        "tta": rec.tta,
-        "backend": rec.embedder_session.backend,
-        "device": rec.embedder_session.device,
-        "precision": rec.embedder_session.precision,
-        "workers": workers,
-        "batch_size": batch_size,
-        "images": n,
-        "errors": errors,
-        "no_detection_fallback": fallbacks,
-        "multi_face_images": multi,
-        "wall_s": wall,
-        "images_per_s": n / wall if wall > 0 else None,
-        # CPU seconds of the whole process (all threads): the work done, less sensitive to other
-        # users of a shared machine than the wall time
-        "cpu_s": cpu,
-        "cpu_ms_per_image": 1000 * cpu / n if n else None,
-        "stage_s": dict(st.seconds),
-        "engine_s": dict(clock.seconds),
-        "engine_calls": dict(clock.calls),
-        "detector_engine_s": det_engine,
-        "embedder_engine_s": clock.seconds.get("embedder", 0.0),
-        "embedder_tensors": st.faces * (2 if rec.tta == "flip" else 1),
-        "embedder_batches": st.batches,
-        "loadavg_before": load0,
-        "loadavg_after": os.getloadavg(),
-    }
-    return row, emb, np.stack(crops) if crops else np.zeros((0,), np.uint8)
+        self.load1 = os.getloadavg()
+        if self._captured:
+            self.crops = np.concatenate(self._captured)
+        self._captured = []
+        for k, v in st.seconds.items():
+            self.stats[k] = self.stats.get(k, 0.0) + v
+        self.faces += st.faces
+        self.batches += st.batches
+        eng = {k: v - eng0.get(k, 0.0) for k, v in self.clock.seconds.items()}
+        return {
+            "images": len(paths),
+            "wall_s": wall,
+            "cpu_s": (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system),
+            "detector_engine_s": sum(v for k, v in eng.items() if k.startswith("detector:")),
+            "embedder_engine_s": eng.get("embedder", 0.0),
+            "embedder_tensors": st.faces * (2 if rec.tta == "flip" else 1),
+            "loadavg": load0[0],
+        }
+
+    def summary(self) -> dict[str, Any]:
+        rec = self.rec
+        n = sum(c["images"] for c in self.chunks)
+        wall = sum(c["wall_s"] for c in self.chunks)
+        cpu = sum(c["cpu_s"] for c in self.chunks)
+        return {
+            "detector": rec.detector_card.id,
+            "embedder": rec.embedder_card.id,
+            "tta": rec.tta,
+            "backend": rec.embedder_session.backend,
+            "device": rec.embedder_session.device,
+            "precision": rec.embedder_session.precision,
+            "workers": self.workers,
+            "batch_size": self.batch_size,
+            "images": n,
+            "errors": self.errors,
+            "no_detection_fallback": self.fallbacks,
+            "multi_face_images": self.multi,
+            # the sum of the chunks' wall times (the peers run between the chunks)
+            "wall_s": wall,
+            "images_per_s": n / wall if wall > 0 else None,
+            # CPU seconds of the whole process (all threads): the work done, less sensitive to other
+            # users of a shared machine than the wall time
+            "cpu_s": cpu,
+            "cpu_ms_per_image": 1000 * cpu / n if n else None,
+            "stage_s": dict(self.stats),
+            "engine_s": dict(self.clock.seconds),
+            "engine_calls": dict(self.clock.calls),
+            "detector_engine_s": sum(c["detector_engine_s"] for c in self.chunks),
+            "embedder_engine_s": sum(c["embedder_engine_s"] for c in self.chunks),
+            "embedder_tensors": sum(c["embedder_tensors"] for c in self.chunks),
+            "embedder_batches": self.batches,
+            "loadavg_before": self.load0,
+            "loadavg_after": self.load1,
+        }
 
 
-def _raw_embedder(rec: Any, crops: np.ndarray, *, batch: int = 32, repeats: int = 8) -> dict[str, Any]:
-    """Chips per second of the bare embedder session at ``batch`` (real crops, tiled to the batch)."""
+def _raw_embedder_chunk(rec: Any, crops: np.ndarray, tensors: int, *, batch: int = 32) -> dict[str, Any]:
+    """Seconds of the bare embedder session for ``tensors`` tensors at ``batch`` (real crops, flipped
+    as the pipeline's TTA does, cycled to the count; the tensors are built outside the clock)."""
     spec = rec.embedder_card.input
-    x = np.concatenate([crops] * (batch // max(len(crops), 1) + 1))[:batch]
-    t = to_tensor(
-        x, layout=rec.embed_layout, color=spec.color, mean=spec.mean, std=spec.std, dtype=spec.dtype
-    )
     s = rec.embedder_session
-    s.run_batched(t)  # warm-up
-    times = []
-    for _ in range(repeats):
+    if rec.tta == "flip":
+        crops = np.concatenate([crops, crops[:, :, ::-1]])
+    seconds = 0.0
+    done = 0
+    while done < tensors:
+        k = min(batch, tensors - done)
+        idx = np.arange(done, done + k) % len(crops)
+        t = to_tensor(
+            crops[idx], layout=rec.embed_layout, color=spec.color, mean=spec.mean, std=spec.std,
+            dtype=spec.dtype,
+        )
         t0 = time.perf_counter()
         s.run_batched(t)
-        times.append(time.perf_counter() - t0)
-    per = float(np.median(times)) / batch
-    return {
-        "batch": batch,
-        "repeats": repeats,
-        "median_batch_s": float(np.median(times)),
-        "s_per_tensor": per,
-        "tensors_per_s": 1.0 / per,
-    }
+        seconds += time.perf_counter() - t0
+        done += k
+    return {"tensors": tensors, "seconds": seconds}
 
 
-def _yunet_peer(
-    paths: Sequence[Path], model: Path, rec_yunet: Any, *, threads: int, progress: bool
-) -> dict[str, Any]:
+class _YunetPeer:
     """OpenCV FaceDetectorYN at native size vs facesdk's native-size YuNet, image by image."""
-    try:
+
+    def __init__(self, model: Path, rec_yunet: Any, warmup: Path, *, threads: int) -> None:
         import cv2
-    except ImportError:
-        return {"skipped": "cv2 not installed"}
-    cv2.setNumThreads(threads)
-    det = rec_yunet.detector
-    yn = cv2.FaceDetectorYN.create(str(model), "", (320, 320), det.score_threshold, det.nms_threshold, 5000)
-    t_cv = t_fs = 0.0
-    n_cv = n_fs = 0
-    load0 = os.getloadavg()
-    for i, p in enumerate(tqdm(paths, desc="peer: OpenCV FaceDetectorYN", unit="img", disable=not progress)):
-        img = load_image(p)
-        bgr = np.ascontiguousarray(img[:, :, ::-1])
-        h, w = img.shape[:2]
-        order = (0, 1) if i % 2 == 0 else (1, 0)  # alternate who goes first
-        for who in order:
-            if who == 0:
-                t0 = time.perf_counter()
-                yn.setInputSize((w, h))
-                _, faces = yn.detect(bgr)
-                t_cv += time.perf_counter() - t0
-                n_cv += 0 if faces is None else len(faces)
-            else:
-                t0 = time.perf_counter()
-                n_fs += len(det.detect(img))
-                t_fs += time.perf_counter() - t0
-    return {
-        "images": len(paths),
-        "opencv_s": t_cv,
-        "facesdk_s": t_fs,
-        "ratio_facesdk_over_opencv": t_fs / t_cv,
-        "opencv_faces": n_cv,
-        "facesdk_faces": n_fs,
-        "opencv_version": cv2.__version__,
-        "loadavg_before": load0,
-        "loadavg_after": os.getloadavg(),
-    }
+
+        cv2.setNumThreads(threads)
+        self.cv2 = cv2
+        self.det = rec_yunet.detector
+        self.yn = cv2.FaceDetectorYN.create(
+            str(model), "", (320, 320), self.det.score_threshold, self.det.nms_threshold, 5000
+        )
+        img = load_image(warmup)  # warm-up of both, outside the clock
+        self.det.detect(img)
+        self.yn.setInputSize((img.shape[1], img.shape[0]))
+        self.yn.detect(np.ascontiguousarray(img[:, :, ::-1]))
+        self.images = self.faces_cv = self.faces_fs = 0
+        self.t_cv = self.t_fs = 0.0
+        self.load0: tuple[float, ...] | None = None
+
+    def run_chunk(self, paths: Sequence[Path], *, progress: Any) -> dict[str, Any]:
+        t_cv = t_fs = 0.0
+        self.load0 = self.load0 or os.getloadavg()
+        for i, p in enumerate(paths):
+            img = load_image(p)
+            bgr = np.ascontiguousarray(img[:, :, ::-1])
+            h, w = img.shape[:2]
+            order = (0, 1) if (self.images + i) % 2 == 0 else (1, 0)  # alternate who goes first
+            for who in order:
+                if who == 0:
+                    t0 = time.perf_counter()
+                    self.yn.setInputSize((w, h))
+                    _, faces = self.yn.detect(bgr)
+                    t_cv += time.perf_counter() - t0
+                    self.faces_cv += 0 if faces is None else len(faces)
+                else:
+                    t0 = time.perf_counter()
+                    self.faces_fs += len(self.det.detect(img))
+                    t_fs += time.perf_counter() - t0
+            progress.update(1)
+        self.images += len(paths)
+        self.t_cv += t_cv
+        self.t_fs += t_fs
+        return {"images": len(paths), "opencv_s": t_cv, "facesdk_s": t_fs, "ratio": t_fs / t_cv}
+
+    def summary(self, chunks: list[dict[str, Any]]) -> dict[str, Any]:
+        ratios = [c["ratio"] for c in chunks]
+        return {
+            "images": self.images,
+            "opencv_s": self.t_cv,
+            "facesdk_s": self.t_fs,
+            "ratio_facesdk_over_opencv": self.t_fs / self.t_cv,
+            "ratio_chunks_median": float(np.median(ratios)),
+            "ratio_chunks_min": float(np.min(ratios)),
+            "ratio_chunks_max": float(np.max(ratios)),
+            "chunks": chunks,
+            "opencv_faces": self.faces_cv,
+            "facesdk_faces": self.faces_fs,
+            "opencv_version": self.cv2.__version__,
+            "loadavg_before": self.load0,
+            "loadavg_after": os.getloadavg(),
+        }
 
 
 def _accuracy(ds: Any, emb: dict[str, np.ndarray]) -> dict[str, Any] | None:
@@ -279,6 +342,13 @@ def _accuracy(ds: Any, emb: dict[str, np.ndarray]) -> dict[str, Any] | None:
     }
 
 
+def _chunks(n: int, size: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` ranges of about ``size`` items covering ``range(n)`` (the last not tiny)."""
+    k = max(1, round(n / max(size, 1)))
+    edges = np.linspace(0, n, k + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
 def run_throughput(
     root: str | Path,
     *,
@@ -290,6 +360,7 @@ def run_throughput(
     workers: int = 2,
     batch_size: int = 16,
     limit: int | None = None,
+    chunk: int = DEFAULT_CHUNK,
     peers: bool = True,
     peer_limit: int | None = None,
     accuracy: bool = True,
@@ -297,13 +368,25 @@ def run_throughput(
     progress: bool = True,
     argv: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Run the protocol (see the module docstring) and return the report."""
+    """Run the protocol (see the module docstring) and return the report.
+
+    ``chunk``: images per chunk; in every chunk each pipeline and the engine-only peers run on the
+    chunk's images one after the other (the order reversed every other chunk), so that the ratios
+    pipeline / engine-only and facesdk / OpenCV compare times taken at nearly the same moment.
+    ``peer_limit``: run the detection peer on about this many images in all (the same share of
+    every chunk; the chunk's OpenCV time is scaled to the chunk).
+    """
     import facesdk
     from facesdk import zoo
 
+    if chunk < 1:
+        raise FaceSDKError(f"chunk must be >= 1, not {chunk}")
     ds = load_dataset("lfw", root)
     paths = _images(ds, limit, pairs_only)
+    if not paths:
+        raise FaceSDKError(f"no images under {ds.image_root}")
     thr = threads or len(os.sched_getaffinity(0))
+    spans = _chunks(len(paths), chunk)
     report: dict[str, Any] = {
         "facesdk_bench": 1,
         "protocol": "throughput",
@@ -318,12 +401,18 @@ def run_throughput(
         },
         "threads": thr,
         "ort_spinning": os.environ.get("FACESDK_ORT_SPINNING", "0") == "1",
+        "precision": precision,
+        "chunking": {
+            "chunk": chunk,
+            "chunks": len(spans),
+            "order": "even chunks: pipelines (in the given order), then the peers; odd chunks: the peers, "
+            "then the pipelines in reverse order",
+        },
         "rows": [],
         "peers": {},
     }
     opts = {"threads": thr}
-    yunet_rec = None
-    crops = None
+    rows: list[_Row] = []
     for det in detectors:
         rec = facesdk.FaceRecognizer(
             detector=det,
@@ -333,64 +422,139 @@ def run_throughput(
             batch_size=batch_size,
             backend_options=opts,
         )
-        row, emb, c = _run_pipeline(rec, paths, workers=workers, batch_size=batch_size, progress=progress)
-        if accuracy:
-            row["lfw"] = _accuracy(ds, emb)
-        if crops is None and len(c):
-            crops = c
-        if rec.detector_card.family == "yunet" and rec.detector_card.input.dynamic_size:
-            yunet_rec = rec
-        report["rows"].append(row)
-        report.setdefault("_recs", []).append(rec)
-    recs = report.pop("_recs", [])
-    if peers and recs:
-        if crops is not None:
-            report["peers"]["raw_embedder_batch32"] = _raw_embedder(recs[0], crops, batch=32)
-        if yunet_rec is None:
-            yunet_rec = facesdk.FaceRecognizer(
+        rows.append(_Row(rec, paths[0], workers=workers, batch_size=batch_size))
+    ypeer: _YunetPeer | None = None
+    if peers:
+        try:
+            import cv2  # noqa: F401
+        except ImportError:
+            report["peers"]["opencv_yunet_native"] = {"skipped": "cv2 not installed"}
+        else:
+            yrec = next(
+                (
+                    r.rec
+                    for r in rows
+                    if r.rec.detector_card.family == "yunet" and r.rec.detector_card.input.dynamic_size
+                ),
+                None,
+            ) or facesdk.FaceRecognizer(
                 detector="yunet-2023mar-dynamic", embedder=embedder, backend=backend, backend_options=opts
             )
-        card = zoo.get_card(yunet_rec.detector_card.id)
-        model = zoo.fetch(card, "onnx")
-        pp = paths[:peer_limit] if peer_limit else paths
-        report["peers"]["opencv_yunet_native"] = _yunet_peer(
-            pp, model, yunet_rec, threads=thr, progress=progress
-        )
-    raw = report["peers"].get("raw_embedder_batch32")
-    yn = report["peers"].get("opencv_yunet_native")
-    for row in report["rows"]:
-        emb_only = raw["s_per_tensor"] * row["embedder_tensors"] if raw else None
-        if row["detector"].startswith("yunet") and yn and "opencv_s" in yn:
-            det_only = yn["opencv_s"] * len(paths) / yn["images"]
-            src = "OpenCV FaceDetectorYN, native size" + (
-                "" if yn["images"] == len(paths) else " (scaled from a subset)"
-            )
-        else:
-            det_only, src = row["detector_engine_s"], "seconds inside the detector's own engine calls"
-        row["engine_only_s"] = {
-            "detector": det_only,
-            "detector_source": src,
-            "embedder": emb_only,
-            "embedder_source": "raw embedder session at batch 32",
-        }
-        if emb_only is not None:
+            card = zoo.get_card(yrec.detector_card.id)
+            ypeer = _YunetPeer(zoo.fetch(card, "onnx"), yrec, paths[0], threads=thr)
+    share = min(1.0, peer_limit / len(paths)) if peer_limit else 1.0
+    det_chunks: list[dict[str, Any]] = []
+    emb_chunks: list[list[dict[str, Any]]] = [[] for _ in rows]
+    total = len(paths) * (len(rows) + (share if ypeer else 0.0))
+    bar = tqdm(total=round(total), desc="throughput", unit="img", disable=not progress)
+    try:
+        for ci, (a, b) in enumerate(spans):
+            part = paths[a:b]
+            # expected embedder tensors of each row in this chunk (one face per image, + flip)
+            steps: list[tuple[str, int]] = [("row", i) for i in range(len(rows))]
+            peer_steps: list[tuple[str, int]] = []
+            if ypeer is not None:
+                peer_steps.append(("det", 0))
+            if peers:
+                peer_steps += [("emb", i) for i in range(len(rows))]
+            order = steps + peer_steps if ci % 2 == 0 else peer_steps + steps[::-1]
+            rec_chunk: dict[int, dict[str, Any]] = {}
+            emb_rec: dict[int, dict[str, Any]] = {}
+            for kind, i in order:
+                if kind == "row":
+                    rec_chunk[i] = rows[i].run_chunk(part, progress=bar)
+                elif kind == "det" and ypeer is not None:
+                    k = max(1, round(share * len(part)))
+                    d = ypeer.run_chunk(part[:k], progress=bar)
+                    d["scale"] = len(part) / k
+                    det_chunks.append(d)
+                elif kind == "emb":
+                    r = rows[i]
+                    want = rec_chunk[i]["embedder_tensors"] if i in rec_chunk else (
+                        len(part) * (2 if r.rec.tta == "flip" else 1)
+                    )
+                    crops = r.crops
+                    if crops is not None and want:
+                        e = _raw_embedder_chunk(r.rec, crops, want, batch=32)
+                        e["crops_from"] = "this chunk" if i in rec_chunk else "the previous chunk"
+                        emb_rec[i] = e
+            for i, row in enumerate(rows):
+                c = rec_chunk[i]
+                e = emb_rec.get(i)
+                if e is not None:
+                    # the peer ran the tensor count expected before the pipeline; scale to the real count
+                    c["embedder_only_s"] = e["seconds"] * c["embedder_tensors"] / max(e["tensors"], 1)
+                    emb_chunks[i].append(e)
+                if row.rec.detector_card.family == "yunet" and row.rec.detector_card.input.dynamic_size and (
+                    det_chunks and ypeer is not None and len(det_chunks) == ci + 1
+                ):
+                    c["detector_only_s"] = det_chunks[-1]["opencv_s"] * det_chunks[-1]["scale"]
+                    c["detector_only_source"] = "opencv"
+                else:
+                    c["detector_only_s"] = c["detector_engine_s"]
+                    c["detector_only_source"] = "own engine calls"
+                if "embedder_only_s" in c:
+                    c["ratio"] = c["wall_s"] / (c["detector_only_s"] + c["embedder_only_s"])
+                row.chunks.append(c)
+    finally:
+        bar.close()
+        for r in rows:
+            r.close()
+    for i, r in enumerate(rows):
+        row = r.summary()
+        if accuracy:
+            row["lfw"] = _accuracy(ds, r.emb)
+        row["chunks"] = r.chunks
+        ratios = [c["ratio"] for c in r.chunks if "ratio" in c]
+        if ratios:
+            det_only = sum(c["detector_only_s"] for c in r.chunks)
+            emb_only = sum(c["embedder_only_s"] for c in r.chunks)
+            opencv = r.chunks[0]["detector_only_source"] == "opencv"
+            row["engine_only_s"] = {
+                "detector": det_only,
+                "detector_source": "OpenCV FaceDetectorYN, native size, same chunks"
+                + ("" if share == 1.0 else " (scaled from a share of each chunk)")
+                if opencv
+                else "seconds inside the detector's own engine calls",
+                "embedder": emb_only,
+                "embedder_source": "raw embedder session at batch 32, same chunks",
+            }
             row["overhead_ratio"] = row["wall_s"] / (det_only + emb_only)
+            row["overhead_ratio_chunks_median"] = float(np.median(ratios))
+            row["overhead_ratio_chunks_min"] = float(np.min(ratios))
+            row["overhead_ratio_chunks_max"] = float(np.max(ratios))
+        report["rows"].append(row)
+    if ypeer is not None and det_chunks:
+        report["peers"]["opencv_yunet_native"] = ypeer.summary(det_chunks)
+    all_emb = [e for es in emb_chunks for e in es]
+    if all_emb:
+        sec = sum(e["seconds"] for e in all_emb)
+        ten = sum(e["tensors"] for e in all_emb)
+        report["peers"]["raw_embedder_batch32"] = {
+            "batch": 32,
+            "tensors": ten,
+            "seconds": sec,
+            "s_per_tensor": sec / ten,
+            "tensors_per_s": ten / sec,
+        }
     return report
 
 
 def render_markdown(report: dict[str, Any]) -> str:
     """A short Markdown summary of a throughput report."""
     m = report["machine"]
+    ch = report.get("chunking") or {}
     lines = [
         f"### Throughput: LFW, {report['dataset']['images']} images "
         f"({report['dataset'].get('selection', 'all images')}, {report['created']})",
         "",
         f"`{report['command']}` on {m.get('cpu')} ({m.get('cores')} cores), "
-        f"{report['threads']} engine threads.",
+        f"{report['threads']} engine threads, {ch.get('chunks', 1)} chunks of ≈ {ch.get('chunk', '–')} "
+        "images (pipelines and peers take turns on each chunk).",
         "",
-        "| detector | embedder (tta) | wall s | images/s | CPU ms/img | decode | detect | align | embed "
-        "| engine det/emb s | engine-only det + emb s | pipeline / engine-only | LFW 10-fold | fallbacks "
-        "| load avg |",
+        "| detector | embedder (tta, precision) | wall s | images/s | CPU ms/img | decode | detect | align "
+        "| embed | engine det/emb s | engine-only det + emb s | pipeline / engine-only: total (chunk median, "
+        "range) | LFW 10-fold | fallbacks | load avg |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["rows"]:
@@ -398,29 +562,46 @@ def render_markdown(report: dict[str, Any]) -> str:
         eo = r.get("engine_only_s", {})
         acc = r.get("lfw") or {}
         a = acc.get("mean_accuracy")
-        acc_s = f"{100 * a:.2f} %" if isinstance(a, float) else "–"
+        acc_s = f"{100 * a:.2f} % ± {100 * acc.get('std_accuracy', 0.0):.2f}" if isinstance(a, float) else "–"
         eo_s = f"{eo['detector']:.1f} + {eo['embedder']:.1f}" if eo.get("embedder") is not None else "–"
+        ratio = "–"
+        if "overhead_ratio" in r:
+            ratio = f"{r['overhead_ratio']:.2f}"
+            if "overhead_ratio_chunks_median" in r:
+                ratio += (
+                    f" ({r['overhead_ratio_chunks_median']:.2f}, {r['overhead_ratio_chunks_min']:.2f}–"
+                    f"{r['overhead_ratio_chunks_max']:.2f})"
+                )
+        lb, la = r.get("loadavg_before") or (float("nan"),), r.get("loadavg_after") or (float("nan"),)
         lines.append(
-            f"| {r['detector']} | {r['embedder']} ({r['tta']}) | {r['wall_s']:.1f} | {r['images_per_s']:.1f} "
-            f"| {r.get('cpu_ms_per_image') or float('nan'):.1f} "
+            f"| {r['detector']} | {r['embedder']} ({r['tta']}, {r.get('precision', 'fp32')}) "
+            f"| {r['wall_s']:.1f} "
+            f"| {r['images_per_s']:.1f} | {r.get('cpu_ms_per_image') or float('nan'):.1f} "
             f"| {st['decode']:.1f} | {st['detect']:.1f} | {st['align']:.1f} | {st['embed']:.1f} "
             f"| {r['detector_engine_s']:.1f} / {r['embedder_engine_s']:.1f} | {eo_s} "
-            f"| {r.get('overhead_ratio', float('nan')):.2f} | {acc_s} | {r['no_detection_fallback']} "
-            f"| {r['loadavg_before'][0]:.1f} → {r['loadavg_after'][0]:.1f} |"
+            f"| {ratio} | {acc_s} | {r['no_detection_fallback']} "
+            f"| {lb[0]:.1f} → {la[0]:.1f} |"
         )
     yn = report["peers"].get("opencv_yunet_native")
     if yn and "opencv_s" in yn:
+        med = (
+            f" (chunk median {yn['ratio_chunks_median']:.2f}, range {yn['ratio_chunks_min']:.2f}–"
+            f"{yn['ratio_chunks_max']:.2f})"
+            if "ratio_chunks_median" in yn
+            else ""
+        )
         lines += [
             "",
-            f"Detection peer (same run, interleaved, {yn['images']} images): OpenCV {yn['opencv_version']} "
-            f"FaceDetectorYN native size {yn['opencv_s']:.1f} s, facesdk YuNet native size "
-            f"{yn['facesdk_s']:.1f} s: ratio facesdk/OpenCV = {yn['ratio_facesdk_over_opencv']:.2f}.",
+            f"Detection peer (same run, same chunks, interleaved image by image, {yn['images']} images): "
+            f"OpenCV {yn['opencv_version']} FaceDetectorYN native size {yn['opencv_s']:.1f} s, facesdk YuNet "
+            f"native size {yn['facesdk_s']:.1f} s: ratio facesdk/OpenCV = "
+            f"{yn['ratio_facesdk_over_opencv']:.2f}{med}.",
         ]
     raw = report["peers"].get("raw_embedder_batch32")
     if raw:
         lines += [
-            f"Embedding peer: raw embedder session at batch 32: {raw['tensors_per_s']:.1f} crops/s "
-            f"({1000 * raw['s_per_tensor']:.2f} ms per crop)."
+            f"Embedding peer: raw embedder session at batch 32 on the pipelines' own crops: "
+            f"{raw['tensors_per_s']:.1f} tensors/s ({1000 * raw['s_per_tensor']:.2f} ms per tensor)."
         ]
     lines += ["", "Stage seconds are summed over worker threads (they overlap each other and the wall time)."]
     return "\n".join(lines)
@@ -447,6 +628,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--batch-size", type=int, default=16, help="faces per embedder batch (flip TTA doubles it)"
     )
     p.add_argument("--limit", type=int, help="only the first N images (sorted paths)")
+    p.add_argument(
+        "--chunk", type=int, default=DEFAULT_CHUNK, help=f"images per chunk (default {DEFAULT_CHUNK})"
+    )
+    p.add_argument("--precision", default="fp32", help="embedder precision (fp32, int8 …)")
     p.add_argument("--peer-limit", type=int, help="run the detection peer on the first N images only")
     p.add_argument("--no-peers", action="store_true")
     p.add_argument("--pairs-only", action="store_true", help="only the 7,701 images of LFW pairs.txt")
@@ -465,6 +650,8 @@ def run_from_args(args: argparse.Namespace, argv: list[str]) -> int:
         workers=args.workers,
         batch_size=args.batch_size,
         limit=args.limit,
+        chunk=args.chunk,
+        precision=args.precision,
         peers=not args.no_peers,
         peer_limit=args.peer_limit,
         progress=not args.no_progress,

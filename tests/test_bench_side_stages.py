@@ -234,3 +234,33 @@ def test_small_galleries_stage(tmp_path: Path) -> None:
     one = res["rows"][0]
     assert one["far_gallery_margin"]["mean"] >= one["far_cohort_margin"]["mean"]
     assert res["model"] == "dlib-resnet-v1" and 0 < res["threshold"] < 1
+
+
+def test_throughput_stage_interleaves_chunks(tmp_path: Path) -> None:
+    """The throughput protocol in chunks: every chunk runs the pipeline and both peers (the embedder peer
+    on as many tensors as the pipeline embedded), the totals are the chunks' sums, and the ratios are
+    formed chunk by chunk (issue 12: load drift between pipeline and peers cancels)."""
+    res = _run_config(
+        "throughput", tmp_path, top={"limit": 13}, detectors=["yunet-2023mar-dynamic"], chunk=5
+    )
+    assert res["chunking"]["chunks"] == 3 and res["dataset"]["images"] == 13
+    (row,) = res["rows"]
+    chunks = row["chunks"]
+    assert len(chunks) == 3 and sum(c["images"] for c in chunks) == 13 == row["images"]
+    assert row["errors"] == 0 and row["embedder_tensors"] == 26  # one face per image, flip TTA
+    assert row["wall_s"] == pytest.approx(sum(c["wall_s"] for c in chunks))
+    for c in chunks:
+        assert c["detector_only_source"] == "opencv" and c["detector_only_s"] > 0 and c["embedder_only_s"] > 0
+        assert c["ratio"] == pytest.approx(c["wall_s"] / (c["detector_only_s"] + c["embedder_only_s"]))
+    eo = row["engine_only_s"]
+    assert eo["detector"] == pytest.approx(sum(c["detector_only_s"] for c in chunks))
+    assert row["overhead_ratio"] == pytest.approx(row["wall_s"] / (eo["detector"] + eo["embedder"]))
+    assert row["overhead_ratio_chunks_min"] <= row["overhead_ratio_chunks_median"] <= row[
+        "overhead_ratio_chunks_max"
+    ]
+    yn = res["peers"]["opencv_yunet_native"]
+    assert len(yn["chunks"]) == 3 and yn["images"] == 13 and yn["facesdk_faces"] == yn["opencv_faces"]
+    assert yn["opencv_s"] == pytest.approx(sum(c["opencv_s"] for c in yn["chunks"]))
+    raw = res["peers"]["raw_embedder_batch32"]
+    assert raw["tensors"] == 26  # the peer ran exactly what the pipeline embedded
+    assert row["precision"] == "fp32" and res["precision"] == "fp32"
