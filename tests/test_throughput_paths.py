@@ -255,3 +255,41 @@ def test_an_interrupt_inside_a_group_keeps_the_inputs_before_it(
     # the inputs before the interrupt were finished (two full batches of 2 handed out; the 5th
     # still waited for its batch), nothing after it was
     assert got == [0, 1, 2, 3]
+
+
+def test_fast_dlib_chip_matches_the_exact_one(
+    lfw: list[Path], shared: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cv2.warpAffine dlib chip equals the exact numpy one up to one level on a few pixels, also for
+    faces cut by the image border (black outside, dlib's rule) and through dlib's pyramid (big faces)."""
+    pytest.importorskip("cv2")
+    from facesdk.dlib_crop import _chip_method, dlib_crop_details, dlib_face_crop
+    from facesdk.image import load_image
+    from facesdk.shape_predictor import load_default
+
+    sp = load_default()
+    rec = facesdk.FaceRecognizer(detector="mtcnn", embedder="dlib-resnet-v1", backend="onnxruntime")
+    imgs = [load_image(p) for p in lfw] + [load_image(shared / "data/photos/obama-1080p.jpg")]
+    imgs.append(imgs[0][40:, 60:].copy())  # the face cut by the image's top-left corner
+    exact, fast, cases = [], [], 0
+    for img in imgs:
+        for d in rec.detector.detect(img):
+            s = sp.predict(img, (d.box[0], d.box[1], d.box[2] - 1, d.box[3] - 1))
+            for shift in (0.0, 0.37):  # sub-pixel positions
+                e = dlib_face_crop(img, s + shift, method="exact")
+                f = dlib_face_crop(img, s + shift, method="fast")
+                exact.append(e)
+                fast.append(f)
+                cases += dlib_crop_details(s).rect[0] < 0 or (e == 0).all(-1).any()
+    ex, fa = np.stack(exact), np.stack(fast)
+    diff = np.abs(ex.astype(int) - fa.astype(int))
+    assert len(ex) >= 14 and cases >= 1  # some chips reach outside the image
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+    assert np.array_equal(ex == 0, fa == 0) or ((ex == 0) != (fa == 0)).mean() < 1e-4
+    cos = np.einsum("ij,ij->i", rec.embed_crops(ex), rec.embed_crops(fa))
+    assert cos.min() > 0.99999
+    monkeypatch.setenv("FACESDK_DLIB_CHIP", "exact")
+    assert _chip_method(None) == "exact"
+    monkeypatch.setenv("FACESDK_DLIB_CHIP", "bogus")
+    with pytest.raises(ConfigError):
+        _chip_method(None)
