@@ -145,9 +145,26 @@ def _per_stride_decode(det: Any, outputs: dict[str, np.ndarray], meta: dict[str,
 
 def test_yunet_native_fast_paths_are_exact(lfw: list[Path], shared: Path) -> None:
     rec = facesdk.FaceRecognizer(
-        detector="yunet-2023mar-dynamic", embedder="mobilefacenet-sirius", backend="onnxruntime"
+        detector="yunet-2023mar-dynamic", embedder="mobilefacenet-sirius", backend="onnxruntime",
+        backend_options={"threads": 2},
     )
     det = rec.detector
+    # small inputs run on a single-threaded session of the same file: same outputs
+    assert det.single_thread_pixels == 102400 and set(det.sessions) == {"main", "small"}
+    picked = []
+    for name in ("main", "small"):
+        run = det.sessions[name].run
+        det.sessions[name].run = lambda x, run=run, name=name: picked.append(name) or run(x)  # type: ignore
+    t_small, _ = det.preprocess(rec.load(lfw[0]))  # 256 x 256
+    t_big, _ = det.preprocess(rec.load(shared / "data/photos/obama-240p.jpg"))  # 448 x 256
+    det.run_main(t_small)
+    det.run_main(t_big)
+    assert picked == ["small", "main"]
+    for name in ("main", "small"):
+        del det.sessions[name].run
+    for t in (t_small, t_big):
+        for x, y in zip(det.sessions["main"].run(t), det.sessions["small"].run(t)):
+            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
     spec = det.card.input
     files = [*lfw, shared / "data/photos/two_people.jpg", shared / "data/photos/obama-240p.jpg"]
     found = 0

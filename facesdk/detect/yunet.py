@@ -8,16 +8,27 @@ size = exp(dw, dh)·s; landmarks = (col + kx, row + ky)·s. Input: BGR float
 (``input.dynamic_size``) runs at the image's own size, zero-padded right/bottom to a multiple
 of 32 (what OpenCV's ``FaceDetectorYN`` does), after an optional downscale to
 ``params.max_input_side``.
+
+Small inputs on one thread: with ONNX Runtime and more than one engine thread, a dynamic-size card's
+inputs of at most ``params.single_thread_pixels`` (padded) pixels run on a second, single-threaded
+session of the same file: for a 256×256 LFW input, waking a second intra-op thread costs more than it
+saves (same process, interleaved, load ≈ 5.6: 1.96 ms on 1 thread vs 2.85 ms on 2; 320×320: 3.33 vs
+4.66 ms; benchmarks/RESULTS.md, "Throughput"). Both sessions give the same outputs (same graph, same
+kernels; ``tests/test_throughput_paths.py``).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 
-from ..image import letterbox, resize, to_tensor
+
+from ..backend import Artifact, Backend
 from ..errors import ModelFormatError
+from ..image import letterbox, resize, to_tensor
+from ..zoo import ModelCard
 from .base import Detection, FaceDetector
 from .nms import nms
 
@@ -28,6 +39,30 @@ class YuNetDetector(FaceDetector):
     """YuNet: anchor-free, five landmarks."""
 
     family = "yunet"
+
+    def __init__(
+        self, card: ModelCard, backend: Backend, artifacts: dict[str, Artifact], **kw: Any
+    ) -> None:
+        super().__init__(card, backend, artifacts, **kw)
+        #: padded input pixels up to which the single-threaded session runs (0: never)
+        self.single_thread_pixels = 0
+        limit = int(self.params.get("single_thread_pixels", 0) or 0)
+        load = {k: v for k, v in kw.items() if k not in ("score_threshold", "nms_threshold")}
+        threads = load.get("threads") or (
+            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        )
+        if card.input.dynamic_size and limit > 0 and backend.name == "onnxruntime" and threads > 1:
+            main = artifacts.get("main") or next(iter(artifacts.values()))
+            self.sessions["small"] = backend.load(main, **{**load, "threads": 1})
+            self.single_thread_pixels = limit
+
+    def run_main(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        """The main session, or the single-threaded one for a small input (see the module notes)."""
+        hw = tensor.shape[2:4] if self.layout == "NCHW" else tensor.shape[1:3]
+        pixels = int(hw[0]) * int(hw[1])
+        s = self.sessions["small"] if pixels <= self.single_thread_pixels else self.session
+        outs = s.run(tensor)
+        return {spec.name: o for spec, o in zip(s.outputs, outs)}
 
     def input_size(self, image: np.ndarray) -> tuple[int, int]:
         if self.card.input.dynamic_size:
@@ -73,7 +108,14 @@ class YuNetDetector(FaceDetector):
         src = (2, 1, 0) if spec.color == "BGR" else (0, 1, 2)
         mean = np.asarray(spec.mean, np.float32)
         std = np.asarray(spec.std, np.float32)
-        if self.layout == "NCHW":
+        if self.layout == "NCHW" and not mean.any() and (std == 1).all():
+            # planes first (one uint8 transpose), then one contiguous uint8 → float32 copy per plane
+            planes = np.ascontiguousarray(image.transpose(2, 0, 1))
+            t = np.empty((1, 3, size[1], size[0]), np.float32)
+            t[0, :, :h, :w] = planes[list(src)]
+            t[0, :, h:, :] = 0
+            t[0, :, :h, w:] = 0
+        elif self.layout == "NCHW":
             t = np.zeros((1, 3, size[1], size[0]), np.float32)
             for c in range(3):
                 out = t[0, c, :h, :w]
