@@ -509,7 +509,7 @@ def stage_gallery(ctx: BenchContext) -> None:
 
 def stage_throughput(ctx: BenchContext) -> None:
     """The dataset through the streaming pipeline beside engine-only peers (``throughput:`` {detectors,
-    batch_size, peer_limit, chunk, precision}; root/limit/threads/embedder from the config, precision
+    batch_size, peer_limit, chunk, precision, chip_ab}; root/limit/threads/embedder from the config, precision
     also from the config's ``precision`` (one); :mod:`.throughput`)."""
     from .throughput import DEFAULT_CHUNK, DEFAULT_DETECTORS, render_markdown, run_throughput
 
@@ -523,7 +523,7 @@ def stage_throughput(ctx: BenchContext) -> None:
         root, detectors=list(o.get("detectors", DEFAULT_DETECTORS)),
         embedder=o.get("embedder") or ctx.cfg.get("embedder"),
         threads=ctx.threads, batch_size=int(o.get("batch_size", 16)), limit=ctx.limit,
-        chunk=int(o.get("chunk", DEFAULT_CHUNK)), precision=str(prec[0]),
+        chunk=int(o.get("chunk", DEFAULT_CHUNK)), precision=str(prec[0]), chip_ab=int(o.get("chip_ab", 500)),
         peer_limit=o.get("peer_limit"), progress=ctx.progress, argv=ctx.argv,
     )
     _result(ctx, rep, render_markdown(rep))

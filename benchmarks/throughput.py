@@ -23,7 +23,12 @@ one process and one sitting:
    time does not depend on the pixels) for the tensor count one face per image gives, scaled to
    the count the pipeline then embedded. Every chunk gives a ratio; the report has the total
    (sum of pipeline walls / sum of engine-only times), the median and the range over the chunks.
-4. **Overhead.** ``pipeline wall / (detector engine-only + embedder engine-only)`` where the
+4. **A/B of this work's fast paths, same process, interleaved.** In the detection peer's loop a third
+   contender runs facesdk's YuNet with every input on the multi-threaded session (what it did before
+   small inputs got a single-threaded session); after the chunks, dlib's chip on the first
+   ``chip_ab`` images' faces: the exact numpy sampling vs one ``cv2.warpAffine`` per face, with the
+   pixel differences and the cosine between the two chips' embeddings.
+5. **Overhead.** ``pipeline wall / (detector engine-only + embedder engine-only)`` where the
    detector's engine-only time is OpenCV's for a native-size YuNet pipeline and the seconds inside the
    cascade's own engine calls for MTCNN (no external peer runs the same cascade).
 
@@ -274,17 +279,18 @@ class _YunetPeer:
         self.yn.setInputSize((img.shape[1], img.shape[0]))
         self.yn.detect(np.ascontiguousarray(img[:, :, ::-1]))
         self.images = self.faces_cv = self.faces_fs = 0
-        self.t_cv = self.t_fs = 0.0
+        self.t_cv = self.t_fs = self.t_mt = 0.0
         self.load0: tuple[float, ...] | None = None
 
     def run_chunk(self, paths: Sequence[Path], *, progress: Any) -> dict[str, Any]:
-        t_cv = t_fs = 0.0
+        t_cv = t_fs = t_mt = 0.0
         self.load0 = self.load0 or os.getloadavg()
+        small = getattr(self.det, "single_thread_pixels", 0)
         for i, p in enumerate(paths):
             img = load_image(p)
             bgr = np.ascontiguousarray(img[:, :, ::-1])
             h, w = img.shape[:2]
-            order = (0, 1) if (self.images + i) % 2 == 0 else (1, 0)  # alternate who goes first
+            order = (0, 1, 2) if (self.images + i) % 2 == 0 else (2, 1, 0)  # alternate who goes first
             for who in order:
                 if who == 0:
                     t0 = time.perf_counter()
@@ -292,15 +298,27 @@ class _YunetPeer:
                     _, faces = self.yn.detect(bgr)
                     t_cv += time.perf_counter() - t0
                     self.faces_cv += 0 if faces is None else len(faces)
-                else:
+                elif who == 1:
                     t0 = time.perf_counter()
                     self.faces_fs += len(self.det.detect(img))
                     t_fs += time.perf_counter() - t0
+                elif small:  # A/B: the same detector with every input on the multi-threaded session
+                    self.det.single_thread_pixels = 0
+                    try:
+                        t0 = time.perf_counter()
+                        self.det.detect(img)
+                        t_mt += time.perf_counter() - t0
+                    finally:
+                        self.det.single_thread_pixels = small
             progress.update(1)
         self.images += len(paths)
         self.t_cv += t_cv
         self.t_fs += t_fs
-        return {"images": len(paths), "opencv_s": t_cv, "facesdk_s": t_fs, "ratio": t_fs / t_cv}
+        self.t_mt += t_mt
+        out = {"images": len(paths), "opencv_s": t_cv, "facesdk_s": t_fs, "ratio": t_fs / t_cv}
+        if small:
+            out["facesdk_all_threads_s"] = t_mt
+        return out
 
     def summary(self, chunks: list[dict[str, Any]]) -> dict[str, Any]:
         ratios = [c["ratio"] for c in chunks]
@@ -313,6 +331,15 @@ class _YunetPeer:
             "ratio_chunks_min": float(np.min(ratios)),
             "ratio_chunks_max": float(np.max(ratios)),
             "chunks": chunks,
+            **(
+                {
+                    "single_thread_pixels": self.det.single_thread_pixels,
+                    "facesdk_all_inputs_multithreaded_s": self.t_mt,
+                    "ratio_all_inputs_multithreaded_over_opencv": self.t_mt / self.t_cv,
+                }
+                if self.t_mt
+                else {}
+            ),
             "opencv_faces": self.faces_cv,
             "facesdk_faces": self.faces_fs,
             "opencv_version": self.cv2.__version__,
@@ -342,6 +369,57 @@ def _accuracy(ds: Any, emb: dict[str, np.ndarray]) -> dict[str, Any] | None:
     }
 
 
+def _chip_ab(rec: Any, paths: Sequence[Path]) -> dict[str, Any] | None:
+    """A/B of dlib's chip, same process, interleaved face by face: the exact numpy sampling vs one
+    ``cv2.warpAffine`` (``facesdk.dlib_crop``, ``method=``) on the same faces and shapes; their pixel
+    differences and the cosine between the embeddings of the two chips (the recogniser's embedder,
+    its TTA). None when the recogniser does not use dlib's chip."""
+    if rec.template != "dlib150" or rec.landmarker is not None or not paths:
+        return None
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        return {"skipped": "cv2 not installed"}
+    from facesdk.dlib_crop import dlib_face_crop, dlib_predictor_rect
+    from facesdk.shape_predictor import load_default
+
+    sp = load_default()
+    imgs, rects = [], []
+    for p in paths:
+        img = rec.load(p)
+        d = rec.detector.detect(img)
+        det = d[0] if d else _fallback(img)
+        imgs.append(img)
+        rects.append(dlib_predictor_rect(sp, det.box, det.landmarks))
+    shapes = sp.predict_many(imgs, np.asarray(rects, np.float64))
+    wall = {"exact": 0.0, "fast": 0.0}
+    cpu = {"exact": 0.0, "fast": 0.0}
+    chips: dict[str, list[np.ndarray]] = {"exact": [], "fast": []}
+    for i, (im, sh) in enumerate(zip(imgs, shapes)):
+        for m in ("exact", "fast") if i % 2 == 0 else ("fast", "exact"):
+            c0, t0 = time.thread_time(), time.perf_counter()
+            chips[m].append(dlib_face_crop(im, sh, 150, 0.25, method=m))
+            wall[m] += time.perf_counter() - t0
+            cpu[m] += time.thread_time() - c0
+    ex, fa = np.stack(chips["exact"]), np.stack(chips["fast"])
+    diff = np.abs(ex.astype(np.int16) - fa.astype(np.int16))
+    cos = np.einsum("ij,ij->i", rec.embed_crops(ex), rec.embed_crops(fa)).astype(np.float64)
+    n = len(ex)
+    return {
+        "faces": n,
+        "exact_ms_per_face": 1000 * wall["exact"] / n,
+        "fast_ms_per_face": 1000 * wall["fast"] / n,
+        "exact_cpu_ms_per_face": 1000 * cpu["exact"] / n,
+        "fast_cpu_ms_per_face": 1000 * cpu["fast"] / n,
+        "ratio_fast_over_exact": wall["fast"] / wall["exact"],
+        "values_differing": float((diff > 0).mean()),
+        "max_abs_diff": int(diff.max()),
+        "embedding_cos_min": float(cos.min()),
+        "embedding_cos_mean": float(cos.mean()),
+        "embedding_cos_p001": float(np.quantile(cos, 0.001)),
+    }
+
+
 def _chunks(n: int, size: int) -> list[tuple[int, int]]:
     """``[start, stop)`` ranges of about ``size`` items covering ``range(n)`` (the last not tiny)."""
     k = max(1, round(n / max(size, 1)))
@@ -361,6 +439,7 @@ def run_throughput(
     batch_size: int = 16,
     limit: int | None = None,
     chunk: int = DEFAULT_CHUNK,
+    chip_ab: int = 500,
     peers: bool = True,
     peer_limit: int | None = None,
     accuracy: bool = True,
@@ -374,7 +453,8 @@ def run_throughput(
     chunk's images one after the other (the order reversed every other chunk), so that the ratios
     pipeline / engine-only and facesdk / OpenCV compare times taken at nearly the same moment.
     ``peer_limit``: run the detection peer on about this many images in all (the same share of
-    every chunk; the chunk's OpenCV time is scaled to the chunk).
+    every chunk; the chunk's OpenCV time is scaled to the chunk). ``chip_ab``: after the chunks, the
+    A/B of dlib's chip (exact numpy vs ``cv2.warpAffine``, :func:`_chip_ab`) on this many images (0: no).
     """
     import facesdk
     from facesdk import zoo
@@ -526,6 +606,10 @@ def run_throughput(
         report["rows"].append(row)
     if ypeer is not None and det_chunks:
         report["peers"]["opencv_yunet_native"] = ypeer.summary(det_chunks)
+    if chip_ab and rows:
+        ab = next((a for a in (_chip_ab(r.rec, paths[:chip_ab]) for r in rows[::-1]) if a), None)
+        if ab is not None:
+            report["chip_ab"] = ab
     all_emb = [e for es in emb_chunks for e in es]
     if all_emb:
         sec = sum(e["seconds"] for e in all_emb)
@@ -597,12 +681,29 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"native size {yn['facesdk_s']:.1f} s: ratio facesdk/OpenCV = "
             f"{yn['ratio_facesdk_over_opencv']:.2f}{med}.",
         ]
+        if "ratio_all_inputs_multithreaded_over_opencv" in yn:
+            lines.append(
+                f"A/B in the same loop: facesdk YuNet with every input on the {report['threads']}-thread "
+                f"session (no single-threaded session for inputs ≤ {yn['single_thread_pixels']} pixels) "
+                f"{yn['facesdk_all_inputs_multithreaded_s']:.1f} s: ratio "
+                f"{yn['ratio_all_inputs_multithreaded_over_opencv']:.2f}."
+            )
     raw = report["peers"].get("raw_embedder_batch32")
     if raw:
         lines += [
             f"Embedding peer: raw embedder session at batch 32 on the pipelines' own crops: "
             f"{raw['tensors_per_s']:.1f} tensors/s ({1000 * raw['s_per_tensor']:.2f} ms per tensor)."
         ]
+    ab = report.get("chip_ab")
+    if ab and "faces" in ab:
+        lines.append(
+            f"dlib chip A/B (same process, interleaved, {ab['faces']} faces): exact numpy "
+            f"{ab['exact_ms_per_face']:.3f} ms/face ({ab['exact_cpu_ms_per_face']:.3f} CPU), cv2.warpAffine "
+            f"{ab['fast_ms_per_face']:.3f} ms/face ({ab['fast_cpu_ms_per_face']:.3f} CPU), ratio "
+            f"{ab['ratio_fast_over_exact']:.3f}; {100 * ab['values_differing']:.4f} % of values differ (max "
+            f"{ab['max_abs_diff']}); embedding cosine min {ab['embedding_cos_min']:.7f}, mean "
+            f"{ab['embedding_cos_mean']:.7f}."
+        )
     lines += ["", "Stage seconds are summed over worker threads (they overlap each other and the wall time)."]
     return "\n".join(lines)
 
@@ -632,6 +733,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--chunk", type=int, default=DEFAULT_CHUNK, help=f"images per chunk (default {DEFAULT_CHUNK})"
     )
     p.add_argument("--precision", default="fp32", help="embedder precision (fp32, int8 …)")
+    p.add_argument("--chip-ab", type=int, default=500, help="images of the dlib chip A/B (0: none)")
     p.add_argument("--peer-limit", type=int, help="run the detection peer on the first N images only")
     p.add_argument("--no-peers", action="store_true")
     p.add_argument("--pairs-only", action="store_true", help="only the 7,701 images of LFW pairs.txt")
@@ -651,6 +753,7 @@ def run_from_args(args: argparse.Namespace, argv: list[str]) -> int:
         batch_size=args.batch_size,
         limit=args.limit,
         chunk=args.chunk,
+        chip_ab=args.chip_ab,
         precision=args.precision,
         peers=not args.no_peers,
         peer_limit=args.peer_limit,

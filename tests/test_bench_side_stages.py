@@ -241,7 +241,7 @@ def test_throughput_stage_interleaves_chunks(tmp_path: Path) -> None:
     on as many tensors as the pipeline embedded), the totals are the chunks' sums, and the ratios are
     formed chunk by chunk (issue 12: load drift between pipeline and peers cancels)."""
     res = _run_config(
-        "throughput", tmp_path, top={"limit": 13}, detectors=["yunet-2023mar-dynamic"], chunk=5
+        "throughput", tmp_path, top={"limit": 13}, detectors=["yunet-2023mar-dynamic"], chunk=5, chip_ab=4
     )
     assert res["chunking"]["chunks"] == 3 and res["dataset"]["images"] == 13
     (row,) = res["rows"]
@@ -264,3 +264,7 @@ def test_throughput_stage_interleaves_chunks(tmp_path: Path) -> None:
     raw = res["peers"]["raw_embedder_batch32"]
     assert raw["tensors"] == 26  # the peer ran exactly what the pipeline embedded
     assert row["precision"] == "fp32" and res["precision"] == "fp32"
+    # the single-threaded-session A/B ran in the same loop
+    assert yn["single_thread_pixels"] > 0 and yn["facesdk_all_inputs_multithreaded_s"] > 0
+    ab = res["chip_ab"]  # dlib chip: exact vs cv2.warpAffine on the same faces
+    assert ab["faces"] == 4 and ab["max_abs_diff"] <= 1 and ab["embedding_cos_min"] > 0.99999
