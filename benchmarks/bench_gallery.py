@@ -4,7 +4,7 @@ For each (identities N, dimension D) of the config: N random unit vectors (the s
 does not depend on the data), probes = noisy copies of stored rows; top-K search with batches of
 1 and 100 probes. Timed, interleaved repeat by repeat so load from other jobs hits all alike:
 
-- ``facesdk fp32`` / ``fp16`` / ``int8``: :class:`facesdk.vecindex.ExactIndex` (``fp16``/``int8``:
+- ``facesdk fp32`` / ``fp16`` / ``int8``: :class:`facesdk.gallery.index.ExactIndex` (``fp16``/``int8``:
   compressed scan + exact fp32 re-ranking);
 - ``faiss default``: ``IndexFlatIP`` with faiss's ``distance_compute_blas_threshold`` (20: batches
   under 20 probes use its SIMD loop, not BLAS), and ``faiss blas``: the threshold lowered to 1;
@@ -39,7 +39,7 @@ import numpy as np
 import yaml
 
 from facesdk.gallery import Gallery
-from facesdk.vecindex import ExactIndex
+from facesdk.gallery.index import ExactIndex
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Collecting mode (:func:`facesdk.collect.collect`) on a synthetic sequence of real LFW photos.
+"""Collecting mode (:func:`facesdk.gallery.collect.collect`) on a synthetic sequence of real LFW photos.
 
 Stage ``collect-purity`` of ``facesdk bench`` (:mod:`facesdk_bench.stages`)::
 
@@ -80,7 +80,7 @@ def run(
     """Collect some-in-one and one-in-one on the sequence; purity and people recovered."""
     os.environ.setdefault("FACESDK_MODEL_MIRROR", str(shared / "models"))  # YuNet, MobileFaceNet
     import facesdk
-    from facesdk.collect import collect
+    from facesdk.gallery.collect import collect
 
     people = list(people or PEOPLE)
     rec = facesdk.FaceRecognizer(detector=detector, embedder=embedder, backend=backend)

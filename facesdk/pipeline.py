@@ -706,7 +706,7 @@ class FaceRecognizer:
         """Open (or create) the gallery at a path/URI with this recogniser's provenance, and attach it.
 
         A file gallery opened this way is bound to its file: ``gallery.save()`` locks the file and
-        merges what other processes saved meanwhile (see :mod:`facesdk.gallery_file`).
+        merges what other processes saved meanwhile (see :mod:`facesdk.gallery.file`).
         """
         g = Gallery.open(
             uri,
@@ -778,7 +778,7 @@ class FaceRecognizer:
                     embs.append(self.embed_crops(crops)[0])
                     metas.append({"source": src})
                     if keep_crops:
-                        from .gallery_tools import loose_crop
+                        from .gallery.tools import loose_crop
 
                         c, cmeta = loose_crop(img, d.box, d.landmarks)
                         loose.append(c)

@@ -13,7 +13,7 @@ pytest.importorskip("sklearn")
 
 import facesdk
 from facesdk.cli import main
-from facesdk.collect import collect, head_pose, kdistance_eps, sharpness
+from facesdk.gallery.collect import collect, head_pose, kdistance_eps, sharpness
 from facesdk.errors import ConfigError, GalleryError
 from facesdk.gallery import Gallery
 

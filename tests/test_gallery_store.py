@@ -27,9 +27,9 @@ from facesdk.errors import (
 )
 from facesdk.fileio import file_lock
 from facesdk.gallery import UNKNOWN, Gallery, GalleryStore, gallery_store_factories, l2_normalize
-from facesdk.gallery_file import EmbeddedStore
+from facesdk.gallery.file import EmbeddedStore
 from facesdk.plugins import hookimpl, register_plugin, unregister_plugin
-from facesdk.vecindex import ExactIndex
+from facesdk.gallery.index import ExactIndex
 
 D = 32
 SHA = "ab" * 32

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, GalleryError
-from .plugins import hookimpl
+from ..errors import ConfigError, GalleryError
+from ..plugins import hookimpl
 
 __all__ = ["facesdk_cli", "register"]
 
@@ -34,7 +34,7 @@ def _opts(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _open(uri: str, args: argparse.Namespace, **kw: Any) -> Any:
-    from .gallery import Gallery
+    from . import Gallery
 
     return Gallery.open(uri, create=False, **{**_opts(args), **kw})
 
@@ -106,7 +106,7 @@ def cmd_rename(args: argparse.Namespace) -> int:
 
 
 def _dest(uri: str, src: Any, args: argparse.Namespace, **prov: Any) -> Any:
-    from .gallery import Gallery
+    from . import Gallery
 
     p = src.provenance
     kw = {
@@ -138,7 +138,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from .gallery import Gallery
+    from . import Gallery
 
     dest = _open(args.gallery, args)
     src = Gallery.open(args.source, create=False)
@@ -149,7 +149,7 @@ def _copy(
     args: argparse.Namespace, src: Any, dest: Any, verb: str, tail: str, key: str, where: str
 ) -> int:
     """Copy every photo of ``src`` into ``dest`` (export and import), save, report, close both."""
-    from .gallery_tools import copy_gallery
+    from .tools import copy_gallery
 
     rep = copy_gallery(src, dest)
     dest.save()
@@ -166,8 +166,8 @@ def _copy(
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from .cli import _recognizer
-    from .gallery_tools import migrate_gallery
+    from ..cli import _recognizer
+    from .tools import migrate_gallery
 
     src = _open(args.gallery, args)
     if not args.embedder:
@@ -197,7 +197,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add ``gallery`` (with its sub-commands) and ``collect``."""
-    from .cli import add_common
+    from ..cli import add_common
 
     common = argparse.ArgumentParser(add_help=False)
     add_common(common)

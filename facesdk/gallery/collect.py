@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from .errors import ConfigError, ImageError
-from .stream import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from ..errors import ConfigError, ImageError
+from ..stream import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .gallery import Gallery
-    from .pipeline import FaceRecognizer
+    from . import Gallery
+    from ..pipeline import FaceRecognizer
 
 __all__ = [
     "Cluster",
@@ -151,7 +151,7 @@ def iter_frames(
     source: str | os.PathLike | int, *, step: int = 1, max_frames: int | None = None
 ) -> Iterator[tuple[str, int, np.ndarray]]:
     """Yield ``(source name, frame index, RGB uint8 image)`` from a folder, a video file or a camera index."""
-    from .image import load_image
+    from ..image import load_image
 
     if step < 1:
         raise ConfigError("step must be ≥ 1")
@@ -258,7 +258,7 @@ def collect_faces(
     progress: bool = False,
 ) -> tuple[list[CollectedFace], int, dict[str, int]]:
     """Detect and embed every face of every frame; returns (faces, frames read, dropped counts)."""
-    from .gallery_tools import loose_crop
+    from .tools import loose_crop
 
     faces: list[CollectedFace] = []
     dropped = {"too_small": 0, "blurred": 0}
@@ -471,7 +471,7 @@ def _cmd_collect(args: Any) -> int:
     import json
     import sys
 
-    from .cli import _recognizer
+    from ..cli import _recognizer
 
     rec = _recognizer(args)
     gallery = rec.open_gallery(args.gallery, keep_crops=args.keep_crops) if args.gallery else None

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from .errors import ConfigError, GalleryError
-from .gallery import Gallery
+from ..errors import ConfigError, GalleryError
+from . import Gallery
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .pipeline import FaceRecognizer
+    from ..pipeline import FaceRecognizer
 
 __all__ = ["MigrationReport", "copy_gallery", "loose_crop", "migrate_gallery"]
 
@@ -105,7 +105,7 @@ def migrate_gallery(src: Gallery, dest: Gallery, rec: FaceRecognizer, *, batch: 
 
     Photos without a kept crop (or without its box) cannot be migrated and are listed in the report.
     """
-    from .detect import Detection
+    from ..detect import Detection
 
     dest.check_compatible(rec.model_id, rec.embedding_size, rec.model_sha256)
     rep = MigrationReport()

@@ -1,7 +1,7 @@
 """Enrolled identities over a pluggable store, exact cosine search, and provenance.
 
 A :class:`Gallery` is the public face of a :class:`GalleryStore`. The embedded file store
-(:mod:`facesdk.gallery_file`) is the default; other stores (e.g. Milvus) come from plugins through
+(:mod:`facesdk.gallery.file`) is the default; other stores (e.g. Milvus) come from plugins through
 the ``facesdk_gallery_stores`` hook and are picked by name or by a ``name:`` URI prefix
 (:func:`open_store`).
 
@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .errors import ConfigError, GalleryError, IncompatibleGalleryError
+from ..errors import ConfigError, GalleryError, IncompatibleGalleryError
 
 __all__ = [
     "TEMPLATE_LEVELS",
@@ -146,7 +146,7 @@ class Provenance:
             raise ConfigError("embedding_size and threshold must be numbers") from None
         if not 0 < self.embedding_size <= 65536:
             raise ConfigError("embedding_size must be positive (at most 65536)")
-        from .calibration import check_threshold
+        from ..calibration import check_threshold
 
         self.threshold = check_threshold(self.threshold, what="gallery threshold")
         self.threshold_source = str(self.threshold_source)
@@ -164,7 +164,7 @@ class Provenance:
         threshold outside the score range, e.g. edited to -1, which would accept every stranger)."""
         if not isinstance(d, dict):
             raise GalleryError("gallery provenance is not an object")
-        from .calibration import check_threshold
+        from ..calibration import check_threshold
 
         thr = check_threshold(d.get("threshold", 0.5), what="stored threshold", error=GalleryError)
         try:
@@ -324,8 +324,8 @@ class GalleryStore(ABC):
 
 def gallery_store_factories() -> dict[str, Callable[..., GalleryStore]]:
     """Store factories by name: the built-in ``file`` store plus every ``facesdk_gallery_stores`` hook."""
-    from .gallery_file import EmbeddedStore
-    from .plugins import get_plugin_manager
+    from .file import EmbeddedStore
+    from ..plugins import get_plugin_manager
 
     out: dict[str, Callable[..., GalleryStore]] = {"file": EmbeddedStore.open}
     for group in reversed(get_plugin_manager().hook.facesdk_gallery_stores()):
@@ -406,7 +406,7 @@ class Gallery:
         keep_crops: bool = False,
     ) -> None:
         if store is None:
-            from .gallery_file import EmbeddedStore
+            from .file import EmbeddedStore
 
             prov = Provenance(
                 model_id,
@@ -473,7 +473,7 @@ class Gallery:
     @classmethod
     def load(cls, path: str | os.PathLike, **options: Any) -> Gallery:
         """Read an existing gallery file (validated; bounded memory; never unpickles)."""
-        from .gallery_file import EmbeddedStore
+        from .file import EmbeddedStore
 
         return cls.from_store(EmbeddedStore.open(path, provenance=None, create=False, **options))
 
@@ -764,7 +764,7 @@ class Gallery:
         normalized: bool = False,
     ) -> list[Match]:
         """Best identity per probe, or ``Unknown`` below ``threshold`` (``normalized``: see similarities)."""
-        from .calibration import check_threshold
+        from ..calibration import check_threshold
 
         thr = self.threshold if threshold is None else check_threshold(threshold)
         src = f"gallery ({self.threshold_source})" if threshold is None else None

@@ -42,10 +42,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import GalleryConflictError, GalleryError, GalleryLockedError
-from .fileio import LockTimeout, atomic_writer, file_lock, stale_temps
-from .gallery import GalleryStore, Hit, ImageRecord, Provenance, l2_normalize, new_image_id
-from .vecindex import ExactIndex
+from ..errors import GalleryConflictError, GalleryError, GalleryLockedError
+from ..fileio import LockTimeout, atomic_writer, file_lock, stale_temps
+from . import GalleryStore, Hit, ImageRecord, Provenance, l2_normalize, new_image_id
+from .index import ExactIndex
 
 __all__ = ["FORMAT", "MAX_FILE_BYTES", "VERSION", "EmbeddedStore", "read_gallery_meta"]
 
