@@ -155,329 +155,376 @@ def _prelu(
     return np.asarray(consts[a_name[0]], np.float32), [ab, sub, mul, adds[0]], adds[0]
 
 
-def onnx_to_graph(path: str | Path) -> TFLGraph:
-    """Translate a float ONNX model of the supported operator set into the TFLite IR."""
-    import onnx
-    from onnx import numpy_helper, shape_inference
+class _OnnxTranslator:
+    """One ONNX → TFLite IR translation: the model's constants and consumers, the IR being built, and the
+    map from ONNX tensor names to (IR tensor index, is an NHWC 4-D map). One method per ONNX operator
+    (``_op_<Type>``); :meth:`translate` walks the nodes in order, skipping those a previous method fused."""
 
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:  # noqa: BLE001 - protobuf errors
-        raise ConversionError(f"cannot read ONNX model {path}: {exc}") from None
-    model = shape_inference.infer_shapes(model)
-    g = model.graph
-    consts = {
-        i.name: numpy_helper.to_array(i).astype(np.float32)
-        if numpy_helper.to_array(i).dtype.kind == "f"
-        else numpy_helper.to_array(i)
-        for i in g.initializer
-    }
-    for n in g.node:
-        if n.op_type == "Constant":
-            consts[n.output[0]] = numpy_helper.to_array(_attrs(n)["value"])
-    for n in g.node:  # fold constant Reshapes up front (pattern matching below looks their outputs up)
-        if n.op_type == "Reshape" and n.input[0] in consts and n.input[1] in consts:
-            consts[n.output[0]] = np.asarray(consts[n.input[0]]).reshape(
-                [int(v) for v in np.asarray(consts[n.input[1]]).reshape(-1)]
-            )
-    consumers: dict[str, list[Any]] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    graph_outputs = {o.name for o in g.output}
+    def __init__(self, model: Any) -> None:
+        from onnx import numpy_helper
 
-    out = TFLGraph(metadata={p.key: p.value for p in model.metadata_props})
-    # ONNX tensor name -> (tflite index, is NHWC-4D)
-    env: dict[str, tuple[int, bool]] = {}
-    if len([i for i in g.input if i.name not in consts]) != 1:
-        raise ConversionError("only single-input models are supported")
-    inp = next(i for i in g.input if i.name not in consts)
-    dims = [d.dim_value if d.HasField("dim_value") else -1 for d in inp.type.tensor_type.shape.dim]
-    dynamic = dims[0] <= 0
-    if len(dims) == 4:
-        shape = (1, dims[2], dims[3], dims[1])
-        env[inp.name] = (out.act(inp.name, shape, dynamic), True)
-    else:
-        env[inp.name] = (out.act(inp.name, [1, *dims[1:]], dynamic), False)
-    out.inputs = [env[inp.name][0]]
+        self.g = g = model.graph
+        consts: dict[str, np.ndarray] = {}
+        for i in g.initializer:
+            v = numpy_helper.to_array(i)
+            consts[i.name] = v.astype(np.float32) if v.dtype.kind == "f" else v
+        for n in g.node:
+            if n.op_type == "Constant":
+                consts[n.output[0]] = numpy_helper.to_array(_attrs(n)["value"])
+        for n in g.node:  # fold constant Reshapes up front (pattern matching looks their outputs up)
+            if n.op_type == "Reshape" and n.input[0] in consts and n.input[1] in consts:
+                consts[n.output[0]] = self._reshaped(consts, n)
+        self.consts = consts
+        self.consumers: dict[str, list[Any]] = {}
+        for n in g.node:
+            for i in n.input:
+                self.consumers.setdefault(i, []).append(n)
+        self.graph_outputs = {o.name for o in g.output}
+        self.out = TFLGraph(metadata={p.key: p.value for p in model.metadata_props})
+        self.env: dict[str, tuple[int, bool]] = {}
+        self.nodes = list(g.node)
+        self.skip: set[int] = set()
+        self.dynamic = False
 
-    def shape_of(idx: int) -> tuple[int, ...]:
-        return out.tensors[idx].shape
+    @staticmethod
+    def _reshaped(consts: dict[str, np.ndarray], n: Any) -> np.ndarray:
+        shape = [int(v) for v in np.asarray(consts[n.input[1]]).reshape(-1)]
+        return np.asarray(consts[n.input[0]]).reshape(shape)
 
-    def only_consumer(name: str, op_type: str) -> Any | None:
-        cs = consumers.get(name, [])
-        if len(cs) == 1 and cs[0].op_type == op_type and name not in graph_outputs:
+    # -- helpers
+    def shape_of(self, idx: int) -> tuple[int, ...]:
+        return self.out.tensors[idx].shape
+
+    def act(self, name: str, shape: Iterable[int]) -> int:
+        return self.out.act(name, shape, self.dynamic)
+
+    def only_consumer(self, name: str, op_type: str) -> Any | None:
+        cs = self.consumers.get(name, [])
+        if len(cs) == 1 and cs[0].op_type == op_type and name not in self.graph_outputs:
             return cs[0]
         return None
 
-    def channel_const(node: Any, name: str, c: int) -> np.ndarray | None:
+    def fuse(self, node: Any) -> None:
+        """Mark ``node`` as consumed by the operator being written."""
+        self.skip.add(self.nodes.index(node))
+
+    def channel_const(self, node: Any, name: str, c: int) -> np.ndarray | None:
         """The per-channel constant operand of a Mul/Add on an NCHW map ([1,C,1,1], [C,1,1] or scalar)."""
         other = [i for i in node.input if i != name]
-        if len(other) != 1 or other[0] not in consts:
+        if len(other) != 1 or other[0] not in self.consts:
             return None
-        v = np.asarray(consts[other[0]], np.float32)
+        v = np.asarray(self.consts[other[0]], np.float32)
         if v.size == 1:
             return np.full(c, float(v.reshape(-1)[0]), np.float32)
         if v.size == c and (v.ndim <= 1 or v.shape[-1] == 1 or v.ndim == 4):
             return v.reshape(c)
         return None
 
-    skip: set[int] = set()
-    nodes = list(g.node)
-    for ni, n in enumerate(nodes):
-        if ni in skip or n.op_type == "Constant":
-            continue
-        a = _attrs(n)
-        t = n.op_type
-        if t == "Identity":
-            env[n.output[0]] = env[n.input[0]]
-            continue
-        if t == "Conv":
-            x, _ = env[n.input[0]]
-            w = consts[n.input[1]].astype(np.float32)
-            b = (
-                consts[n.input[2]].astype(np.float32)
-                if len(n.input) > 2 and n.input[2]
-                else np.zeros(w.shape[0], np.float32)
-            )
-            o_c, i_c, kh, kw = w.shape
-            group = int(a.get("group", 1))
-            if a.get("dilations", [1, 1]) != [1, 1]:
-                raise ConversionError("dilated convolutions are not supported")
-            sh, sw = a.get("strides", [1, 1])
-            pads = list(a.get("pads", [0, 0, 0, 0]))
-            # fold the following per-channel Mul / Add / Relu
-            last = n.output[0]
-            act = "NONE"
-            while True:
-                nxt = only_consumer(last, "Mul") or only_consumer(last, "Add") or only_consumer(last, "Relu")
-                if nxt is None:
-                    break
-                if nxt.op_type == "Relu":
-                    act = "RELU"
-                    skip.add(nodes.index(nxt))
-                    last = nxt.output[0]
-                    break
-                v = channel_const(nxt, last, o_c)
-                if v is None:
-                    break
-                if nxt.op_type == "Mul":
-                    w = w * v[:, None, None, None]
-                    b = b * v
-                else:
-                    b = b + v
-                skip.add(nodes.index(nxt))
-                last = nxt.output[0]
-            _, h, wd, _c = shape_of(x)
-            same_h, same_w = _same_pads(kh, sh, h), _same_pads(kw, sw, wd)
-            if pads == [0, 0, 0, 0]:
-                padding = "VALID"
-            elif (pads[0], pads[2]) == same_h and (pads[1], pads[3]) == same_w:
-                padding = "SAME"
-            else:
-                p = out.const(
-                    f"{n.output[0]}/paddings",
-                    np.array([[0, 0], [pads[0], pads[2]], [pads[1], pads[3]], [0, 0]], np.int32),
-                    role="int",
-                )
-                y = out.act(
-                    f"{n.output[0]}/padded", (1, h + pads[0] + pads[2], wd + pads[1] + pads[3], _c), dynamic
-                )
-                out.ops.append(Op("PAD", [x, p], [y]))
-                x, padding = y, "VALID"
-                _, h, wd, _c = shape_of(x)
-            if padding == "SAME":
-                oh, ow = -(-h // sh), -(-wd // sw)
-            else:
-                oh, ow = (h - kh) // sh + 1, (wd - kw) // sw + 1
-            y = out.act(last, (1, oh, ow, o_c), dynamic)
-            opts = {"padding": padding, "stride": (sh, sw), "act": act}
-            if group == 1:
-                wi = out.const(f"{n.output[0]}/weights", w.transpose(0, 2, 3, 1).copy(), axis=0)
-                kind = "CONV_2D"
-            elif group == o_c and i_c == 1 and group == _c:
-                wi = out.const(f"{n.output[0]}/weights", w.transpose(1, 2, 3, 0).copy(), axis=3)
-                kind = "DEPTHWISE_CONV_2D"
-                opts["depth_multiplier"] = 1
-            else:
-                raise ConversionError(f"grouped convolution with group={group} is not supported")
-            bi = out.const(f"{n.output[0]}/bias", b.astype(np.float32), role="bias", axis=0)
-            out.tensors[bi].bias_of = (x, wi)
-            out.ops.append(Op(kind, [x, wi, bi], [y], opts))
-            env[last] = (y, True)
-            continue
-        if t in ("MaxPool", "AveragePool"):
-            x, _ = env[n.input[0]]
-            kh, kw = a["kernel_shape"]
-            sh, sw = a.get("strides", [1, 1])
-            if any(a.get("pads", [0, 0, 0, 0])) or a.get("ceil_mode", 0):
-                raise ConversionError(f"{t} with padding or ceil_mode is not supported")
-            _, h, wd, c = shape_of(x)
-            y = out.act(n.output[0], (1, (h - kh) // sh + 1, (wd - kw) // sw + 1, c), dynamic)
-            out.ops.append(
-                Op(
-                    "MAX_POOL_2D" if t == "MaxPool" else "AVERAGE_POOL_2D",
-                    [x],
-                    [y],
-                    {"padding": "VALID", "stride": (sh, sw), "filter": (kh, kw), "act": "NONE"},
-                )
-            )
-            env[n.output[0]] = (y, True)
-            continue
-        if t == "Pad":
-            x, nhwc = env[n.input[0]]
-            if a.get("mode", b"constant") not in (b"constant", "constant"):
-                raise ConversionError("only constant padding is supported")
-            pv = consts[n.input[1]].astype(np.int64).reshape(-1)
-            if (
-                len(n.input) > 2
-                and n.input[2]
-                and float(np.asarray(consts[n.input[2]]).reshape(-1)[0]) != 0.0
-            ):
-                raise ConversionError("only zero padding is supported")
-            r = len(pv) // 2
-            pairs = [(int(pv[i]), int(pv[i + r])) for i in range(r)]
-            if nhwc:
-                pairs = [pairs[0], pairs[2], pairs[3], pairs[1]]
-            p = out.const(f"{n.output[0]}/paddings", np.array(pairs, np.int32), role="int")
-            shp = tuple(d + lo + hi for d, (lo, hi) in zip(shape_of(x), pairs))
-            y = out.act(n.output[0], shp, dynamic)
-            out.ops.append(Op("PAD", [x, p], [y]))
-            env[n.output[0]] = (y, nhwc)
-            continue
-        if t in ("Add", "Mul"):
-            names = list(n.input)
-            act_in = [i for i in names if i not in consts]
-            x, nhwc = env[act_in[0]]
-            if len(act_in) == 2:
-                x2, _ = env[act_in[1]]
-                if shape_of(x) != shape_of(x2):
-                    raise ConversionError(f"{t} with broadcasting between activations is not supported")
-                ins = [x, x2]
-            else:
-                cst = np.asarray(consts[next(i for i in names if i in consts)], np.float32)
-                if nhwc and cst.ndim == 4:
-                    cst = cst.transpose(0, 2, 3, 1)
-                elif nhwc and cst.ndim == 3:
-                    cst = cst.transpose(1, 2, 0)
-                ins = [x, out.const(f"{n.output[0]}/const", cst.astype(np.float32).copy(), role="const")]
-            last, act = n.output[0], "NONE"
-            r = only_consumer(last, "Relu")
-            if r is not None:
-                skip.add(nodes.index(r))
-                last, act = r.output[0], "RELU"
-            y = out.act(last, shape_of(x), dynamic)
-            out.ops.append(Op("ADD" if t == "Add" else "MUL", ins, [y], {"act": act}))
-            env[last] = (y, nhwc)
-            continue
-        if t == "Reshape" and n.input[0] in consts:  # constant folding (e.g. a PReLU slope reshaped)
-            consts[n.output[0]] = np.asarray(consts[n.input[0]]).reshape(
-                [int(v) for v in np.asarray(consts[n.input[1]]).reshape(-1)]
-            )
-            continue
-        if t == "Relu" and _prelu(n, consumers, consts) is not None:
-            # relu(y) + a·(y − |y|) is PReLU with slope 2a (how TF exports of MobileFaceNet spell PReLU)
-            alpha, members, add = _prelu(n, consumers, consts)  # type: ignore[misc]
-            x, nhwc = env[n.input[0]]
-            c = shape_of(x)[-1]
-            al = out.const(
-                f"{add.output[0]}/alpha",
-                (2.0 * alpha.reshape(-1)).astype(np.float32).reshape(1, 1, c),
-                role="const",
-            )
-            y = out.act(add.output[0], shape_of(x), dynamic)
-            out.ops.append(Op("PRELU", [x, al], [y]))
-            skip.update(nodes.index(m) for m in members)
-            env[add.output[0]] = (y, nhwc)
-            continue
-        if t == "PRelu" and n.input[1] in consts:  # ONNX PRelu (e.g. after facesdk_zoo.quantize.fuse_prelu)
-            x, nhwc = env[n.input[0]]
-            c = shape_of(x)[-1]
-            slope = np.asarray(consts[n.input[1]], np.float32).reshape(-1)
-            if slope.size == 1:
-                slope = np.full(c, float(slope[0]), np.float32)
-            if slope.size != c:
-                raise ConversionError(f"PRelu slope of {slope.size} values for {c} channels is not supported")
-            al = out.const(f"{n.output[0]}/alpha", slope.reshape(1, 1, c), role="const")
-            y = out.act(n.output[0], shape_of(x), dynamic)
-            out.ops.append(Op("PRELU", [x, al], [y]))
-            env[n.output[0]] = (y, nhwc)
-            continue
-        if t == "Transpose":
-            x, nhwc = env[n.input[0]]
-            shp = shape_of(x)
-            if nhwc and list(a.get("perm", [])) == [0, 2, 3, 1] and shp[1] == shp[2] == 1:
-                env[n.output[0]] = (x, True)  # NCHW→NHWC of a 1×1 map moves no data
+    def unary(self, n: Any, kind: str, inputs: list[int], options: dict[str, Any] | None = None) -> None:
+        """Write ``kind`` on ``n``'s first input keeping its shape and layout."""
+        x, nhwc = self.env[n.input[0]]
+        y = self.act(n.output[0], self.shape_of(x))
+        self.out.ops.append(Op(kind, [x, *inputs], [y], options or {}))
+        self.env[n.output[0]] = (y, nhwc)
+
+    # -- the walk
+    def translate(self) -> TFLGraph:
+        g, out = self.g, self.out
+        inputs = [i for i in g.input if i.name not in self.consts]
+        if len(inputs) != 1:
+            raise ConversionError("only single-input models are supported")
+        inp = inputs[0]
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in inp.type.tensor_type.shape.dim]
+        self.dynamic = dims[0] <= 0
+        if len(dims) == 4:
+            self.env[inp.name] = (self.act(inp.name, (1, dims[2], dims[3], dims[1])), True)
+        else:
+            self.env[inp.name] = (self.act(inp.name, [1, *dims[1:]]), False)
+        out.inputs = [self.env[inp.name][0]]
+        for ni, n in enumerate(self.nodes):
+            if ni in self.skip or n.op_type == "Constant":
                 continue
-            raise ConversionError("Transpose is supported only as NCHW→NHWC of a 1x1 map")
-        if t == "Relu":
-            x, nhwc = env[n.input[0]]
-            y = out.act(n.output[0], shape_of(x), dynamic)
-            out.ops.append(Op("RELU", [x], [y]))
-            env[n.output[0]] = (y, nhwc)
-            continue
-        if t == "GlobalAveragePool":
-            x, _ = env[n.input[0]]
-            axes = out.const(f"{n.output[0]}/axes", np.array([1, 2], np.int32), role="int")
-            c = shape_of(x)[3]
-            y = out.act(n.output[0], (1, 1, 1, c), dynamic)
-            out.ops.append(Op("MEAN", [x, axes], [y], {"keep_dims": True}))
-            env[n.output[0]] = (y, True)
-            continue
-        if t in ("Flatten", "Reshape"):
-            x, nhwc = env[n.input[0]]
-            shp = shape_of(x)
-            if nhwc and (shp[1] != 1 or shp[2] != 1):
-                raise ConversionError(f"{t} of a {shp[1]}x{shp[2]} map needs a layout change (not supported)")
-            feat = int(np.prod(shp[1:]))
-            s_idx = out.const(f"{n.output[0]}/shape", np.array([-1, feat], np.int32), role="int")
-            y = out.act(n.output[0], (1, feat), dynamic)
-            out.ops.append(Op("RESHAPE", [x, s_idx], [y], {"new_shape": [-1, feat]}))
-            env[n.output[0]] = (y, False)
-            continue
-        if t in ("MatMul", "Gemm"):
-            x, nhwc = env[n.input[0]]
-            if nhwc:
-                raise ConversionError(f"{t} on a 4-D map is not supported")
-            w = np.asarray(consts[n.input[1]], np.float32)
-            if t == "Gemm":
-                if a.get("transA", 0) or float(a.get("alpha", 1.0)) != 1.0:
-                    raise ConversionError("Gemm with transA or alpha != 1 is not supported")
-                w = w if a.get("transB", 0) else w.T
-                bias = np.asarray(consts[n.input[2]], np.float32).reshape(-1) if len(n.input) > 2 else None
-                if bias is not None:
-                    bias = bias * float(a.get("beta", 1.0))
+            method = getattr(self, f"_op_{n.op_type}", None)
+            if method is None:
+                raise ConversionError(
+                    f"ONNX operator {n.op_type!r} ({n.name or n.output[0]}) is not supported by the "
+                    "TFLite writer"
+                )
+            method(n, _attrs(n))
+        for o in g.output:
+            idx, _ = self.env[o.name]
+            out.tensors[idx].name = o.name
+            out.outputs.append(idx)
+        return out
+
+    # -- operators
+    def _op_Identity(self, n: Any, a: dict[str, Any]) -> None:
+        self.env[n.output[0]] = self.env[n.input[0]]
+
+    def _conv_epilogue(
+        self, n: Any, w: np.ndarray, b: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, str, str]:
+        """Fold the per-channel Mul / Add / Relu that follow a Conv (``W' = W·γ``, ``b' = b·γ + β``);
+        returns the weights, bias, the last folded output name and the fused activation."""
+        last, act = n.output[0], "NONE"
+        while True:
+            nxt = next(
+                (c for t in ("Mul", "Add", "Relu") if (c := self.only_consumer(last, t)) is not None), None
+            )
+            if nxt is None:
+                break
+            if nxt.op_type == "Relu":
+                self.fuse(nxt)
+                return w, b, nxt.output[0], "RELU"
+            v = self.channel_const(nxt, last, w.shape[0])
+            if v is None:
+                break
+            if nxt.op_type == "Mul":
+                w, b = w * v[:, None, None, None], b * v
             else:
-                w = w.T
-                bias = None
-            wi = out.const(f"{n.output[0]}/weights", w.copy(), axis=0)
-            ins = [x, wi]
-            if bias is not None:
-                bi = out.const(f"{n.output[0]}/bias", bias, role="bias", axis=0)
-                out.tensors[bi].bias_of = (x, wi)
-                ins.append(bi)
-            else:
-                ins.append(-1)
-            y = out.act(n.output[0], (1, w.shape[0]), dynamic)
-            out.ops.append(Op("FULLY_CONNECTED", ins, [y], {"act": "NONE"}))
-            env[n.output[0]] = (y, False)
-            continue
-        if t == "LpNormalization":
-            x, nhwc = env[n.input[0]]
-            if int(a.get("p", 2)) != 2 or nhwc or int(a.get("axis", -1)) not in (-1, 1):
-                raise ConversionError("only L2 normalisation over the last axis is supported")
-            y = out.act(n.output[0], shape_of(x), dynamic)
-            out.ops.append(Op("L2_NORMALIZATION", [x], [y], {"act": "NONE"}))
-            env[n.output[0]] = (y, False)
-            continue
-        raise ConversionError(
-            f"ONNX operator {t!r} ({n.name or n.output[0]}) is not supported by the TFLite writer"
+                b = b + v
+            self.fuse(nxt)
+            last = nxt.output[0]
+        return w, b, last, act
+
+    def _conv_padding(
+        self, n: Any, x: int, pads: list[int], k: tuple[int, int], s: tuple[int, int]
+    ) -> tuple[int, str]:
+        """"SAME"/"VALID", or an explicit PAD then "VALID" for ONNX pads that are not TF's SAME."""
+        _, h, wd, c = self.shape_of(x)
+        if pads == [0, 0, 0, 0]:
+            return x, "VALID"
+        same_h, same_w = _same_pads(k[0], s[0], h), _same_pads(k[1], s[1], wd)
+        if (pads[0], pads[2]) == same_h and (pads[1], pads[3]) == same_w:
+            return x, "SAME"
+        p = self.out.const(
+            f"{n.output[0]}/paddings",
+            np.array([[0, 0], [pads[0], pads[2]], [pads[1], pads[3]], [0, 0]], np.int32),
+            role="int",
         )
-    for o in g.output:
-        idx, _ = env[o.name]
-        out.tensors[idx].name = o.name
-        out.outputs.append(idx)
-    return out
+        y = self.act(f"{n.output[0]}/padded", (1, h + pads[0] + pads[2], wd + pads[1] + pads[3], c))
+        self.out.ops.append(Op("PAD", [x, p], [y]))
+        return y, "VALID"
+
+    def _op_Conv(self, n: Any, a: dict[str, Any]) -> None:
+        out = self.out
+        x, _ = self.env[n.input[0]]
+        w = self.consts[n.input[1]].astype(np.float32)
+        b = (
+            self.consts[n.input[2]].astype(np.float32)
+            if len(n.input) > 2 and n.input[2]
+            else np.zeros(w.shape[0], np.float32)
+        )
+        o_c, i_c, kh, kw = w.shape
+        group = int(a.get("group", 1))
+        if a.get("dilations", [1, 1]) != [1, 1]:
+            raise ConversionError("dilated convolutions are not supported")
+        sh, sw = a.get("strides", [1, 1])
+        w, b, last, act = self._conv_epilogue(n, w, b)
+        x, padding = self._conv_padding(n, x, list(a.get("pads", [0, 0, 0, 0])), (kh, kw), (sh, sw))
+        _, h, wd, _c = self.shape_of(x)
+        if padding == "SAME":
+            oh, ow = -(-h // sh), -(-wd // sw)
+        else:
+            oh, ow = (h - kh) // sh + 1, (wd - kw) // sw + 1
+        y = self.act(last, (1, oh, ow, o_c))
+        opts: dict[str, Any] = {"padding": padding, "stride": (sh, sw), "act": act}
+        if group == 1:
+            wi = out.const(f"{n.output[0]}/weights", w.transpose(0, 2, 3, 1).copy(), axis=0)
+            kind = "CONV_2D"
+        elif group == o_c and i_c == 1 and group == _c:
+            wi = out.const(f"{n.output[0]}/weights", w.transpose(1, 2, 3, 0).copy(), axis=3)
+            kind = "DEPTHWISE_CONV_2D"
+            opts["depth_multiplier"] = 1
+        else:
+            raise ConversionError(f"grouped convolution with group={group} is not supported")
+        bi = out.const(f"{n.output[0]}/bias", b.astype(np.float32), role="bias", axis=0)
+        out.tensors[bi].bias_of = (x, wi)
+        out.ops.append(Op(kind, [x, wi, bi], [y], opts))
+        self.env[last] = (y, True)
+
+    def _pool(self, n: Any, a: dict[str, Any], kind: str) -> None:
+        x, _ = self.env[n.input[0]]
+        kh, kw = a["kernel_shape"]
+        sh, sw = a.get("strides", [1, 1])
+        if any(a.get("pads", [0, 0, 0, 0])) or a.get("ceil_mode", 0):
+            raise ConversionError(f"{n.op_type} with padding or ceil_mode is not supported")
+        _, h, wd, c = self.shape_of(x)
+        y = self.act(n.output[0], (1, (h - kh) // sh + 1, (wd - kw) // sw + 1, c))
+        opts = {"padding": "VALID", "stride": (sh, sw), "filter": (kh, kw), "act": "NONE"}
+        self.out.ops.append(Op(kind, [x], [y], opts))
+        self.env[n.output[0]] = (y, True)
+
+    def _op_MaxPool(self, n: Any, a: dict[str, Any]) -> None:
+        self._pool(n, a, "MAX_POOL_2D")
+
+    def _op_AveragePool(self, n: Any, a: dict[str, Any]) -> None:
+        self._pool(n, a, "AVERAGE_POOL_2D")
+
+    def _op_Pad(self, n: Any, a: dict[str, Any]) -> None:
+        x, nhwc = self.env[n.input[0]]
+        if a.get("mode", b"constant") not in (b"constant", "constant"):
+            raise ConversionError("only constant padding is supported")
+        pv = self.consts[n.input[1]].astype(np.int64).reshape(-1)
+        fill = self.consts[n.input[2]] if len(n.input) > 2 and n.input[2] else 0.0
+        if float(np.asarray(fill).reshape(-1)[0]) != 0.0:
+            raise ConversionError("only zero padding is supported")
+        r = len(pv) // 2
+        pairs = [(int(pv[i]), int(pv[i + r])) for i in range(r)]
+        if nhwc:
+            pairs = [pairs[0], pairs[2], pairs[3], pairs[1]]
+        p = self.out.const(f"{n.output[0]}/paddings", np.array(pairs, np.int32), role="int")
+        y = self.act(n.output[0], tuple(d + lo + hi for d, (lo, hi) in zip(self.shape_of(x), pairs)))
+        self.out.ops.append(Op("PAD", [x, p], [y]))
+        self.env[n.output[0]] = (y, nhwc)
+
+    def _binary(self, n: Any, kind: str) -> None:
+        """ADD / MUL of two equal-shape activations, or of an activation and a constant; a sole
+        following Relu is fused."""
+        names = list(n.input)
+        act_in = [i for i in names if i not in self.consts]
+        x, nhwc = self.env[act_in[0]]
+        if len(act_in) == 2:
+            x2, _ = self.env[act_in[1]]
+            if self.shape_of(x) != self.shape_of(x2):
+                raise ConversionError(f"{n.op_type} with broadcasting between activations is not supported")
+            ins = [x, x2]
+        else:
+            cst = np.asarray(self.consts[next(i for i in names if i in self.consts)], np.float32)
+            if nhwc and cst.ndim == 4:
+                cst = cst.transpose(0, 2, 3, 1)
+            elif nhwc and cst.ndim == 3:
+                cst = cst.transpose(1, 2, 0)
+            ins = [x, self.out.const(f"{n.output[0]}/const", cst.astype(np.float32).copy(), role="const")]
+        last, act = n.output[0], "NONE"
+        r = self.only_consumer(last, "Relu")
+        if r is not None:
+            self.fuse(r)
+            last, act = r.output[0], "RELU"
+        y = self.act(last, self.shape_of(x))
+        self.out.ops.append(Op(kind, ins, [y], {"act": act}))
+        self.env[last] = (y, nhwc)
+
+    def _op_Add(self, n: Any, a: dict[str, Any]) -> None:
+        self._binary(n, "ADD")
+
+    def _op_Mul(self, n: Any, a: dict[str, Any]) -> None:
+        self._binary(n, "MUL")
+
+    def _prelu_op(self, n: Any, out_name: str, slope: np.ndarray) -> None:
+        x, nhwc = self.env[n.input[0]]
+        c = self.shape_of(x)[-1]
+        al = self.out.const(f"{out_name}/alpha", slope.astype(np.float32).reshape(1, 1, c), role="const")
+        y = self.act(out_name, self.shape_of(x))
+        self.out.ops.append(Op("PRELU", [x, al], [y]))
+        self.env[out_name] = (y, nhwc)
+
+    def _op_Relu(self, n: Any, a: dict[str, Any]) -> None:
+        m = _prelu(n, self.consumers, self.consts)
+        if m is None:
+            self.unary(n, "RELU", [])
+            return
+        # relu(y) + a·(y − |y|) is PReLU with slope 2a (how TF exports of MobileFaceNet spell PReLU)
+        alpha, members, add = m
+        self._prelu_op(n, add.output[0], 2.0 * alpha.reshape(-1))
+        for member in members:
+            self.fuse(member)
+
+    def _op_PRelu(self, n: Any, a: dict[str, Any]) -> None:
+        """ONNX PRelu with constant slopes (e.g. after facesdk_zoo.quantize.fuse_prelu)."""
+        if n.input[1] not in self.consts:
+            raise ConversionError(
+                f"PRelu ({n.name or n.output[0]}) with a non-constant slope is not supported"
+            )
+        c = self.shape_of(self.env[n.input[0]][0])[-1]
+        slope = np.asarray(self.consts[n.input[1]], np.float32).reshape(-1)
+        if slope.size == 1:
+            slope = np.full(c, float(slope[0]), np.float32)
+        if slope.size != c:
+            raise ConversionError(f"PRelu slope of {slope.size} values for {c} channels is not supported")
+        self._prelu_op(n, n.output[0], slope)
+
+    def _op_Transpose(self, n: Any, a: dict[str, Any]) -> None:
+        x, nhwc = self.env[n.input[0]]
+        shp = self.shape_of(x)
+        if nhwc and list(a.get("perm", [])) == [0, 2, 3, 1] and shp[1] == shp[2] == 1:
+            self.env[n.output[0]] = (x, True)  # NCHW→NHWC of a 1×1 map moves no data
+            return
+        raise ConversionError("Transpose is supported only as NCHW→NHWC of a 1x1 map")
+
+    def _op_GlobalAveragePool(self, n: Any, a: dict[str, Any]) -> None:
+        x, _ = self.env[n.input[0]]
+        axes = self.out.const(f"{n.output[0]}/axes", np.array([1, 2], np.int32), role="int")
+        y = self.act(n.output[0], (1, 1, 1, self.shape_of(x)[3]))
+        self.out.ops.append(Op("MEAN", [x, axes], [y], {"keep_dims": True}))
+        self.env[n.output[0]] = (y, True)
+
+    def _op_Reshape(self, n: Any, a: dict[str, Any]) -> None:
+        if n.input[0] in self.consts:  # constant folding (e.g. a PReLU slope reshaped)
+            self.consts[n.output[0]] = self._reshaped(self.consts, n)
+            return
+        self._op_Flatten(n, a)
+
+    def _op_Flatten(self, n: Any, a: dict[str, Any]) -> None:
+        x, nhwc = self.env[n.input[0]]
+        shp = self.shape_of(x)
+        if nhwc and (shp[1] != 1 or shp[2] != 1):
+            raise ConversionError(
+                f"{n.op_type} of a {shp[1]}x{shp[2]} map needs a layout change (not supported)"
+            )
+        feat = int(np.prod(shp[1:]))
+        s_idx = self.out.const(f"{n.output[0]}/shape", np.array([-1, feat], np.int32), role="int")
+        y = self.act(n.output[0], (1, feat))
+        self.out.ops.append(Op("RESHAPE", [x, s_idx], [y], {"new_shape": [-1, feat]}))
+        self.env[n.output[0]] = (y, False)
+
+    def _op_MatMul(self, n: Any, a: dict[str, Any]) -> None:
+        out = self.out
+        x, nhwc = self.env[n.input[0]]
+        if nhwc:
+            raise ConversionError(f"{n.op_type} on a 4-D map is not supported")
+        w = np.asarray(self.consts[n.input[1]], np.float32)
+        bias = None
+        if n.op_type == "Gemm":
+            if a.get("transA", 0) or float(a.get("alpha", 1.0)) != 1.0:
+                raise ConversionError("Gemm with transA or alpha != 1 is not supported")
+            w = w if a.get("transB", 0) else w.T
+            if len(n.input) > 2:
+                bias = np.asarray(self.consts[n.input[2]], np.float32).reshape(-1)
+                bias = bias * float(a.get("beta", 1.0))
+        else:
+            w = w.T
+        wi = out.const(f"{n.output[0]}/weights", w.copy(), axis=0)
+        ins = [x, wi]
+        if bias is not None:
+            bi = out.const(f"{n.output[0]}/bias", bias, role="bias", axis=0)
+            out.tensors[bi].bias_of = (x, wi)
+            ins.append(bi)
+        else:
+            ins.append(-1)
+        y = self.act(n.output[0], (1, w.shape[0]))
+        out.ops.append(Op("FULLY_CONNECTED", ins, [y], {"act": "NONE"}))
+        self.env[n.output[0]] = (y, False)
+
+    _op_Gemm = _op_MatMul
+
+    def _op_LpNormalization(self, n: Any, a: dict[str, Any]) -> None:
+        _, nhwc = self.env[n.input[0]]
+        if int(a.get("p", 2)) != 2 or nhwc or int(a.get("axis", -1)) not in (-1, 1):
+            raise ConversionError("only L2 normalisation over the last axis is supported")
+        self.unary(n, "L2_NORMALIZATION", [], {"act": "NONE"})
+
+
+def onnx_to_graph(path: str | Path) -> TFLGraph:
+    """Translate a float ONNX model of the supported operator set into the TFLite IR."""
+    import onnx
+    from onnx import shape_inference
+
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - protobuf errors
+        raise ConversionError(f"cannot read ONNX model {path}: {exc}") from None
+    return _OnnxTranslator(shape_inference.infer_shapes(model)).translate()
 
 
 # --------------------------------------------------------------------------- IR → flatbuffer
