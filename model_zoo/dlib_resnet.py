@@ -286,141 +286,152 @@ def parse_resnet(path: str | Path, plan: list[str] | None = None) -> DlibNet:
 # --------------------------------------------------------------------------- ONNX
 
 
+def _out_size(n: int, k: int, s: int, p: int) -> int:
+    """Output length of a convolution/pooling along one axis: ``1 + (n + 2p − k) // s``."""
+    return 1 + (n + 2 * p - k) // s
+
+
+class _OnnxBuilder:
+    """ONNX nodes and initialisers of one dlib network, written layer by layer (one method per dlib layer
+    kind, ``_<kind>``); ``cur``/``shape`` follow the running tensor and its (C, H, W). Names are numbered
+    in creation order (an output's name before its constants), which keeps the file's bytes stable."""
+
+    def __init__(self, net: DlibNet) -> None:
+        self.nodes: list[Any] = []
+        self.inits: list[Any] = []
+        self.counter = 0
+        self.cur = "input"
+        self.shape: tuple[int, int, int] = (3, net.input_size[0], net.input_size[1])
+        self.tags: dict[str, tuple[str, tuple[int, int, int]]] = {}
+
+    def name(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}_{self.counter}"
+
+    def const(self, arr: np.ndarray, prefix: str) -> str:
+        from onnx import numpy_helper
+
+        n = self.name(prefix)
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), n))
+        return n
+
+    def emit(self, op: str, inputs: list[str], y: str, **attrs: Any) -> None:
+        """Append ``op`` reading ``inputs`` into ``y``, which becomes the running tensor."""
+        from onnx import helper
+
+        self.nodes.append(helper.make_node(op, inputs, [y], **attrs))
+        self.cur = y
+
+    def build(self, net: DlibNet) -> None:
+        it = iter(net.layers)
+        for tok in net.plan:
+            if tok.startswith("tag"):
+                self.tags[tok[3:]] = (self.cur, self.shape)
+            elif tok.startswith("skip"):
+                self.cur, self.shape = self.tags[tok[4:]]
+            else:
+                layer = next(it)
+                method = getattr(self, f"_{layer.kind}", None)
+                if method is None:  # pragma: no cover - readers only produce the kinds below
+                    raise ConversionError(f"unsupported dlib layer {layer.kind!r}")
+                method(layer, tok)
+
+    def _con(self, layer: Layer, tok: str) -> None:
+        a, w = layer.attrs, layer.weights
+        (sy, sx), (py, px) = a["stride"], a["pad"]
+        out_c, in_c, kh, kw = w["W"].shape
+        c, h, wd = self.shape
+        if in_c != c:
+            raise ConversionError(f"con at byte {layer.offset}: {in_c} input channels, tensor has {c}")
+        y = self.name("conv")
+        ins = [self.cur, self.const(w["W"], "W"), self.const(w["B"], "B")]
+        self.emit("Conv", ins, y, kernel_shape=[kh, kw], strides=[sy, sx], pads=[py, px, py, px])
+        self.shape = (out_c, _out_size(h, kh, sy, py), _out_size(wd, kw, sx, px))
+        if a["relu"]:
+            self.emit("Relu", [self.cur], self.name("relu"))
+
+    def _affine(self, layer: Layer, tok: str) -> None:
+        a, w = layer.attrs, layer.weights
+        if a["disabled"]:
+            return
+        c = self.shape[0]
+        if w["gamma"].size != c:
+            raise ConversionError(
+                f"affine at byte {layer.offset}: {w['gamma'].size} channels, tensor has {c}"
+            )
+        y1, y2 = self.name("mul"), self.name("add")
+        self.emit("Mul", [self.cur, self.const(w["gamma"].reshape(1, c, 1, 1), "gamma")], y1)
+        self.emit("Add", [y1, self.const(w["beta"].reshape(1, c, 1, 1), "beta")], y2)
+
+    def _relu(self, layer: Layer, tok: str) -> None:
+        if not layer.attrs["disabled"]:
+            self.emit("Relu", [self.cur], self.name("relu"))
+
+    def _pool(self, layer: Layer, tok: str) -> None:
+        a = layer.attrs
+        (kh, kw), (sy, sx), (py, px) = a["kernel"], a["stride"], a["pad"]
+        mx = layer.kind == "max_pool"
+        y = self.name(layer.kind)
+        c, h, wd = self.shape
+        if kh == 0 and kw == 0:  # "_everything": global pooling
+            self.emit("GlobalMaxPool" if mx else "GlobalAveragePool", [self.cur], y)
+            self.shape = (c, 1, 1)
+            return
+        if py or px:
+            raise ConversionError(f"{layer.kind} at byte {layer.offset}: padded pooling is not supported")
+        self.emit("MaxPool" if mx else "AveragePool", [self.cur], y, kernel_shape=[kh, kw], strides=[sy, sx])
+        self.shape = (c, _out_size(h, kh, sy, 0), _out_size(wd, kw, sx, 0))
+
+    _max_pool = _avg_pool = _pool
+
+    def _padded(self, t: str, s: tuple[int, int, int], target: tuple[int, int, int]) -> str:
+        """``t`` zero-padded at the end of each axis to ``target`` (dlib's add_prev of unequal shapes)."""
+        if s == target:
+            return t
+        from onnx import helper
+
+        pads = np.array([0, 0, 0, 0, 0, target[0] - s[0], target[1] - s[1], target[2] - s[2]], np.int64)
+        y = self.name("pad")
+        self.nodes.append(helper.make_node("Pad", [t, self.const(pads, "pads")], [y], mode="constant"))
+        return y
+
+    def _add_prev(self, layer: Layer, tok: str) -> None:
+        other, oshape = self.tags[tok[len("add_prev") :]]
+        c, h, w = (max(p, q) for p, q in zip(self.shape, oshape))
+        target = (c, h, w)
+        y = self.name("add")
+        self.emit("Add", [self._padded(self.cur, self.shape, target), self._padded(other, oshape, target)], y)
+        self.shape = target
+
+    def _fc(self, layer: Layer, tok: str) -> None:
+        a, w = layer.attrs, layer.weights
+        nin = int(np.prod(self.shape))
+        if nin != a["num_inputs"]:
+            raise ConversionError(f"fc at byte {layer.offset}: {a['num_inputs']} inputs, tensor has {nin}")
+        f, y = self.name("flatten"), self.name("fc")
+        self.emit("Flatten", [self.cur], f, axis=1)
+        self.emit("MatMul", [f, self.const(w["W"], "fcW")], y)
+        if "B" in w:
+            yb = self.name("fcb")
+            self.emit("Add", [y, self.const(w["B"], "fcB")], yb)
+        self.shape = (a["num_outputs"], 1, 1)
+
+
 def to_onnx(net: DlibNet, metadata: dict[str, str] | None = None) -> Any:
     """Build an ``onnx.ModelProto`` (opset 13) computing dlib's descriptor from a normalised crop."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
-    nodes: list[Any] = []
-    inits: list[Any] = []
-    counter = [0]
-
-    def name(prefix: str) -> str:
-        counter[0] += 1
-        return f"{prefix}_{counter[0]}"
-
-    def const(arr: np.ndarray, prefix: str) -> str:
-        n = name(prefix)
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), n))
-        return n
-
-    def out_size(n: int, k: int, s: int, p: int) -> int:
-        return 1 + (n + 2 * p - k) // s
-
-    cur = "input"
-    shape = (3, net.input_size[0], net.input_size[1])  # C, H, W
-    tags: dict[str, tuple[str, tuple[int, int, int]]] = {}
-    it = iter(net.layers)
-    for tok in net.plan:
-        if tok.startswith("tag"):
-            tags[tok[3:]] = (cur, shape)
-            continue
-        if tok.startswith("skip"):
-            cur, shape = tags[tok[4:]]
-            continue
-        layer = next(it)
-        a, w = layer.attrs, layer.weights
-        if layer.kind == "con":
-            (sy, sx), (py, px) = a["stride"], a["pad"]
-            out_c, in_c, kh, kw = w["W"].shape
-            if in_c != shape[0]:
-                raise ConversionError(
-                    f"con at byte {layer.offset}: {in_c} input channels, tensor has {shape[0]}"
-                )
-            y = name("conv")
-            nodes.append(
-                helper.make_node(
-                    "Conv",
-                    [cur, const(w["W"], "W"), const(w["B"], "B")],
-                    [y],
-                    kernel_shape=[kh, kw],
-                    strides=[sy, sx],
-                    pads=[py, px, py, px],
-                )
-            )
-            cur, shape = y, (out_c, out_size(shape[1], kh, sy, py), out_size(shape[2], kw, sx, px))
-            if a["relu"]:
-                y = name("relu")
-                nodes.append(helper.make_node("Relu", [cur], [y]))
-                cur = y
-        elif layer.kind == "affine":
-            if a["disabled"]:
-                continue
-            c = shape[0]
-            if w["gamma"].size != c:
-                raise ConversionError(
-                    f"affine at byte {layer.offset}: {w['gamma'].size} channels, tensor has {c}"
-                )
-            y1, y2 = name("mul"), name("add")
-            nodes.append(helper.make_node("Mul", [cur, const(w["gamma"].reshape(1, c, 1, 1), "gamma")], [y1]))
-            nodes.append(helper.make_node("Add", [y1, const(w["beta"].reshape(1, c, 1, 1), "beta")], [y2]))
-            cur = y2
-        elif layer.kind == "relu":
-            if a["disabled"]:
-                continue
-            y = name("relu")
-            nodes.append(helper.make_node("Relu", [cur], [y]))
-            cur = y
-        elif layer.kind in ("max_pool", "avg_pool"):
-            (kh, kw), (sy, sx), (py, px) = a["kernel"], a["stride"], a["pad"]
-            y = name(layer.kind)
-            if kh == 0 and kw == 0:  # "_everything": global pooling
-                op = "GlobalMaxPool" if layer.kind == "max_pool" else "GlobalAveragePool"
-                nodes.append(helper.make_node(op, [cur], [y]))
-                shape = (shape[0], 1, 1)
-            else:
-                if py or px:
-                    raise ConversionError(
-                        f"{layer.kind} at byte {layer.offset}: padded pooling is not supported"
-                    )
-                op = "MaxPool" if layer.kind == "max_pool" else "AveragePool"
-                nodes.append(helper.make_node(op, [cur], [y], kernel_shape=[kh, kw], strides=[sy, sx]))
-                shape = (shape[0], out_size(shape[1], kh, sy, 0), out_size(shape[2], kw, sx, 0))
-            cur = y
-        elif layer.kind == "add_prev":
-            tag_id = tok[len("add_prev") :]
-            other, oshape = tags[tag_id]
-            target = tuple(max(p, q) for p, q in zip(shape, oshape))
-
-            def padded(t: str, s: tuple[int, int, int]) -> str:
-                if s == target:
-                    return t
-                pads = np.array(
-                    [0, 0, 0, 0, 0, target[0] - s[0], target[1] - s[1], target[2] - s[2]], np.int64
-                )
-                y = name("pad")
-                nodes.append(helper.make_node("Pad", [t, const(pads, "pads")], [y], mode="constant"))
-                return y
-
-            y = name("add")
-            nodes.append(helper.make_node("Add", [padded(cur, shape), padded(other, oshape)], [y]))
-            cur, shape = y, target  # type: ignore[assignment]
-        elif layer.kind == "fc":
-            nin = int(np.prod(shape))
-            if nin != a["num_inputs"]:
-                raise ConversionError(
-                    f"fc at byte {layer.offset}: {a['num_inputs']} inputs, tensor has {nin}"
-                )
-            f, y = name("flatten"), name("fc")
-            nodes.append(helper.make_node("Flatten", [cur], [f], axis=1))
-            nodes.append(helper.make_node("MatMul", [f, const(w["W"], "fcW")], [y]))
-            cur = y
-            if "B" in w:
-                y = name("fcb")
-                nodes.append(helper.make_node("Add", [cur, const(w["B"], "fcB")], [y]))
-                cur = y
-            shape = (a["num_outputs"], 1, 1)
-        else:  # pragma: no cover - readers only produce the kinds above
-            raise ConversionError(f"unsupported dlib layer {layer.kind!r}")
-    nodes.append(helper.make_node("Identity", [cur], ["descriptor"]))
-
+    b = _OnnxBuilder(net)
+    b.build(net)
+    b.nodes.append(helper.make_node("Identity", [b.cur], ["descriptor"]))
     h, wd = net.input_size
     graph = helper.make_graph(
-        nodes,
+        b.nodes,
         "dlib_face_recognition_resnet_model_v1",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, h, wd])],
-        [helper.make_tensor_value_info("descriptor", TensorProto.FLOAT, ["N", shape[0]])],
-        inits,
+        [helper.make_tensor_value_info("descriptor", TensorProto.FLOAT, ["N", b.shape[0]])],
+        b.inits,
     )
     model = helper.make_model(
         graph,
