@@ -532,40 +532,103 @@ def onnx_to_graph(path: str | Path) -> TFLGraph:
 _ACT = {"NONE": 0, "RELU": 1}
 
 
-def write_tflite(graph: TFLGraph, description: str = "facesdk") -> bytes:
-    """Serialise the IR as a TFLite flatbuffer (``TFL3``)."""
-    s = _schema()
-    import flatbuffers
-
-    bop = s.BuiltinOperator
-    opcodes: list[str] = []
-    buffers = [s.BufferT()]
-    tensors = []
+def _tensor_t(s: Any, t: Tensor, buffers: list[Any]) -> Any:
+    """The schema's ``TensorT`` of an IR tensor; constant data goes into a new buffer."""
     type_of = {
         "float32": s.TensorType.FLOAT32,
         "int8": s.TensorType.INT8,
         "int32": s.TensorType.INT32,
         "uint8": s.TensorType.UINT8,
     }
-    for t in graph.tensors:
-        tt = s.TensorT()
-        tt.name = t.name
-        tt.shape = list(t.shape)
-        if t.dynamic_batch and t.data is None:
-            tt.shapeSignature = [-1, *t.shape[1:]]
-        tt.type = type_of[t.dtype]
-        if t.data is not None:
-            b = s.BufferT()
-            b.data = np.frombuffer(np.ascontiguousarray(t.data).tobytes(), np.uint8)
-            buffers.append(b)
-            tt.buffer = len(buffers) - 1
-        if t.quant is not None:
-            q = s.QuantizationParametersT()
-            q.scale = [float(v) for v in t.quant[0]]
-            q.zeroPoint = [int(v) for v in t.quant[1]]
-            q.quantizedDimension = int(t.quant[2])
-            tt.quantization = q
-        tensors.append(tt)
+    tt = s.TensorT()
+    tt.name = t.name
+    tt.shape = list(t.shape)
+    if t.dynamic_batch and t.data is None:
+        tt.shapeSignature = [-1, *t.shape[1:]]
+    tt.type = type_of[t.dtype]
+    if t.data is not None:
+        b = s.BufferT()
+        b.data = np.frombuffer(np.ascontiguousarray(t.data).tobytes(), np.uint8)
+        buffers.append(b)
+        tt.buffer = len(buffers) - 1
+    if t.quant is not None:
+        q = s.QuantizationParametersT()
+        q.scale = [float(v) for v in t.quant[0]]
+        q.zeroPoint = [int(v) for v in t.quant[1]]
+        q.quantizedDimension = int(t.quant[2])
+        tt.quantization = q
+    return tt
+
+
+def _set_options(s: Any, o: Any, op: Op) -> None:
+    """The builtin options of one operator (or its custom options) on the schema's ``OperatorT``."""
+    k, opt = op.kind, op.options
+    pad = {"SAME": s.Padding.SAME, "VALID": s.Padding.VALID}
+    opts = s.BuiltinOptions
+    if k in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        bo = s.Conv2DOptionsT() if k == "CONV_2D" else s.DepthwiseConv2DOptionsT()
+        bo.padding, (bo.strideH, bo.strideW) = pad[opt["padding"]], opt["stride"]
+        if k == "DEPTHWISE_CONV_2D":
+            bo.depthMultiplier = 1
+        bo.dilationHFactor = bo.dilationWFactor = 1
+        bo.fusedActivationFunction = _ACT[opt["act"]]
+        o.builtinOptionsType = opts.Conv2DOptions if k == "CONV_2D" else opts.DepthwiseConv2DOptions
+        o.builtinOptions = bo
+    elif k in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
+        bo = s.Pool2DOptionsT()
+        bo.padding, (bo.strideH, bo.strideW) = pad[opt["padding"]], opt["stride"]
+        bo.filterHeight, bo.filterWidth = opt["filter"]
+        bo.fusedActivationFunction = 0
+        o.builtinOptionsType, o.builtinOptions = opts.Pool2DOptions, bo
+    elif k in ("ADD", "MUL"):
+        bo = s.AddOptionsT() if k == "ADD" else s.MulOptionsT()
+        bo.fusedActivationFunction = _ACT[opt.get("act", "NONE")]
+        o.builtinOptionsType = opts.AddOptions if k == "ADD" else opts.MulOptions
+        o.builtinOptions = bo
+    elif k == "PAD":
+        o.builtinOptionsType, o.builtinOptions = opts.PadOptions, s.PadOptionsT()
+    elif k == "MEAN":
+        bo = s.ReducerOptionsT()
+        bo.keepDims = bool(opt.get("keep_dims", True))
+        o.builtinOptionsType, o.builtinOptions = opts.ReducerOptions, bo
+    elif k == "RESHAPE":
+        bo = s.ReshapeOptionsT()
+        bo.newShape = list(opt["new_shape"])
+        o.builtinOptionsType, o.builtinOptions = opts.ReshapeOptions, bo
+    elif k == "FULLY_CONNECTED":
+        bo = s.FullyConnectedOptionsT()
+        bo.fusedActivationFunction = _ACT[opt.get("act", "NONE")]
+        o.builtinOptionsType, o.builtinOptions = opts.FullyConnectedOptions, bo
+    elif k == "L2_NORMALIZATION":
+        o.builtinOptionsType, o.builtinOptions = opts.L2NormOptions, s.L2NormOptionsT()
+    elif k.startswith("CUSTOM:"):
+        o.customOptions = list(opt.get("custom_options", b""))
+    elif k not in ("RELU", "PRELU", "QUANTIZE", "DEQUANTIZE"):  # pragma: no cover - the IR makes no other
+        raise ConversionError(f"cannot serialise {k}")
+
+
+def _operator_code(s: Any, kind: str) -> Any:
+    """``OperatorCodeT`` of a builtin (``CONV_2D``) or custom (``CUSTOM:<name>``) operator."""
+    c = s.OperatorCodeT()
+    if kind.startswith("CUSTOM:"):
+        c.customCode = kind.split(":", 1)[1]
+        code = s.BuiltinOperator.CUSTOM
+    else:
+        code = getattr(s.BuiltinOperator, kind)
+    c.builtinCode = code
+    c.deprecatedBuiltinCode = min(code, 127)
+    c.version = 1
+    return c
+
+
+def write_tflite(graph: TFLGraph, description: str = "facesdk") -> bytes:
+    """Serialise the IR as a TFLite flatbuffer (``TFL3``)."""
+    s = _schema()
+    import flatbuffers
+
+    buffers = [s.BufferT()]  # buffer 0: the empty buffer of every activation
+    tensors = [_tensor_t(s, t, buffers) for t in graph.tensors]
+    opcodes: list[str] = []
     ops = []
     for op in graph.ops:
         if op.kind not in opcodes:
@@ -573,55 +636,7 @@ def write_tflite(graph: TFLGraph, description: str = "facesdk") -> bytes:
         o = s.OperatorT()
         o.opcodeIndex = opcodes.index(op.kind)
         o.inputs, o.outputs = list(op.inputs), list(op.outputs)
-        k, opt = op.kind, op.options
-        pad = {"SAME": s.Padding.SAME, "VALID": s.Padding.VALID}
-        if k == "CONV_2D":
-            bo = s.Conv2DOptionsT()
-            bo.padding, (bo.strideH, bo.strideW) = pad[opt["padding"]], opt["stride"]
-            bo.dilationHFactor = bo.dilationWFactor = 1
-            bo.fusedActivationFunction = _ACT[opt["act"]]
-            o.builtinOptionsType, o.builtinOptions = s.BuiltinOptions.Conv2DOptions, bo
-        elif k == "DEPTHWISE_CONV_2D":
-            bo = s.DepthwiseConv2DOptionsT()
-            bo.padding, (bo.strideH, bo.strideW) = pad[opt["padding"]], opt["stride"]
-            bo.depthMultiplier = 1
-            bo.dilationHFactor = bo.dilationWFactor = 1
-            bo.fusedActivationFunction = _ACT[opt["act"]]
-            o.builtinOptionsType, o.builtinOptions = s.BuiltinOptions.DepthwiseConv2DOptions, bo
-        elif k in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
-            bo = s.Pool2DOptionsT()
-            bo.padding, (bo.strideH, bo.strideW) = pad[opt["padding"]], opt["stride"]
-            bo.filterHeight, bo.filterWidth = opt["filter"]
-            bo.fusedActivationFunction = 0
-            o.builtinOptionsType, o.builtinOptions = s.BuiltinOptions.Pool2DOptions, bo
-        elif k in ("ADD", "MUL"):
-            bo = s.AddOptionsT() if k == "ADD" else s.MulOptionsT()
-            bo.fusedActivationFunction = _ACT[opt.get("act", "NONE")]
-            o.builtinOptionsType = s.BuiltinOptions.AddOptions if k == "ADD" else s.BuiltinOptions.MulOptions
-            o.builtinOptions = bo
-        elif k == "PAD":
-            o.builtinOptionsType, o.builtinOptions = s.BuiltinOptions.PadOptions, s.PadOptionsT()
-        elif k == "MEAN":
-            bo = s.ReducerOptionsT()
-            bo.keepDims = bool(opt.get("keep_dims", True))
-            o.builtinOptionsType, o.builtinOptions = s.BuiltinOptions.ReducerOptions, bo
-        elif k == "RESHAPE":
-            bo = s.ReshapeOptionsT()
-            bo.newShape = list(opt["new_shape"])
-            o.builtinOptionsType, o.builtinOptions = s.BuiltinOptions.ReshapeOptions, bo
-        elif k == "FULLY_CONNECTED":
-            bo = s.FullyConnectedOptionsT()
-            bo.fusedActivationFunction = _ACT[opt.get("act", "NONE")]
-            o.builtinOptionsType, o.builtinOptions = s.BuiltinOptions.FullyConnectedOptions, bo
-        elif k == "L2_NORMALIZATION":
-            bo = s.L2NormOptionsT()
-            o.builtinOptionsType, o.builtinOptions = s.BuiltinOptions.L2NormOptions, bo
-        elif k.startswith("CUSTOM:"):
-            o.customOptions = list(opt.get("custom_options", b""))
-        elif k in ("RELU", "PRELU", "QUANTIZE", "DEQUANTIZE"):
-            pass
-        else:  # pragma: no cover - the IR only makes the kinds above
-            raise ConversionError(f"cannot serialise {k}")
+        _set_options(s, o, op)
         ops.append(o)
     sg = s.SubGraphT()
     sg.tensors, sg.operators = tensors, ops
@@ -630,19 +645,7 @@ def write_tflite(graph: TFLGraph, description: str = "facesdk") -> bytes:
     m = s.ModelT()
     m.version = 3
     m.description = description
-    codes = []
-    for k in opcodes:
-        c = s.OperatorCodeT()
-        if k.startswith("CUSTOM:"):
-            c.customCode = k.split(":", 1)[1]
-            code = bop.CUSTOM
-        else:
-            code = getattr(bop, k)
-        c.builtinCode = code
-        c.deprecatedBuiltinCode = min(code, 127)
-        c.version = 1
-        codes.append(c)
-    m.operatorCodes = codes
+    m.operatorCodes = [_operator_code(s, k) for k in opcodes]
     m.subgraphs = [sg]
     if graph.metadata:
         b = s.BufferT()
