@@ -349,6 +349,70 @@ def _spread(v: list[float]) -> float:
     return float(np.percentile(v, 90) - np.percentile(v, 10)) if len(v) >= 2 else 0.0
 
 
+def _judge_clusters(
+    faces: list[CollectedFace], labels: np.ndarray, min_faces: int, min_pose_spread: float
+) -> list[Cluster]:
+    """One :class:`Cluster` per DBSCAN label (noise excluded), largest first, with ``good`` and the
+    reason when it is not (too few faces, too little pose spread)."""
+    clusters = []
+    for lab in sorted(set(labels.tolist()) - {-1}):
+        m = np.flatnonzero(labels == lab).tolist()
+        yaws = [faces[i].yaw for i in m if faces[i].yaw is not None]
+        pitches = [faces[i].pitch for i in m if faces[i].pitch is not None]
+        c = Cluster(
+            label=lab,
+            members=m,
+            yaw_spread=_spread(yaws),
+            pitch_spread=_spread(pitches),  # type: ignore[arg-type]
+            mean_sharpness=float(np.mean([faces[i].sharpness for i in m])),
+            mean_size=float(np.mean([faces[i].size for i in m])),
+            good=True,
+        )
+        if len(m) < min_faces:
+            c.good, c.reason = False, f"{len(m)} faces < {min_faces}"
+        elif max(c.yaw_spread, c.pitch_spread) < min_pose_spread:
+            c.good, c.reason = (
+                False,
+                f"pose spread {max(c.yaw_spread, c.pitch_spread):.1f}° < {min_pose_spread}°",
+            )
+        clusters.append(c)
+    clusters.sort(key=lambda c: -len(c.members))
+    return clusters
+
+
+def _name_clusters(good: list[Cluster], faces: list[CollectedFace], names: Any) -> None:
+    """Name the good clusters in rank order (list, rank → name mapping, callable or ``person_<k>``);
+    a cluster left without a name is not good."""
+    for rank, c in enumerate(good):
+        if callable(names):
+            c.name = names(c, [faces[i] for i in c.members])
+        elif isinstance(names, dict):
+            c.name = names.get(rank)
+        elif names is not None:
+            c.name = list(names)[rank] if rank < len(names) else None
+        else:
+            c.name = f"person_{rank + 1}"
+        if c.name is None:
+            c.good, c.reason = False, "no name given"
+
+
+def _enroll_clusters(
+    gallery: Gallery, clusters: list[Cluster], faces: list[CollectedFace], keep_crops: bool
+) -> dict[str, int]:
+    """Add every good, named cluster's faces to ``gallery``; returns faces enrolled per name."""
+    enrolled: dict[str, int] = {}
+    for c in clusters:
+        if not c.good or not c.name:
+            continue
+        fs = [faces[i] for i in c.members]
+        crops = np.stack([f.crop for f in fs]) if keep_crops and all(f.crop is not None for f in fs) else None
+        gallery.add_many(
+            [c.name] * len(fs), np.stack([f.embedding for f in fs]), metas=[f.meta() for f in fs], crops=crops
+        )
+        enrolled[c.name] = len(fs)
+    return enrolled
+
+
 def collect(
     rec: FaceRecognizer,
     source: str | os.PathLike | int,
@@ -399,62 +463,17 @@ def collect(
         return CollectResult(faces, np.full(len(faces), -1), float("nan"), [], {}, frames, dropped)
     emb = np.stack([f.embedding for f in faces])
     labels, used_eps = cluster_faces(emb, min_samples=min_samples, eps=eps)
-    clusters = []
-    for lab in sorted(set(labels.tolist()) - {-1}):
-        m = np.flatnonzero(labels == lab).tolist()
-        yaws = [faces[i].yaw for i in m if faces[i].yaw is not None]
-        pitches = [faces[i].pitch for i in m if faces[i].pitch is not None]
-        c = Cluster(
-            label=lab,
-            members=m,
-            yaw_spread=_spread(yaws),
-            pitch_spread=_spread(pitches),  # type: ignore[arg-type]
-            mean_sharpness=float(np.mean([faces[i].sharpness for i in m])),
-            mean_size=float(np.mean([faces[i].size for i in m])),
-            good=True,
-        )
-        if len(m) < min_faces:
-            c.good, c.reason = False, f"{len(m)} faces < {min_faces}"
-        elif max(c.yaw_spread, c.pitch_spread) < min_pose_spread:
-            c.good, c.reason = (
-                False,
-                f"pose spread {max(c.yaw_spread, c.pitch_spread):.1f}° < {min_pose_spread}°",
-            )
-        clusters.append(c)
-    clusters.sort(key=lambda c: -len(c.members))
+    clusters = _judge_clusters(faces, labels, min_faces, min_pose_spread)
     good = [c for c in clusters if c.good]
     if mode == "one":
         for c in good[1:]:
             c.good, c.reason = False, "one-in-one: not the largest cluster"
         good = good[:1]
-    for rank, c in enumerate(good):
-        if callable(names):
-            c.name = names(c, [faces[i] for i in c.members])
-        elif isinstance(names, dict):
-            c.name = names.get(rank)
-        elif names is not None:
-            c.name = list(names)[rank] if rank < len(names) else None
-        else:
-            c.name = f"person_{rank + 1}"
-        if c.name is None:
-            c.good, c.reason = False, "no name given"
+    _name_clusters(good, faces, names)
     result = CollectResult(faces, labels, used_eps, clusters, {}, frames, dropped)
     if gallery is not None:
         gallery.check_compatible(rec.model_id, rec.embedding_size, rec.model_sha256)
-        for c in clusters:
-            if not c.good or not c.name:
-                continue
-            fs = [faces[i] for i in c.members]
-            crops = (
-                np.stack([f.crop for f in fs]) if keep_crops and all(f.crop is not None for f in fs) else None
-            )
-            gallery.add_many(
-                [c.name] * len(fs),
-                np.stack([f.embedding for f in fs]),
-                metas=[f.meta() for f in fs],
-                crops=crops,
-            )
-            result.enrolled[c.name] = len(fs)
+        result.enrolled = _enroll_clusters(gallery, clusters, faces, keep_crops)
     log.info(
         "collected %d faces in %d frames: %d clusters (%d good), eps %.3f",
         len(faces),
