@@ -71,7 +71,7 @@ def _quant(src: str, out: str, x: np.ndarray, **kw: Any) -> None:
     quantize_static(
         src,
         out,
-        TensorReader("input", x),
+        TensorReader("input", x, 16),
         quant_format=kw.pop("fmt", QuantFormat.QDQ),
         per_channel=True,
         activation_type=kw.pop("act", QuantType.QUInt8),

@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 #: Bumped whenever a recipe's settings change (part of every cache key).
 RECIPE_VERSION = "4"
+#: The ONNX Runtime recipe's own version: 5 runs the shortcut Pads in uint8 (:func:`fold_qdq_pads`).
+ORT_RECIPE_VERSION = "5"
 
 
 def _options(art: Any) -> dict[str, Any]:
@@ -91,11 +93,11 @@ def artifact_metadata(
     }
 
 
-def _key(source: Path, tool: str, card: Any, art: Any) -> str:
+def _key(source: Path, tool: str, card: Any, art: Any, version: str = RECIPE_VERSION) -> str:
     from facesdk.zoo import sha256_file
 
     _, calib = calibration_tensors(card, art)
-    return f"src-{sha256_file(source)[:12]}_{tool}_r{RECIPE_VERSION}_cal-{calib[:12]}"
+    return f"src-{sha256_file(source)[:12]}_{tool}_r{version}_cal-{calib[:12]}"
 
 
 # --------------------------------------------------------------------------- ONNX Runtime
@@ -290,6 +292,39 @@ def equalize_channels(model: Any, x: np.ndarray, batch: int = 32) -> int:
     return done
 
 
+def prelu_convs(model: Any) -> list[str]:
+    """Names of the Conv nodes whose only consumer is a PRelu with constant slopes (what
+    :func:`split_prelu` can rewrite), in graph order."""
+    g = model.graph
+    inits = {i.name for i in g.initializer}
+    consumers: dict[str, list[Any]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    outs = {o.name for o in g.output}
+    names = []
+    for n in g.node:
+        users = consumers.get(n.output[0], []) if n.op_type == "Conv" else []
+        if n.output[0] in outs or len(users) != 1:
+            continue
+        if users[0].op_type == "PRelu" and users[0].input[1] in inits:
+            if not n.name:
+                raise ConversionError("split_prelu needs named Conv nodes")
+            names.append(n.name)
+    return names
+
+
+def _split_names(model: Any, option: Any) -> list[str]:
+    """The recipe option ``split_prelu``: a list of Conv names, or ``"all"`` for every Conv→PRelu pair."""
+    if option in (None, "", []):
+        return []
+    if isinstance(option, str):
+        if option != "all":
+            raise ConversionError(f"split_prelu must be a list of Conv names or 'all', not {option!r}")
+        return prelu_convs(model)
+    return [str(n) for n in option]
+
+
 def split_prelu(model: Any, conv_name: str) -> None:
     """Rewrite ``PRelu(Conv(x), a)`` as ``Relu(Conv(x)) + σ ⊙ Relu(Conv'(x))``, exact in float (in place).
 
@@ -359,6 +394,68 @@ def split_prelu(model: Any, conv_name: str) -> None:
     g.node.extend(nodes)
 
 
+def fold_qdq_pads(model: Any) -> int:
+    """Run ``DequantizeLinear → Pad → QuantizeLinear`` as one uint8 ``Pad`` (in place, bit-identical).
+
+    ONNX Runtime's QDQ quantiser leaves constant-mode ``Pad`` nodes (dlib ResNet's channel padding of the
+    shortcut and its odd-size spatial padding) in float between a DequantizeLinear and a QuantizeLinear of
+    the same scale and zero point; ONNX Runtime then dequantises, pads and requantises the whole tensor.
+    With equal (scale, zero point) on both sides and pad value 0, ``Q(pad(DQ(q), 0)) = pad(q, zp)``
+    exactly (``Q(0) = zp``; ONNX operator specs of QuantizeLinear / DequantizeLinear / Pad), so the Pad
+    runs on the uint8 tensor with constant value ``zp``. Returns the number of folded Pads.
+    """
+    from onnx import numpy_helper
+
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    outs = {o.name for o in g.output}
+
+    def const(name: str) -> np.ndarray | None:
+        return numpy_helper.to_array(inits[name]) if name in inits else None
+
+    drop: set[int] = set()
+    folded = 0
+    for pad in g.node:
+        if pad.op_type != "Pad" or pad.output[0] in outs:
+            continue
+        mode = next((h.s for h in pad.attribute if h.name == "mode"), b"constant")
+        dq = producer.get(pad.input[0])
+        users = consumers.get(pad.output[0], [])
+        if mode != b"constant" or dq is None or dq.op_type != "DequantizeLinear" or len(users) != 1:
+            continue
+        q = users[0]
+        if q.op_type != "QuantizeLinear" or q.output[0] in outs or len(pad.input) > 3:
+            continue
+        value = const(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else np.zeros(1, np.float32)
+        dq_s, dq_z = (const(x) for x in (dq.input[1], dq.input[2])) if len(dq.input) > 2 else (None, None)
+        q_s, q_z = (const(x) for x in (q.input[1], q.input[2])) if len(q.input) > 2 else (None, None)
+        if value is None or np.any(value != 0):
+            continue
+        if any(v is None or v.size != 1 for v in (dq_s, dq_z, q_s, q_z)):
+            continue
+        if dq_s.item() != q_s.item() or dq_z.item() != q_z.item() or dq_z.dtype != q_z.dtype:
+            continue
+        zp_name = f"{pad.name or pad.output[0]}_zero_point_value"
+        g.initializer.append(numpy_helper.from_array(dq_z.reshape(()).astype(dq_z.dtype), zp_name))
+        new_in = [dq.input[0], pad.input[1], zp_name]
+        del pad.input[:]
+        pad.input.extend(new_in)
+        pad.output[0] = q.output[0]
+        drop.add(id(q))
+        if len(consumers.get(dq.output[0], [])) == 1 and dq.output[0] not in outs:
+            drop.add(id(dq))
+        folded += 1
+    kept = [n for n in g.node if id(n) not in drop]
+    del g.node[:]
+    g.node.extend(kept)
+    return folded
+
+
 def onnx_int8_qdq(card: Any, art: Any, inputs: dict[str, Path], out: Path) -> None:
     """Recipe: static QDQ int8 ONNX (per-channel int8 weights, calibrated uint8 activations)."""
     tool = _ort_version()
@@ -375,7 +472,7 @@ def onnx_int8_qdq(card: Any, art: Any, inputs: dict[str, Path], out: Path) -> No
     log.info("quantising %s to int8 QDQ with %d calibration faces", src.name, len(x))
     opts = _options(art)
     float_nodes = [str(n) for n in opts.get("float_nodes", [])]
-    split = [str(n) for n in opts.get("split_prelu", [])]
+    split: list[str] = []
     method = str(opts.get("activation_ranges", "minmax")).lower()
     with tempfile.TemporaryDirectory(prefix="facesdk-q-", dir=out.parent) as td:
         tmp = Path(td) / "q.onnx"
@@ -386,6 +483,7 @@ def onnx_int8_qdq(card: Any, art: Any, inputs: dict[str, Path], out: Path) -> No
             if opts.get("equalize"):
                 equalized = equalize_channels(m0, x)
                 log.info("channel equalisation: %d convolution pairs rescaled", equalized)
+            split = _split_names(m0, opts.get("split_prelu"))
             for name in split:
                 split_prelu(m0, name)
             base = Path(td) / "prelu.onnx"
@@ -443,7 +541,10 @@ def onnx_int8_qdq(card: Any, art: Any, inputs: dict[str, Path], out: Path) -> No
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises many kinds
             raise ConversionError(f"onnxruntime could not quantise {src.name}: {exc}") from None
         model = onnx.load(str(tmp))
+        folded = fold_qdq_pads(model)
         meta = artifact_metadata(card, art, src, tool, calib_sha, len(x))
+        meta["facesdk.recipe_version"] = ORT_RECIPE_VERSION
+        meta["facesdk.uint8_pads"] = str(folded)
         meta["facesdk.activation_ranges"] = method if method != "percentile" else f"percentile {pct}"
         meta["facesdk.equalized_pairs"] = str(equalized)
         meta["facesdk.float_layers"] = ",".join(float_nodes)
@@ -468,7 +569,7 @@ def _options_tag(options: dict[str, Any], keys: tuple[str, ...]) -> str:
 
 def _onnx_key(card: Any, art: Any, inputs: dict[str, Path], options: dict[str, Any]) -> str:
     tag = _options_tag(options, ("equalize", "float_nodes", "split_prelu", "activation_ranges", "percentile"))
-    return _key(inputs["model"], _ort_version() + tag, card, art)
+    return _key(inputs["model"], _ort_version() + tag, card, art, ORT_RECIPE_VERSION)
 
 
 onnx_int8_qdq.cache_key = _onnx_key  # type: ignore[attr-defined]
@@ -588,8 +689,8 @@ def onnx_to_tflite_int8(card: Any, art: Any, inputs: dict[str, Path], out: Path)
     meta["facesdk.activation_ranges"] = f"percentile {pct}" if pct else "min/max"
     log.info("writing full-int8 TFLite of %s calibrated on %d faces", src.name, len(x))
     p = float(pct) if pct else None
-    split = [str(n) for n in _options(art).get("split_prelu", [])]
-    if not _options(art).get("equalize") and not split:
+    split_opt = _options(art).get("split_prelu")
+    if not _options(art).get("equalize") and not split_opt:
         convert_onnx(src, out, int8=True, calibration=x, metadata=meta, percentile=p)
         return
     import onnx
@@ -597,6 +698,7 @@ def onnx_to_tflite_int8(card: Any, art: Any, inputs: dict[str, Path], out: Path)
     model = onnx.load(str(src))
     fuse_prelu(model)
     n = equalize_channels(model, x) if _options(art).get("equalize") else 0
+    split = _split_names(model, split_opt)
     for name in split:
         split_prelu(model, name)
     meta["facesdk.equalized_pairs"] = str(n)
