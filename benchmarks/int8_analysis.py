@@ -17,6 +17,17 @@
     (QDQ U8S8 / S8S8 / QOperator / reduce_range); dlib ResNet fp32 against its int8 variants (the card's
     QDQ U8S8 file, QOperator, S8S8, U8U8, graph optimisation level "extended" instead of "all");
     and the ONNX Runtime profiler's per-layer convolution times of fp32 against int8.
+
+``python -m facesdk_bench.int8_analysis graph-variants``
+    The graph-level changes behind the int8 recipes' speed (issue 13), each measured against the fp32
+    model in one process (2 threads, batch 32, interleaved repeats, median) with its mean / minimum cosine
+    to fp32 on 100 held-out calibration-set faces (the other 400 calibrate): dlib ResNet QDQ with the
+    shortcut Pads in float (recipe r4) and on uint8 (:func:`facesdk_zoo.quantize.fold_qdq_pads`, r5);
+    MobileFaceNet with the first PReLU split (previous recipe) and every PReLU split
+    (:func:`facesdk_zoo.quantize.split_prelu` on :func:`facesdk_zoo.quantize.prelu_convs`), on ONNX
+    Runtime and as our full-int8 TFLite on LiteRT (XNNPACK). Also where the int8 time goes: ONNX Runtime's
+    profiler per operator type, and the LiteRT ops left outside the XNNPACK delegate (``DELEGATE`` nodes
+    count the delegated partitions).
 """
 
 from __future__ import annotations
@@ -318,14 +329,174 @@ def _profile_convs(fp32: str, int8: str, x: np.ndarray, td: Path) -> list[dict[s
     ]  # fmt: skip
 
 
+def _ort_op_times(path: str, x: np.ndarray, td: Path, runs: int = 3) -> dict[str, float]:
+    """ONNX Runtime profiler: ms per run by operator type (kernel time)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    so.enable_profiling = True
+    so.profile_file_prefix = str(td / f"prof_{Path(path).stem}")
+    so.log_severity_level = 3
+    s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    name = s.get_inputs()[0].name
+    for _ in range(runs):
+        s.run(None, {name: x})
+    cnt: collections.Counter = collections.Counter()
+    for e in json.loads(Path(s.end_profiling()).read_text()):
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            cnt[e["args"]["op_name"]] += e["dur"]
+    return {k: v / 1000 / runs for k, v in cnt.most_common()}
+
+
+def _tflite_ops(path: Path) -> dict[str, int]:
+    """Operator counts of a LiteRT interpreter with its default (XNNPACK) delegate applied."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path), num_threads=2)
+    it.allocate_tensors()
+    return dict(collections.Counter(o["op_name"] for o in it._get_ops_details()))
+
+
+def _tflite_call(path: Path, x: np.ndarray) -> Any:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path), num_threads=2)
+    d = it.get_input_details()[0]
+    it.resize_tensor_input(d["index"], [len(x), x.shape[2], x.shape[3], x.shape[1]])
+    it.allocate_tensors()
+    v = x.transpose(0, 2, 3, 1).copy()
+    if d["dtype"] == np.int8:
+        sc, z = d["quantization"]
+        v = np.clip(np.round(v / sc + z), -128, 127).astype(np.int8)
+
+    def call() -> None:
+        it.set_tensor(d["index"], v)
+        it.invoke()
+
+    return call
+
+
+def _timed_calls(calls: dict[str, Any], repeats: int) -> dict[str, float]:
+    for f in calls.values():
+        f()
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    for _ in range(repeats):
+        for k, f in calls.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def graph_variants(repeats: int = 7) -> dict[str, Any]:
+    """Speed and cosine of the recipes' graph changes (see the module docstring)."""
+    import onnx
+    from onnx import version_converter
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from facesdk import zoo
+    from facesdk.image import to_tensor
+    from facesdk_zoo.calibration import calibration_crops
+    from facesdk_zoo.quantize import equalize_channels, fold_qdq_pads, fuse_prelu, prelu_convs, split_prelu
+    from facesdk_zoo.tflite_writer import convert_onnx
+
+    res: dict[str, Any] = {"batch": 32, "threads": 2, "repeats": repeats}
+    with tempfile.TemporaryDirectory(prefix="facesdk-int8-") as t:
+        td = Path(t)
+        for model_id in ("dlib-resnet-v1", "mobilefacenet-sirius"):
+            card = zoo.get_card(model_id)
+            sp = card.input
+            x = to_tensor(calibration_crops(card.id, 500), layout="NCHW", color=sp.color, mean=sp.mean,
+                          std=sp.std, dtype=sp.dtype)  # fmt: skip
+            xc, xe, xb = x[:400], x[400:], x[:32]
+            src = str(zoo.fetch(card.id, "onnx"))
+            ref = _run(src, xe)
+            onnx_v: dict[str, str] = {"ORT fp32": src}
+            tfl_v: dict[str, Path] = {}
+            if model_id == "dlib-resnet-v1":
+                pre = str(td / "dlib_pre.onnx")
+                quant_pre_process(src, pre, skip_symbolic_shape=True)
+                r4 = str(td / "dlib_r4.onnx")
+                _quant(pre, r4, xc)
+                m = onnx.load(r4)
+                folded = fold_qdq_pads(m)
+                r5 = str(td / "dlib_r5.onnx")
+                onnx.save(m, r5)
+                onnx_v["ORT int8, shortcut Pads in float (recipe r4)"] = r4
+                onnx_v["ORT int8, Pads on uint8 (recipe r5, the card)"] = r5
+                res[f"{model_id} folded pads"] = folded
+            else:
+                for tag, split_all in (("first PReLU split (previous recipe)", False),
+                                       ("every PReLU split (the card)", True)):  # fmt: skip
+                    m = onnx.load(src)
+                    fuse_prelu(m)
+                    equalize_channels(m, xc)
+                    names = prelu_convs(m)
+                    for n in names if split_all else names[:1]:
+                        split_prelu(m, n)
+                    fm = td / f"mfn_{int(split_all)}_float.onnx"  # what the TFLite recipe writes from
+                    onnx.save(m, str(fm))
+                    m = version_converter.convert_version(m, 13)
+                    f = td / f"mfn_{int(split_all)}.onnx"
+                    onnx.save(m, str(f))
+                    pre = td / f"mfn_{int(split_all)}_pre.onnx"
+                    quant_pre_process(str(f), str(pre), skip_symbolic_shape=True)
+                    q = str(td / f"mfn_{int(split_all)}_q.onnx")
+                    _quant(str(pre), q, xc)
+                    onnx_v[f"ORT int8, {tag}"] = q
+                    tq = td / f"mfn_{int(split_all)}.int8.tflite"
+                    convert_onnx(fm, tq, int8=True, calibration=xc, percentile=99.99)
+                    tfl_v[f"LiteRT int8, {tag}"] = tq
+                tf32 = td / "mfn_fp32.tflite"
+                convert_onnx(src, tf32)
+                tfl_v = {"LiteRT fp32 (our export)": tf32, **tfl_v}
+            rows: dict[str, dict[str, Any]] = {}
+            for k, p in onnx_v.items():
+                c = _cos(_run(p, xe), ref)
+                rows[k] = {"cos_mean": float(c.mean()), "cos_min": float(c.min()),
+                           "ort_ms_by_op": _ort_op_times(p, xb, td)}  # fmt: skip
+            for k, p in tfl_v.items():
+                c = _cos(_tflite_run(p, xe) if "int8" in k else _tflite_fp32(p, xe), ref)
+                rows[k] = {"cos_mean": float(c.mean()), "cos_min": float(c.min()),
+                           "litert_ops": _tflite_ops(p)}  # fmt: skip
+            calls = {k: (lambda s=_session(p), xv=xb: s.run(None, {s.get_inputs()[0].name: xv}))
+                     for k, p in onnx_v.items()}  # fmt: skip
+            calls.update({k: _tflite_call(p, xb) for k, p in tfl_v.items()})
+            med = _timed_calls(calls, repeats)
+            for k, v in med.items():
+                rows[k]["ms_per_crop"] = 1000 * v / len(xb)
+                rows[k]["speedup_vs_ort_fp32"] = med["ORT fp32"] / v
+                log.info("%s %s: %.2f ms/crop, %.2fx ORT fp32, cos %.4f / %.4f", model_id, k,
+                         rows[k]["ms_per_crop"], rows[k]["speedup_vs_ort_fp32"], rows[k]["cos_mean"],
+                         rows[k]["cos_min"])  # fmt: skip
+            res[model_id] = rows
+    return res
+
+
+def _tflite_fp32(path: Path, x: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path), num_threads=2)
+    d, o = it.get_input_details()[0], it.get_output_details()[0]
+    it.resize_tensor_input(d["index"], [len(x), x.shape[2], x.shape[3], x.shape[1]])
+    it.allocate_tensors()
+    it.set_tensor(d["index"], x.transpose(0, 2, 3, 1).copy())
+    it.invoke()
+    return it.get_tensor(o["index"]).astype(np.float32)
+
+
 def main(argv: list[str] | None = None) -> None:
     """CLI: print the analysis as JSON."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=["mobilefacenet", "ort-ceiling"])
+    ap.add_argument("what", choices=["mobilefacenet", "ort-ceiling", "graph-variants"])
     ap.add_argument("--repeats", type=int, default=5)
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    out = mobilefacenet() if a.what == "mobilefacenet" else ort_ceiling(a.repeats)
+    if a.what == "graph-variants":
+        out = graph_variants(a.repeats)
+    else:
+        out = mobilefacenet() if a.what == "mobilefacenet" else ort_ceiling(a.repeats)
     print(json.dumps(out, indent=1))
 
 

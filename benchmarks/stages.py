@@ -661,7 +661,8 @@ def stage_small_galleries(ctx: BenchContext) -> None:
 
 
 def stage_int8_analysis(ctx: BenchContext) -> None:
-    """Why an int8 model loses accuracy (``int8-analysis:`` {what: mobilefacenet | ort-ceiling, repeats};
+    """Why an int8 model loses accuracy or speed (``int8-analysis:`` {what: mobilefacenet | ort-ceiling |
+    graph-variants, repeats};
     :mod:`.int8_analysis`, the same functions as its command line)."""
     import json
 
@@ -673,8 +674,12 @@ def stage_int8_analysis(ctx: BenchContext) -> None:
         res = int8_analysis.mobilefacenet()
     elif what == "ort-ceiling":
         res = int8_analysis.ort_ceiling(int(o.get("repeats", 5)))
+    elif what == "graph-variants":
+        res = int8_analysis.graph_variants(int(o.get("repeats", 7)))
     else:
-        raise ConfigError(f"int8-analysis: what must be mobilefacenet or ort-ceiling, not {what!r}")
+        raise ConfigError(
+            f"int8-analysis: what must be mobilefacenet, ort-ceiling or graph-variants, not {what!r}"
+        )
     _result(ctx, res, "```json\n" + json.dumps(res, indent=1, default=str) + "\n```")
 
 
