@@ -96,3 +96,26 @@ def test_tflite_head_appended_fp32(enrolled: dict, tmp_path: Path) -> None:
     outs = s.run_batched(np.ascontiguousarray(enrolled["x"].transpose(0, 2, 3, 1)))
     scores = next(o for o in outs if o.shape[1] == len(g))
     assert _names(scores, p) == enrolled["core"]
+
+
+def test_tflite_head_appended_full_int8(enrolled: dict, shared: Path, tmp_path: Path) -> None:
+    """The head appended to the embedder in one full-integer .tflite (int8 in, int8 out: the Edge TPU form)
+    gives the core gallery's identities; calibrated on the enrolment photos' crops, never the probes."""
+    from facesdk_zoo.head import export_head
+
+    rec, g = enrolled["rec"], enrolled["rec"].gallery
+    crops = []
+    for p in sorted((shared / "data/photos/knn_examples/train").rglob("*.jp*g")):
+        img = rec.load(p)
+        crops.append(rec.align(img, rec.detect(img)))
+    sp = rec.embedder_card.input
+    calib = to_tensor(np.concatenate(crops), layout="NCHW", color=sp.color, mean=sp.mean, std=sp.std)
+    p = export_head(g, tmp_path / "dlib_head.int8.tflite", embedder=zoo.fetch(DLIB, "onnx"), int8=True,
+                    calibration=calib)  # fmt: skip
+    s = get_backend("tflite").load(Artifact(p, "tflite"), precision="int8")
+    assert s.precision == "int8" and s.inputs[0].dtype == "int8"
+    assert all(o.dtype == "int8" for o in s.outputs)
+    outs = s.run_batched(np.ascontiguousarray(enrolled["x"].transpose(0, 2, 3, 1)))
+    scores = next(o for o in outs if o.shape[1] == len(g))
+    assert np.abs(scores - g.similarities(enrolled["emb"])).max() < 0.05
+    assert _names(scores, p) == enrolled["core"]
