@@ -214,6 +214,7 @@ class _Row:
             "backend": rec.embedder_session.backend,
             "device": rec.embedder_session.device,
             "precision": rec.embedder_session.precision,
+            "embedder_sha256": getattr(rec, "model_sha256", None),
             "workers": self.workers,
             "batch_size": self.batch_size,
             "images": n,
