@@ -181,7 +181,9 @@ def pyramid_down2(image: np.ndarray) -> np.ndarray:
     return (out // 256).astype(np.uint8)
 
 
-def _chip_method(method: str | None) -> str:
+def resolve_chip_method(method: str | None) -> str:
+    """The chip implementation that runs for ``method`` (None: ``$FACESDK_DLIB_CHIP`` or ``"auto"``):
+    ``"fast"`` or ``"exact"``; ``"auto"`` is fast when OpenCV is installed."""
     m = method or os.environ.get("FACESDK_DLIB_CHIP") or "auto"
     if m not in CHIP_METHODS:
         raise ConfigError(f"dlib chip method must be one of {CHIP_METHODS}, not {m!r}")
@@ -254,7 +256,7 @@ def extract_crop(
         raise ConfigError(f"image must be uint8 HxW or HxWxC, got {img.dtype} {img.shape}")
     cols, rows = (size, size) if isinstance(size, int) else size
     a = np.asarray(transform, np.float64).reshape(2, 3)
-    if _chip_method(method) == "fast":
+    if resolve_chip_method(method) == "fast":
         return _extract_crop_fast(img, a, cols, rows)
     yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float64)
     px = a[0, 0] * xx + a[0, 1] * yy + a[0, 2]

@@ -443,6 +443,7 @@ class FaceRecognizer:
                 ),
             },
             "landmarker": self.landmarker_card.id if self.landmarker_card else None,
+            "alignment": self._describe_alignment(),
             "tta": self.tta,
             "embedder": {
                 "model": self.embedder_card.id,
@@ -457,6 +458,16 @@ class FaceRecognizer:
                 "identification": self.identification_point.to_dict(),
             },
         }
+
+    def _describe_alignment(self) -> dict[str, Any]:
+        """The alignment template, and for dlib's crop which implementation samples it (``fast``:
+        cv2.warpAffine, ``exact``: the bit-identical numpy path; see :mod:`facesdk.dlib_crop`)."""
+        out: dict[str, Any] = {"template": str(self.template)}
+        if str(self.template).startswith("dlib"):
+            from .dlib_crop import resolve_chip_method
+
+            out["dlib_chip"] = resolve_chip_method(None)
+        return out
 
     # ------------------------------------------------------------------ stages
     def load(self, image: ImageInput, *, color: str = "RGB") -> np.ndarray:

@@ -280,7 +280,7 @@ def test_fast_dlib_chip_matches_the_exact_one(
     """The cv2.warpAffine dlib chip equals the exact numpy one up to one level on a few pixels, also for
     faces cut by the image border (black outside, dlib's rule) and through dlib's pyramid (big faces)."""
     pytest.importorskip("cv2")
-    from facesdk.dlib_crop import _chip_method, dlib_crop_details, dlib_face_crop
+    from facesdk.dlib_crop import resolve_chip_method, dlib_crop_details, dlib_face_crop
     from facesdk.image import load_image
     from facesdk.shape_predictor import load_default
 
@@ -306,7 +306,19 @@ def test_fast_dlib_chip_matches_the_exact_one(
     cos = np.einsum("ij,ij->i", rec.embed_crops(ex), rec.embed_crops(fa))
     assert cos.min() > 0.99999
     monkeypatch.setenv("FACESDK_DLIB_CHIP", "exact")
-    assert _chip_method(None) == "exact"
+    assert resolve_chip_method(None) == "exact"
     monkeypatch.setenv("FACESDK_DLIB_CHIP", "bogus")
     with pytest.raises(ConfigError):
-        _chip_method(None)
+        resolve_chip_method(None)
+
+
+def test_describe_says_which_dlib_chip_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recogniser reports its alignment template and, for dlib's crop, the implementation that
+    really samples it (the environment switch is honoured)."""
+    import facesdk
+
+    rec = facesdk.FaceRecognizer()
+    al = rec.describe()["alignment"]
+    assert al["template"].startswith("dlib") and al["dlib_chip"] in ("fast", "exact")
+    monkeypatch.setenv("FACESDK_DLIB_CHIP", "exact")
+    assert rec.describe()["alignment"]["dlib_chip"] == "exact"
