@@ -20,7 +20,8 @@
 
 ``python -m facesdk_bench.int8_analysis graph-variants``
     The graph-level changes behind the int8 recipes' speed (issue 13), each measured against the fp32
-    model in one process (2 threads, batch 32, interleaved repeats, median) with its mean / minimum cosine
+    model in one process (2 threads, batch 32, interleaved repeats with a 0.2 s pause before each call,
+    median) with its mean / minimum cosine
     to fp32 on 100 held-out calibration-set faces (the other 400 calibrate): dlib ResNet QDQ with the
     shortcut Pads in float (recipe r4) and on uint8 (:func:`facesdk_zoo.quantize.fold_qdq_pads`, r5);
     MobileFaceNet with the first PReLU split (previous recipe) and every PReLU split
@@ -377,12 +378,15 @@ def _tflite_call(path: Path, x: np.ndarray) -> Any:
     return call
 
 
-def _timed_calls(calls: dict[str, Any], repeats: int) -> dict[str, float]:
+def _timed_calls(calls: dict[str, Any], repeats: int, pause: float = 0.2) -> dict[str, float]:
+    """Median seconds per call, the calls interleaved within each repeat; ``pause`` seconds before each
+    call let the previous engine's spinning worker threads go idle (see facesdk_bench.precision)."""
     for f in calls.values():
         f()
     times: dict[str, list[float]] = {k: [] for k in calls}
     for _ in range(repeats):
         for k, f in calls.items():
+            time.sleep(pause)
             t0 = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t0)
