@@ -13,10 +13,13 @@ Options a card's recipe source may set (MobileFaceNet uses them): ``equalize = t
 between consecutive convolutions before quantisation (:func:`equalize_channels`, exact in float; SmoothQuant /
 cross-layer equalisation), ``float_nodes = [...]`` keeps those nodes in fp32 (ONNX Runtime
 ``nodes_to_exclude``: mixed precision, written to the artifact's ``facesdk.float_layers`` and reported by
-``FaceRecognizer.describe()``), ``split_prelu = [...]`` rewrites those Conv→PRelu pairs so the slope
-sits in int8 per-channel weights (:func:`split_prelu`, exact in float; what MobileFaceNet's first layer
-needs, on ONNX Runtime and in the full-int8 TFLite), ``activation_ranges = "percentile"`` (with
-``percentile``) instead of min/max.
+``FaceRecognizer.describe()``), ``split_prelu = [...]`` (or ``"all"``: every Conv→PRelu pair,
+:func:`prelu_convs`) rewrites those Conv→PRelu pairs so the slope sits in int8 per-channel weights
+(:func:`split_prelu`, exact in float; MobileFaceNet's first layer needs it for accuracy, and all of them
+for speed: ONNX Runtime has no int8 PReLU kernel and XNNPACK no int8 PRELU, so an unsplit PReLU runs in
+float / outside the delegate), ``activation_ranges = "percentile"`` (with ``percentile``) instead of min/max.
+The ONNX Runtime recipe also runs constant Pads between equal-scale DequantizeLinear/QuantizeLinear on the
+uint8 tensor (:func:`fold_qdq_pads`, bit-identical; dlib ResNet's shortcut padding).
 
 Both calibrate on the same set (:mod:`facesdk_zoo.calibration`: real aligned LFW DevTrain faces whose
 identities are in no evaluated pair). Each artifact is cached under a key made of the source model's
@@ -333,7 +336,9 @@ def split_prelu(model: Any, conv_name: str) -> None:
     scale on the convolution's output, PReLU multiplies the quantisation error of a channel's negative side
     by ``|a|`` (MobileFaceNet's first layer has ``|a|`` up to ≈ 9.4, i.e. three bits lost); here the
     slope sits in the per-channel int8 weights of ``Conv'`` and every int8 tensor is at the output's scale.
-    For the full-integer TFLite export, where no layer may stay in float.
+    For the full-integer TFLite export, where no layer may stay in float, and for speed: after the split the
+    graph has only int8 convolutions (ReLU fused), a depthwise 1×1 and an add — ops ONNX Runtime and XNNPACK
+    run in int8, while a PReLU runs in float there.
     """
     from onnx import helper, numpy_helper
 
