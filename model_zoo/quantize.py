@@ -18,8 +18,9 @@ cross-layer equalisation), ``float_nodes = [...]`` keeps those nodes in fp32 (ON
 (:func:`split_prelu`, exact in float; MobileFaceNet's first layer needs it for accuracy, and all of them
 for speed: ONNX Runtime has no int8 PReLU kernel and XNNPACK no int8 PRELU, so an unsplit PReLU runs in
 float / outside the delegate), ``activation_ranges = "percentile"`` (with ``percentile``) instead of min/max.
-The ONNX Runtime recipe also runs constant Pads between equal-scale DequantizeLinear/QuantizeLinear on the
-uint8 tensor (:func:`fold_qdq_pads`, bit-identical; dlib ResNet's shortcut padding).
+``uint8_pads = true`` runs constant Pads between equal-scale DequantizeLinear/QuantizeLinear on the uint8
+tensor (:func:`fold_qdq_pads`, bit-identical; dlib ResNet's shortcut padding) — measured no faster, so no
+card sets it.
 
 Both calibrate on the same set (:mod:`facesdk_zoo.calibration`: real aligned LFW DevTrain faces whose
 identities are in no evaluated pair). Each artifact is cached under a key made of the source model's
@@ -56,8 +57,9 @@ log = logging.getLogger(__name__)
 
 #: Bumped whenever a recipe's settings change (part of every cache key).
 RECIPE_VERSION = "4"
-#: The ONNX Runtime recipe's own version: 5 runs the shortcut Pads in uint8 (:func:`fold_qdq_pads`).
-ORT_RECIPE_VERSION = "5"
+#: The ONNX Runtime recipe's own version (5: Pads always on uint8; 6: only with ``uint8_pads = true`` —
+#: bit-identical, but not faster in two interleaved measurements, see benchmarks/RESULTS.md).
+ORT_RECIPE_VERSION = "6"
 
 
 def _options(art: Any) -> dict[str, Any]:
@@ -546,7 +548,7 @@ def onnx_int8_qdq(card: Any, art: Any, inputs: dict[str, Path], out: Path) -> No
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises many kinds
             raise ConversionError(f"onnxruntime could not quantise {src.name}: {exc}") from None
         model = onnx.load(str(tmp))
-        folded = fold_qdq_pads(model)
+        folded = fold_qdq_pads(model) if opts.get("uint8_pads") else 0
         meta = artifact_metadata(card, art, src, tool, calib_sha, len(x))
         meta["facesdk.recipe_version"] = ORT_RECIPE_VERSION
         meta["facesdk.uint8_pads"] = str(folded)
@@ -573,7 +575,9 @@ def _options_tag(options: dict[str, Any], keys: tuple[str, ...]) -> str:
 
 
 def _onnx_key(card: Any, art: Any, inputs: dict[str, Path], options: dict[str, Any]) -> str:
-    tag = _options_tag(options, ("equalize", "float_nodes", "split_prelu", "activation_ranges", "percentile"))
+    tag = _options_tag(
+        options, ("equalize", "float_nodes", "split_prelu", "activation_ranges", "percentile", "uint8_pads")
+    )
     return _key(inputs["model"], _ort_version() + tag, card, art, ORT_RECIPE_VERSION)
 
 

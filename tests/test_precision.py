@@ -159,11 +159,12 @@ def test_int8_artifact_is_cached_by_key_and_carries_its_card(small_calib_card: z
     assert meta["facesdk.source_sha256"] == src_sha and meta["facesdk.precision"] == "int8"
     assert meta["facesdk.calibration_sha256"][:12] in p.parent.name and src_sha[:12] in p.parent.name
     assert meta["facesdk.tool"] in p.parent.name and meta["facesdk.model_id"] == DLIB
-    # dlib's five shortcut Pads run on uint8 (fold_qdq_pads), none between DequantizeLinear/QuantizeLinear
-    assert meta["facesdk.uint8_pads"] == "5"
+    # the card does not ask for uint8 Pads (bit-identical, not faster): dlib's five shortcut Pads stay
+    # between DequantizeLinear and QuantizeLinear, and the file says so
+    assert meta["facesdk.uint8_pads"] == "0"
     g = onnx.load(str(p)).graph
     made_by = {o: n.op_type for n in g.node for o in n.output}
-    assert [made_by.get(n.input[0]) for n in g.node if n.op_type == "Pad"] == ["QuantizeLinear"] * 5
+    assert [made_by.get(n.input[0]) for n in g.node if n.op_type == "Pad"] == ["DequantizeLinear"] * 5
     # the fp32 file is never relabelled: asking it for fp32 works, the int8 one refuses fp32 in strict mode
     with pytest.raises(DeviceMismatchError):
         get_backend("onnxruntime").load(Artifact.from_path(p), precision="fp32")
