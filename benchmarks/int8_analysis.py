@@ -23,7 +23,8 @@
     model in one process (2 threads, batch 32, interleaved repeats with a 0.2 s pause before each call,
     median) with its mean / minimum cosine
     to fp32 on 100 held-out calibration-set faces (the other 400 calibrate): dlib ResNet QDQ with the
-    shortcut Pads in float (recipe r4) and on uint8 (:func:`facesdk_zoo.quantize.fold_qdq_pads`, r5);
+    shortcut Pads in float (the card) and on uint8 (:func:`facesdk_zoo.quantize.fold_qdq_pads`, the recipe's
+    ``uint8_pads`` option);
     MobileFaceNet with the first PReLU split (previous recipe) and every PReLU split
     (:func:`facesdk_zoo.quantize.split_prelu` on :func:`facesdk_zoo.quantize.prelu_convs`), on ONNX
     Runtime and as our full-int8 TFLite on LiteRT (XNNPACK). Also where the int8 time goes: ONNX Runtime's
@@ -427,8 +428,8 @@ def graph_variants(repeats: int = 7) -> dict[str, Any]:
                 folded = fold_qdq_pads(m)
                 r5 = str(td / "dlib_r5.onnx")
                 onnx.save(m, r5)
-                onnx_v["ORT int8, shortcut Pads in float (recipe r4)"] = r4
-                onnx_v["ORT int8, Pads on uint8 (recipe r5, the card)"] = r5
+                onnx_v["ORT int8, shortcut Pads in float (the card)"] = r4
+                onnx_v["ORT int8, Pads on uint8 (uint8_pads = true)"] = r5
                 res[f"{model_id} folded pads"] = folded
             else:
                 for tag, split_all in (("first PReLU split (previous recipe)", False),
