@@ -14,11 +14,13 @@ precision alone. Per configuration:
   previous engine's spinning worker threads go idle) and given as ratios to ORT fp32.
 
 Embeddings are cached in the shared bench cache (``EmbeddingCache``, one namespace per model, backend,
-precision, detector and TTA), so a killed run resumes and precisions already done are reused.
+precision, detector, TTA, artifact sha256 and sha256 of all the aligned crops), so a killed run resumes,
+precisions already done are reused, and a changed artifact or aligner never mixes with old rows.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from pathlib import Path
@@ -223,6 +225,9 @@ def run_precision_study(
             raise ConfigError("the precision study needs onnxruntime/fp32 as its reference")
         ref_rec = recs["onnxruntime/fp32"]
         crops, fallbacks = _crops(ref_rec, ds, keys, det, progress)
+        # the crops' own hash in every cache namespace: a change of the aligner (e.g. another dlib-chip
+        # resampler) must not mix embeddings of old crops with those of new ones
+        crops_sha = hashlib.sha256(np.ascontiguousarray(crops).data).hexdigest()[:12]
         embs: dict[str, np.ndarray] = {}
         for c, rec in recs.items():
             s = rec.embedder_session
@@ -233,7 +238,7 @@ def run_precision_study(
                 s.precision,
                 detector,
                 # the artifact's sha256 too: a rebuilt int8 file (new recipe) must not reuse old embeddings
-                variant=f"precision-study-tta-{rec.tta}-{rec.model_sha256[:12]}",
+                variant=f"precision-study-tta-{rec.tta}-{rec.model_sha256[:12]}-crops-{crops_sha}",
             )
             embs[c] = l2_normalize(_embed(rec, crops, keys, det, cache, progress))
         ref = embs["onnxruntime/fp32"]
@@ -282,6 +287,7 @@ def run_precision_study(
                 "ms_per_crop": ms[c],
                 "ratio_to_ort_fp32": {b: ms[c][b] / ms["onnxruntime/fp32"][b] for b in ms[c]},
                 "no_detection_fallback": fallbacks,
+                "crops_sha256": crops_sha,
                 "threads": threads,
             }
             rows.append(row)
