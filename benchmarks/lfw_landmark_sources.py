@@ -56,14 +56,14 @@ def parse_variant(variant: str) -> tuple[str, str, int]:
 
 def iterated_sp_crop(img: np.ndarray, box: np.ndarray, landmarks: np.ndarray, rounds: int) -> np.ndarray:
     """dlib's crop after ``rounds`` shape-predictor passes, each later one in the box placed from the
-    previous output's eye centres (:func:`facesdk.dlib_crop.dlib_box_from_core5`)."""
-    from facesdk.dlib_crop import (
+    previous output's eye centres (:func:`facesdk.dlib.crop.dlib_box_from_core5`)."""
+    from facesdk.dlib.crop import (
         CORE5_TO_DLIB5_EYES,
         dlib_box_from_core5,
         dlib_face_crop,
         dlib_predictor_rect,
     )
-    from facesdk.shape_predictor import load_default
+    from facesdk.dlib.shape_predictor import load_default
 
     sp = load_default()
     shape = sp.predict(img, dlib_predictor_rect(sp, box, landmarks))
@@ -86,7 +86,7 @@ def shifted(crops: np.ndarray, dx: int, dy: int) -> np.ndarray:
 def crops_for(variant: str, keys: list[str], root: Path, shared: Path) -> tuple[np.ndarray, int]:
     """dlib crops of every image for one landmark-source variant, and the no-detection count."""
     import facesdk
-    from facesdk.dlib_crop import dlib150_aligner, dlib_face_crop
+    from facesdk.dlib.crop import dlib150_aligner, dlib_face_crop
 
     crops = np.zeros((len(keys), 150, 150, 3), np.uint8)
     misses = 0

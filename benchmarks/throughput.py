@@ -372,7 +372,7 @@ def _accuracy(ds: Any, emb: dict[str, np.ndarray]) -> dict[str, Any] | None:
 
 def _chip_ab(rec: Any, paths: Sequence[Path]) -> dict[str, Any] | None:
     """A/B of dlib's chip, same process, interleaved face by face: the exact numpy sampling vs one
-    ``cv2.warpAffine`` (``facesdk.dlib_crop``, ``method=``) on the same faces and shapes; their pixel
+    ``cv2.warpAffine`` (``facesdk.dlib.crop``, ``method=``) on the same faces and shapes; their pixel
     differences and the cosine between the embeddings of the two chips (the recogniser's embedder,
     its TTA). None when the recogniser does not use dlib's chip."""
     if rec.template != "dlib150" or rec.landmarker is not None or not paths:
@@ -381,8 +381,8 @@ def _chip_ab(rec: Any, paths: Sequence[Path]) -> dict[str, Any] | None:
         import cv2  # noqa: F401
     except ImportError:
         return {"skipped": "cv2 not installed"}
-    from facesdk.dlib_crop import dlib_face_crop, dlib_predictor_rect
-    from facesdk.shape_predictor import load_default
+    from facesdk.dlib.crop import dlib_face_crop, dlib_predictor_rect
+    from facesdk.dlib.shape_predictor import load_default
 
     sp = load_default()
     imgs, rects = [], []

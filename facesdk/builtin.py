@@ -44,7 +44,7 @@ def facesdk_aligners() -> dict[str, Any]:
         ai8x_faceid_crop,
         ai8x_faceid_crop_firmware,
     )
-    from .dlib_crop import dlib5_aligner, dlib150_aligner
+    from .dlib.crop import dlib5_aligner, dlib150_aligner
 
     return {
         "dlib150": dlib150_aligner,

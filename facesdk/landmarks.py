@@ -98,14 +98,14 @@ class BridgeLandmarker(Landmarker):
 
 class ShapePredictorLandmarker(Landmarker):
     """dlib's 5-point shape predictor (``dlib-sp5`` cards) in a dlib-style box placed from the
-    detector's eye centres (:func:`facesdk.dlib_crop.dlib_box_from_core5`), or in the detector's
+    detector's eye centres (:func:`facesdk.dlib.crop.dlib_box_from_core5`), or in the detector's
     box when it gives no landmarks: dlib's part order (``"dlib5"``)."""
 
     output = "dlib5"
 
     def __init__(self, card: ModelCard) -> None:
         from . import zoo
-        from .shape_predictor import ShapePredictor, load_default
+        from .dlib.shape_predictor import ShapePredictor, load_default
 
         if card.id == "dlib-shape-predictor-5":
             self.predictor = load_default()  # shared, loaded once
@@ -113,6 +113,6 @@ class ShapePredictorLandmarker(Landmarker):
             self.predictor = ShapePredictor.load(zoo.fetch(card, card.formats[0]))
 
     def __call__(self, image: np.ndarray, box: np.ndarray, landmarks: np.ndarray | None) -> np.ndarray:
-        from .dlib_crop import dlib_predictor_rect
+        from .dlib.crop import dlib_predictor_rect
 
         return self.predictor.predict(image, dlib_predictor_rect(self.predictor, box, landmarks))

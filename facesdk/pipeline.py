@@ -461,10 +461,10 @@ class FaceRecognizer:
 
     def _describe_alignment(self) -> dict[str, Any]:
         """The alignment template, and for dlib's crop which implementation samples it (``fast``:
-        cv2.warpAffine, ``exact``: the bit-identical numpy path; see :mod:`facesdk.dlib_crop`)."""
+        cv2.warpAffine, ``exact``: the bit-identical numpy path; see :mod:`facesdk.dlib.crop`)."""
         out: dict[str, Any] = {"template": str(self.template)}
         if str(self.template).startswith("dlib"):
-            from .dlib_crop import resolve_chip_method
+            from .dlib.crop import resolve_chip_method
 
             out["dlib_chip"] = resolve_chip_method(None)
         return out
@@ -602,7 +602,7 @@ class FaceRecognizer:
                 box = np.array([0, 0, iw, ih], np.float32)
                 crop = self.align(im, [Detection(box, 1.0, pts.astype(np.float32))])[0]
             else:  # dlib150 crop onto a 5-point template: eyes only
-                from .dlib_crop import CORE5_TO_DLIB5_EYES, DLIB5_TEMPLATE
+                from .dlib.crop import CORE5_TO_DLIB5_EYES, DLIB5_TEMPLATE
 
                 chip_pts = (0.25 + DLIB5_TEMPLATE) / 1.5 * iw
                 eyes_src = np.stack([chip_pts[list(CORE5_TO_DLIB5_EYES[k])].mean(0) for k in (0, 1)])

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from facesdk.dlibfmt import DlibReader, read_dat
+from facesdk.dlib.fmt import DlibReader, read_dat
 from facesdk.errors import ConversionError, ModelFormatError
 
 __all__ = [

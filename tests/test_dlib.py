@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from facesdk import zoo
-from facesdk.dlib_crop import dlib_box_from_core5, dlib_crop_details, dlib_face_crop, pyramid_down2
-from facesdk.dlibfmt import DlibReader
+from facesdk.dlib.crop import dlib_box_from_core5, dlib_crop_details, dlib_face_crop, pyramid_down2
+from facesdk.dlib.fmt import DlibReader
 from facesdk.errors import ConfigError, ModelFormatError
 from facesdk.image import load_image
-from facesdk.shape_predictor import ShapePredictor
+from facesdk.dlib.shape_predictor import ShapePredictor
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")

@@ -462,7 +462,7 @@ def test_hostile_checkpoints(shared: Path, tmp_path: Path) -> None:
 def test_hostile_model_files(shared: Path, tmp_path: Path) -> None:
     from facesdk.backend import Artifact
     from facesdk.plugins import get_backend
-    from facesdk.shape_predictor import ShapePredictor
+    from facesdk.dlib.shape_predictor import ShapePredictor
     from facesdk.zoo import fetch
 
     rng = random.Random(SEED + 3)

@@ -171,12 +171,12 @@ def test_ssd_decode_is_one_function_for_ultraface_and_tinierssd() -> None:
 
 
 def test_similarity_transform_is_one_function() -> None:
-    import facesdk.dlib_crop
-    import facesdk.shape_predictor
+    import facesdk.dlib.crop
+    import facesdk.dlib.shape_predictor
     from facesdk.align import ARCFACE_112, estimate_similarity, similarity_transform
 
-    assert facesdk.shape_predictor.similarity_transform is similarity_transform
-    assert facesdk.dlib_crop.similarity_transform is similarity_transform
+    assert facesdk.dlib.shape_predictor.similarity_transform is similarity_transform
+    assert facesdk.dlib.crop.similarity_transform is similarity_transform
     src = ARCFACE_112.astype(np.float64)
     m, t = similarity_transform(src, src * 2 + 3)
     assert np.allclose(m, 2 * np.eye(2)) and np.allclose(t, 3)

@@ -159,7 +159,7 @@ def test_select_and_bad_options(rec: facesdk.FaceRecognizer, lfw: list[Path], sh
 
 
 def test_batched_dlib_alignment_equals_per_face(lfw: list[Path], shared: Path) -> None:
-    from facesdk.shape_predictor import load_default
+    from facesdk.dlib.shape_predictor import load_default
 
     rec = facesdk.FaceRecognizer(detector="yunet-2023mar-dynamic", backend="onnxruntime")  # dlib embedder
     assert rec.template == "dlib150" and rec.landmarker is None

@@ -280,9 +280,9 @@ def test_fast_dlib_chip_matches_the_exact_one(
     """The cv2.warpAffine dlib chip equals the exact numpy one up to one level on a few pixels, also for
     faces cut by the image border (black outside, dlib's rule) and through dlib's pyramid (big faces)."""
     pytest.importorskip("cv2")
-    from facesdk.dlib_crop import resolve_chip_method, dlib_crop_details, dlib_face_crop
+    from facesdk.dlib.crop import resolve_chip_method, dlib_crop_details, dlib_face_crop
     from facesdk.image import load_image
-    from facesdk.shape_predictor import load_default
+    from facesdk.dlib.shape_predictor import load_default
 
     sp = load_default()
     rec = facesdk.FaceRecognizer(detector="mtcnn", embedder="dlib-resnet-v1", backend="onnxruntime")

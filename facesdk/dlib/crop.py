@@ -29,7 +29,7 @@ the larger x, outer and inner corner of the eye with the smaller x, nose base. T
 nose tip, left and right mouth corner (left = smaller x). They are not the same points, so
 the ``dlib150`` aligner registered here bridges them: it places a dlib-style face box from
 the two eye centres (matched to the mid-points of the eye corners of the shape predictor's
-mean shape) and runs dlib's shape predictor (:mod:`facesdk.shape_predictor`) in that box,
+mean shape) and runs dlib's shape predictor (:mod:`facesdk.dlib.shape_predictor`) in that box,
 exactly as dlib's own pipeline does with its detector's box. Without landmarks the
 detector's box is used directly. See :func:`dlib_box_from_core5`.
 """
@@ -44,8 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .align import similarity_transform
-from .errors import ConfigError
+from ..align import similarity_transform
+from ..errors import ConfigError
 from .shape_predictor import DLIB5_PARTS
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -1,7 +1,7 @@
 """dlib's ``shape_predictor`` (ensemble of regression trees, Kazemi & Sullivan) in numpy.
 
 Reads dlib ``.dat`` files such as ``shape_predictor_5_face_landmarks.dat`` (CC0) with
-:mod:`facesdk.dlibfmt` and reproduces dlib's ``shape_predictor::operator()``
+:mod:`facesdk.dlib.fmt` and reproduces dlib's ``shape_predictor::operator()``
 (``dlib/image_processing/shape_predictor.h``) step by step:
 
 * the shape lives in box-normalised coordinates (box top-left → (0,0), bottom-right
@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .align import similarity_matrices, similarity_transform
-from .dlibfmt import DlibReader, read_dat
-from .errors import ConfigError
+from ..align import similarity_matrices, similarity_transform
+from .fmt import DlibReader, read_dat
+from ..errors import ConfigError
 
 __all__ = ["ShapePredictor", "DLIB5_PARTS", "load_default"]
 
@@ -364,7 +364,7 @@ def load_default() -> ShapePredictor:
     global _default
     with _default_lock:
         if _default is None:
-            from . import zoo
+            from .. import zoo
 
             _default = ShapePredictor.load(zoo.fetch("dlib-shape-predictor-5", "dlib"))
         return _default
