@@ -194,15 +194,20 @@ def fuse_prelu(model: Any) -> int:
     return fused
 
 
-def _conv_pairs(model: Any) -> list[tuple[Any, Any, str]]:
-    """(Conv A, Conv B, tensor between them) where B is A's only consumer, possibly through one PRelu."""
+def _graph_index(model: Any) -> tuple[set[str], dict[str, list[Any]], set[str]]:
+    """(initialiser names, consumers of each tensor, graph output names) of an ONNX model."""
     g = model.graph
-    inits = {i.name for i in g.initializer}
     consumers: dict[str, list[Any]] = {}
     for n in g.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
-    outs = {o.name for o in g.output}
+    return {i.name for i in g.initializer}, consumers, {o.name for o in g.output}
+
+
+def _conv_pairs(model: Any) -> list[tuple[Any, Any, str]]:
+    """(Conv A, Conv B, tensor between them) where B is A's only consumer, possibly through one PRelu."""
+    g = model.graph
+    inits, consumers, outs = _graph_index(model)
     pairs = []
     for a in g.node:
         if a.op_type != "Conv" or a.input[1] not in inits:
@@ -301,12 +306,7 @@ def prelu_convs(model: Any) -> list[str]:
     """Names of the Conv nodes whose only consumer is a PRelu with constant slopes (what
     :func:`split_prelu` can rewrite), in graph order."""
     g = model.graph
-    inits = {i.name for i in g.initializer}
-    consumers: dict[str, list[Any]] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    outs = {o.name for o in g.output}
+    inits, consumers, outs = _graph_index(model)
     names = []
     for n in g.node:
         users = consumers.get(n.output[0], []) if n.op_type == "Conv" else []
