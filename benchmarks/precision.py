@@ -154,8 +154,8 @@ def _latency(
 
     ``pause`` seconds pass before each configuration's timed block: ONNX Runtime's and XNNPACK's worker
     threads keep spinning for a while after a run, and without the pause they take cores from the next
-    configuration (dlib ResNet, 2 threads, batch 32, in one process: ORT int8/fp32 2.04–2.19× without a
-    pause, 2.25–2.42× with 0.2 s, 2.45× when each engine runs in a block of its own).
+    configuration (a scratch check, dlib ResNet, 2 threads, batch 32, in one process: ORT int8/fp32
+    2.04–2.19× without a pause, 2.25–2.42× with 0.2 s, 2.45× when each engine runs in a block of its own).
     """
     tensors = {}
     for label, rec in recs.items():
