@@ -310,28 +310,34 @@ def ort_ceiling(repeats: int = 5) -> dict[str, Any]:
     return res
 
 
-def _profile_convs(fp32: str, int8: str, x: np.ndarray, td: Path) -> list[dict[str, Any]]:
+def _kernel_events(path: str, x: np.ndarray, prefix: Path, runs: int) -> list[dict[str, Any]]:
+    """ONNX Runtime's profiler: the per-node kernel-time events of ``runs`` runs of ``path`` on ``x``
+    (CPU, 2 threads)."""
     import onnxruntime as ort
 
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    so.enable_profiling = True
+    so.profile_file_prefix = str(prefix)
+    so.log_severity_level = 3
+    s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    name = s.get_inputs()[0].name
+    for _ in range(runs):
+        s.run(None, {name: x})
+    events = json.loads(Path(s.end_profiling()).read_text())
+    return [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+
+
+def _profile_convs(fp32: str, int8: str, x: np.ndarray, td: Path) -> list[dict[str, Any]]:
     per: dict[str, collections.Counter] = {}
     for tag, path in (("fp32", fp32), ("int8", int8)):
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 2
-        so.enable_profiling = True
-        so.profile_file_prefix = str(td / f"prof_{tag}")
-        so.log_severity_level = 3
-        s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-        for _ in range(3):
-            s.run(None, {"input": x})
-        events = json.loads(Path(s.end_profiling()).read_text())
         cnt: collections.Counter = collections.Counter()
-        for e in events:
-            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-                if e["args"]["op_name"] in ("Conv", "QLinearConv"):
-                    shape = next(iter(e["args"]["output_type_shape"][0].values()))
-                    key = f"{shape[1]}ch {shape[2]}px" if tag == "fp32" else f"{shape[3]}ch {shape[1]}px"
-                    cnt[key] += e["dur"]
-                cnt["(all ops)"] += e["dur"]
+        for e in _kernel_events(path, x, td / f"prof_{tag}", 3):
+            if e["args"]["op_name"] in ("Conv", "QLinearConv"):
+                shape = next(iter(e["args"]["output_type_shape"][0].values()))
+                key = f"{shape[1]}ch {shape[2]}px" if tag == "fp32" else f"{shape[3]}ch {shape[1]}px"
+                cnt[key] += e["dur"]
+            cnt["(all ops)"] += e["dur"]
         per[tag] = cnt
     return [
         {"layers": k, "fp32_ms": per["fp32"][k] / 3000, "int8_ms": per["int8"][k] / 3000,
@@ -342,21 +348,9 @@ def _profile_convs(fp32: str, int8: str, x: np.ndarray, td: Path) -> list[dict[s
 
 def _ort_op_times(path: str, x: np.ndarray, td: Path, runs: int = 3) -> dict[str, float]:
     """ONNX Runtime profiler: ms per run by operator type (kernel time)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
-    so.enable_profiling = True
-    so.profile_file_prefix = str(td / f"prof_{Path(path).stem}")
-    so.log_severity_level = 3
-    s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    name = s.get_inputs()[0].name
-    for _ in range(runs):
-        s.run(None, {name: x})
     cnt: collections.Counter = collections.Counter()
-    for e in json.loads(Path(s.end_profiling()).read_text()):
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-            cnt[e["args"]["op_name"]] += e["dur"]
+    for e in _kernel_events(path, x, td / f"prof_{Path(path).stem}", runs):
+        cnt[e["args"]["op_name"]] += e["dur"]
     return {k: v / 1000 / runs for k, v in cnt.most_common()}
 
 

@@ -409,15 +409,9 @@ class Gallery:
             from .file import EmbeddedStore
 
             prov = Provenance(
-                model_id,
-                embedding_size,
-                model_sha256,
-                backend,
-                precision,
-                threshold,
-                calibration,
+                model_id, embedding_size, model_sha256, backend, precision, threshold, calibration,
                 threshold_source,
-            )
+            )  # fmt: skip
             store = EmbeddedStore(prov, storage=storage, keep_crops=keep_crops)
         self._store = store
 
@@ -456,15 +450,9 @@ class Gallery:
             if embedding_size is None:
                 raise ConfigError("embedding_size is required with model_id")
             prov = Provenance(
-                model_id,
-                embedding_size,
-                model_sha256,
-                backend,
-                precision,
-                threshold,
-                calibration,
+                model_id, embedding_size, model_sha256, backend, precision, threshold, calibration,
                 threshold_source,
-            )
+            )  # fmt: skip
         st = open_store(uri, store=store, provenance=prov, create=create, **options)
         if prov is not None:
             st.provenance.check_compatible(prov.model_id, prov.embedding_size, prov.model_sha256)
