@@ -428,6 +428,159 @@ def _chunks(n: int, size: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
+def _report_head(
+    ds: Any, paths: list[Path], thr: int, precision: str, chunk: int, n_chunks: int, pairs_only: bool,
+    argv: Sequence[str] | None,
+) -> dict[str, Any]:
+    """The report's fixed part: command, machine, dataset, threads, chunking; empty rows and peers."""
+    return {
+        "facesdk_bench": 1,
+        "protocol": "throughput",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["facesdk", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": machine_info(),
+        "dataset": {
+            "name": "lfw",
+            "root": str(ds.root),
+            "images": len(paths),
+            "selection": "pairs.txt images" if pairs_only else "all images",
+        },
+        "threads": thr,
+        "ort_spinning": os.environ.get("FACESDK_ORT_SPINNING", "0") == "1",
+        "precision": precision,
+        "chunking": {
+            "chunk": chunk,
+            "chunks": n_chunks,
+            "order": "even chunks: pipelines (in the given order), then the peers; odd chunks: the peers, "
+            "then the pipelines in reverse order",
+        },
+        "rows": [],
+        "peers": {},
+    }  # fmt: skip
+
+
+def _make_rows(
+    detectors: Sequence[str], embedder: str | None, backend: str, precision: str, batch_size: int, thr: int,
+    first: Path, workers: int,
+) -> list[_Row]:
+    """One recogniser (a pipeline row) per detector, warmed up on ``first``."""
+    import facesdk
+
+    rows = []
+    for det in detectors:
+        rec = facesdk.FaceRecognizer(
+            detector=det,
+            embedder=embedder,
+            backend=backend,
+            precision=precision,
+            batch_size=batch_size,
+            backend_options={"threads": thr},
+        )
+        rows.append(_Row(rec, first, workers=workers, batch_size=batch_size))
+    return rows  # fmt: skip
+
+
+def _is_native_yunet(rec: Any) -> bool:
+    return rec.detector_card.family == "yunet" and rec.detector_card.input.dynamic_size
+
+
+def _make_yunet_peer(
+    rows: list[_Row], embedder: str | None, backend: str, thr: int, first: Path, report: dict[str, Any]
+) -> _YunetPeer | None:
+    """OpenCV's FaceDetectorYN on the native-size YuNet file, beside facesdk's (a row's recogniser when
+    one runs native-size YuNet); None, noted in ``report``, without OpenCV."""
+    import facesdk
+    from facesdk import zoo
+
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        report["peers"]["opencv_yunet_native"] = {"skipped": "cv2 not installed"}
+        return None
+    yrec = next((r.rec for r in rows if _is_native_yunet(r.rec)), None) or facesdk.FaceRecognizer(
+        detector="yunet-2023mar-dynamic", embedder=embedder, backend=backend, backend_options={"threads": thr}
+    )
+    card = zoo.get_card(yrec.detector_card.id)
+    return _YunetPeer(zoo.fetch(card, "onnx"), yrec, first, threads=thr)
+
+
+def _run_chunk(
+    ci: int, part: list[Path], rows: list[_Row], ypeer: _YunetPeer | None, share: float, peers: bool,
+    bar: Any, det_chunks: list[dict[str, Any]], emb_chunks: list[list[dict[str, Any]]],
+) -> None:
+    """One chunk: the pipelines and the peers one after the other (order reversed on odd chunks), then
+    each row's chunk record with its engine-only times and ratio."""
+    steps: list[tuple[str, int]] = [("row", i) for i in range(len(rows))]
+    peer_steps: list[tuple[str, int]] = [("det", 0)] if ypeer is not None else []
+    if peers:
+        peer_steps += [("emb", i) for i in range(len(rows))]
+    order = steps + peer_steps if ci % 2 == 0 else peer_steps + steps[::-1]
+    rec_chunk: dict[int, dict[str, Any]] = {}
+    emb_rec: dict[int, dict[str, Any]] = {}
+    for kind, i in order:
+        if kind == "row":
+            rec_chunk[i] = rows[i].run_chunk(part, progress=bar)
+        elif kind == "det" and ypeer is not None:
+            k = max(1, round(share * len(part)))
+            d = ypeer.run_chunk(part[:k], progress=bar)
+            d["scale"] = len(part) / k
+            det_chunks.append(d)
+        elif kind == "emb":
+            r = rows[i]
+            # expected embedder tensors (one face per image, + flip) when the peer runs before the pipeline
+            want = rec_chunk[i]["embedder_tensors"] if i in rec_chunk else (
+                len(part) * (2 if r.rec.tta == "flip" else 1)
+            )
+            if r.crops is not None and want:
+                e = _raw_embedder_chunk(r.rec, r.crops, want, batch=32)
+                e["crops_from"] = "this chunk" if i in rec_chunk else "the previous chunk"
+                emb_rec[i] = e
+    for i, row in enumerate(rows):
+        c = rec_chunk[i]
+        e = emb_rec.get(i)
+        if e is not None:
+            # the peer ran the tensor count expected before the pipeline; scale to the real count
+            c["embedder_only_s"] = e["seconds"] * c["embedder_tensors"] / max(e["tensors"], 1)
+            emb_chunks[i].append(e)
+        if _is_native_yunet(row.rec) and det_chunks and ypeer is not None and len(det_chunks) == ci + 1:
+            c["detector_only_s"] = det_chunks[-1]["opencv_s"] * det_chunks[-1]["scale"]
+            c["detector_only_source"] = "opencv"
+        else:
+            c["detector_only_s"] = c["detector_engine_s"]
+            c["detector_only_source"] = "own engine calls"
+        if "embedder_only_s" in c:
+            c["ratio"] = c["wall_s"] / (c["detector_only_s"] + c["embedder_only_s"])
+        row.chunks.append(c)  # fmt: skip
+
+
+def _row_report(r: _Row, ds: Any, accuracy: bool, share: float) -> dict[str, Any]:
+    """A pipeline row: its summary, LFW accuracy, chunks, and the totals and chunk statistics of
+    pipeline / engine-only."""
+    row = r.summary()
+    if accuracy:
+        row["lfw"] = _accuracy(ds, r.emb)
+    row["chunks"] = r.chunks
+    ratios = [c["ratio"] for c in r.chunks if "ratio" in c]
+    if ratios:
+        det_only = sum(c["detector_only_s"] for c in r.chunks)
+        emb_only = sum(c["embedder_only_s"] for c in r.chunks)
+        opencv = r.chunks[0]["detector_only_source"] == "opencv"
+        row["engine_only_s"] = {
+            "detector": det_only,
+            "detector_source": "OpenCV FaceDetectorYN, native size, same chunks"
+            + ("" if share == 1.0 else " (scaled from a share of each chunk)")
+            if opencv
+            else "seconds inside the detector's own engine calls",
+            "embedder": emb_only,
+            "embedder_source": "raw embedder session at batch 32, same chunks",
+        }
+        row["overhead_ratio"] = row["wall_s"] / (det_only + emb_only)
+        row["overhead_ratio_chunks_median"] = float(np.median(ratios))
+        row["overhead_ratio_chunks_min"] = float(np.min(ratios))
+        row["overhead_ratio_chunks_max"] = float(np.max(ratios))
+    return row
+
+
 def run_throughput(
     root: str | Path,
     *,
@@ -457,9 +610,6 @@ def run_throughput(
     every chunk; the chunk's OpenCV time is scaled to the chunk). ``chip_ab``: after the chunks, the
     A/B of dlib's chip (exact numpy vs ``cv2.warpAffine``, :func:`_chip_ab`) on this many images (0: no).
     """
-    import facesdk
-    from facesdk import zoo
-
     if chunk < 1:
         raise FaceSDKError(f"chunk must be >= 1, not {chunk}")
     ds = load_dataset("lfw", root)
@@ -468,61 +618,9 @@ def run_throughput(
         raise FaceSDKError(f"no images under {ds.image_root}")
     thr = threads or len(os.sched_getaffinity(0))
     spans = _chunks(len(paths), chunk)
-    report: dict[str, Any] = {
-        "facesdk_bench": 1,
-        "protocol": "throughput",
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["facesdk", *(argv if argv is not None else sys.argv[1:])]),
-        "machine": machine_info(),
-        "dataset": {
-            "name": "lfw",
-            "root": str(ds.root),
-            "images": len(paths),
-            "selection": "pairs.txt images" if pairs_only else "all images",
-        },
-        "threads": thr,
-        "ort_spinning": os.environ.get("FACESDK_ORT_SPINNING", "0") == "1",
-        "precision": precision,
-        "chunking": {
-            "chunk": chunk,
-            "chunks": len(spans),
-            "order": "even chunks: pipelines (in the given order), then the peers; odd chunks: the peers, "
-            "then the pipelines in reverse order",
-        },
-        "rows": [],
-        "peers": {},
-    }
-    opts = {"threads": thr}
-    rows: list[_Row] = []
-    for det in detectors:
-        rec = facesdk.FaceRecognizer(
-            detector=det,
-            embedder=embedder,
-            backend=backend,
-            precision=precision,
-            batch_size=batch_size,
-            backend_options=opts,
-        )
-        rows.append(_Row(rec, paths[0], workers=workers, batch_size=batch_size))
-    ypeer: _YunetPeer | None = None
-    if peers:
-        try:
-            import cv2  # noqa: F401
-        except ImportError:
-            report["peers"]["opencv_yunet_native"] = {"skipped": "cv2 not installed"}
-        else:
-            yrec = next(
-                (
-                    r.rec
-                    for r in rows
-                    if r.rec.detector_card.family == "yunet" and r.rec.detector_card.input.dynamic_size
-                ),
-                None,
-            ) or facesdk.FaceRecognizer(
-                detector="yunet-2023mar-dynamic", embedder=embedder, backend=backend, backend_options=opts
-            )
-            card = zoo.get_card(yrec.detector_card.id)
-            ypeer = _YunetPeer(zoo.fetch(card, "onnx"), yrec, paths[0], threads=thr)
+    report = _report_head(ds, paths, thr, precision, chunk, len(spans), pairs_only, argv)
+    rows = _make_rows(detectors, embedder, backend, precision, batch_size, thr, paths[0], workers)
+    ypeer = _make_yunet_peer(rows, embedder, backend, thr, paths[0], report) if peers else None
     share = min(1.0, peer_limit / len(paths)) if peer_limit else 1.0
     det_chunks: list[dict[str, Any]] = []
     emb_chunks: list[list[dict[str, Any]]] = [[] for _ in rows]
@@ -530,81 +628,13 @@ def run_throughput(
     bar = tqdm(total=round(total), desc="throughput", unit="img", disable=not progress)
     try:
         for ci, (a, b) in enumerate(spans):
-            part = paths[a:b]
-            # expected embedder tensors of each row in this chunk (one face per image, + flip)
-            steps: list[tuple[str, int]] = [("row", i) for i in range(len(rows))]
-            peer_steps: list[tuple[str, int]] = []
-            if ypeer is not None:
-                peer_steps.append(("det", 0))
-            if peers:
-                peer_steps += [("emb", i) for i in range(len(rows))]
-            order = steps + peer_steps if ci % 2 == 0 else peer_steps + steps[::-1]
-            rec_chunk: dict[int, dict[str, Any]] = {}
-            emb_rec: dict[int, dict[str, Any]] = {}
-            for kind, i in order:
-                if kind == "row":
-                    rec_chunk[i] = rows[i].run_chunk(part, progress=bar)
-                elif kind == "det" and ypeer is not None:
-                    k = max(1, round(share * len(part)))
-                    d = ypeer.run_chunk(part[:k], progress=bar)
-                    d["scale"] = len(part) / k
-                    det_chunks.append(d)
-                elif kind == "emb":
-                    r = rows[i]
-                    want = rec_chunk[i]["embedder_tensors"] if i in rec_chunk else (
-                        len(part) * (2 if r.rec.tta == "flip" else 1)
-                    )
-                    crops = r.crops
-                    if crops is not None and want:
-                        e = _raw_embedder_chunk(r.rec, crops, want, batch=32)
-                        e["crops_from"] = "this chunk" if i in rec_chunk else "the previous chunk"
-                        emb_rec[i] = e
-            for i, row in enumerate(rows):
-                c = rec_chunk[i]
-                e = emb_rec.get(i)
-                if e is not None:
-                    # the peer ran the tensor count expected before the pipeline; scale to the real count
-                    c["embedder_only_s"] = e["seconds"] * c["embedder_tensors"] / max(e["tensors"], 1)
-                    emb_chunks[i].append(e)
-                if row.rec.detector_card.family == "yunet" and row.rec.detector_card.input.dynamic_size and (
-                    det_chunks and ypeer is not None and len(det_chunks) == ci + 1
-                ):
-                    c["detector_only_s"] = det_chunks[-1]["opencv_s"] * det_chunks[-1]["scale"]
-                    c["detector_only_source"] = "opencv"
-                else:
-                    c["detector_only_s"] = c["detector_engine_s"]
-                    c["detector_only_source"] = "own engine calls"
-                if "embedder_only_s" in c:
-                    c["ratio"] = c["wall_s"] / (c["detector_only_s"] + c["embedder_only_s"])
-                row.chunks.append(c)
+            _run_chunk(ci, paths[a:b], rows, ypeer, share, peers, bar, det_chunks, emb_chunks)
     finally:
         bar.close()
         for r in rows:
             r.close()
-    for i, r in enumerate(rows):
-        row = r.summary()
-        if accuracy:
-            row["lfw"] = _accuracy(ds, r.emb)
-        row["chunks"] = r.chunks
-        ratios = [c["ratio"] for c in r.chunks if "ratio" in c]
-        if ratios:
-            det_only = sum(c["detector_only_s"] for c in r.chunks)
-            emb_only = sum(c["embedder_only_s"] for c in r.chunks)
-            opencv = r.chunks[0]["detector_only_source"] == "opencv"
-            row["engine_only_s"] = {
-                "detector": det_only,
-                "detector_source": "OpenCV FaceDetectorYN, native size, same chunks"
-                + ("" if share == 1.0 else " (scaled from a share of each chunk)")
-                if opencv
-                else "seconds inside the detector's own engine calls",
-                "embedder": emb_only,
-                "embedder_source": "raw embedder session at batch 32, same chunks",
-            }
-            row["overhead_ratio"] = row["wall_s"] / (det_only + emb_only)
-            row["overhead_ratio_chunks_median"] = float(np.median(ratios))
-            row["overhead_ratio_chunks_min"] = float(np.min(ratios))
-            row["overhead_ratio_chunks_max"] = float(np.max(ratios))
-        report["rows"].append(row)
+    for r in rows:
+        report["rows"].append(_row_report(r, ds, accuracy, share))
     if ypeer is not None and det_chunks:
         report["peers"]["opencv_yunet_native"] = ypeer.summary(det_chunks)
     if chip_ab and rows:
