@@ -28,7 +28,7 @@ import numpy as np
 
 from facesdk.errors import ConfigError
 
-__all__ = ["run", "to_markdown", "build_sequence", "PEOPLE"]
+__all__ = ["run", "to_markdown", "build_sequence", "PEOPLE", "true_label", "cluster_purity"]
 
 PEOPLE = ["Ariel_Sharon", "Hugo_Chavez", "Junichiro_Koizumi", "Serena_Williams", "Vladimir_Putin"]
 
@@ -59,10 +59,31 @@ def build_sequence(
     return truth
 
 
-def _label(face: Any, truth: dict[str, str]) -> str:
+def true_label(face: Any, truth: dict[str, str]) -> str:
+    """The person a collected face shows: LFW photos are centred on their person, so a face whose box
+    centre lies within 30 px of the 250×250 frame's centre is that person, any other a background face."""
     cx = (face.box[0] + face.box[2]) / 2
     cy = (face.box[1] + face.box[3]) / 2
     return truth[face.source] if abs(cx - 125) < 30 and abs(cy - 125) < 30 else "background"
+
+
+def cluster_purity(
+    good: list[Any], faces: list[Any], truth: dict[str, str], people: list[str]
+) -> dict[str, Any]:
+    """Purity of the good clusters (faces of each cluster's majority person / all their faces), the
+    people recovered (majority of some cluster) and one record per cluster."""
+    majority = total = 0
+    recovered: set[str] = set()
+    clusters = []
+    for c in good:
+        labels = [true_label(faces[i], truth) for i in c.members]
+        top, n = max(((lab, labels.count(lab)) for lab in set(labels)), key=lambda x: x[1])
+        majority += n
+        total += len(labels)
+        if top in people:
+            recovered.add(top)
+        clusters.append({"name": c.name, "members": len(labels), "majority": top, "majority_count": n})
+    return {"purity": majority / max(total, 1), "recovered": recovered, "clusters": clusters}
 
 
 def run(
@@ -99,17 +120,7 @@ def run(
     finally:
         rec.close()
     good = [c for c in res.clusters if c.good]
-    majority = total = 0
-    recovered: set[str] = set()
-    clusters = []
-    for c in good:
-        labels = [_label(res.faces[i], truth) for i in c.members]
-        top, n = max(((lab, labels.count(lab)) for lab in set(labels)), key=lambda x: x[1])
-        majority += n
-        total += len(labels)
-        if top in people:
-            recovered.add(top)
-        clusters.append({"name": c.name, "members": len(labels), "majority": top, "majority_count": n})
+    pur = cluster_purity(good, res.faces, truth, people)
     return {
         "pipeline": f"{detector} + {embedder} on {backend}",
         "frames": len(truth),
@@ -119,10 +130,10 @@ def run(
         "faces": len(res.faces),
         "eps": round(float(res.eps), 3),
         "good_clusters": len(good),
-        "purity": round(majority / max(total, 1), 4),
-        "recovered": sorted(recovered),
+        "purity": round(pur["purity"], 4),
+        "recovered": sorted(pur["recovered"]),
         "one_in_one_good_clusters": sum(c.good for c in one.clusters),
-        "clusters": clusters,
+        "clusters": pur["clusters"],
     }
 
 

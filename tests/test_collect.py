@@ -16,6 +16,7 @@ from facesdk.cli import main
 from facesdk.gallery.collect import collect, head_pose, kdistance_eps, sharpness
 from facesdk.errors import ConfigError, GalleryError
 from facesdk.gallery import Gallery
+from facesdk_bench.collect_purity import cluster_purity
 
 PEOPLE = ["Ariel_Sharon", "Hugo_Chavez", "Junichiro_Koizumi", "Serena_Williams", "Vladimir_Putin"]
 PER_PERSON = 9
@@ -53,30 +54,14 @@ def sequence(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
     return out, truth
 
 
-def _truth_of(face, truth: dict[str, str]) -> str:
-    # LFW photos are centred on their person: a face whose box holds the centre is that person,
-    # any other face in the frame is a background face
-    cx = (face.box[0] + face.box[2]) / 2
-    cy = (face.box[1] + face.box[3]) / 2
-    central = abs(cx - 125) < 30 and abs(cy - 125) < 30
-    return truth[face.source] if central else "background"
-
-
 def test_collect_some_in_one_recovers_people_with_purity(rec, sequence, tmp_path: Path) -> None:
     folder, truth = sequence
     g = rec.open_gallery(tmp_path / "collected.npz", keep_crops=True)
     res = collect(rec, folder, g, mode="some", min_faces=5, keep_crops=True)
     g.save()
     good = [c for c in res.clusters if c.good]
-    majority, total, recovered = 0, 0, set()
-    for c in good:
-        labels = [_truth_of(res.faces[i], truth) for i in c.members]
-        top, n = max(((lab, labels.count(lab)) for lab in set(labels)), key=lambda x: x[1])
-        majority += n
-        total += len(labels)
-        if top in PEOPLE:
-            recovered.add(top)
-    purity = majority / max(total, 1)
+    pur = cluster_purity(good, res.faces, truth, PEOPLE)
+    purity, recovered = pur["purity"], pur["recovered"]
     print(
         f"collect: {len(res.faces)} faces, eps {res.eps:.3f}, {len(good)} good clusters, purity "
         f"{purity:.3f}, "
